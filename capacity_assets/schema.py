@@ -1,0 +1,54 @@
+"""Column contracts of every table the pipeline writes.
+
+The DuckDB IO manager inserts by column position, so every producer returns its columns in exactly
+this order (``conform``). Users' SQL and dashboards depend on these names: change them only with
+the README.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+RESOURCES = ("cpu", "memory", "disk", "network")
+SERIES_KEY = ["server_id", "resource"]
+
+# name -> pandas dtype, in table order
+PROCESSED_DATA = {
+    "batch": "string", "server_id": "string", "resource": "string",
+    "ds": "datetime64[ns]", "y": "float64", "filled": "bool",
+}
+SKIPPED_SERIES = {
+    "batch": "string", "server_id": "string", "resource": "string",
+    "first_ds": "datetime64[ns]", "last_ds": "datetime64[ns]", "days": "int64", "reason": "string",
+}
+# what every engine returns (assets prepend `batch`)
+ENGINE_RESULTS = {
+    "server_id": "string", "resource": "string", "ds": "datetime64[ns]",
+    "yhat": "float64", "yhat_lower": "float64", "yhat_upper": "float64",
+    "split": "string", "model": "string",
+}
+MODEL_RESULTS = {"batch": "string", **ENGINE_RESULTS}
+
+# table name -> columns that are DATEs (stored as DATE, not TIMESTAMP)
+DATE_COLUMNS = ("ds", "first_ds", "last_ds", "first_breach_date", "history_end")
+
+
+def empty(columns: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+
+
+def conform(df: pd.DataFrame, columns: dict[str, str], extra: bool = False) -> pd.DataFrame:
+    """Return ``df`` with exactly the contract's columns, in order and with its dtypes.
+
+    With ``extra=True`` additional columns are kept after the contract's (hierarchy attributes).
+    """
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"missing columns {missing}; found {list(df.columns)}")
+    cols = list(columns) + ([c for c in df.columns if c not in columns] if extra else [])
+    out = df.loc[:, cols].copy()
+    for c, t in columns.items():
+        if t.startswith("datetime"):
+            out[c] = pd.to_datetime(out[c]).dt.normalize().astype("datetime64[ns]")
+        else:
+            out[c] = out[c].astype(t)
+    return out.reset_index(drop=True)
