@@ -52,3 +52,36 @@ def conform(df: pd.DataFrame, columns: dict[str, str], extra: bool = False) -> p
         else:
             out[c] = out[c].astype(t)
     return out.reset_index(drop=True)
+
+
+# --- tournament, golden record, risk ---------------------------------------------------------------
+from capacity_assets.engines.registry import CONTENDERS  # noqa: E402  (registry imports nothing of ours)
+
+
+def champions_columns(contenders=CONTENDERS) -> dict[str, str]:
+    """CHAMPIONS for any list of contenders: a new contender adds its columns, in registry order."""
+    names = list(contenders)
+    return {
+        "batch": "string", "server_id": "string", "resource": "string",
+        **{f"{n}_mape": "float64" for n in names},
+        "champion": "string", "champion_mape": "float64", "trust": "string",
+        **{f"{n}_{m}": t for n in names
+           for m, t in (("wape", "float64"), ("mae", "float64"), ("coverage", "float64"), ("model", "string"))},
+    }
+
+
+CHAMPIONS = champions_columns(CONTENDERS)
+FORECASTS = {
+    "batch": "string", "server_id": "string", "resource": "string", "ds": "datetime64[ns]",
+    "yhat": "float64", "yhat_lower": "float64", "yhat_upper": "float64",
+    "model": "string", "champion": "string", "champion_mape": "float64", "trust": "string",
+    "run_id": "string", "generated_at": "datetime64[ns]",
+}
+# hierarchy attributes beyond department/app_manager follow these columns (conform(extra=True))
+RISK_EXCEPTIONS = {
+    "batch": "string", "server_id": "string", "resource": "string",
+    "department": "string", "app_manager": "string",
+    "first_breach_date": "datetime64[ns]", "days_to_breach": "int64",
+    "peak_upper": "float64", "peak_yhat": "float64",
+    "model": "string", "champion_mape": "float64", "trust": "string", "severity": "string",
+}
