@@ -1,0 +1,1 @@
+"""Dagster assets: thin wiring over the pure core, one module per stage."""

@@ -1,0 +1,68 @@
+"""From daily values to series an engine can fit: a complete calendar, gaps filled, short ones set aside.
+
+Gaps are filled by linear interpolation between the neighbouring observed days and flagged
+(``filled``), so engines see a regular calendar while scoring can ignore invented days. A series
+too short to backtest is kept in processed_data (its history is real) but listed in skipped_series
+with the reason, and never forecast.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from capacity_assets.schema import PROCESSED_DATA, SKIPPED_SERIES, conform, empty
+
+SHORT_GAP_DAYS = 7  # gaps up to this long are routine (missed scrapes); longer ones are reported
+
+
+def complete_calendar(daily: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Every day from each series' first to last observed day; returns (frame, stats)."""
+    if daily.empty:
+        return daily.assign(filled=pd.Series(dtype=bool)), {"days_filled": 0, "long_gaps": 0, "series": 0}
+    daily = daily.sort_values(["server_id", "resource", "ds"])
+    keys = daily.groupby(["server_id", "resource"], sort=False)["ds"].agg(["min", "max"])
+    lengths = ((keys["max"] - keys["min"]).dt.days + 1).to_numpy()
+    starts = keys["min"].to_numpy().astype("datetime64[D]")
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    calendar = pd.DataFrame({
+        "server_id": np.repeat(keys.index.get_level_values(0).to_numpy(), lengths),
+        "resource": np.repeat(keys.index.get_level_values(1).to_numpy(), lengths),
+        "ds": (np.repeat(starts, lengths) + offsets.astype("timedelta64[D]")).astype("datetime64[ns]"),
+    })
+    full = calendar.merge(daily[["server_id", "resource", "ds", "y"]], how="left",
+                          on=["server_id", "resource", "ds"])
+    missing = full["y"].isna().to_numpy()
+    # runs of missing days, to tell routine gaps from outages
+    run_start = missing & ~np.r_[False, missing[:-1]]
+    run_id = np.cumsum(run_start) * missing
+    run_len = np.bincount(run_id)[run_id] * missing if missing.any() else np.zeros(len(full), int)
+    full["y"] = full.groupby(["server_id", "resource"], sort=False)["y"].transform(
+        lambda s: s.interpolate(method="linear", limit_area="inside"))
+    full["filled"] = missing
+    stats = {
+        "series": int(len(keys)),
+        "days_filled": int(missing.sum()),
+        "long_gaps": int(((run_len > SHORT_GAP_DAYS) & run_start).sum()),
+    }
+    return full, stats
+
+
+def processed_frame(full: pd.DataFrame, batch: str) -> pd.DataFrame:
+    out = full.assign(batch=batch)
+    out["y"] = out["y"].clip(0.0, 100.0)
+    return conform(out, PROCESSED_DATA)
+
+
+def short_series(processed: pd.DataFrame, min_days: int, batch: str) -> pd.DataFrame:
+    """Series with fewer than ``min_days`` days of history, with the reason they are not forecast."""
+    if processed.empty:
+        return empty(SKIPPED_SERIES)
+    g = processed.groupby(["server_id", "resource"], sort=True)["ds"].agg(["min", "max", "count"]).reset_index()
+    short = g[g["count"] < min_days]
+    out = pd.DataFrame({
+        "batch": batch, "server_id": short["server_id"], "resource": short["resource"],
+        "first_ds": short["min"], "last_ds": short["max"], "days": short["count"].astype("int64"),
+        "reason": [f"history of {n} days is shorter than the {min_days} days needed "
+                   f"(backtest months plus 6 months of training)" for n in short["count"]],
+    })
+    return conform(out, SKIPPED_SERIES)

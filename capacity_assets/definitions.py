@@ -1,0 +1,24 @@
+"""The code location: assets, checks, jobs, schedules and resources, all chosen from CapacitySettings."""
+from __future__ import annotations
+
+import logging
+
+import dagster as dg
+
+from capacity_assets.assets.forecasting import engine_assets
+from capacity_assets.assets.processed import business_hierarchy, processed_data
+from capacity_assets.config import CapacitySettings
+from capacity_assets.jobs import forecast_job, hierarchy_job, weekly_forecast, weekly_hierarchy
+from capacity_assets.resources import build_executor, build_resources
+
+logging.getLogger("cmdstanpy").disabled = True
+
+settings = CapacitySettings.from_env()
+
+defs = dg.Definitions(
+    assets=[business_hierarchy, processed_data, *engine_assets],
+    jobs=[forecast_job, hierarchy_job],
+    schedules=[weekly_forecast, weekly_hierarchy],
+    resources=build_resources(settings),
+    executor=build_executor(settings),
+)

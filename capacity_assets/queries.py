@@ -1,0 +1,40 @@
+"""Reading the pipeline's tables from outside Dagster (CLI, dashboard): short, shared-locked, read-only.
+
+A reader holds the file's shared lock only for the query, so a pipeline run waiting to write is
+delayed by at most one query and never fails because a dashboard is open.
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from capacity_assets.dblock import db_lock
+from capacity_assets.storage import connect, table_exists
+
+
+def query(db: str, sql: str, params: list | None = None, timeout: float = 60) -> pd.DataFrame:
+    with db_lock(db, exclusive=False, timeout=timeout):
+        conn = connect(db, read_only=True)
+        try:
+            return conn.execute(sql, params or []).fetchdf()
+        finally:
+            conn.close()
+
+
+def tables(db: str) -> set[str]:
+    if not os.path.exists(db):
+        return set()
+    with db_lock(db, exclusive=False):
+        conn = connect(db, read_only=True)
+        try:
+            return {r[0] for r in conn.execute("select table_name from duckdb_tables() where schema_name = 'main'").fetchall()}
+        finally:
+            conn.close()
+
+
+def read_table(db: str, table: str) -> pd.DataFrame | None:
+    """A whole table, or None when it does not exist yet."""
+    if table not in tables(db):
+        return None
+    return query(db, f'select * from main."{table}"')

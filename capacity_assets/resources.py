@@ -1,0 +1,30 @@
+"""Resources and executor, chosen from CapacitySettings: the one switch a deployment turns."""
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from capacity_assets.config import CapacitySettings
+from capacity_assets.storage import build_io_manager
+
+
+def build_executor(settings: CapacitySettings) -> dg.ExecutorDefinition:
+    """``in_process`` by default: a batch's steps share one process (imports paid once per run),
+    while batches run in parallel as separate runs. ``multiprocess`` is Dagster's default, ``dask``
+    sends steps to a Dask cluster (CAPACITY_DASK_ADDRESS, or a local one)."""
+    if settings.executor == "in_process":
+        return dg.in_process_executor
+    if settings.executor == "multiprocess":
+        return dg.multiprocess_executor
+    from dagster_dask import dask_executor  # optional extra: pip install .[dask]
+
+    address = os.environ.get("CAPACITY_DASK_ADDRESS", "")
+    cluster = {"existing": {"address": address}} if address else {
+        "local": {"n_workers": int(os.environ.get("CAPACITY_DASK_WORKERS", "2")), "threads_per_worker": 1,
+                  "processes": True}}
+    return dask_executor.configured({"cluster": cluster})
+
+
+def build_resources(settings: CapacitySettings) -> dict:
+    return {"settings": settings, "io_manager": build_io_manager(settings)}
