@@ -5,6 +5,7 @@ import logging
 
 import dagster as dg
 
+from capacity_assets.assets.decision import champions, forecasts, risk_exceptions
 from capacity_assets.assets.forecasting import engine_assets
 from capacity_assets.assets.processed import business_hierarchy, processed_data
 from capacity_assets.config import CapacitySettings
@@ -16,7 +17,7 @@ logging.getLogger("cmdstanpy").disabled = True
 settings = CapacitySettings.from_env()
 
 defs = dg.Definitions(
-    assets=[business_hierarchy, processed_data, *engine_assets],
+    assets=[business_hierarchy, processed_data, *engine_assets, champions, forecasts, risk_exceptions],
     jobs=[forecast_job, hierarchy_job],
     schedules=[weekly_forecast, weekly_hierarchy],
     resources=build_resources(settings),

@@ -41,7 +41,7 @@ class RunOutcome:
 def _failure_text(result) -> str:
     lines = []
     for event in result.all_events:
-        if event.is_failure and event.step_failure_data and event.step_failure_data.error:
+        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data.error:
             err = event.step_failure_data.error
             while err.cause is not None and "capacity_assets" not in (err.message or ""):
                 err = err.cause

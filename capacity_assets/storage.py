@@ -63,7 +63,7 @@ class LockedDuckDbClient(DuckDbClient):
         with db_lock(db):
             conn = connect(db)
             try:
-                conn.execute("begin transaction")
+                conn.execute("begin transaction").fetchall()
                 yield conn
                 conn.execute("commit")
             except BaseException:
@@ -81,10 +81,11 @@ class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
         name = f"{table_slice.schema}.{table_slice.table}"
         casts = ", ".join(f'cast("{c}" as date) as "{c}"' for c in obj.columns if c in DATE_COLUMNS)
         select = f"select * replace ({casts}) from obj" if casts else "select * from obj"
+        connection.execute("select 1").fetchall()  # finish pending results (DuckDB >= 2 refuses register otherwise)
         connection.register("obj", obj)
-        connection.execute(f"create table if not exists {name} as {select} limit 0")
+        connection.execute(f"create table if not exists {name} as {select} limit 0").fetchall()
         if not obj.empty:
-            connection.execute(f"insert into {name} {select}")
+            connection.execute(f"insert into {name} {select}").fetchall()
         connection.unregister("obj")
         context.add_output_metadata({"dagster/partition_row_count" if context.has_partition_key
                                      else "dagster/row_count": len(obj)})

@@ -1,5 +1,4 @@
 """Stage 2: one ``<name>_results`` asset per contender in the engine registry."""
-from __future__ import annotations
 
 import time
 

@@ -1,5 +1,4 @@
 """Stage 1: business_hierarchy, and processed_data / skipped_series per server batch."""
-from __future__ import annotations
 
 import time
 
