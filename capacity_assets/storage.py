@@ -81,6 +81,8 @@ class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
         name = f"{table_slice.schema}.{table_slice.table}"
         casts = ", ".join(f'cast("{c}" as date) as "{c}"' for c in obj.columns if c in DATE_COLUMNS)
         select = f"select * replace ({casts}) from obj" if casts else "select * from obj"
+        # an all-empty text column would be typed NULL and refuse the next batch's strings
+        obj = obj.astype({c: "string" for c in obj.columns if obj[c].dtype == object})
         connection.execute("select 1").fetchall()  # finish pending results (DuckDB >= 2 refuses register otherwise)
         connection.register("obj", obj)
         connection.execute(f"create table if not exists {name} as {select} limit 0").fetchall()

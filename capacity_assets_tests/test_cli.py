@@ -1,0 +1,61 @@
+"""The `capacity` command line on a tiny fleet, as a planner would use it."""
+import csv
+import os
+
+import duckdb
+import pytest
+
+from capacity_assets_tests.conftest import capacity
+
+
+def test_help_explains_each_subcommand(tmp_path):
+    out = capacity("--help", cwd=tmp_path).stdout
+    for sub in ("demo", "run", "ui", "report", "dashboard"):
+        assert sub in out
+    assert "--workers" in capacity("run", "--help", cwd=tmp_path).stdout
+
+
+def test_run_materialises_every_table_for_every_batch_and_prints_a_summary(tiny_run):
+    out = tiny_run["stdout"]
+    assert "[3/3]" in out and "3/3 batches succeeded" in out
+    assert "series forecast:" in out and "median champion MAPE" in out and "at risk within 90 days" in out
+    conn = duckdb.connect(tiny_run["db"], read_only=True)
+    tables = {r[0] for r in conn.execute("select table_name from duckdb_tables() where schema_name = 'main'").fetchall()}
+    assert {"business_hierarchy", "processed_data", "skipped_series", "prophet_results", "challenger_results",
+            "champions", "forecasts", "risk_exceptions"} <= tables
+    # every non-skipped series has a 180-day golden record
+    n_processed = conn.execute("select count(distinct (server_id, resource)) from processed_data").fetchone()[0]
+    n_skipped = conn.execute("select count(*) from skipped_series").fetchone()[0]
+    per_series = conn.execute("select count(*) from forecasts group by server_id, resource").fetchall()
+    assert len(per_series) == n_processed - n_skipped > 0 and {n for (n,) in per_series} == {180}
+
+
+def test_runs_are_recorded_in_the_persistent_instance_the_ui_reads(tiny_run, monkeypatch):
+    from dagster import AssetKey, DagsterInstance
+
+    monkeypatch.setenv("DAGSTER_HOME", tiny_run["env"]["DAGSTER_HOME"])
+    with DagsterInstance.get() as instance:
+        done = instance.get_materialized_partitions(AssetKey("processed_data"))
+        runs = instance.get_runs()
+    assert done == {"batch_00", "batch_01", "batch_02"}
+    assert {r.job_name for r in runs} == {"capacity_forecast", "capacity_hierarchy"}
+    assert all(r.is_success for r in runs)
+
+
+def test_report_writes_one_csv_per_department(tiny_run, tmp_path):
+    proc = capacity("report", "--out", str(tmp_path / "reports"), cwd=tiny_run["cwd"], env=tiny_run["env"])
+    files = sorted(p.name for p in (tmp_path / "reports").glob("*.csv"))
+    assert "risk_all.csv" in files
+    rows = list(csv.DictReader(open(tmp_path / "reports" / "risk_all.csv")))
+    n_risk = duckdb.connect(tiny_run["db"], read_only=True).execute("select count(*) from risk_exceptions").fetchone()[0]
+    assert len(rows) == n_risk and "wrote" in proc.stdout
+    if rows:
+        assert {"server_id", "department", "app_manager", "severity", "days_to_breach"} <= set(rows[0])
+
+
+def test_a_missing_metrics_file_is_refused_before_any_table_is_touched(tmp_path):
+    db = tmp_path / "cap.duckdb"
+    proc = capacity("run", "--metrics", str(tmp_path / "nope.csv"), "--db", str(db), cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "nope.csv" in proc.stderr and "does not exist" in proc.stderr
+    assert not db.exists()

@@ -1,0 +1,95 @@
+"""processed_data materialised for real: Dagster, the DuckDB IO manager and a temporary DuckDB file."""
+import multiprocessing
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from capacity_assets import checks
+from capacity_assets.batching import batch_keys, batch_of
+from capacity_assets.config import CapacitySettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def settings_for(fleet, db) -> CapacitySettings:
+    return CapacitySettings(metrics=fleet["metrics"], hierarchy=fleet["hierarchy"], db=str(db), batches=3)
+
+
+def materialize_processed(fleet: dict, db: str, key: str) -> bool:
+    from capacity_assets.assets.processed import processed_data
+    from capacity_assets.resources import build_resources
+
+    result = dg.materialize([processed_data], partition_key=key,
+                            resources=build_resources(settings_for(fleet, db)))
+    return result.success
+
+
+def test_each_batch_lands_in_duckdb_with_the_contract_columns(tiny_fleet, tmp_path):
+    db = str(tmp_path / "cap.duckdb")
+    for key in batch_keys(3):
+        assert materialize_processed(tiny_fleet, db, key)
+    conn = duckdb.connect(db, read_only=True)
+    cols = dict(conn.execute("select column_name, data_type from duckdb_columns() where table_name = 'processed_data' "
+                             "and schema_name = 'main'").fetchall())
+    assert {"batch": "VARCHAR", "server_id": "VARCHAR", "resource": "VARCHAR", "ds": "DATE", "y": "DOUBLE"}.items() <= cols.items()
+    df = conn.execute("select * from processed_data").fetchdf()
+    raw = duckdb.connect().execute("select count(distinct server_id) from read_parquet(?)", [tiny_fleet['metrics']]).fetchone()[0]
+    assert df["server_id"].nunique() == raw
+    # every server sits in the batch its id hashes to, and a series has one row per day
+    assert all(batch_of(s, 3) == b for s, b in df[["server_id", "batch"]].drop_duplicates().itertuples(index=False))
+    assert not df.duplicated(["server_id", "resource", "ds"]).any()
+    assert df["y"].between(0, 100).all()
+    # `select * from forecasts`-style unqualified names work in a plain client
+    assert conn.execute("select count(*) from skipped_series").fetchone()[0] >= 0
+
+
+def test_rematerialising_a_batch_replaces_exactly_its_rows(tiny_fleet, tmp_path):
+    db = str(tmp_path / "cap.duckdb")
+    for key in batch_keys(3):
+        materialize_processed(tiny_fleet, db, key)
+    before = duckdb.connect(db, read_only=True).execute(
+        "select batch, count(*) from processed_data group by 1 order by 1").fetchall()
+    materialize_processed(tiny_fleet, db, "batch_01")
+    after = duckdb.connect(db, read_only=True).execute(
+        "select batch, count(*) from processed_data group by 1 order by 1").fetchall()
+    assert before == after
+
+
+def test_two_batches_written_at_the_same_moment_into_one_file(tiny_fleet, tmp_path):
+    db = str(tmp_path / "cap.duckdb")
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=3, mp_context=ctx) as pool:
+        results = list(pool.map(materialize_processed, [tiny_fleet] * 3, [db] * 3, batch_keys(3)))
+    assert results == [True, True, True]
+    counts = dict(duckdb.connect(db, read_only=True).execute(
+        "select batch, count(distinct server_id) from processed_data group by 1").fetchall())
+    assert sum(counts.values()) == 6 and set(counts) <= set(batch_keys(3))
+
+
+def test_checks_fail_on_bad_data_and_name_the_series():
+    bad = pd.DataFrame({"batch": "batch_00", "server_id": ["ok", "hot", "dup", "dup"], "resource": "cpu",
+                        "ds": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-02", "2024-01-02"]),
+                        "y": [50.0, 130.0, 10.0, 11.0], "filled": False})
+    r = checks.values_in_range(bad)
+    assert not r.passed and "hot/cpu" in r.description
+    d = checks.one_row_per_day(bad)
+    assert not d.passed and "dup/cpu" in d.description
+    e = checks.batch_not_empty(bad.iloc[0:0], "batch_02")
+    assert not e.passed and "batch_02" in e.description
+    assert checks.values_in_range(bad.iloc[:1]).passed and checks.one_row_per_day(bad.iloc[:2]).passed
+
+
+def test_definitions_load_in_dagster():
+    proc = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from capacity_assets.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"business_hierarchy", "processed_data", "skipped_series", "prophet_results",
+                    "challenger_results", "champions", "forecasts", "risk_exceptions"}
