@@ -56,7 +56,8 @@ def test_fast_path_matches_stock_prophet():
     y = np.clip(30 + 0.02 * t + weekly_truth(ds) + 5 * np.sin(2 * np.pi * ds.dayofyear / 365.25)
                 + rng.normal(0, 2, len(ds)), 0, 100)
     logging.getLogger("cmdstanpy").disabled = True
-    stock = Prophet(**engine.prophet_kwargs(), uncertainty_samples=0).fit(pd.DataFrame({"ds": ds, "y": y}))
+    stock = Prophet(**engine.prophet_kwargs(), uncertainty_samples=0).fit(
+        pd.DataFrame({"ds": ds, "y": y}), tol_rel_grad=engine.LBFGS_TOL_REL_GRAD)
     future = stock.make_future_dataframe(180, include_history=False)
     expected = stock.predict(future)["yhat"].to_numpy()
 
