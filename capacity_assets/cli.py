@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,9 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def cmd_run(args) -> int:
-    from capacity_assets import preflight, summary
+    import duckdb
+
+    from capacity_assets import fingerprint, ingest, preflight, summary
     from capacity_assets.batching import batch_keys
     from capacity_assets.instance import ensure_home, get_instance
     from capacity_assets.runner import run_batches, run_job
@@ -61,11 +64,21 @@ def cmd_run(args) -> int:
         if unknown:
             return _fail(f"unknown batch {unknown[0]!r}; batches are {keys[0]} .. {keys[-1]}")
         keys = [k for k in keys if k in args.batch]
-    hierarchy = run_job("capacity_hierarchy", verbose=args.verbose)
-    if not hierarchy.success:
+    fingerprints = fingerprint.batch_fingerprints(duckdb.connect(), ingest.inspect_metrics(
+        duckdb.connect(), settings.metrics_glob), settings)
+    unchanged = set() if args.force else fingerprint.unchanged_batches(
+        get_instance(), fingerprints, summary.stored_batches(settings.db))
+    todo = [k for k in keys if k not in unchanged]
+    if unchanged:
+        print(f"capacity run: {len(unchanged)} batch(es) unchanged since their last successful run "
+              f"(same input rows, settings and code): skipped; --force re-runs them")
+    hierarchy = run_job("capacity_hierarchy", verbose=args.verbose) if todo else None
+    if hierarchy is not None and not hierarchy.success:
         print(hierarchy.error, file=sys.stderr)
         return _fail("loading the business hierarchy failed; no batch was run")
-    outcome = run_batches(keys, args.workers, verbose=args.verbose)
+    outcome = run_batches(todo, args.workers, verbose=args.verbose,
+                          tags={k: {fingerprint.TAG: fingerprints[k]} for k in todo})
+    outcome.unchanged = sorted(unchanged & set(keys))
     report = summary.run_summary(settings, outcome)
     print(report.text)
     if outcome.failed:
@@ -145,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="batches run in parallel (default: number of cores)")
         p.add_argument("--batch", action="append", help="run only this batch (repeatable), e.g. batch_03")
         p.add_argument("--verbose", action="store_true", help="show Dagster's INFO logs of every run")
+        p.add_argument("--force", action="store_true",
+                       help="re-run every batch, even those unchanged since their last successful run")
 
     p = sub.add_parser("demo", help="write the built-in demo fleet (Parquet + hierarchy) and run the whole pipeline on it")
     p.add_argument("--servers", type=int, default=200)
@@ -180,8 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sigterm_as_interrupt(*_):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     from capacity_assets.config import ConfigError
     from capacity_assets.ingest import InputError
     from capacity_assets.storage import StorageError

@@ -23,3 +23,8 @@ defs = dg.Definitions(
     resources=build_resources(settings),
     executor=build_executor(settings),
 )
+
+
+def capacity_forecast_job():
+    """The batch job, reconstructable in another process (for the multiprocess and dask executors)."""
+    return defs.resolve_job_def("capacity_forecast")

@@ -32,6 +32,7 @@ class BatchResult:
 class RunOutcome:
     batches: list[BatchResult] = field(default_factory=list)
     seconds: float = 0.0
+    unchanged: list[str] = field(default_factory=list)  # skipped: same fingerprint as the last success
 
     @property
     def failed(self) -> list[BatchResult]:
@@ -49,18 +50,30 @@ def _failure_text(result) -> str:
     return "\n".join(lines) or "run failed"
 
 
-def run_job(job_name: str, partition_key: str | None = None, verbose: bool = False) -> BatchResult:
-    """Execute one job run in this process against the persistent instance."""
-    from capacity_assets.definitions import defs
+def run_job(job_name: str, partition_key: str | None = None, verbose: bool = False,
+            tags: dict | None = None) -> BatchResult:
+    """Execute one job run against the persistent instance, with the configured executor.
+
+    The default in-process executor runs here; any other (multiprocess, dask) goes through
+    ``execute_job`` with a reconstructable job so its steps can run elsewhere.
+    """
+    import dagster as dg
+
+    from capacity_assets import definitions
     from capacity_assets.instance import get_instance
 
     started = time.monotonic()
-    job = defs.resolve_job_def(job_name)
     instance = get_instance()
+    run_config = VERBOSE_RUN_CONFIG if verbose else QUIET_RUN_CONFIG
     try:
-        result = job.execute_in_process(
-            partition_key=partition_key, instance=instance, raise_on_error=False,
-            run_config=VERBOSE_RUN_CONFIG if verbose else QUIET_RUN_CONFIG)
+        if definitions.settings.executor == "in_process" or partition_key is None:
+            job = definitions.defs.resolve_job_def(job_name)
+            result = job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False,
+                                            run_config=run_config, tags=tags)
+        else:
+            result = dg.execute_job(dg.reconstructable(definitions.capacity_forecast_job), instance=instance,
+                                    run_config=run_config, raise_on_error=False,
+                                    tags={**(tags or {}), "dagster/partition": partition_key})
         return BatchResult(partition_key or job_name, result.success, result.run_id,
                            time.monotonic() - started, "" if result.success else _failure_text(result))
     except Exception as e:  # noqa: BLE001 - one batch's crash is reported, never the whole run's
@@ -68,20 +81,29 @@ def run_job(job_name: str, partition_key: str | None = None, verbose: bool = Fal
                            f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
 
 
-def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print) -> RunOutcome:
-    """Run every batch in ``keys`` with ``workers`` processes, echoing one line per finished batch."""
+def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print,
+                tags: dict[str, dict] | None = None) -> RunOutcome:
+    """Run every batch in ``keys`` with ``workers`` processes, echoing one line per finished batch.
+
+    On Ctrl-C or SIGTERM the workers are stopped: a batch being written is rolled back whole (one
+    transaction per table write), batches already finished stay, and the next run redoes the rest.
+    """
     outcome = RunOutcome()
     started = time.monotonic()
+    tags = tags or {}
     workers = max(1, min(workers, len(keys)))
+    if not keys:
+        return outcome
     if workers == 1:
-        results = (run_job("capacity_forecast", k, verbose) for k in keys)
-        for i, r in enumerate(results, 1):
+        for i, k in enumerate(keys, 1):
+            r = run_job("capacity_forecast", k, verbose, tags.get(k))
             outcome.batches.append(r)
             echo(_line(r, i, len(keys), started))
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(run_job, "capacity_forecast", k, verbose): k for k in keys}
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        try:
+            futures = {pool.submit(run_job, "capacity_forecast", k, verbose, tags.get(k)): k for k in keys}
             for i, fut in enumerate(as_completed(futures), 1):
                 try:
                     r = fut.result()
@@ -89,6 +111,12 @@ def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print
                     r = BatchResult(futures[fut], False, error=f"worker died: {e}")
                 outcome.batches.append(r)
                 echo(_line(r, i, len(keys), started))
+        except BaseException:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     outcome.batches.sort(key=lambda b: b.batch)
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -16,8 +16,11 @@ def run_summary(settings, outcome) -> Summary:
     db = settings.db
     have = tables(db)
     ok = [b.batch for b in outcome.batches if b.success]
-    lines = [f"\nSummary: {len(ok)}/{len(outcome.batches)} batches succeeded in {outcome.seconds:.0f}s "
+    lines = [f"\nSummary: {len(ok)}/{len(outcome.batches)} batches run and succeeded in {outcome.seconds:.0f}s "
              f"({settings.db})"]
+    if outcome.unchanged:
+        lines.append(f"  unchanged, not re-run: {len(outcome.unchanged)} batches ({', '.join(outcome.unchanged[:5])}"
+                     f"{', ...' if len(outcome.unchanged) > 5 else ''})")
     series = 0
     if "processed_data" in have:
         n = query(db, "select count(distinct (server_id, resource)) as n, count(distinct server_id) as s from processed_data").iloc[0]
@@ -49,3 +52,11 @@ def run_summary(settings, outcome) -> Summary:
             lines.append(f"    {x.department}: {int(x.critical)} critical, {int(x.warning)} warning")
         lines.append("  department lists: capacity report --out reports/   dashboard: capacity dashboard")
     return Summary("\n".join(lines), series)
+
+
+def stored_batches(db: str) -> set[str]:
+    """Batches whose results are in the database (a deleted or new file means nothing is)."""
+    have = tables(db)
+    if not {"processed_data", "forecasts", "risk_exceptions"} <= have:
+        return set()
+    return set(query(db, "select distinct batch from processed_data")["batch"])

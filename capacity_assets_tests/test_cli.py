@@ -17,7 +17,7 @@ def test_help_explains_each_subcommand(tmp_path):
 
 def test_run_materialises_every_table_for_every_batch_and_prints_a_summary(tiny_run):
     out = tiny_run["stdout"]
-    assert "[3/3]" in out and "3/3 batches succeeded" in out
+    assert "[3/3]" in out and "3/3 batches run and succeeded" in out
     assert "series forecast:" in out and "median champion MAPE" in out and "at risk within 90 days" in out
     conn = duckdb.connect(tiny_run["db"], read_only=True)
     tables = {r[0] for r in conn.execute("select table_name from duckdb_tables() where schema_name = 'main'").fetchall()}
