@@ -38,3 +38,15 @@ def read_table(db: str, table: str) -> pd.DataFrame | None:
     if table not in tables(db):
         return None
     return query(db, f'select * from main."{table}"')
+
+
+def query_many(db: str, statements: dict[str, tuple[str, list]], timeout: float = 60) -> dict[str, pd.DataFrame]:
+    """Several queries under one shared lock and one connection, so a view's numbers come from the
+    same pipeline state (a batch cannot commit between the header and the heatmap) and a page pays
+    for one open instead of one per query."""
+    with db_lock(db, exclusive=False, timeout=timeout):
+        conn = connect(db, read_only=True)
+        try:
+            return {name: conn.execute(sql, params or []).fetchdf() for name, (sql, params) in statements.items()}
+        finally:
+            conn.close()

@@ -1,0 +1,1 @@
+"""The executive dashboard (Streamlit): ``capacity dashboard`` runs ``app.py``."""

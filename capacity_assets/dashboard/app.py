@@ -1,0 +1,334 @@
+"""Executive dashboard: where the fleet runs out of capacity, how far to trust it, and one server in detail.
+
+Run with ``capacity dashboard``. It only reads (``data`` → ``queries``: short shared locks, no
+connection kept across reruns) so it can stay open while runs write. When a run holds the database
+longer than a view is willing to wait, the view shows the data it loaded last, with a note, instead
+of an error. Only the open tab runs its queries (``st.tabs(on_change="rerun")``).
+"""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import streamlit as st
+
+from capacity_assets.config import CapacitySettings, ConfigError
+from capacity_assets.dashboard import charts, data
+from capacity_assets.dblock import DatabaseBusy
+from capacity_assets.schema import RESOURCES
+from capacity_assets.storage import StorageError
+
+VIEWS = ("Risk heatmap", "Tournament summary", "Deep dive")
+SEVERITIES = ("all", "critical", "warning")
+SEVERITY_BADGE = {"critical": "🔴 critical", "warning": "🟠 warning"}
+
+st.set_page_config(page_title="Capacity outlook", page_icon="📈", layout="wide")
+
+
+class NotLoaded(Exception):
+    """The database was busy and this view has never been loaded in this session."""
+
+
+_busy = {"hit": False}  # per script run: after one timeout, don't wait again for every other query
+
+
+def _is_lock_error(e: Exception) -> bool:
+    return isinstance(e, DatabaseBusy) or (isinstance(e, StorageError) and "lock" in str(e).lower())
+
+
+def load(name: str, fn, db: str, ver, *args):
+    """``fn(db, ver, *args)``, or the last value this session loaded for ``name``/``args`` while a run
+    holds the database; the fallback lives in session_state so a refresh never blanks the page."""
+    last = st.session_state.setdefault("_last_good", {})
+    key = (name, args)
+    if not _busy["hit"]:
+        try:
+            value = fn(db, ver, *args)
+            last[key] = value
+            return value
+        except (DatabaseBusy, StorageError) as e:
+            if not _is_lock_error(e):
+                raise
+            _busy["hit"] = True
+    if key in last:
+        return last[key]
+    raise NotLoaded(name)
+
+
+def refreshing_note() -> None:
+    if _busy["hit"]:
+        st.info("⏳ The pipeline is refreshing the data; showing the last loaded data. "
+                "Reload the page in a minute for the new numbers.", icon=None)
+
+
+def not_loaded_note() -> None:
+    st.info("⏳ The pipeline is refreshing the data and this view has not been loaded yet; "
+            "it appears as soon as the run releases the database. Reload the page in a minute.")
+
+
+def no_data_page(db: str, detail: str) -> None:
+    st.title("Capacity outlook")
+    st.info(f"**No forecasts to show yet.** {detail}")
+    st.markdown(
+        "The dashboard reads the tables the pipeline writes. To produce them:\n\n"
+        "* try it on a synthetic fleet (about 10 minutes for 200 servers):\n\n"
+        "  ```\n  capacity demo\n  ```\n"
+        "* or forecast your own metrics:\n\n"
+        "  ```\n  capacity run --metrics 'metrics/*.parquet' --hierarchy hierarchy.csv\n  ```\n\n"
+        f"then reload this page. The dashboard reads `{db}` (set `CAPACITY_DB` or "
+        "`capacity dashboard --db` to point it elsewhere).")
+
+
+# --- header -----------------------------------------------------------------------------------------
+def header(ov: data.Overview, settings: CapacitySettings) -> None:
+    st.title("Capacity outlook")
+    st.caption(f"Threshold {settings.threshold:g} % · risk window {settings.risk_days} days · "
+               f"MAPE warning {settings.mape_warn:g} % · database {settings.db}")
+    age = ov.age_days()
+    cols = st.columns(6)
+    cols[0].metric("Forecast generated", f"{ov.generated_at:%Y-%m-%d}" if ov.generated_at is not None else "–",
+                   help=f"newest generated_at: {ov.generated_at}")
+    cols[1].metric("Forecast starts", f"{ov.forecast_start:%Y-%m-%d}" if ov.forecast_start is not None else "–",
+                   help=f"first forecast day of most series; horizon until {ov.forecast_end:%Y-%m-%d}" if ov.forecast_end is not None else None)
+    cols[2].metric("Servers", f"{ov.servers:,}")
+    cols[3].metric("Series", f"{ov.series:,}", help=f"server × resource with a forecast; {ov.skipped:,} skipped as too short")
+    cols[4].metric("Batches", f"{ov.batches:,}")
+    cols[5].metric(f"At risk ≤ {settings.risk_days} days", f"{ov.critical + ov.warning:,} series",
+                   delta=f"{ov.critical:,} critical", delta_color="inverse" if ov.critical else "off",
+                   help=f"{ov.servers_at_risk:,} servers; upper bound reaches {settings.threshold:g} %")
+    if age is None:
+        st.warning("No forecast date found.")
+    elif ov.fresh():
+        st.success(f"Data is fresh: generated {_ago(age)} (within {data.FRESH_DAYS} days).")
+    else:
+        st.warning(f"Data is stale: generated {_ago(age)}, more than {data.FRESH_DAYS} days ago. "
+                   "The weekly refresh may have failed; check `capacity ui`.")
+
+
+def _ago(days: float) -> str:
+    if days < 1:
+        return f"{max(days * 24, 0):.0f} h ago"
+    return f"{days:.0f} day{'s' if round(days) != 1 else ''} ago"
+
+
+# --- views ------------------------------------------------------------------------------------------
+def open_in_deep_dive(server: str) -> None:
+    st.session_state["deep_search"] = ""
+    st.session_state["deep_select"] = server
+    st.session_state["view"] = "Deep dive"
+
+
+def _safe_filename(*parts: str) -> str:
+    return "_".join(re.sub(r"[^A-Za-z0-9]+", "-", p).strip("-").lower() or "x" for p in parts) + ".csv"
+
+
+def risk_view(db: str, ver, settings: CapacitySettings) -> None:
+    st.subheader("Risk heatmap")
+    st.caption(f"Series whose forecast upper bound reaches {settings.threshold:g} % within "
+               f"{settings.risk_days} days. Critical: the forecast itself gets there; warning: only the "
+               "upper bound does.")
+    severity = st.radio("Severity", SEVERITIES, horizontal=True, key="risk_severity",
+                        format_func=lambda s: s.capitalize())
+    try:
+        counts = load("heatmap", data.risk_heatmap, db, ver, severity)
+    except NotLoaded:
+        return not_loaded_note()
+    st.plotly_chart(charts.risk_heatmap(counts, list(RESOURCES)), key="heatmap_chart",
+                    config={"displayModeBar": False})
+
+    departments = sorted(counts["department"].astype(str).unique())
+    c1, c2 = st.columns(2)
+    if st.session_state.get("risk_department") not in [data.ALL, *departments]:
+        st.session_state["risk_department"] = data.ALL
+    department = c1.selectbox("Department", [data.ALL, *departments], key="risk_department")
+    try:
+        managers = load("managers", data.risk_managers, db, ver, severity, department)
+    except NotLoaded:
+        return not_loaded_note()
+    if st.session_state.get("risk_manager") not in [data.ALL, *managers]:
+        st.session_state["risk_manager"] = data.ALL
+    manager = c2.selectbox("App manager", [data.ALL, *managers], key="risk_manager")
+    try:
+        exceptions = load("risk_list", data.risk_list, db, ver, severity, department, manager)
+    except NotLoaded:
+        return not_loaded_note()
+
+    n_servers = exceptions["server_id"].nunique()
+    st.markdown(f"**{len(exceptions):,} series on {n_servers:,} servers** at risk"
+                + (f" in {department}" if department != data.ALL else "")
+                + (f" managed by {manager}" if manager != data.ALL else ""))
+    shown = exceptions.assign(severity=exceptions["severity"].map(SEVERITY_BADGE).fillna(exceptions["severity"]))
+    extra = {c: st.column_config.TextColumn(c.replace("_", " ").capitalize()) for c in shown.columns
+             if c not in data.RISK_COLUMNS}
+    st.dataframe(
+        shown, hide_index=True, key="risk_table", height=min(420, 38 + 35 * max(len(exceptions), 1)),
+        column_config={
+            "server_id": st.column_config.TextColumn("Server"),
+            "resource": st.column_config.TextColumn("Resource"),
+            "department": st.column_config.TextColumn("Department"),
+            "app_manager": st.column_config.TextColumn("App manager"),
+            "first_breach_date": st.column_config.DateColumn("First breach", format="YYYY-MM-DD"),
+            "days_to_breach": st.column_config.NumberColumn("Days to breach", format="%d"),
+            "peak_upper": st.column_config.NumberColumn("Peak upper", format="%.1f %%"),
+            "peak_yhat": st.column_config.NumberColumn("Peak forecast", format="%.1f %%"),
+            "model": st.column_config.TextColumn("Model"),
+            "champion_mape": st.column_config.NumberColumn("MAPE", format="%.1f %%"),
+            "trust": st.column_config.TextColumn("Trust"),
+            "severity": st.column_config.TextColumn("Severity"),
+            **extra,
+        })
+    c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+    c3.download_button(
+        "Download this list (CSV)", data=exceptions.to_csv(index=False).encode("utf-8"),
+        file_name=_safe_filename("risk", severity, department, manager), mime="text/csv",
+        key="risk_csv", disabled=exceptions.empty)
+    if not exceptions.empty:
+        ids = list(dict.fromkeys(exceptions["server_id"].astype(str)))
+        target = c1.selectbox("Server to inspect", ids, key="risk_open_select")
+        c2.button("Open in Deep dive", key="risk_open", on_click=open_in_deep_dive, args=(target,))
+
+
+def tournament_view(db: str, ver, settings: CapacitySettings, present: set[str]) -> None:
+    st.subheader("Tournament summary")
+    st.caption("Each series is forecast by every contender; the one with the lowest MAPE on the "
+               f"backtest months becomes its champion. Series above {settings.mape_warn:g} % MAPE "
+               "are flagged: plan on them with care.")
+    bin_width = 2.0
+    try:
+        t = load("tournament", data.tournament, db, ver, settings.mape_warn, "business_hierarchy" in present,
+                 bin_width)
+    except NotLoaded:
+        return not_loaded_note()
+    total = int(t.by_resource["wins"].sum())
+    cols = st.columns(3)
+    cols[0].metric("Series in the tournament", f"{total:,}")
+    cols[1].metric("Median champion MAPE", f"{t.median_mape:.1f} %" if t.median_mape is not None else "–")
+    cols[2].metric(f"Flagged (MAPE > {settings.mape_warn:g} %)", f"{t.bad_total:,}",
+                   delta=f"{t.bad_total / total:.0%} of series" if total else None, delta_color="off")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.plotly_chart(charts.wins_bar(t.by_resource, "resource", "Wins by model per resource",
+                                        order=[r for r in RESOURCES if r in set(t.by_resource["resource"])]),
+                        key="wins_resource", config={"displayModeBar": False})
+    with c2:
+        st.plotly_chart(charts.mape_histogram(t.mape_bins, settings.mape_warn, bin_width), key="mape_hist",
+                        config={"displayModeBar": False})
+    st.plotly_chart(charts.wins_bar(t.by_department, "department", "Wins by model per department",
+                                    horizontal=True), key="wins_department", config={"displayModeBar": False})
+    st.markdown(f"**Series flagged by the bad-MAPE check** (champion MAPE > {settings.mape_warn:g} %): "
+                f"{t.bad_total:,}" + (f", showing the worst {len(t.bad_mape):,}" if t.bad_total > len(t.bad_mape) else ""))
+    st.dataframe(t.bad_mape, hide_index=True, key="bad_mape_table", height=min(400, 38 + 35 * max(len(t.bad_mape), 1)),
+                 column_config={"champion_mape": st.column_config.NumberColumn("Champion MAPE", format="%.1f %%"),
+                                "server_id": "Server", "resource": "Resource", "champion": "Champion",
+                                "trust": "Trust", "department": "Department", "app_manager": "App manager"})
+
+
+def deep_dive_view(db: str, ver, settings: CapacitySettings, present: set[str]) -> None:
+    st.subheader("Deep dive")
+    c1, c2 = st.columns([1, 2])
+    search = c1.text_input("Search server id", key="deep_search", placeholder="part of a server id")
+    try:
+        options = load("servers", data.servers, db, ver, search)
+        urgent = load("urgent", data.most_urgent_server, db, ver)
+    except NotLoaded:
+        return not_loaded_note()
+    current = st.session_state.get("deep_select")
+    if not search and current and current not in options:
+        options = [current, *options]  # opened from the risk list but beyond the list's limit
+    if not options:
+        c2.selectbox("Server", ["(no server matches)"], disabled=True, key="deep_none")
+        return
+    if current not in options:
+        st.session_state["deep_select"] = urgent if urgent in options else options[0]
+    server = c2.selectbox("Server (at-risk servers first)", options, key="deep_select")
+    try:
+        detail = load("server", data.server_detail, db, ver, server, frozenset(present))
+    except NotLoaded:
+        return not_loaded_note()
+
+    owner = ", ".join(f"{k.replace('_', ' ')}: **{v}**" for k, v in detail.owner.items() if pd.notna(v))
+    st.markdown(f"### {server}" + (f"\n{owner}" if owner else ""))
+    risk = detail.risk.sort_values(["days_to_breach"]) if not detail.risk.empty else detail.risk
+    if risk.empty:
+        st.success(f"No resource is forecast to reach {settings.threshold:g} % within {settings.risk_days} days.")
+    else:
+        lines = [f"**{RES(r.resource)}** reaches {settings.threshold:g} % on **{pd.Timestamp(r.first_breach_date):%Y-%m-%d}** "
+                 f"({_days(int(r.days_to_breach))}, {r.severity}; peak upper bound {r.peak_upper:.1f} %)"
+                 for r in risk.itertuples()]
+        (st.error if (risk["severity"] == "critical").any() else st.warning)("At risk: " + "; ".join(lines))
+    resources = data.resources_of(detail)
+    if not resources:
+        st.info("No data for this server.")
+        return
+    champ = detail.champions.set_index("resource") if not detail.champions.empty else pd.DataFrame()
+    skipped = detail.skipped.set_index("resource") if not detail.skipped.empty else pd.DataFrame()
+    grid = st.columns(2)
+    for i, res in enumerate(resources):
+        breach = risk[risk["resource"] == res].iloc[0] if not risk.empty and (risk["resource"] == res).any() else None
+        row = champ.loc[res] if res in champ.index else None
+        fig = charts.server_resource_chart(
+            res, detail.history[detail.history["resource"] == res],
+            detail.backtest[detail.backtest["resource"] == res],
+            detail.forecast[detail.forecast["resource"] == res], settings.threshold, breach,
+            champion=None if row is None else row["champion"], mape=None if row is None else row["champion_mape"],
+            trust=None if row is None else row["trust"])
+        with grid[i % 2]:
+            st.plotly_chart(fig, key=f"deep_{res}", config={"displayModeBar": False})
+            if res in skipped.index:
+                st.caption(f"Not forecast: {skipped.loc[res, 'reason']}")
+
+
+def _days(n: int) -> str:
+    return "already there" if n <= 0 else f"in {n} day{'s' if n != 1 else ''}"
+
+
+def RES(r: str) -> str:  # noqa: N802 - reads as a label in f-strings
+    return charts.RESOURCE_LABEL.get(r, r)
+
+
+# --- page -------------------------------------------------------------------------------------------
+def main() -> None:
+    try:
+        settings = CapacitySettings.from_env()
+    except ConfigError as e:
+        st.error(f"Configuration error: {e}")
+        return
+    db = settings.db
+    ver = data.version(db)
+    if ver is None:
+        return no_data_page(db, f"There is no database at `{db}` yet.")
+    try:
+        present = load("tables", data.tables, db, ver)
+    except NotLoaded:
+        st.title("Capacity outlook")
+        return not_loaded_note()
+    except StorageError as e:
+        return no_data_page(db, str(e))
+    missing = [t for t in data.REQUIRED if t not in present]
+    if missing:
+        return no_data_page(db, f"`{db}` has no {', '.join(missing)} table yet"
+                                " (a first run may still be in progress).")
+    try:
+        ov = load("overview", data.overview, db, ver, "skipped_series" in present)
+    except NotLoaded:
+        st.title("Capacity outlook")
+        return not_loaded_note()
+    if ov.series == 0:
+        return no_data_page(db, f"`{db}` has the tables but no forecast in them yet.")
+    header(ov, settings)
+    note = st.empty()
+    risk_tab, tournament_tab, deep_tab = st.tabs(list(VIEWS), key="view", on_change="rerun")
+    if risk_tab.open:
+        with risk_tab:
+            risk_view(db, ver, settings)
+    if tournament_tab.open:
+        with tournament_tab:
+            tournament_view(db, ver, settings, present)
+    if deep_tab.open:
+        with deep_tab:
+            deep_dive_view(db, ver, settings, present)
+    with note:
+        refreshing_note()
+
+
+main()

@@ -1,0 +1,189 @@
+"""Plotly figures as pure functions of small DataFrames, so they can be tested and reused without
+Streamlit. One palette for every chart: a model keeps its colour from the tournament bars to the
+deep dive, and red always means the threshold.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+PALETTE = {
+    "prophet": "#2563eb",     # blue
+    "challenger": "#f59e0b",  # amber
+    "actual": "#334155",      # slate
+    "threshold": "#dc2626",   # red
+    "breach": "#991b1b",
+    "warn": "#dc2626",
+    "neutral": "#94a3b8",
+}
+_EXTRA = ["#059669", "#7c3aed", "#db2777", "#0891b2"]
+FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=13, color="#0f172a")
+RESOURCE_LABEL = {"cpu": "CPU", "memory": "Memory", "disk": "Disk", "network": "Network"}
+
+
+def model_color(model: str) -> str:
+    """Palette colour of a contender; unknown contenders (a new engine) get a stable extra colour."""
+    if model in PALETTE:
+        return PALETTE[model]
+    return _EXTRA[sum(map(ord, str(model))) % len(_EXTRA)]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _layout(fig: go.Figure, title: str, height: int = 380, **kw) -> go.Figure:
+    base = dict(title=dict(text=title, x=0, xanchor="left", font=dict(size=16)), height=height, font=FONT,
+                margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor="white", paper_bgcolor="white",
+                legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
+    fig.update_layout(**{**base, **kw})
+    fig.update_xaxes(showgrid=False, linecolor="#cbd5e1")
+    fig.update_yaxes(gridcolor="#e2e8f0", zeroline=False)
+    return fig
+
+
+def empty_figure(title: str, message: str, height: int = 320) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=15, color="#64748b"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, height)
+
+
+def risk_heatmap(counts: pd.DataFrame, resources: list[str], departments: list[str] | None = None,
+                 title: str = "Series at risk by department and resource") -> go.Figure:
+    """Departments (rows, most series at risk on top) x resources; every cell shows its count, zeros
+    included, so "no risk" is visible rather than a blank."""
+    if departments is None:
+        totals = counts.groupby("department")["series"].sum().sort_values(ascending=False, kind="stable")
+        departments = list(totals.index)
+    if not departments:
+        return empty_figure(title, "No series at risk with this filter")
+    grid = (counts.pivot_table(index="department", columns="resource", values="series", aggfunc="sum")
+            .reindex(index=departments, columns=resources).fillna(0).astype(int))
+    z = grid.to_numpy()
+    top = max(int(z.max()), 1)
+    text_color = [["white" if v > top * 0.55 else "#0f172a" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(
+        z=z.tolist(), x=[RESOURCE_LABEL.get(r, r) for r in grid.columns], y=list(grid.index),
+        colorscale=[[0, "#f8fafc"], [0.001, "#fee2e2"], [0.5, "#f87171"], [1, "#991b1b"]],
+        zmin=0, zmax=top, xgap=3, ygap=3, colorbar=dict(title="Series", thickness=12),
+        hovertemplate="%{y} · %{x}: %{z} series at risk<extra></extra>"))
+    for i, dep in enumerate(grid.index):
+        for j, res in enumerate(grid.columns):
+            fig.add_annotation(x=RESOURCE_LABEL.get(res, res), y=dep, text=str(z[i, j]), showarrow=False,
+                               font=dict(size=14, color=text_color[i][j]))
+    fig.update_yaxes(autorange="reversed", title=None)
+    fig.update_xaxes(side="top", title=None)
+    return _layout(fig, title, height=max(260, 70 + 42 * len(departments)), margin=dict(l=10, r=10, t=90, b=10))
+
+
+def wins_bar(wins: pd.DataFrame, by: str, title: str, order: list[str] | None = None,
+             horizontal: bool = False) -> go.Figure:
+    """Stacked wins per model, one bar per ``by`` value; labels are counts so shares read at a glance."""
+    if wins.empty:
+        return empty_figure(title, "No tournament results yet")
+    cats = order or sorted(wins[by].unique(), key=str)
+    label = (lambda c: RESOURCE_LABEL.get(c, c)) if by == "resource" else str
+    fig = go.Figure()
+    order_of = {m: i for i, m in enumerate(PALETTE)}
+    for model in sorted(wins["champion"].unique(), key=lambda m: (order_of.get(m, len(order_of)), m)):
+        sub = wins[wins["champion"] == model].set_index(by)["wins"].reindex(cats).fillna(0).astype(int)
+        xs, ys = [label(c) for c in cats], sub.tolist()
+        fig.add_bar(name=model, x=ys if horizontal else xs, y=xs if horizontal else ys,
+                    orientation="h" if horizontal else "v", marker_color=model_color(model),
+                    text=[v if v else "" for v in ys], textposition="inside",
+                    hovertemplate=f"{model}: %{{{'x' if horizontal else 'y'}}} series<extra>%{{{'y' if horizontal else 'x'}}}</extra>")
+    fig.update_layout(barmode="stack")
+    count_axis = dict(title="Series won")
+    if horizontal:
+        fig.update_xaxes(**count_axis)
+        fig.update_yaxes(autorange="reversed")
+    else:
+        fig.update_yaxes(**count_axis)
+    return _layout(fig, title, height=max(320, 60 + 34 * len(cats)) if horizontal else 340)
+
+
+def mape_histogram(bins: pd.DataFrame, mape_warn: float, bin_width: float, cap: float = 100.0,
+                   title: str = "Champion MAPE across series") -> go.Figure:
+    """Backtest error distribution with the bad-MAPE threshold drawn where the check fires."""
+    if bins.empty:
+        return empty_figure(title, "No champion MAPE yet")
+    colors = [PALETTE["warn"] if b + bin_width / 2 > mape_warn else PALETTE["prophet"] for b in bins["bin"]]
+    fig = go.Figure(go.Bar(x=bins["bin"] + bin_width / 2, y=bins["series"], width=bin_width * 0.92,
+                           marker_color=colors, showlegend=False,
+                           customdata=bins["bin"] + bin_width,
+                           hovertemplate="%{x:.0f} ± " + f"{bin_width / 2:g}" + " %: %{y} series<extra></extra>"))
+    fig.add_vline(x=mape_warn, line=dict(color=PALETTE["threshold"], dash="dash", width=2))
+    fig.add_annotation(x=mape_warn, y=1, yref="paper", text=f"CAPACITY_MAPE_WARN {mape_warn:g} %",
+                       showarrow=False, xanchor="left", yanchor="top", xshift=6,
+                       font=dict(color=PALETTE["threshold"], size=12))
+    top = float(bins["bin"].max()) + bin_width
+    fig.update_xaxes(title="Champion MAPE on the backtest (%)", ticksuffix=" %",
+                     range=[0, max(top, mape_warn * 1.2)])
+    fig.update_yaxes(title="Series")
+    if top >= cap:
+        fig.add_annotation(x=cap, y=0, yref="paper", text=f"≥ {cap:g} %", showarrow=False, yanchor="top",
+                           yshift=-2, font=dict(size=11, color="#64748b"))
+    return _layout(fig, title, height=340)
+
+
+def server_resource_chart(resource: str, history: pd.DataFrame, backtest: pd.DataFrame,
+                          forecast: pd.DataFrame, threshold: float, breach: pd.Series | None = None,
+                          champion: str | None = None, mape: float | None = None,
+                          trust: str | None = None, height: int = 380) -> go.Figure:
+    """One resource of one server: actuals, each contender's backtest, the champion's forecast band,
+    the threshold and (when at risk) the first breach, on one utilisation axis."""
+    label = RESOURCE_LABEL.get(resource, resource)
+    title = label
+    if breach is not None:
+        title += (f" — <span style='color:{PALETTE['breach']}'>{breach['severity']}: reaches {threshold:g} % on "
+                  f"{pd.Timestamp(breach['first_breach_date']):%d %b %Y}</span>")
+    if champion:
+        sub = [f"champion {champion}"]
+        if mape is not None and pd.notna(mape):
+            sub.append(f"backtest MAPE {mape:.1f} %")
+        if trust:
+            sub.append(f"trust {trust}")
+        title += "<br><span style='font-size:12px;color:#475569'>" + " · ".join(sub) + "</span>"
+    if history.empty and forecast.empty:
+        return empty_figure(title, "No history or forecast for this resource", height)
+    fig = go.Figure()
+    if not forecast.empty:
+        color = model_color(str(forecast["model"].iloc[0]) if champion is None else champion)
+        fig.add_scatter(x=forecast["ds"], y=forecast["yhat_upper"], mode="lines", line=dict(width=0),
+                        showlegend=False, hoverinfo="skip")
+        fig.add_scatter(x=forecast["ds"], y=forecast["yhat_lower"], mode="lines", line=dict(width=0),
+                        fill="tonexty", fillcolor=_rgba(color, 0.18), name="forecast band", legendrank=4,
+                        hoverinfo="skip")
+    if not history.empty:
+        fig.add_scatter(x=history["ds"], y=history["y"], mode="lines", name="actual", legendrank=1,
+                        line=dict(color=PALETTE["actual"], width=1.4),
+                        hovertemplate="%{x|%d %b %Y}: %{y:.1f} %<extra>actual</extra>")
+    for contender, sub in backtest.groupby("contender", sort=True):
+        fig.add_scatter(x=sub["ds"], y=sub["yhat"], mode="lines", name=f"{contender} backtest", legendrank=2,
+                        line=dict(color=model_color(str(contender)), width=1.6, dash="dot"),
+                        hovertemplate="%{x|%d %b %Y}: %{y:.1f} %<extra>" + f"{contender} backtest</extra>")
+    if not forecast.empty:
+        fig.add_scatter(x=forecast["ds"], y=forecast["yhat"], mode="lines",
+                        name=f"{champion or forecast['model'].iloc[0]} forecast", legendrank=3,
+                        line=dict(color=color, width=2.4),
+                        hovertemplate="%{x|%d %b %Y}: %{y:.1f} %<extra>forecast</extra>")
+        fig.add_vline(x=pd.Timestamp(forecast["ds"].min()), line=dict(color="#94a3b8", width=1, dash="dot"))
+    fig.add_hline(y=threshold, line=dict(color=PALETTE["threshold"], dash="dash", width=1.6),
+                  annotation_text=f"threshold {threshold:g} %", annotation_position="top left",
+                  annotation_font=dict(color=PALETTE["threshold"], size=11))
+    if breach is not None:
+        when = pd.Timestamp(breach["first_breach_date"])
+        fig.add_vline(x=when, line=dict(color=PALETTE["breach"], width=2))
+        fig.add_scatter(x=[when], y=[threshold], mode="markers", name=f"first breach {when:%d %b %Y}", legendrank=5,
+                        marker=dict(color=PALETTE["breach"], size=12, symbol="x-thin",
+                                    line=dict(width=3, color=PALETTE["breach"])),
+                        hovertemplate=f"first breach {when:%d %b %Y}<extra></extra>")
+    fig.update_yaxes(title="Utilisation (%)", range=[0, 108], ticksuffix=" %")
+    fig.update_xaxes(title=None, tickformat="%b %Y")
+    return _layout(fig, title, height, margin=dict(l=10, r=10, t=64, b=10),
+                   legend=dict(orientation="h", yanchor="top", y=-0.1, xanchor="left", x=0, font=dict(size=11)))

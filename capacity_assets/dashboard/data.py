@@ -1,0 +1,259 @@
+"""What each dashboard view reads, as small SQL aggregations with bound parameters.
+
+Every read goes through ``queries.query_many``: a short shared lock and a fresh read-only connection,
+so a pipeline run waiting to write is delayed by one query at most and no connection outlives a
+rerun. Results are cached on the file's *version* (size and mtime of the database and its WAL), so
+reruns and other viewers reuse them until a run commits something, and a 2,000-server fleet costs
+one query per view, not one table load. User-supplied values (server ids, departments, managers)
+are always parameters: ids from a CMDB can contain quotes, unicode or SQL.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from capacity_assets import queries
+from capacity_assets.engines.registry import CONTENDERS
+from capacity_assets.schema import RESOURCES, RISK_EXCEPTIONS
+
+RISK_COLUMNS = tuple(RISK_EXCEPTIONS)
+
+# tables without which there is nothing to show; the others degrade gracefully
+REQUIRED = ("champions", "forecasts", "risk_exceptions")
+FRESH_DAYS = 8  # the weekly schedule plus a day, as the assets' freshness policy
+HISTORY_DAYS = 365
+SERVER_LIST_LIMIT = 500
+BAD_MAPE_LIMIT = 1000
+ALL = "All"
+
+
+def lock_timeout() -> float:
+    """How long a view waits for a writing run before falling back to the last loaded data."""
+    return float(os.environ.get("CAPACITY_DASHBOARD_LOCK_TIMEOUT", "8"))
+
+
+def version(db: str) -> tuple | None:
+    """Changes whenever a run commits; None while there is no database file at all."""
+    try:
+        st_db = os.stat(db)
+    except FileNotFoundError:
+        return None
+    try:
+        st_wal = os.stat(db + ".wal")
+        wal = (st_wal.st_size, st_wal.st_mtime_ns)
+    except FileNotFoundError:
+        wal = None
+    return (st_db.st_size, st_db.st_mtime_ns, wal)
+
+
+def _many(db: str, statements: dict[str, tuple[str, list]]) -> dict[str, pd.DataFrame]:
+    return queries.query_many(db, statements, timeout=lock_timeout())
+
+
+def _filters(severity: str, department: str | None = None, manager: str | None = None) -> tuple[str, list]:
+    """A WHERE clause for the risk filters; 'All' means no filter, values are bound, never spliced."""
+    sql, params = ["true"], []
+    if severity != ALL.lower() and severity != ALL:
+        sql.append("severity = ?")
+        params.append(severity)
+    if department not in (None, ALL):
+        sql.append("department = ?")
+        params.append(department)
+    if manager not in (None, ALL):
+        sql.append("app_manager = ?")
+        params.append(manager)
+    return " and ".join(sql), params
+
+
+# ---------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=16)
+def tables(db: str, ver) -> set[str]:
+    out = _many(db, {"t": ("select table_name from duckdb_tables() where schema_name = 'main'", [])})
+    return set(out["t"]["table_name"])
+
+
+@dataclass(frozen=True)
+class Overview:
+    generated_at: pd.Timestamp | None
+    forecast_start: pd.Timestamp | None
+    forecast_end: pd.Timestamp | None
+    servers: int
+    series: int
+    batches: int
+    skipped: int
+    critical: int
+    warning: int
+    servers_at_risk: int
+
+    def age_days(self, now: pd.Timestamp | None = None) -> float | None:
+        if self.generated_at is None:
+            return None
+        now = now or pd.Timestamp.now()
+        return (now - self.generated_at) / pd.Timedelta(days=1)
+
+    def fresh(self, now: pd.Timestamp | None = None) -> bool:
+        age = self.age_days(now)
+        return age is not None and age <= FRESH_DAYS
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def overview(db: str, ver, has_skipped: bool) -> Overview:
+    stmts = {
+        # the start most series share: a few servers whose metrics stop early start sooner
+        "f": ("with s as (select min(ds) s from forecasts group by server_id, resource) "
+              "select (select max(generated_at) from forecasts) g, mode(s) s, "
+              "(select max(ds) from forecasts) e from s", []),
+        "c": ("select count(distinct server_id) servers, count(*) series, count(distinct batch) batches "
+              "from champions", []),
+        "r": ("select count(*) filter (where severity = 'critical') critical, "
+              "count(*) filter (where severity = 'warning') warning, count(distinct server_id) servers "
+              "from risk_exceptions", []),
+    }
+    if has_skipped:
+        stmts["s"] = ("select count(*) n from skipped_series", [])
+    out = _many(db, stmts)
+    f, c, r = out["f"].iloc[0], out["c"].iloc[0], out["r"].iloc[0]
+
+    def ts(v):
+        return None if pd.isna(v) else pd.Timestamp(v)
+
+    return Overview(ts(f["g"]), ts(f["s"]), ts(f["e"]), int(c["servers"]), int(c["series"]),
+                    int(c["batches"]), int(out["s"].iloc[0]["n"]) if has_skipped else 0,
+                    int(r["critical"]), int(r["warning"]), int(r["servers"]))
+
+
+# --- risk -------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=64)
+def risk_heatmap(db: str, ver, severity: str) -> pd.DataFrame:
+    """Series at risk per department x resource (long form: department, resource, series)."""
+    where, params = _filters(severity)
+    return _many(db, {"h": (f"select department, resource, count(*)::int series from risk_exceptions "
+                            f"where {where} group by all order by department, resource", params)})["h"]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def risk_managers(db: str, ver, severity: str, department: str) -> list[str]:
+    where, params = _filters(severity, department)
+    out = _many(db, {"m": (f"select distinct app_manager from risk_exceptions where {where} "
+                           f"order by app_manager", params)})["m"]
+    return [str(v) for v in out["app_manager"].dropna()]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def risk_list(db: str, ver, severity: str, department: str, manager: str) -> pd.DataFrame:
+    """The exception list as planners act on it: most urgent first."""
+    where, params = _filters(severity, department, manager)
+    return _many(db, {"l": (f"select * exclude (batch) from risk_exceptions where {where} "
+                            f"order by severity = 'critical' desc, days_to_breach, peak_upper desc, "
+                            f"server_id, resource", params)})["l"]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def most_urgent_server(db: str, ver) -> str | None:
+    out = _many(db, {"u": ("select server_id from risk_exceptions order by severity = 'critical' desc, "
+                           "days_to_breach, peak_upper desc, server_id limit 1", [])})["u"]
+    return None if out.empty else str(out.iloc[0, 0])
+
+
+# --- tournament -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tournament:
+    by_resource: pd.DataFrame    # resource, champion, wins
+    by_department: pd.DataFrame  # department, champion, wins
+    mape_bins: pd.DataFrame      # bin (lower edge, %), series
+    bad_mape: pd.DataFrame       # series above mape_warn, worst first
+    bad_total: int
+    median_mape: float | None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def tournament(db: str, ver, mape_warn: float, has_hierarchy: bool, bin_width: float = 2.0,
+               bin_cap: float = 100.0) -> Tournament:
+    """Bins are computed in SQL (a histogram of 8,000 series needs 50 rows, not 8,000)."""
+    dept = ("coalesce(h.department, 'Unassigned')" if has_hierarchy else "'Unassigned'")
+    join = "left join business_hierarchy h using (server_id)" if has_hierarchy else ""
+    owner = ", h.department, h.app_manager" if has_hierarchy else ""
+    out = _many(db, {
+        "res": ("select resource, champion, count(*)::int wins from champions where champion is not null "
+                "group by all order by resource, champion", []),
+        "dep": (f"select {dept} department, c.champion, count(*)::int wins from champions c {join} "
+                f"where c.champion is not null group by all order by 1, 2", []),
+        "bins": ("select floor(least(champion_mape, ?) / ?) * ? as bin, count(*)::int series from champions "
+                 "where champion_mape is not null group by all order by bin", [bin_cap, bin_width, bin_width]),
+        "bad": (f"select c.server_id, c.resource, c.champion, c.champion_mape, c.trust{owner} "
+                f"from champions c {join} where c.champion_mape > ? "
+                f"order by c.champion_mape desc, c.server_id, c.resource limit {BAD_MAPE_LIMIT}", [mape_warn]),
+        "n": ("select count(*) filter (where champion_mape > ?) bad, median(champion_mape) med from champions",
+              [mape_warn]),
+    })
+    n = out["n"].iloc[0]
+    return Tournament(out["res"], out["dep"], out["bins"], out["bad"], int(n["bad"]),
+                      None if pd.isna(n["med"]) else float(n["med"]))
+
+
+# --- deep dive --------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=64)
+def servers(db: str, ver, search: str) -> list[str]:
+    """Server ids containing ``search`` (case-insensitive), at-risk ones first."""
+    out = _many(db, {"s": (
+        "with s as (select distinct server_id from champions where contains(lower(server_id), lower(?))), "
+        "r as (select server_id, min(case severity when 'critical' then 0 else 1 end) sev, "
+        "min(days_to_breach) d from risk_exceptions group by all) "
+        f"select s.server_id from s left join r using (server_id) "
+        f"order by r.sev nulls last, r.d nulls last, s.server_id limit {SERVER_LIST_LIMIT}", [search or ""])})["s"]
+    return [str(v) for v in out["server_id"]]
+
+
+@dataclass(frozen=True)
+class ServerDetail:
+    history: pd.DataFrame    # resource, ds, y, filled (last HISTORY_DAYS)
+    backtest: pd.DataFrame   # contender, resource, ds, yhat
+    forecast: pd.DataFrame   # resource, ds, yhat, yhat_lower, yhat_upper, model, champion, champion_mape, trust
+    risk: pd.DataFrame       # risk_exceptions rows of the server
+    champions: pd.DataFrame  # champions rows of the server
+    owner: dict
+    skipped: pd.DataFrame    # skipped_series rows of the server
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def server_detail(db: str, ver, server_id: str, present: frozenset) -> ServerDetail:
+    """One server's rows from each table, under one lock so they belong to the same run."""
+    p = [server_id]
+    stmts = {
+        "forecast": ("select resource, ds, yhat, yhat_lower, yhat_upper, model, champion, champion_mape, trust "
+                     "from forecasts where server_id = ? order by resource, ds", p),
+        "risk": ("select * exclude (batch) from risk_exceptions where server_id = ?", p),
+        "champions": ("select * exclude (batch) from champions where server_id = ?", p),
+    }
+    if "processed_data" in present:
+        stmts["history"] = (
+            "select resource, ds, y, filled from processed_data where server_id = ? and ds > "
+            f"(select max(ds) from processed_data where server_id = ?) - interval {HISTORY_DAYS} day "
+            "order by resource, ds", p + p)
+    # table names come from the contender registry, never from the user
+    parts = [f"select '{name}' as contender, resource, ds, yhat from main.\"{name}_results\" "
+             f"where server_id = ? and split = 'backtest'" for name in CONTENDERS if f"{name}_results" in present]
+    if parts:
+        stmts["backtest"] = (" union all ".join(parts) + " order by contender, resource, ds", p * len(parts))
+    if "business_hierarchy" in present:
+        stmts["owner"] = ("select * from business_hierarchy where server_id = ? limit 1", p)
+    if "skipped_series" in present:
+        stmts["skipped"] = ("select resource, days, reason from skipped_series where server_id = ?", p)
+    out = _many(db, stmts)
+    empty = pd.DataFrame()
+    owner = out.get("owner", empty)
+    return ServerDetail(
+        history=out.get("history", pd.DataFrame(columns=["resource", "ds", "y", "filled"])),
+        backtest=out.get("backtest", pd.DataFrame(columns=["contender", "resource", "ds", "yhat"])),
+        forecast=out["forecast"], risk=out["risk"], champions=out["champions"],
+        owner={} if owner.empty else {k: v for k, v in owner.iloc[0].items() if k != "server_id"},
+        skipped=out.get("skipped", pd.DataFrame(columns=["resource", "days", "reason"])))
+
+
+def resources_of(detail: ServerDetail) -> list[str]:
+    """The server's resources in the usual order, whichever tables mention them."""
+    seen = set(detail.forecast["resource"]) | set(detail.history["resource"]) | set(detail.skipped["resource"])
+    return [r for r in RESOURCES if r in seen] + sorted(seen - set(RESOURCES))
