@@ -122,3 +122,11 @@ def test_disk_fill_and_cleanup_cycle_repeats():
     out = challenger.forecast(_series("disk", fill + rng.normal(0, 0.5, DAYS), "disk"), CFG)
     fu = _rows(out, "disk")["yhat"].to_numpy()
     assert fu.max() < 80 and fu.min() < 30                # cleaned up again, not filled through 100 %
+
+
+def test_recent_ramp_is_followed():
+    rng = np.random.default_rng(4)
+    t = np.arange(DAYS)
+    ramp = 50 + 0.2 * np.maximum(t - (DAYS - 100), 0)      # flat, then saturating for 100 days
+    fu = _rows(challenger.forecast(_series("ramp", ramp + rng.normal(0, 0.5, DAYS), "memory"), CFG), "ramp")
+    assert fu["yhat"].iloc[:30].mean() > 68 and fu["yhat"].iloc[-30:].mean() > 80

@@ -12,12 +12,14 @@ shared and repeats on the calendar:
   year, yearly Fourier terms (ridge-shrunk), fitted on weekly means of the last <= 2 years of the
   regime with a 180-day recency half-life. The yearly terms are fitted jointly with the slope because
   a line fitted across one seasonal cycle gets a spurious slope that would dominate a 6-month
-  extrapolation. Beyond the last day the slope is damped (``PHI`` per day): a trend far out is less
-  sure to last.
+  extrapolation. A hinge (extra slope from 8-30 weeks before the end) is added when it halves the
+  robust residual scale: a server starting to saturate is the case capacity planning exists for,
+  and a 180-day half-life alone follows a fresh ramp too slowly. Beyond the last day the slope is
+  damped (``PHI`` per day): a trend far out is less sure to last.
 * **Fill-and-clean-up cycles.** A series that dropped at least twice and is rising again since its
   last drop repeats the cycle: the fill restarts from the post-clean-up level every median cycle
-  length. Extrapolating the fill through the next clean-up was the challenger's largest error on the
-  demo fleet's disks (WAPE 8.4 -> 7.4 with the cycle).
+  length (a clean-up too recent to fit refills at the previous cycle's rate). Extrapolating the fill
+  through the next clean-up was the challenger's largest error on the demo fleet's disks.
 * **Normalised residual** ``z = (y - T) / s`` with ``s`` a robust scale, so busy CPUs, near-idle
   network links and filling disks share one model. The model sees calendar features (day of week,
   day of month, days to month end, month, day-of-year Fourier) and per-series descriptors (its own
@@ -54,7 +56,9 @@ WINDOW_DAYS = 730      # training window per series (after the last level shift)
 HALF_LIFE_DAYS = 180   # recency weight of the baseline fit
 PHI = 0.995            # daily damping of the extrapolated slope
 TAU = 60.0             # horizon (days) at which the bounds have widened by sqrt(2)
-MIN_REGIME_DAYS = 56   # shorter regimes get a flat level, no slope
+MIN_REGIME_DAYS = 56   # shorter regimes get a flat level (or the last fill rate), no fit
+KNOT_WEEKS = (8, 13, 21, 30)  # candidate recent slope changes, weeks before the last day
+KNOT_GAIN = 0.5        # ... taken if they halve the robust residual scale
 XGB_PARAMS = {
     "objective": "reg:pseudohubererror", "huber_slope": 1.0, "tree_method": "hist", "max_depth": 6,
     "eta": 0.15, "min_child_weight": 20, "subsample": 0.8, "colsample_bytree": 0.9, "max_bin": 64,
@@ -102,11 +106,36 @@ def _shifts(y: np.ndarray) -> list[tuple[int, float]]:
     return shifts[::-1]
 
 
-def _design(t: np.ndarray, doy: np.ndarray, harmonics: int) -> np.ndarray:
+def _design(t: np.ndarray, doy: np.ndarray, harmonics: int, knot: float | None = None) -> np.ndarray:
     cols = [np.ones_like(t), t]
     for k in range(1, harmonics + 1):
         cols += [np.sin(2 * np.pi * k * doy / 365.25), np.cos(2 * np.pi * k * doy / 365.25)]
+    if knot is not None:
+        cols.append(np.maximum(t - knot, 0.0))
     return np.column_stack(cols)
+
+
+def _irls(X: np.ndarray, w: np.ndarray, rec: np.ndarray, ridge: int) -> tuple[np.ndarray, float]:
+    """Huber IRLS with recency weights; ridge on the ``ridge`` Fourier columns. (coef, MAD of resid)."""
+    pen = np.zeros(X.shape[1])
+    pen[2:2 + ridge] = 0.05 * len(w)
+    wt = rec.copy()
+    for _ in range(4):
+        coef = np.linalg.solve(X.T @ (X * wt[:, None]) + np.diag(pen), X.T @ (w * wt))
+        r = w - X @ coef
+        sc = 1.4826 * np.median(np.abs(r)) + 1e-9
+        wt = rec * np.minimum(1.0, 1.345 * sc / np.maximum(np.abs(r), 1e-12))
+    return coef, sc
+
+
+def _weekly(y: np.ndarray, ds: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weekly means aligned on the last day: (means, centre in years before the last day, centre doy)."""
+    m = len(y)
+    n_w = m // 7
+    off = m - n_w * 7
+    w = y[off:].reshape(n_w, 7).mean(axis=1)
+    t = (np.arange(n_w) * 7 + off + 3 - (m - 1)) / 365.25
+    return w, t, ds[off + 3::7][:n_w].dayofyear.to_numpy(float)
 
 
 class _Baseline:
@@ -120,30 +149,35 @@ class _Baseline:
         drops = [i for i, size in shifts if size < 0]
         self.cycle = float(np.median(np.diff(drops))) if len(drops) >= 2 else 0.0
         self.since = len(y) - 1 - drops[-1] if drops else 0
+        self.knot = None
+        prev = (y[drops[-2]:drops[-1]], ds[drops[-2]:drops[-1]]) if len(drops) >= 2 else None
         y, ds = y[start:], ds[start:]
         m = len(y)
         self.last = ds[-1]
         self.harmonics = 2 if m >= 540 else 1 if m >= 365 else 0
         if m < MIN_REGIME_DAYS:
-            self.coef = np.array([np.median(y[-28:]), 0.0])
             self.harmonics = 0
+            slope = 0.0
+            if prev is not None and self.cycle and len(prev[0]) >= MIN_REGIME_DAYS:
+                # just cleaned up: the disk fills again at the previous cycle's rate
+                w, t, _ = _weekly(*prev)
+                slope = float(_irls(_design(t, t, 0), w, np.ones_like(w), 0)[0][1])
+            t = (np.arange(m) - (m - 1)) / 365.25
+            self.coef = np.array([np.median(y[-28:] - slope * t[-28:]), slope])
         else:
-            n_w = m // 7
-            off = m - n_w * 7
-            w = y[off:].reshape(n_w, 7).mean(axis=1)
-            t = (np.arange(n_w) * 7 + off + 3 - (m - 1)) / 365.25          # years to the last day
-            doy = ds[off + 3::7][:n_w].dayofyear.to_numpy(float)
-            X = _design(t, doy, self.harmonics)
+            w, t, doy = _weekly(y, ds)
             rec = 0.5 ** (-t * 365.25 / HALF_LIFE_DAYS)
-            pen = np.diag([0.0, 0.0] + [1.0] * (X.shape[1] - 2)) * 0.05 * len(w)
-            wt = rec.copy()
-            for _ in range(4):
-                A = X.T @ (X * wt[:, None]) + pen
-                coef = np.linalg.solve(A, X.T @ (w * wt))
-                r = w - X @ coef
-                sc = 1.4826 * np.median(np.abs(r)) + 1e-9
-                wt = rec * np.minimum(1.0, 1.345 * sc / np.maximum(np.abs(r), 1e-12))
-            self.coef = coef
+            coef, sc = _irls(_design(t, doy, self.harmonics), w, rec, 2 * self.harmonics)
+            # a recent change of slope (a server starting to saturate) beats the long-run line
+            best = (KNOT_GAIN * sc, coef, None)
+            for weeks in KNOT_WEEKS:
+                knot = -7 * weeks / 365.25
+                if knot - t[0] < 8 * 7 / 365.25:
+                    continue
+                c, sc_k = _irls(_design(t, doy, self.harmonics, knot), w, rec, 2 * self.harmonics)
+                if sc_k < best[0]:
+                    best = (sc_k, c, knot)
+            self.coef, self.knot = best[1], best[2]
         if not (self.cycle and shifts[-1][1] < 0 and self.coef[1] > 0 and self.harmonics == 0):
             self.cycle = 0.0
         fit = self.at(ds)
@@ -162,7 +196,7 @@ class _Baseline:
             first = max(self.cycle - self.since, 7.0)             # days to the next clean-up
             wrap = h >= first
             t[wrap] = -self.since + (h[wrap] - first) % self.cycle
-        return _design(t / 365.25, ds.dayofyear.to_numpy(float), self.harmonics) @ self.coef
+        return _design(t / 365.25, ds.dayofyear.to_numpy(float), self.harmonics, self.knot) @ self.coef
 
 
 # ---------------------------------------------------------------- global model
