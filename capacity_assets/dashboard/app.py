@@ -20,7 +20,7 @@ from capacity_assets.storage import StorageError
 
 VIEWS = ("Risk heatmap", "Tournament summary", "Deep dive")
 SEVERITIES = ("all", "critical", "warning")
-SEVERITY_BADGE = {"critical": "🔴 critical", "warning": "🟠 warning"}
+SEVERITY_STYLE = {"critical": "color: #b91c1c; font-weight: 600", "warning": "color: #b45309; font-weight: 600"}
 
 st.set_page_config(page_title="Capacity outlook", page_icon="📈", layout="wide")
 
@@ -94,7 +94,8 @@ def header(ov: data.Overview, settings: CapacitySettings) -> None:
     cols[3].metric("Series", f"{ov.series:,}", help=f"server × resource with a forecast; {ov.skipped:,} skipped as too short")
     cols[4].metric("Batches", f"{ov.batches:,}")
     cols[5].metric(f"At risk ≤ {settings.risk_days} days", f"{ov.critical + ov.warning:,} series",
-                   delta=f"{ov.critical:,} critical", delta_color="inverse" if ov.critical else "off",
+                   delta=f"{ov.critical:,} critical", delta_color="red" if ov.critical else "off",
+                   delta_arrow="off",
                    help=f"{ov.servers_at_risk:,} servers; upper bound reaches {settings.threshold:g} %")
     if age is None:
         st.warning("No forecast date found.")
@@ -133,7 +134,10 @@ def risk_view(db: str, ver, settings: CapacitySettings) -> None:
         counts = load("heatmap", data.risk_heatmap, db, ver, severity)
     except NotLoaded:
         return not_loaded_note()
-    st.plotly_chart(charts.risk_heatmap(counts, list(RESOURCES)), key="heatmap_chart",
+    which = {"all": "critical and warning", "critical": "critical only", "warning": "warning only"}[severity]
+    st.plotly_chart(charts.risk_heatmap(counts, list(RESOURCES),
+                                        title=f"Series at risk by department and resource ({which})"),
+                    key="heatmap_chart",
                     config={"displayModeBar": False})
 
     departments = sorted(counts["department"].astype(str).unique())
@@ -157,8 +161,10 @@ def risk_view(db: str, ver, settings: CapacitySettings) -> None:
     st.markdown(f"**{len(exceptions):,} series on {n_servers:,} servers** at risk"
                 + (f" in {department}" if department != data.ALL else "")
                 + (f" managed by {manager}" if manager != data.ALL else ""))
-    shown = exceptions.assign(severity=exceptions["severity"].map(SEVERITY_BADGE).fillna(exceptions["severity"]))
-    extra = {c: st.column_config.TextColumn(c.replace("_", " ").capitalize()) for c in shown.columns
+    # colour is a cue, not the information (the word stays); styling thousands of rows costs seconds
+    shown = (exceptions.style.map(lambda v: SEVERITY_STYLE.get(v, ""), subset=["severity"])
+             if len(exceptions) <= 2000 else exceptions)
+    extra = {c: st.column_config.TextColumn(c.replace("_", " ").capitalize()) for c in exceptions.columns
              if c not in data.RISK_COLUMNS}
     st.dataframe(
         shown, hide_index=True, key="risk_table", height=min(420, 38 + 35 * max(len(exceptions), 1)),
@@ -204,7 +210,8 @@ def tournament_view(db: str, ver, settings: CapacitySettings, present: set[str])
     cols[0].metric("Series in the tournament", f"{total:,}")
     cols[1].metric("Median champion MAPE", f"{t.median_mape:.1f} %" if t.median_mape is not None else "–")
     cols[2].metric(f"Flagged (MAPE > {settings.mape_warn:g} %)", f"{t.bad_total:,}",
-                   delta=f"{t.bad_total / total:.0%} of series" if total else None, delta_color="off")
+                   delta=f"{t.bad_total / total:.0%} of series" if total else None, delta_color="off",
+                   delta_arrow="off")
     c1, c2 = st.columns(2)
     with c1:
         st.plotly_chart(charts.wins_bar(t.by_resource, "resource", "Wins by model per resource",
@@ -271,7 +278,7 @@ def deep_dive_view(db: str, ver, settings: CapacitySettings, present: set[str]) 
             detail.backtest[detail.backtest["resource"] == res],
             detail.forecast[detail.forecast["resource"] == res], settings.threshold, breach,
             champion=None if row is None else row["champion"], mape=None if row is None else row["champion_mape"],
-            trust=None if row is None else row["trust"])
+            trust=None if row is None else row["trust"], interval=settings.interval)
         with grid[i % 2]:
             st.plotly_chart(fig, key=f"deep_{res}", config={"displayModeBar": False})
             if res in skipped.index:

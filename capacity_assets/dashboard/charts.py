@@ -97,7 +97,7 @@ def wins_bar(wins: pd.DataFrame, by: str, title: str, order: list[str] | None = 
                     orientation="h" if horizontal else "v", marker_color=model_color(model),
                     text=[v if v else "" for v in ys], textposition="inside",
                     hovertemplate=f"{model}: %{{{'x' if horizontal else 'y'}}} series<extra>%{{{'y' if horizontal else 'x'}}}</extra>")
-    fig.update_layout(barmode="stack")
+    fig.update_layout(barmode="stack", legend_traceorder="normal")  # plotly reverses stacked legends
     count_axis = dict(title="Series won")
     if horizontal:
         fig.update_xaxes(**count_axis)
@@ -134,7 +134,8 @@ def mape_histogram(bins: pd.DataFrame, mape_warn: float, bin_width: float, cap: 
 def server_resource_chart(resource: str, history: pd.DataFrame, backtest: pd.DataFrame,
                           forecast: pd.DataFrame, threshold: float, breach: pd.Series | None = None,
                           champion: str | None = None, mape: float | None = None,
-                          trust: str | None = None, height: int = 380) -> go.Figure:
+                          trust: str | None = None, interval: float | None = None,
+                          height: int = 380) -> go.Figure:
     """One resource of one server: actuals, each contender's backtest, the champion's forecast band,
     the threshold and (when at risk) the first breach, on one utilisation axis."""
     label = RESOURCE_LABEL.get(resource, resource)
@@ -155,21 +156,23 @@ def server_resource_chart(resource: str, history: pd.DataFrame, backtest: pd.Dat
     if not forecast.empty:
         color = model_color(str(forecast["model"].iloc[0]) if champion is None else champion)
         fig.add_scatter(x=forecast["ds"], y=forecast["yhat_upper"], mode="lines", line=dict(width=0),
-                        showlegend=False, hoverinfo="skip")
+                        legendgroup="forecast", showlegend=False, hoverinfo="skip")
         fig.add_scatter(x=forecast["ds"], y=forecast["yhat_lower"], mode="lines", line=dict(width=0),
-                        fill="tonexty", fillcolor=_rgba(color, 0.18), name="forecast band", legendrank=4,
-                        hoverinfo="skip")
+                        fill="tonexty", fillcolor=_rgba(color, 0.18), name="forecast band",
+                        legendgroup="forecast", showlegend=False, hoverinfo="skip")
     if not history.empty:
-        fig.add_scatter(x=history["ds"], y=history["y"], mode="lines", name="actual", legendrank=1,
+        fig.add_scatter(x=history["ds"], y=history["y"], mode="lines", name="actual",
                         line=dict(color=PALETTE["actual"], width=1.4),
                         hovertemplate="%{x|%d %b %Y}: %{y:.1f} %<extra>actual</extra>")
     for contender, sub in backtest.groupby("contender", sort=True):
-        fig.add_scatter(x=sub["ds"], y=sub["yhat"], mode="lines", name=f"{contender} backtest", legendrank=2,
+        fig.add_scatter(x=sub["ds"], y=sub["yhat"], mode="lines", name=f"{contender} backtest",
                         line=dict(color=model_color(str(contender)), width=1.6, dash="dot"),
                         hovertemplate="%{x|%d %b %Y}: %{y:.1f} %<extra>" + f"{contender} backtest</extra>")
     if not forecast.empty:
         fig.add_scatter(x=forecast["ds"], y=forecast["yhat"], mode="lines",
-                        name=f"{champion or forecast['model'].iloc[0]} forecast", legendrank=3,
+                        name=f"{champion or forecast['model'].iloc[0]} forecast"
+                             + (f" with {interval:.0%} band" if interval else " with band"),
+                        legendgroup="forecast",
                         line=dict(color=color, width=2.4),
                         hovertemplate="%{x|%d %b %Y}: %{y:.1f} %<extra>forecast</extra>")
         fig.add_vline(x=pd.Timestamp(forecast["ds"].min()), line=dict(color="#94a3b8", width=1, dash="dot"))
@@ -179,7 +182,7 @@ def server_resource_chart(resource: str, history: pd.DataFrame, backtest: pd.Dat
     if breach is not None:
         when = pd.Timestamp(breach["first_breach_date"])
         fig.add_vline(x=when, line=dict(color=PALETTE["breach"], width=2))
-        fig.add_scatter(x=[when], y=[threshold], mode="markers", name=f"first breach {when:%d %b %Y}", legendrank=5,
+        fig.add_scatter(x=[when], y=[threshold], mode="markers", name=f"first breach {when:%d %b %Y}",
                         marker=dict(color=PALETTE["breach"], size=12, symbol="x-thin",
                                     line=dict(width=3, color=PALETTE["breach"])),
                         hovertemplate=f"first breach {when:%d %b %Y}<extra></extra>")

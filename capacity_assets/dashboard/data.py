@@ -91,7 +91,7 @@ class Overview:
     def age_days(self, now: pd.Timestamp | None = None) -> float | None:
         if self.generated_at is None:
             return None
-        now = now or pd.Timestamp.now()
+        now = now or pd.Timestamp.now(tz="UTC").tz_localize(None)  # generated_at is naive UTC
         return (now - self.generated_at) / pd.Timedelta(days=1)
 
     def fresh(self, now: pd.Timestamp | None = None) -> bool:
