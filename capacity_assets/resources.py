@@ -22,7 +22,7 @@ def build_executor(settings: CapacitySettings) -> dg.ExecutorDefinition:
     address = os.environ.get("CAPACITY_DASK_ADDRESS", "")
     cluster = {"existing": {"address": address}} if address else {
         "local": {"n_workers": int(os.environ.get("CAPACITY_DASK_WORKERS", "2")), "threads_per_worker": 1,
-                  "processes": True}}
+                  "processes": True, "dashboard_address": ":0"}}
     return dask_executor.configured({"cluster": cluster})
 
 

@@ -208,8 +208,9 @@ def check_bounds(forecasts: pd.DataFrame, tol: float = 1e-9) -> Check:
 
 
 def check_accounted(forecasts: pd.DataFrame, processed: pd.DataFrame, skipped: pd.DataFrame) -> Check:
-    have = pd.concat([forecasts[KEY], skipped[KEY]]).drop_duplicates()
-    want = processed[KEY].drop_duplicates()
+    parts = [df[KEY].astype(str) for df in (forecasts, skipped) if len(df)]
+    have = pd.concat(parts).drop_duplicates() if parts else pd.DataFrame(columns=KEY, dtype=str)
+    want = processed[KEY].astype(str).drop_duplicates()
     lost = want.merge(have, on=KEY, how="left", indicator=True)
     lost = lost[lost["_merge"] == "left_only"]
     return Check("every_series_accounted", lost.empty,
