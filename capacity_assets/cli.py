@@ -58,6 +58,11 @@ def cmd_run(args) -> int:
     print(f"capacity run: {source}; {settings.batches} batches into {settings.db} "
           f"with {args.workers} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}")
     get_instance()
+    cores = os.cpu_count() or 1
+    if args.workers > cores:
+        print(f"capacity run: --workers {args.workers} capped to {cores}, the number of cores: "
+              f"more batch processes than cores only add memory (~0.5–1 GB each)")
+        args.workers = cores
     keys = batch_keys(settings.batches)
     if args.batch:
         unknown = [b for b in args.batch if b not in keys]
@@ -142,7 +147,7 @@ def cmd_dashboard(args) -> int:
     print(f"capacity dashboard: http://{args.host}:{args.port} (reading {settings.db})", flush=True)
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
                             "--server.address", args.host, "--server.headless", "true",
-                            "--browser.gatherUsageStats", "false"])
+                            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"])
 
 
 def build_parser() -> argparse.ArgumentParser:
