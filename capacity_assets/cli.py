@@ -53,16 +53,16 @@ def cmd_run(args) -> int:
 
     _apply(args)
     settings = _settings()
-    ensure_home()
-    source = preflight.check_inputs(settings)  # clear errors before any table is touched
-    print(f"capacity run: {source}; {settings.batches} batches into {settings.db} "
-          f"with {args.workers} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}")
-    get_instance()
     cores = os.cpu_count() or 1
     if args.workers > cores:
         print(f"capacity run: --workers {args.workers} capped to {cores}, the number of cores: "
               f"more batch processes than cores only add memory (~0.5–1 GB each)")
         args.workers = cores
+    ensure_home()
+    source = preflight.check_inputs(settings)  # clear errors before any table is touched
+    print(f"capacity run: {source}; {settings.batches} batches into {settings.db} "
+          f"with {args.workers} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}")
+    get_instance()
     keys = batch_keys(settings.batches)
     if args.batch:
         unknown = [b for b in args.batch if b not in keys]
