@@ -59,3 +59,30 @@ def test_a_missing_metrics_file_is_refused_before_any_table_is_touched(tmp_path)
     assert proc.returncode == 2
     assert "nope.csv" in proc.stderr and "does not exist" in proc.stderr
     assert not db.exists()
+
+
+def test_rerun_after_adding_servers_redoes_only_the_batch_that_changed(tiny_run, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from capacity_assets.batching import batch_of
+
+    work = tmp_path / "rerun"
+    shutil.copytree(tiny_run["cwd"], work)
+    fleet = tmp_path / "fleet"
+    shutil.copytree(os.path.dirname(os.path.dirname(tiny_run["env"]["CAPACITY_METRICS"])), fleet)
+    # new servers with ids that hash to batch_01, cloned from an existing server's history
+    metrics = pd.concat(pd.read_parquet(p) for p in sorted((fleet / "metrics").glob("*.parquet")))
+    template = metrics[metrics["server_id"] == metrics["server_id"].iloc[0]]
+    new_ids = [s for s in (f"added-{i:03d}" for i in range(200)) if batch_of(s, 3) == "batch_01"][:2]
+    pd.concat(template.assign(server_id=s) for s in new_ids).to_parquet(fleet / "metrics" / "added.parquet")
+    env = {**tiny_run["env"], "CAPACITY_METRICS": str(fleet / "metrics" / "*.parquet"),
+           "CAPACITY_HIERARCHY": str(fleet / "hierarchy.csv"), "CAPACITY_DB": str(work / "cap.duckdb"),
+           "DAGSTER_HOME": str(work / ".dagster")}
+    out = capacity("run", cwd=work, env=env).stdout
+    assert "2 batch(es) unchanged" in out and "[1/1] batch_01: ok" in out
+    assert "unchanged, not re-run: 2 batches (batch_00, batch_02)" in out
+    conn = duckdb.connect(env["CAPACITY_DB"], read_only=True)
+    stored = {s for (s,) in conn.execute("select distinct server_id from forecasts where batch = 'batch_01'").fetchall()}
+    assert set(new_ids) <= stored
