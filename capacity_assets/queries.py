@@ -10,27 +10,18 @@ import os
 import pandas as pd
 
 from capacity_assets.dblock import db_lock
-from capacity_assets.storage import connect, table_exists
+from capacity_assets.storage import connect
 
 
 def query(db: str, sql: str, params: list | None = None, timeout: float = 60) -> pd.DataFrame:
-    with db_lock(db, exclusive=False, timeout=timeout):
-        conn = connect(db, read_only=True)
-        try:
-            return conn.execute(sql, params or []).fetchdf()
-        finally:
-            conn.close()
+    return query_many(db, {"result": (sql, params or [])}, timeout)["result"]
 
 
 def tables(db: str) -> set[str]:
     if not os.path.exists(db):
         return set()
-    with db_lock(db, exclusive=False):
-        conn = connect(db, read_only=True)
-        try:
-            return {r[0] for r in conn.execute("select table_name from duckdb_tables() where schema_name = 'main'").fetchall()}
-        finally:
-            conn.close()
+    names = query(db, "select table_name from duckdb_tables() where schema_name = 'main'")
+    return set(names["table_name"])
 
 
 def read_table(db: str, table: str) -> pd.DataFrame | None:
