@@ -86,3 +86,25 @@ def test_rerun_after_adding_servers_redoes_only_the_batch_that_changed(tiny_run,
     conn = duckdb.connect(env["CAPACITY_DB"], read_only=True)
     stored = {s for (s,) in conn.execute("select distinct server_id from forecasts where batch = 'batch_01'").fetchall()}
     assert set(new_ids) <= stored
+
+
+def test_both_engines_land_in_duckdb_with_the_contract_columns_and_split(tiny_run):
+    conn = duckdb.connect(tiny_run["db"], read_only=True)
+    contract = ["batch", "server_id", "resource", "ds", "yhat", "yhat_lower", "yhat_upper", "split", "model"]
+    for table, model in (("prophet_results", "prophet"), ("challenger_results", "challenger")):
+        cols = [r[0] for r in conn.execute(f"describe {table}").fetchall()]
+        assert cols == contract
+        assert conn.execute(f"select typeof(ds) from {table} limit 1").fetchone()[0] == "DATE"
+        per_series = conn.execute(f"""
+            select server_id, resource, split, count(*), min(ds), max(ds), bool_and(yhat_lower <= yhat and yhat <= yhat_upper),
+                   bool_and(yhat_lower >= 0 and yhat_upper <= 100), min(split(model, ':')[1])
+            from {table} group by all""").fetchall()
+        future = [r for r in per_series if r[2] == "future"]
+        backtest = [r for r in per_series if r[2] == "backtest"]
+        assert future and all(r[3] == 180 for r in future) and len(backtest) == len(future)
+        assert all(115 <= r[3] <= 125 for r in backtest)  # 4 calendar months
+        assert all(r[6] and r[7] and r[8] == model for r in per_series)
+        # the future starts the day after the series' last history day
+        last = dict(((s, r), d) for s, r, d in conn.execute(
+            "select server_id, resource, max(ds) from processed_data group by all").fetchall())
+        assert all((r[4] - last[(r[0], r[1])]).days == 1 for r in future)
