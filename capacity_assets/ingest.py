@@ -7,6 +7,7 @@ is counted in ``IngestStats`` so it can be reported, never silently lost.
 """
 from __future__ import annotations
 
+import difflib
 import glob as globlib
 import os
 from dataclasses import dataclass, field
@@ -24,6 +25,12 @@ PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 # besides ISO 8601 (with or without a UTC offset), which DuckDB parses natively
 EXTRA_TIME_FORMATS = ["%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d", "%Y%m%d", "%Y-%m-%d %H:%M:%S%z"]
 AGG_SQL = {"mean": "avg(u)", "max": "max(u)", "p95": "quantile_cont(u, 0.95)"}
+# first bytes of files people export by mistake, so the message says what the file actually is
+MAGIC = [(b"PK\x03\x04", "a ZIP archive or an Excel workbook (.xlsx): save the sheet as CSV"),
+         (b"\xd0\xcf\x11\xe0", "an old Office file (.xls): save the sheet as CSV"),
+         (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"%PDF", "a PDF document"),
+         (b"GIF8", "a GIF image"), (b"SQLite format 3", "a SQLite database")]
+MISSING_TOKENS = "('nan', 'null', 'na', 'n/a', 'none', '-')"
 
 
 class InputError(ValueError):
@@ -36,6 +43,8 @@ class SourceFile:
     kind: str  # 'csv' or 'parquet'
     columns: dict[str, str]  # contract name -> column name in the file
     scale: float = 1.0  # 100 for a file given as fractions 0–1
+    rows: int = -1  # data rows (-1: not counted yet)
+    no_server_id: int = 0  # rows whose server_id is missing or blank: they belong to no batch
 
 
 @dataclass
@@ -47,8 +56,13 @@ class IngestStats:
     non_numeric_value: int = 0
     unknown_resource: int = 0
     unknown_resources: dict[str, int] = field(default_factory=dict)
+    resources_mapped: dict[str, int] = field(default_factory=dict)  # e.g. {'CPU': 120} read as cpu
     duplicates: int = 0
+    duplicate_conflicts: int = 0  # duplicated samples whose values disagree (averaged)
     clipped: int = 0
+    utc_offset_rows: int = 0
+    naive_time_rows: int = 0
+    max_samples_per_day: int = 0
     fraction_files: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)  # first offending row per problem
 
@@ -77,15 +91,23 @@ def resolve(pattern: str, what: str = "CAPACITY_METRICS") -> list[str]:
 
 
 def _kind(path: str) -> str:
+    """'csv' or 'parquet', judged by the content first: a renamed PNG must not reach the CSV sniffer."""
     name = path.lower()
-    if name.endswith(PARQUET_SUFFIXES):
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PAR1"):
         return "parquet"
+    for magic, what in MAGIC:
+        if head.startswith(magic):
+            raise InputError(f"{path}: not a CSV or Parquet file: it is {what}")
+    if name.endswith(PARQUET_SUFFIXES):
+        raise InputError(f"{path}: not a Parquet file (it does not start with the Parquet magic bytes PAR1)")
+    if name.endswith((".gz", ".zst")):
+        return "csv"
+    if b"\0" in head:
+        raise InputError(f"{path}: not a CSV or Parquet file: it is binary, not text")
     if name.endswith(CSV_SUFFIXES):
         return "csv"
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head == b"PAR1":
-        return "parquet"
     raise InputError(f"{path}: not a CSV or Parquet file (expected a .csv or .parquet name)")
 
 
@@ -117,6 +139,9 @@ def inspect_file(conn, path: str, required=METRIC_COLUMNS) -> SourceFile:
         if kind == "csv" and all(c not in by_lower for c in required):
             hint = " — the first line looks like data, not a header row" if _looks_like_data(found) \
                 else ""
+        if not hint:
+            close = {m: difflib.get_close_matches(m, list(by_lower), n=1, cutoff=0.75) for m in missing}
+            hint = "".join(f" — is {by_lower[c[0]]!r} meant to be {m!r}?" for m, c in close.items() if c)
         raise InputError(f"{path}: missing required column(s) {', '.join(missing)}; "
                          f"columns found: {', '.join(found) or '(none)'}{hint}")
     columns = {c: by_lower[c] for c in required}
@@ -136,8 +161,10 @@ def _looks_like_data(names: list[str]) -> bool:
 
 
 def inspect_metrics(conn, pattern: str) -> list[SourceFile]:
-    files = [inspect_file(conn, p) for p in resolve(pattern)]
-    return [_with_scale(conn, f) for f in files]
+    files = [_with_scale(conn, inspect_file(conn, p)) for p in resolve(pattern)]
+    if sum(f.rows for f in files) == 0:
+        raise InputError(f"{', '.join(f.path for f in files)}: has a header row but no data rows")
+    return files
 
 
 def _with_scale(conn, f: SourceFile) -> SourceFile:
@@ -147,20 +174,26 @@ def _with_scale(conn, f: SourceFile) -> SourceFile:
     fractions (real CPU/memory/disk never stays below 1 % for a whole export); idle network alone is
     not enough evidence.
     """
-    u, r = _quote(f.columns["utilization_pct"]), _quote(f.columns["resource"])
-    mx, non_network = conn.execute(
-        f"select max(try_cast({u} as double)), count(*) filter (where lower(trim(cast({r} as varchar))) "
-        f"in ('cpu', 'memory', 'disk')) from {_relation_sql(f.kind)}", [f.path]).fetchone()
-    if mx is not None and 0 < mx <= 1.0 and non_network > 0:
-        return SourceFile(f.path, f.kind, f.columns, scale=100.0)
-    return f
+    u, r, s = (_quote(f.columns[c]) for c in ("utilization_pct", "resource", "server_id"))
+    try:
+        mx, non_network, rows, no_id = conn.execute(
+            f"select max(v) filter (where isfinite(v)), count(*) filter (where lower(trim(cast({r} as varchar))) "
+            f"in ('cpu', 'memory', 'disk')), count(*), "
+            f"count(*) filter (where nullif(trim(cast({s} as varchar)), '') is null) "
+            f"from (select *, try_cast(trim(cast({u} as varchar)) as double) as v from {_relation_sql(f.kind)})",
+            [f.path]).fetchone()
+    except duckdb.Error as e:
+        raise InputError(f"{f.path}: cannot be read as {f.kind.upper()} ({str(e).splitlines()[0]})") from None
+    scale = 100.0 if mx is not None and 0 < mx <= 1.0 and non_network > 0 else 1.0
+    return SourceFile(f.path, f.kind, f.columns, scale=scale, rows=int(rows), no_server_id=int(no_id))
 
 
 def distinct_servers(conn, files: list[SourceFile]) -> list[str]:
     parts = [f"select distinct cast({_quote(f.columns['server_id'])} as varchar) as s from {_relation_sql(f.kind)}"
              for f in files]
     sql = " union ".join(parts)
-    rows = conn.execute(f"select s from ({sql}) where s is not null order by s", [f.path for f in files]).fetchall()
+    rows = conn.execute(f"select s from ({sql}) where nullif(trim(s), '') is not null order by s",
+                        [f.path for f in files]).fetchall()
     return [r[0] for r in rows]
 
 
@@ -172,7 +205,7 @@ def _raw_sql(files: list[SourceFile]) -> str:
             f"select cast({c['server_id']} as varchar) as server_id, "
             f"cast({c['resource']} as varchar) as resource_raw, "
             f"cast({c['timestamp']} as varchar) as ts_raw, "
-            f"cast({c['utilization_pct']} as varchar) as u_raw, {f.scale} as scale, {i} as file_no "
+            f"cast({c['utilization_pct']} as varchar) as u_raw, {float(f.scale)} as scale, {int(i)} as file_no "
             f"from {_relation_sql(f.kind)} "
             f"where cast({c['server_id']} as varchar) in (select server_id from batch_servers)")
     return " union all ".join(parts)
@@ -184,50 +217,69 @@ def read_daily(conn, files: list[SourceFile], servers: list[str], daily_agg: str
 
     Time stamps with a UTC offset are converted to UTC; naive ones are taken as they are. A day is a
     calendar day of those time stamps. Rows with an unparseable time stamp, a missing or non-numeric
-    value or an unknown resource are dropped and counted; duplicate samples (same series and time
-    stamp) are averaged; values outside 0–100 are clipped after fraction scaling.
+    (or infinite) value or an unknown resource are dropped and counted; duplicate samples (same
+    series and time stamp, e.g. overlapping exports or a repeated daylight-saving hour) are
+    averaged; values outside 0–100 are clipped after fraction scaling.
     """
-    stats = IngestStats(files=len(files), fraction_files=[f.path for f in files if f.scale != 1.0])
+    stats = IngestStats(files=len(files))
     conn.execute("set TimeZone = 'UTC'")
     conn.execute("create or replace temp table batch_servers (server_id varchar)")
     if servers:
         conn.executemany("insert into batch_servers values (?)", [[s] for s in servers])
     params = [f.path for f in files]
+    known = repr(tuple(RESOURCES))
     conn.execute(f"""
         create or replace temp table raw as
-        select server_id, resource_raw, lower(trim(resource_raw)) as resource, ts_raw, u_raw, file_no,
-               coalesce(try_cast(ts_raw as timestamptz),
-                        try_strptime(ts_raw, {EXTRA_TIME_FORMATS!r})::timestamptz) as ts,
-               try_cast(u_raw as double) * scale as u
+        select server_id, resource_raw, lower(trim(resource_raw)) as resource, ts_raw, u_raw, file_no, scale,
+               coalesce(try_cast(trim(ts_raw) as timestamptz),
+                        try_strptime(trim(ts_raw), {EXTRA_TIME_FORMATS!r})::timestamptz) as ts,
+               regexp_matches(trim(ts_raw), '(Z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)$') as has_offset,
+               u_raw is null or lower(trim(u_raw)) in ('', {MISSING_TOKENS[1:-1]}) as u_missing,
+               try_cast(trim(u_raw) as double) * scale as u
         from ({_raw_sql(files)})""", params)
-    (stats.rows_in, stats.bad_timestamp, stats.missing_value, stats.non_numeric_value) = conn.execute("""
+    (stats.rows_in, stats.bad_timestamp, stats.missing_value, stats.non_numeric_value,
+     stats.utc_offset_rows, stats.naive_time_rows) = conn.execute("""
         select count(*),
                count(*) filter (where ts is null),
-               count(*) filter (where u_raw is null or trim(u_raw) = '' or lower(trim(u_raw)) in ('nan', 'null', 'na', 'n/a')
-                                 or (u is not null and isnan(u))),
-               count(*) filter (where u is null and not (u_raw is null or trim(u_raw) = ''
-                                 or lower(trim(u_raw)) in ('nan', 'null', 'na', 'n/a')))
+               count(*) filter (where u_missing or isnan(u)),
+               count(*) filter (where not u_missing and (u is null or isinf(u))),
+               count(*) filter (where ts is not null and has_offset),
+               count(*) filter (where ts is not null and not has_offset)
         from raw""").fetchone()
     unknown = conn.execute(f"""
-        select resource_raw, count(*) from raw where resource not in {tuple(RESOURCES)!r} or resource is null
-        group by all order by 2 desc""").fetchall()
+        select coalesce(resource_raw, '(missing)'), count(*) from raw
+        where resource not in {known} or resource is null group by all order by 2 desc, 1""").fetchall()
     stats.unknown_resources = {str(k): int(n) for k, n in unknown}
     stats.unknown_resource = sum(stats.unknown_resources.values())
+    mapped = conn.execute(f"""
+        select resource_raw, count(*) from raw where resource in {known} and resource_raw <> resource
+        group by all order by 2 desc, 1""").fetchall()
+    stats.resources_mapped = {str(k): int(n) for k, n in mapped}
     for what, cond in [("unparseable timestamp", "ts is null"),
-                       ("non-numeric utilization_pct", "u is null and u_raw is not null and trim(u_raw) <> ''"),
-                       ("unknown resource", f"resource not in {tuple(RESOURCES)!r}")]:
-        row = conn.execute(f"select file_no, server_id, resource_raw, ts_raw, u_raw from raw where {cond} limit 1").fetchone()
+                       ("non-numeric utilization_pct", "not u_missing and (u is null or isinf(u))"),
+                       ("unknown resource", f"resource not in {known} or resource is null")]:
+        row = conn.execute(f"select file_no, server_id, resource_raw, ts_raw, u_raw from raw where {cond} "
+                           f"order by file_no, ts_raw limit 1").fetchone()
         if row:
             stats.examples.append(f"{what}: {files[row[0]].path}: server_id={row[1]!r} resource={row[2]!r} "
                                   f"timestamp={row[3]!r} utilization_pct={row[4]!r}")
+    used = conn.execute(f"""
+        select distinct file_no from raw
+        where ts is not null and isfinite(u) and resource in {known} and scale <> 1 order by 1""").fetchall()
+    stats.fraction_files = [files[i].path for (i,) in used]
     conn.execute(f"""
         create or replace temp table samples as
-        select server_id, resource, ts::timestamp as ts, avg(u) as u, count(*) as n
+        select server_id, resource, ts::timestamp as ts, avg(u) as u, count(*) as n,
+               count(distinct u) as n_values
         from raw
-        where ts is not null and u is not null and not isnan(u) and resource in {tuple(RESOURCES)!r}
+        where ts is not null and isfinite(u) and resource in {known}
         group by all""")
-    stats.duplicates, stats.clipped = conn.execute(
-        "select coalesce(sum(n - 1), 0), count(*) filter (where u < 0 or u > 100) from samples").fetchone()
+    stats.duplicates, stats.duplicate_conflicts, stats.clipped, stats.max_samples_per_day = conn.execute("""
+        select coalesce(sum(n - 1), 0), count(*) filter (where n_values > 1),
+               count(*) filter (where u < 0 or u > 100),
+               coalesce((select max(k) from (select count(*) as k from samples
+                                             group by server_id, resource, date_trunc('day', ts))), 0)
+        from samples""").fetchone()
     daily = conn.execute(f"""
         select server_id, resource, cast(date_trunc('day', ts) as date) as ds,
                least(greatest({AGG_SQL[daily_agg]}, 0), 100) as y

@@ -18,6 +18,12 @@ def check_inputs(settings) -> str:
         ingest.read_table(conn, settings.hierarchy_path, ingest.HIERARCHY_COLUMNS, "CAPACITY_HIERARCHY")
     with db_lock(settings.db):  # a file that is not DuckDB is refused here, untouched
         connect(settings.db).close()
-    scaled = f" ({len([f for f in files if f.scale != 1])} fraction-scaled)" if any(f.scale != 1 for f in files) else ""
+    notes = [f"{len(files)} file{'s' if len(files) != 1 else ''}", f"{sum(f.rows for f in files):,} rows"]
+    scaled = [f.path for f in files if f.scale != 1]
+    if scaled:
+        notes.append(f"{len(scaled)} given as fractions 0–1, scaled x100: {', '.join(scaled)}")
+    no_id = sum(f.no_server_id for f in files)
+    if no_id:
+        notes.append(f"{no_id} rows without server_id ignored")
     what = "demo fleet" if settings.uses_demo else "metrics"
-    return f"{what} {settings.metrics_glob} ({len(files)} file{'s' if len(files) != 1 else ''}{scaled})"
+    return f"{what} {settings.metrics_glob} ({'; '.join(notes)})"

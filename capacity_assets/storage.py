@@ -11,6 +11,8 @@ Two changes to the stock ``DuckDBPandasIOManager``, both about losing nothing:
 """
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,7 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
-from capacity_assets.dblock import db_lock
+from capacity_assets.dblock import DEFAULT_TIMEOUT_S, db_lock
 from capacity_assets.schema import DATE_COLUMNS
 
 
@@ -30,18 +32,35 @@ class StorageError(RuntimeError):
     """The database file cannot be used; the message names it."""
 
 
-def connect(db: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open ``db`` with a message a user can act on when it is not a DuckDB file."""
+def connect(db: str, read_only: bool = False, timeout: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Open ``db`` with a message a user can act on when it is not a DuckDB file or another program
+    (a DuckDB shell, a notebook: anything that skips ``<db>.lock``) holds it; such a holder is waited
+    for up to CAPACITY_LOCK_TIMEOUT, as the lock file is. DuckDB refuses before writing a byte, so
+    the file is never changed by a refusal."""
     if not read_only:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return duckdb.connect(db, read_only=read_only)
-    except duckdb.IOException as e:
-        text = str(e)
-        if "not a valid DuckDB database" in text or "magic" in text.lower():
-            raise StorageError(f"{db} is not a DuckDB database file ({text.splitlines()[0]}); "
-                               f"point CAPACITY_DB at a new or existing .duckdb file") from None
-        raise StorageError(f"cannot open {db}: {text.splitlines()[0]}") from None
+    deadline = time.monotonic() + (DEFAULT_TIMEOUT_S if timeout is None else timeout)
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(db, read_only=read_only)
+        except duckdb.IOException as e:
+            text = str(e)
+            first = text.splitlines()[0]
+            if "not a valid DuckDB database" in text or "magic" in text.lower():
+                raise StorageError(f"{db} is not a DuckDB database file ({first}); "
+                                   f"point CAPACITY_DB at a new or existing .duckdb file") from None
+            if "Could not set lock" in text or "Conflicting lock" in text:
+                if time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                holder = re.search(r"Conflicting lock is held in (.*?)(?: \(PID (\d+)\))?\.? See also", text)
+                who = f" (PID {holder.group(2)}, {holder.group(1)})" if holder and holder.group(2) else ""
+                raise StorageError(f"{db} is locked by another program{who} that opened it directly, not "
+                                   f"through capacity; close that program (a DuckDB shell or notebook?) "
+                                   f"and re-run") from None
+            raise StorageError(f"cannot open {db}: {first}") from None
 
 
 def table_exists(conn, schema: str, table: str) -> bool:

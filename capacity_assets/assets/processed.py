@@ -10,10 +10,28 @@ from capacity_assets import checks, cleaning, demo_fleet, ingest
 from capacity_assets.batching import servers_in_batch
 from capacity_assets.config import CapacitySettings
 from capacity_assets.engines.base import min_history_days
-from capacity_assets.risk import hierarchy_table
+from capacity_assets.risk import UNASSIGNED, hierarchy_table
 from capacity_assets.partitions import batches
 
 PARTITIONED = {"partition_expr": "batch"}
+SHOW = 5  # server ids named in a warning
+
+
+def _some(ids: list[str]) -> str:
+    return ", ".join(map(repr, ids[:SHOW])) + (f" and {len(ids) - SHOW} more" if len(ids) > SHOW else "")
+
+
+def _coverage(conn, settings, table: pd.DataFrame) -> tuple[list[str], list[str], str]:
+    """Metric servers the hierarchy lacks and hierarchy servers without metrics, so an owner gap is
+    seen when the hierarchy loads, not only as 'Unassigned' rows in the risk list."""
+    try:
+        metric_servers = ingest.distinct_servers(conn, ingest.inspect_metrics(conn, settings.metrics_glob))
+    except ingest.InputError as e:
+        return [], [], f"not compared with the metrics ({e})"
+    known = set(table["server_id"])
+    missing = [s for s in metric_servers if s not in known]
+    extra = sorted(known - set(metric_servers))
+    return missing, extra, ""
 
 
 @dg.asset(group_name="ingest", kinds={"duckdb"},
@@ -28,11 +46,20 @@ def business_hierarchy(context: dg.AssetExecutionContext, settings: CapacitySett
     if not path:
         context.log.warning("No CAPACITY_HIERARCHY given: every server will be reported as Unassigned")
     table, problems = hierarchy_table(raw)
+    missing, extra, note = _coverage(conn, settings, table)
+    if missing and path:
+        problems.append(f"{len(missing)} server(s) in the metrics are missing from the hierarchy and will be "
+                        f"reported as {UNASSIGNED}: {_some(missing)}")
+    if extra:
+        problems.append(f"{len(extra)} server(s) in the hierarchy have no metrics: {_some(extra)}")
+    if note:
+        problems.append(note)
     for p in problems:
         context.log.warning(p)
     return dg.Output(table, metadata={
         "source": path or "(none)", "servers": len(table),
         "departments": int(table["department"].nunique()) if len(table) else 0,
+        "servers_missing_from_hierarchy": len(missing), "servers_without_metrics": len(extra),
         "problems": "\n".join(problems) or "none",
     })
 
@@ -58,13 +85,25 @@ def processed_data(context: dg.AssetExecutionContext, settings: CapacitySettings
     full, fill = cleaning.complete_calendar(daily)
     processed = cleaning.processed_frame(full, batch)
     skipped = cleaning.short_series(processed, min_history_days(settings.forecast_config), batch)
+    no_id = sum(f.no_server_id for f in files)
     for p in stats.examples:
-        context.log.warning(p)
+        context.log.warning(f"{batch}: dropped rows, first {p}")
     for f in stats.fraction_files:
         context.log.warning(f"{f}: values look like fractions 0–1 (max <= 1): multiplied by 100")
     if stats.unknown_resource:
-        context.log.warning(f"skipped {stats.unknown_resource} rows with unknown resources "
+        context.log.warning(f"{batch}: skipped {stats.unknown_resource} rows with unknown resources "
                             f"{stats.unknown_resources} (expected {', '.join(ingest.RESOURCES)})")
+    dropped = {"bad timestamp": stats.bad_timestamp, "missing value": stats.missing_value,
+               "non-numeric value": stats.non_numeric_value}
+    if any(dropped.values()) or stats.clipped or stats.duplicates:
+        context.log.warning(f"{batch}: dropped rows: " + ", ".join(f"{n} {k}" for k, n in dropped.items())
+                            + f"; {stats.clipped} samples clipped to 0–100; {stats.duplicates} duplicate samples "
+                            f"averaged ({stats.duplicate_conflicts} with differing values)")
+    if stats.utc_offset_rows and stats.naive_time_rows:
+        context.log.warning(f"{batch}: {stats.utc_offset_rows} time stamps carry a UTC offset (converted to UTC) "
+                            f"and {stats.naive_time_rows} do not (taken as UTC as they are)")
+    if no_id:
+        context.log.warning(f"{no_id} rows of the input have no server_id and belong to no batch: ignored")
     if len(skipped):
         context.log.warning(f"{batch}: {len(skipped)} series too short to forecast, e.g. "
                             f"{skipped['server_id'].iloc[0]}/{skipped['resource'].iloc[0]}: {skipped['reason'].iloc[0]}")
@@ -79,6 +118,12 @@ def processed_data(context: dg.AssetExecutionContext, settings: CapacitySettings
         "non_numeric_values_dropped": int(stats.non_numeric_value),
         "unknown_resource_rows_dropped": int(stats.unknown_resource),
         "unknown_resources": str(stats.unknown_resources or "none"),
+        "resource_names_mapped": str(stats.resources_mapped or "none"),
+        "duplicate_conflicts_averaged": int(stats.duplicate_conflicts),
+        "utc_offset_rows": int(stats.utc_offset_rows), "naive_time_rows": int(stats.naive_time_rows),
+        "max_samples_per_day": int(stats.max_samples_per_day),
+        "series_skipped_short": len(skipped),
+        "rows_without_server_id_ignored_all_batches": int(no_id),
         "fraction_scaled_files": ", ".join(stats.fraction_files) or "none",
         "daily_agg": settings.daily_agg, "source": settings.metrics_glob,
     })
