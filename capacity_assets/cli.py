@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError, StorageError, DatabaseBusy) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
-        return _fail("interrupted: every batch already written is complete; re-run to finish the rest", code=130)
+        return _fail("interrupted: batches that finished are published whole; the others keep their previous "
+                     "results (nothing half-written); re-run to finish them", code=130)
 
 
 if __name__ == "__main__":

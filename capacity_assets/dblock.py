@@ -9,12 +9,15 @@ message says which file and what to do.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("CAPACITY_LOCK_TIMEOUT", "600"))
+NOTICE_AFTER_S = 10.0
+log = logging.getLogger(__name__)
 
 
 class DatabaseBusy(RuntimeError):
@@ -32,14 +35,19 @@ def db_lock(db: str | os.PathLike, exclusive: bool = True, timeout: float | None
     timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-    deadline = time.monotonic() + timeout
-    delay = 0.01
+    started = time.monotonic()
+    deadline = started + timeout
+    delay, told = 0.01, False
     try:
         while True:
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not told and time.monotonic() - started > NOTICE_AFTER_S:
+                    log.warning(f"waiting for {db}: another process is using it (lock file {path}); "
+                                f"giving up after {timeout:.0f} s")
+                    told = True
                 if time.monotonic() >= deadline:
                     raise DatabaseBusy(
                         f"{db} is busy: another process has held it for over {timeout:.0f} s "

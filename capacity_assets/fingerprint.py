@@ -41,7 +41,8 @@ def server_digests(conn, files: list[ingest.SourceFile]) -> dict[str, tuple[int,
                      f"cast({c['utilization_pct']} as varchar), {f.scale}) as h "
                      f"from {ingest._relation_sql(f.kind)}")
     sql = " union all ".join(parts)
-    rows = conn.execute(f"select s, count(*), sum(h::hugeint) % 18446744073709551557 from ({sql}) group by s",
+    rows = conn.execute(f"select s, count(*), sum(h::hugeint) % 18446744073709551557 from ({sql}) "
+                        f"where nullif(trim(s), '') is not null group by s",
                         [f.path for f in files]).fetchall()
     return {s: (int(n), int(h)) for s, n, h in rows}
 

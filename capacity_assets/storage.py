@@ -1,9 +1,10 @@
 """Where tables live: the dagster-duckdb IO manager, made safe for parallel batches.
 
-Two changes to the stock ``DuckDBPandasIOManager``, both about losing nothing:
-- every connection holds the file's advisory lock (``dblock``) and runs in one transaction, so a
-  batch's delete-then-insert commits whole or not at all (a killed run leaves the previous rows), and
+Changes to the stock ``DuckDBPandasIOManager``, all about losing nothing:
+- every connection holds the file's advisory lock (``dblock``) and runs in one transaction, so
   parallel batch runs queue for the file instead of failing on DuckDB's lock;
+- a batch's tables are staged and published together (``DatedPandasTypeHandler``), so a run killed
+  half-way leaves every table with the previous complete results of that batch;
 - DATE columns are stored as DATE and an empty result still creates its (empty) table, so
   ``select * from skipped_series`` works before anything is skipped.
 
@@ -68,11 +69,20 @@ def table_exists(conn, schema: str, table: str) -> bool:
                         [schema, table]).fetchone()[0] > 0
 
 
+STAGING = "staging"
+WRITES = f"{STAGING}._writes"  # manifest: which tables a run has staged for a batch
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 class LockedDuckDbClient(DuckDbClient):
     @staticmethod
     def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
-        # a failed statement would abort the transaction, so check rather than catch
-        if table_exists(connection, table_slice.schema, table_slice.table):
+        # partitioned tables are replaced when the batch is published; a failed statement would
+        # abort the transaction, so check rather than catch
+        if not table_slice.partition_dimensions and table_exists(connection, table_slice.schema, table_slice.table):
             DuckDbClient.delete_table_slice(context, table_slice, connection)
 
     @staticmethod
@@ -95,9 +105,52 @@ class LockedDuckDbClient(DuckDbClient):
                 conn.close()
 
 
+def _run_id(context) -> str | None:
+    try:
+        return context.step_context.run_id
+    except Exception:  # noqa: BLE001 - an input loaded outside a run (tests, notebooks)
+        return None
+
+
+def _expected_tables(context: OutputContext) -> set[str]:
+    """The partitioned tables this run will write for a batch: publish once all are staged."""
+    step = context.step_context
+    graph = step.job_def.asset_layer.asset_graph
+    keys = step.dagster_run.asset_selection or step.job_def.asset_layer.selected_asset_keys
+    return {k.path[-1] for k in keys if graph.has(k) and graph.get(k).is_partitioned}
+
+
+def _batches(table_slice: TableSlice) -> tuple[str, list[str]]:
+    dim = table_slice.partition_dimensions[0]
+    return dim.partition_expr, [str(p) for p in dim.partitions]
+
+
+def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
+    """Replace ``batch`` in every main table with what ``run_id`` staged, in the caller's transaction."""
+    tables = [t for (t,) in conn.execute(f"select distinct table_name from {WRITES} where run_id = ? and batch = ?",
+                                         [run_id, batch]).fetchall()]
+    for t in tables:
+        main, stage = f"main.{_ident(t)}", f"{STAGING}.{_ident(t)}"
+        conn.execute(f"delete from {main} where {_ident(column)} = ?", [batch]).fetchall()
+        conn.execute(f"insert into {main} select * exclude (_run_id) from {stage} "
+                     f"where _run_id = ? and {_ident(column)} = ?", [run_id, batch]).fetchall()
+        conn.execute(f"delete from {stage} where _run_id = ? and {_ident(column)} = ?", [run_id, batch]).fetchall()
+    conn.execute(f"delete from {WRITES} where run_id = ? and batch = ?", [run_id, batch]).fetchall()
+    return tables
+
+
 class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
+    """Writes a batch's tables to a staging schema and publishes them together.
+
+    A run stages each partitioned output (``staging.<table>``, tagged with its run id) and, once it
+    has staged every table it was asked for, replaces that batch in all main tables in one
+    transaction. Readers therefore see, per batch, either the previous run's complete results or the
+    new run's, across every table: a run killed or failed half-way publishes nothing. Later steps of
+    the same run read its staged rows.
+    """
+
     def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection):
-        name = f"{table_slice.schema}.{table_slice.table}"
+        name = f"{table_slice.schema}.{_ident(table_slice.table)}"
         casts = ", ".join(f'cast("{c}" as date) as "{c}"' for c in obj.columns if c in DATE_COLUMNS)
         select = f"select * replace ({casts}) from obj" if casts else "select * from obj"
         # an all-empty text column would be typed NULL and refuse the next batch's strings
@@ -105,15 +158,51 @@ class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
         connection.execute("select 1").fetchall()  # finish pending results (DuckDB >= 2 refuses register otherwise)
         connection.register("obj", obj)
         connection.execute(f"create table if not exists {name} as {select} limit 0").fetchall()
-        if not obj.empty:
-            connection.execute(f"insert into {name} {select}").fetchall()
+        if not table_slice.partition_dimensions:
+            if not obj.empty:
+                connection.execute(f"insert into {name} {select}").fetchall()
+        else:
+            self._stage(context, table_slice, select, connection)
         connection.unregister("obj")
         context.add_output_metadata({"dagster/partition_row_count" if context.has_partition_key
                                      else "dagster/row_count": len(obj)})
 
+    @staticmethod
+    def _stage(context: OutputContext, table_slice: TableSlice, select: str, conn) -> None:
+        run_id, table = context.run_id, table_slice.table
+        column, batches = _batches(table_slice)
+        stage = f"{STAGING}.{_ident(table)}"
+        marks = ", ".join("?" for _ in batches)
+        conn.execute(f"create schema if not exists {STAGING}").fetchall()
+        conn.execute(f"create table if not exists {WRITES} (run_id varchar, batch varchar, table_name varchar)").fetchall()
+        conn.execute(f"create table if not exists {stage} as select *, ''::varchar as _run_id from ({select}) limit 0").fetchall()
+        # the newest run of a batch wins: older staged rows of that batch (a killed run's) go, and
+        # without their manifest entry such a run can never publish a partial batch
+        conn.execute(f"delete from {stage} where {_ident(column)} in ({marks})", batches).fetchall()
+        conn.execute(f"delete from {WRITES} where table_name = ? and batch in ({marks})", [table, *batches]).fetchall()
+        conn.execute(f"insert into {stage} select *, ? from ({select})", [run_id]).fetchall()
+        conn.executemany(f"insert into {WRITES} values (?, ?, ?)", [[run_id, b, table] for b in batches])
+        expected = _expected_tables(context)
+        for b in batches:
+            staged = {t for (t,) in conn.execute(f"select table_name from {WRITES} where run_id = ? and batch = ?",
+                                                 [run_id, b]).fetchall()}
+            if expected <= staged:
+                published = publish(conn, run_id, b, column)
+                context.log.info(f"{b}: published {len(published)} tables ({', '.join(sorted(published))})")
+
     def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pd.DataFrame:
         if not table_exists(connection, table_slice.schema, table_slice.table):
             return pd.DataFrame()
+        run_id = _run_id(context)
+        if table_slice.partition_dimensions and run_id and table_exists(connection, STAGING, "_writes"):
+            column, batches = _batches(table_slice)
+            marks = ", ".join("?" for _ in batches)
+            staged = connection.execute(f"select count(*) from {WRITES} where run_id = ? and table_name = ? "
+                                        f"and batch in ({marks})", [run_id, table_slice.table, *batches]).fetchone()[0]
+            if staged:  # this run's own, not yet published, output
+                return connection.execute(
+                    f"select * exclude (_run_id) from {STAGING}.{_ident(table_slice.table)} "
+                    f"where _run_id = ? and {_ident(column)} in ({marks})", [run_id, *batches]).fetchdf()
         return super().load_input(context, table_slice, connection)
 
 

@@ -29,7 +29,7 @@ def run_summary(settings, outcome) -> Summary:
         k = int(query(db, "select count(*) as n from skipped_series").iloc[0]["n"])
         if k:
             lines.append(f"  series skipped (too short to forecast, see table skipped_series): {k}")
-    if "champions" in have:
+    if "champions" in have and int(query(db, "select count(*) as n from champions").iloc[0]["n"]):
         c = query(db, "select champion, count(*) as n, median(champion_mape) as med from champions group by 1 order by 2 desc")
         series = int(c["n"].sum())
         med = float(query(db, "select median(champion_mape) as m from champions").iloc[0]["m"] or 0)

@@ -320,8 +320,6 @@ def test_rows_without_server_id_are_counted_and_belong_to_no_batch(tmp_path):
     assert [f.no_server_id for f in files] == [2] and ingest.distinct_servers(conn, files) == ["a"]
 
 
-@pytest.mark.xfail(reason="fingerprint.server_digests groups blank/NULL server_ids too and sorting None with str "
-                          "crashes `capacity run` (see report)", strict=True)
 def test_rows_without_server_id_do_not_break_the_batch_fingerprints(tmp_path):
     from capacity_assets import fingerprint, ingest
     from capacity_assets.config import CapacitySettings
@@ -397,9 +395,6 @@ def test_a_killed_run_leaves_each_table_whole_per_batch_and_the_next_run_repairs
         assert full["forecasts"][b] == full["champions"][b] == full["processed_data"][b]
 
 
-@pytest.mark.xfail(reason="storage.py commits each table of a batch in its own transaction; a run killed between "
-                          "processed_data and forecasts leaves that batch in processed_data only (see report)",
-                   strict=False)
 def test_a_killed_run_never_leaves_a_batch_half_written_across_tables(killed_run):
     killed = killed_run["killed"]
     for b in killed["processed_data"]:
