@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def _fail(message: str, code: int = 2) -> int:
 def cmd_run(args) -> int:
     import duckdb
 
-    from capacity_assets import fingerprint, ingest, preflight, summary
+    from capacity_assets import fingerprint, preflight, storage, summary
     from capacity_assets.batching import batch_keys
     from capacity_assets.instance import ensure_home, get_instance
     from capacity_assets.runner import run_batches, run_job
@@ -59,7 +58,7 @@ def cmd_run(args) -> int:
               f"more batch processes than cores only add memory (~0.5–1 GB each)")
         args.workers = cores
     ensure_home()
-    source = preflight.check_inputs(settings)  # clear errors before any table is touched
+    source, files = preflight.check_inputs(settings)  # clear errors before any table is touched
     print(f"capacity run: {source}; {settings.batches} batches into {settings.db} "
           f"with {args.workers} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}")
     get_instance()
@@ -69,8 +68,8 @@ def cmd_run(args) -> int:
         if unknown:
             return _fail(f"unknown batch {unknown[0]!r}; batches are {keys[0]} .. {keys[-1]}")
         keys = [k for k in keys if k in args.batch]
-    fingerprints = fingerprint.batch_fingerprints(duckdb.connect(), ingest.inspect_metrics(
-        duckdb.connect(), settings.metrics_glob), settings)
+    with duckdb.connect() as conn:
+        fingerprints = fingerprint.batch_fingerprints(conn, files, settings)
     unchanged = set() if args.force else fingerprint.unchanged_batches(
         get_instance(), fingerprints, summary.stored_batches(settings.db))
     todo = [k for k in keys if k not in unchanged]
@@ -80,10 +79,15 @@ def cmd_run(args) -> int:
     hierarchy = run_job("capacity_hierarchy", verbose=args.verbose) if todo else None
     if hierarchy is not None and not hierarchy.success:
         print(hierarchy.error, file=sys.stderr)
-        return _fail("loading the business hierarchy failed; no batch was run")
+        return _fail("loading the business hierarchy failed; no batch was run", code=1)
     outcome = run_batches(todo, args.workers, verbose=args.verbose,
                           tags={k: {fingerprint.TAG: fingerprints[k]} for k in todo})
     outcome.unchanged = sorted(unchanged & set(keys))
+    if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
+        dropped = storage.drop_other_batches(settings.db, batch_keys(settings.batches))
+        if dropped:
+            print(f"capacity run: removed {len(dropped)} batch(es) left by an earlier CAPACITY_BATCHES: "
+                  f"{', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}")
     report = summary.run_summary(settings, outcome)
     print(report.text)
     if outcome.failed:
@@ -99,9 +103,14 @@ def cmd_demo(args) -> int:
     from capacity_assets.demo import write_fleet
 
     out = Path(args.out)
-    info = write_fleet(out, servers=args.servers, months=args.months, seed=args.seed)
+    import pandas as pd
+
+    from capacity_assets.demo_fleet import yesterday
+
+    end = pd.Timestamp(args.end) if args.end else yesterday()
+    info = write_fleet(out, servers=args.servers, months=args.months, seed=args.seed, end=end)
     print(f"capacity demo: wrote {info['rows']:,} rows for {args.servers} servers x 4 resources x "
-          f"{args.months} months to {info['metrics']} and the hierarchy to {info['hierarchy']}")
+          f"{args.months} months ending {end:%Y-%m-%d} to {info['metrics']} and the hierarchy to {info['hierarchy']}")
     if args.no_run:
         return 0
     os.environ["CAPACITY_METRICS"] = str(info["metrics"])
@@ -120,7 +129,7 @@ def cmd_ui(args) -> int:
     print(f"capacity ui: http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
     exe = Path(sys.executable).with_name("dagster")
     cmd[0] = str(exe) if exe.exists() else "dagster"
-    return subprocess.call(cmd)
+    os.execvp(cmd[0], cmd)  # dagster dev gets Ctrl-C itself and shuts its daemon and webserver down
 
 
 def cmd_report(args) -> int:
@@ -145,7 +154,7 @@ def cmd_dashboard(args) -> int:
     settings = _settings()
     app = Path(__file__).with_name("dashboard") / "app.py"
     print(f"capacity dashboard: http://{args.host}:{args.port} (reading {settings.db})", flush=True)
-    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
                             "--server.address", args.host, "--server.headless", "true",
                             "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"])
 
@@ -170,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--servers", type=int, default=200)
     p.add_argument("--months", type=int, default=36)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--end", help="last day of history, YYYY-MM-DD (default: yesterday); same seed and end, same fleet")
     p.add_argument("--out", default=os.environ.get("CAPACITY_DEMO_DIR", "data/demo"), help="folder for the demo files")
     p.add_argument("--no-run", action="store_true", help="only write the files")
     _add_config_flags(p, metrics=False)
@@ -217,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError, StorageError, DatabaseBusy) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
+        if args.command not in ("run", "demo"):
+            return 130
         return _fail("interrupted: batches that finished are published whole; the others keep their previous "
                      "results (nothing half-written); re-run to finish them", code=130)
 

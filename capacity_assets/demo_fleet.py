@@ -4,9 +4,17 @@ from __future__ import annotations
 import glob
 import os
 
+import pandas as pd
+
 from capacity_assets.dblock import db_lock
 
 DEFAULT_SERVERS, DEFAULT_MONTHS = 200, 36
+
+
+def yesterday() -> pd.Timestamp:
+    """The demo's last history day: yesterday (UTC), so "days to breach" counts from about today,
+    as it does with a real export."""
+    return pd.Timestamp.now(tz="UTC").normalize().tz_localize(None) - pd.Timedelta(days=1)
 
 
 def ensure(settings, servers: int = DEFAULT_SERVERS, months: int = DEFAULT_MONTHS) -> bool:
@@ -19,5 +27,5 @@ def ensure(settings, servers: int = DEFAULT_SERVERS, months: int = DEFAULT_MONTH
             return False
         from capacity_assets.demo import write_fleet
 
-        write_fleet(settings.demo_dir, servers=servers, months=months, seed=settings.seed)
+        write_fleet(settings.demo_dir, servers=servers, months=months, seed=settings.seed, end=yesterday())
         return True

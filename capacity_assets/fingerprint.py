@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from capacity_assets import ingest
-from capacity_assets.batching import batch_of
+from capacity_assets.batching import batch_keys, batch_of
 
 TAG = "capacity/input_fingerprint"
 # settings that change results; executor, storage and paths do not
@@ -60,8 +60,6 @@ def batch_fingerprints(conn, files, settings) -> dict[str, str]:
         per_batch[batch_of(server, settings.batches)].append((server, digest))
     common = repr(([(k, getattr(settings, k)) for k in RESULT_SETTINGS],
                    hierarchy_digest(settings.hierarchy_path), code_version()))
-    from capacity_assets.batching import batch_keys
-
     out = {}
     for key in batch_keys(settings.batches):
         h = hashlib.sha256(common.encode())

@@ -145,8 +145,9 @@ def inspect_file(conn, path: str, required=METRIC_COLUMNS) -> SourceFile:
         raise InputError(f"{path}: missing required column(s) {', '.join(missing)}; "
                          f"columns found: {', '.join(found) or '(none)'}{hint}")
     columns = {c: by_lower[c] for c in required}
-    for extra, name in by_lower.items():
-        columns.setdefault(extra, name)
+    for name in found:  # extra columns keep their header as written
+        if name.strip().lower() not in required:
+            columns.setdefault(name.strip(), name)
     return SourceFile(path=path, kind=kind, columns=columns)
 
 

@@ -16,10 +16,12 @@ hierarchy_job = dg.define_asset_job(
 
 
 @dg.schedule(job=forecast_job, cron_schedule="0 6 * * 1", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
              description="Every Monday 06:00 UTC: refresh every batch (hierarchy first, at 05:30).")
 def weekly_forecast(context: dg.ScheduleEvaluationContext):
     for key in batches.get_partition_keys():
         yield dg.RunRequest(run_key=f"{context.scheduled_execution_time:%Y-%m-%d}-{key}", partition_key=key)
 
 
-weekly_hierarchy = dg.ScheduleDefinition(job=hierarchy_job, cron_schedule="30 5 * * 1", execution_timezone="UTC")
+weekly_hierarchy = dg.ScheduleDefinition(job=hierarchy_job, cron_schedule="30 5 * * 1", execution_timezone="UTC",
+                                         default_status=dg.DefaultScheduleStatus.RUNNING)

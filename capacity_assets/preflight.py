@@ -8,8 +8,9 @@ from capacity_assets.storage import connect
 from capacity_assets.dblock import db_lock
 
 
-def check_inputs(settings) -> str:
-    """Validate metrics files, hierarchy and database; return a one-line description of the source."""
+def check_inputs(settings) -> tuple[str, list[ingest.SourceFile]]:
+    """Validate metrics files, hierarchy and database; return a one-line description of the source
+    and the inspected metrics files."""
     if demo_fleet.ensure(settings):
         print(f"capacity: no CAPACITY_METRICS given: wrote the built-in demo fleet to {settings.demo_dir}")
     conn = duckdb.connect()
@@ -26,4 +27,5 @@ def check_inputs(settings) -> str:
     if no_id:
         notes.append(f"{no_id} rows without server_id ignored")
     what = "demo fleet" if settings.uses_demo else "metrics"
-    return f"{what} {settings.metrics_glob} ({'; '.join(notes)})"
+    conn.close()
+    return f"{what} {settings.metrics_glob} ({'; '.join(notes)})", files

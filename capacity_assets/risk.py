@@ -19,13 +19,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from capacity_assets.schema import RISK_EXCEPTIONS, conform
+from capacity_assets.schema import DATE_COLUMNS, FORECASTS, RISK_EXCEPTIONS, conform
 
 UNASSIGNED = "Unassigned"
 HIERARCHY_REQUIRED = ["server_id", "department", "app_manager"]
 SEVERITY_ORDER = {"critical": 0, "warning": 1}
 KEY = ["batch", "server_id", "resource"]
 LAST_WEEK_DAYS = 7
+# names an extra hierarchy column may not take: every pipeline column and every date column
+RESERVED_COLUMNS = {*FORECASTS, *RISK_EXCEPTIONS, *DATE_COLUMNS, "y", "split", "filled"}
 
 
 def hierarchy_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -41,10 +43,15 @@ def hierarchy_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         raise ValueError(f"hierarchy is missing required columns {missing}; found {list(df.columns)}")
     extra = [c for c in df.columns if c not in HIERARCHY_REQUIRED]
     out = df[HIERARCHY_REQUIRED + extra].copy()
+    # an extra column named like a pipeline column (a CMDB's hardware 'model', a 'resource' tag)
+    # would collide in risk_exceptions: keep it, under a prefixed name
+    clash = {c: f"hierarchy_{c}" for c in extra if c in RESERVED_COLUMNS}
+    out = out.rename(columns=clash)
     for c in HIERARCHY_REQUIRED:
         s = out[c].astype("string").str.strip()
         out[c] = s.mask(s.isna() | s.eq(""), UNASSIGNED if c != "server_id" else pd.NA)
-    issues: list[str] = []
+    issues: list[str] = [f"hierarchy column {c!r} is named like a pipeline column: kept as {n!r}"
+                         for c, n in clash.items()]
     no_id = out["server_id"].isna()
     if no_id.any():
         issues.append(f"{int(no_id.sum())} hierarchy rows without server_id dropped")

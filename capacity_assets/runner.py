@@ -25,7 +25,6 @@ class BatchResult:
     run_id: str = ""
     seconds: float = 0.0
     error: str = ""
-    skipped_unchanged: bool = False
 
 
 @dataclass
@@ -85,8 +84,8 @@ def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print
                 tags: dict[str, dict] | None = None) -> RunOutcome:
     """Run every batch in ``keys`` with ``workers`` processes, echoing one line per finished batch.
 
-    On Ctrl-C or SIGTERM the workers are stopped: a batch being written is rolled back whole (one
-    transaction per table write), batches already finished stay, and the next run redoes the rest.
+    On Ctrl-C or SIGTERM the workers are stopped: a batch not yet published keeps its previous
+    results in every table (see storage), finished batches stay, and the next run redoes the rest.
     """
     outcome = RunOutcome()
     started = time.monotonic()

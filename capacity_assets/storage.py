@@ -125,14 +125,25 @@ def _batches(table_slice: TableSlice) -> tuple[str, list[str]]:
     return dim.partition_expr, [str(p) for p in dim.partitions]
 
 
+def _columns(conn, schema: str, table: str) -> list[str]:
+    return [c for (c,) in conn.execute("select column_name from duckdb_columns() where schema_name = ? and "
+                                       "table_name = ? order by column_index", [schema, table]).fetchall()]
+
+
 def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
     """Replace ``batch`` in every main table with what ``run_id`` staged, in the caller's transaction."""
     tables = [t for (t,) in conn.execute(f"select distinct table_name from {WRITES} where run_id = ? and batch = ?",
                                          [run_id, batch]).fetchall()]
     for t in tables:
         main, stage = f"main.{_ident(t)}", f"{STAGING}.{_ident(t)}"
+        have = set(_columns(conn, "main", t))
+        for c, typ in conn.execute("select column_name, data_type from duckdb_columns() where schema_name = ? "
+                                   "and table_name = ? and column_name <> '_run_id' order by column_index",
+                                   [STAGING, t]).fetchall():
+            if c not in have:  # a new column (e.g. a hierarchy column added): older batches get NULL
+                conn.execute(f"alter table {main} add column {_ident(c)} {typ}").fetchall()
         conn.execute(f"delete from {main} where {_ident(column)} = ?", [batch]).fetchall()
-        conn.execute(f"insert into {main} select * exclude (_run_id) from {stage} "
+        conn.execute(f"insert into {main} by name select * exclude (_run_id) from {stage} "
                      f"where _run_id = ? and {_ident(column)} = ?", [run_id, batch]).fetchall()
         conn.execute(f"delete from {stage} where _run_id = ? and {_ident(column)} = ?", [run_id, batch]).fetchall()
     conn.execute(f"delete from {WRITES} where run_id = ? and batch = ?", [run_id, batch]).fetchall()
@@ -157,11 +168,10 @@ class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
         obj = obj.astype({c: "string" for c in obj.columns if obj[c].dtype == object})
         connection.execute("select 1").fetchall()  # finish pending results (DuckDB >= 2 refuses register otherwise)
         connection.register("obj", obj)
-        connection.execute(f"create table if not exists {name} as {select} limit 0").fetchall()
-        if not table_slice.partition_dimensions:
-            if not obj.empty:
-                connection.execute(f"insert into {name} {select}").fetchall()
+        if not table_slice.partition_dimensions:  # replaced whole: its columns may change (hierarchy extras)
+            connection.execute(f"create or replace table {name} as {select}").fetchall()
         else:
+            connection.execute(f"create table if not exists {name} as {select} limit 0").fetchall()
             self._stage(context, table_slice, select, connection)
         connection.unregister("obj")
         context.add_output_metadata({"dagster/partition_row_count" if context.has_partition_key
@@ -175,6 +185,9 @@ class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
         marks = ", ".join("?" for _ in batches)
         conn.execute(f"create schema if not exists {STAGING}").fetchall()
         conn.execute(f"create table if not exists {WRITES} (run_id varchar, batch varchar, table_name varchar)").fetchall()
+        columns = [d[0] for d in conn.execute(f"select * from ({select}) limit 0").description]
+        if table_exists(conn, STAGING, table) and _columns(conn, STAGING, table) != [*columns, "_run_id"]:
+            conn.execute(f"drop table {stage}").fetchall()  # the contract or the hierarchy's columns changed
         conn.execute(f"create table if not exists {stage} as select *, ''::varchar as _run_id from ({select}) limit 0").fetchall()
         # the newest run of a batch wins: older staged rows of that batch (a killed run's) go, and
         # without their manifest entry such a run can never publish a partial batch
@@ -219,6 +232,28 @@ class CapacityDuckDBIOManager(DuckDBPandasIOManager):
             type_handlers=self.type_handlers(), default_load_type=pd.DataFrame,
             io_manager_name="CapacityDuckDBIOManager",
         )
+
+
+def drop_other_batches(db: str, keys: list[str]) -> list[str]:
+    """Delete rows of batches that are not in ``keys`` (left by an earlier CAPACITY_BATCHES), in one
+    transaction across every partitioned table; returns the batches removed."""
+    with db_lock(db):
+        conn = connect(db)
+        try:
+            tables = [t for (t,) in conn.execute(
+                "select distinct table_name from duckdb_columns() where schema_name = 'main' "
+                "and column_name = 'batch'").fetchall()]
+            stale = sorted({b for t in tables for (b,) in conn.execute(
+                f"select distinct batch from main.{_ident(t)}").fetchall()} - set(keys))
+            if stale:
+                marks = ", ".join("?" for _ in stale)
+                conn.execute("begin transaction").fetchall()
+                for t in tables:
+                    conn.execute(f"delete from main.{_ident(t)} where batch in ({marks})", stale).fetchall()
+                conn.execute("commit").fetchall()
+            return stale
+        finally:
+            conn.close()
 
 
 def build_io_manager(settings):

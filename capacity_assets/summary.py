@@ -15,9 +15,10 @@ class Summary:
 def run_summary(settings, outcome) -> Summary:
     db = settings.db
     have = tables(db)
+    # figures are for the whole database: batches not run now keep their last published results
     ok = [b.batch for b in outcome.batches if b.success]
     lines = [f"\nSummary: {len(ok)}/{len(outcome.batches)} batches run and succeeded in {outcome.seconds:.0f}s "
-             f"({settings.db})"]
+             f"({settings.db})" if outcome.batches else f"\nSummary: no batch needed running ({settings.db})"]
     if outcome.unchanged:
         lines.append(f"  unchanged, not re-run: {len(outcome.unchanged)} batches ({', '.join(outcome.unchanged[:5])}"
                      f"{', ...' if len(outcome.unchanged) > 5 else ''})")
@@ -30,16 +31,13 @@ def run_summary(settings, outcome) -> Summary:
         if k:
             lines.append(f"  series skipped (too short to forecast, see table skipped_series): {k}")
     if "champions" in have and int(query(db, "select count(*) as n from champions").iloc[0]["n"]):
-        c = query(db, "select champion, count(*) as n, median(champion_mape) as med from champions group by 1 order by 2 desc")
+        c = query(db, "select champion, count(*) as n from champions group by 1 order by 2 desc")
         series = int(c["n"].sum())
         med = float(query(db, "select median(champion_mape) as m from champions").iloc[0]["m"] or 0)
         wins = ", ".join(f"{r.champion} {int(r.n)} ({r.n / max(series, 1):.0%})" for r in c.itertuples())
         lines.append(f"  series forecast: {series}; wins: {wins}; median champion MAPE {med:.1f}%")
         flagged = int(query(db, "select count(*) as n from champions where champion_mape > ?", [settings.mape_warn]).iloc[0]["n"])
         lines.append(f"  series with champion MAPE above {settings.mape_warn:g}% (low trust): {flagged}")
-    elif "prophet_results" in have:
-        series = int(query(db, "select count(distinct (server_id, resource)) as n from prophet_results").iloc[0]["n"])
-        lines.append(f"  series forecast: {series}")
     if "risk_exceptions" in have:
         r = query(db, "select severity, count(*) as n from risk_exceptions group by 1 order by 1")
         total = int(r["n"].sum())

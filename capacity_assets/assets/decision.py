@@ -9,7 +9,6 @@ from capacity_assets import risk, tournament
 from capacity_assets.config import CapacitySettings
 from capacity_assets.engines.registry import CONTENDERS
 from capacity_assets.partitions import batches
-from capacity_assets.schema import RISK_EXCEPTIONS, conform
 
 PARTITIONED = {"partition_expr": "batch"}
 # the weekly schedule refreshes everything on Mondays; a week and a day later it is overdue
@@ -22,8 +21,10 @@ def _severity(name: str) -> dg.AssetCheckSeverity:
 
 
 def _check(asset: str, c: tournament.Check) -> dg.AssetCheckResult:
+    series = c.details.get("series") or []
+    description = c.description if c.passed or not series else f"{c.description}: fails for {', '.join(series)}"
     return dg.AssetCheckResult(asset_key=asset, check_name=c.name, passed=bool(c.passed),
-                               description=c.description, metadata={k: str(v) for k, v in c.details.items()})
+                               description=description, metadata={k: str(v) for k, v in c.details.items()})
 
 
 @dg.asset(partitions_def=batches, group_name="decision", metadata=PARTITIONED, kinds={"duckdb"},
@@ -38,12 +39,12 @@ def champions(context: dg.AssetExecutionContext, settings: CapacitySettings, pro
     table = tournament.champions(by_model, processed_data, trust_medium=settings.mape_warn)
     wins = tournament.wins(table)
     check = tournament.mape_check(table, settings.mape_warn, settings.mape_error_share)
-    context.log.info(f"{context.partition_key}: {len(table)} series; wins {wins}; "
-                     f"median champion MAPE {tournament.median_champion_mape(table)}")
+    median = tournament.median_champion_mape(table)
+    context.log.info(f"{context.partition_key}: {len(table)} series; wins {wins}; median champion MAPE {median}")
     yield dg.Output(table, metadata={
         "series": len(table), **{f"wins_{k}": v for k, v in wins.items()},
         **{f"win_share_{k}": round(v / max(len(table), 1), 3) for k, v in wins.items()},
-        "median_champion_mape": tournament.median_champion_mape(table),
+        "median_champion_mape": median,
         "trust": str(table["trust"].value_counts().to_dict()),
         "preview": dg.MetadataValue.md(tournament.markdown_preview(
             table.sort_values("champion_mape", ascending=False)[
@@ -92,7 +93,6 @@ def risk_exceptions(context: dg.AssetExecutionContext, settings: CapacitySetting
                     business_hierarchy: pd.DataFrame, processed_data: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     table = risk.risk_exceptions(forecasts, business_hierarchy, processed_data,
                                  threshold=settings.threshold, risk_days=settings.risk_days)
-    table = conform(table, RISK_EXCEPTIONS, extra=True)
     sev = table["severity"].value_counts().to_dict()
     context.log.info(f"{context.partition_key}: {len(table)} series at risk {sev}")
     return dg.Output(table, metadata={
