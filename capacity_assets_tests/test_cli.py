@@ -108,3 +108,28 @@ def test_both_engines_land_in_duckdb_with_the_contract_columns_and_split(tiny_ru
         last = dict(((s, r), d) for s, r, d in conn.execute(
             "select server_id, resource, max(ds) from processed_data group by all").fetchall())
         assert all((r[4] - last[(r[0], r[1])]).days == 1 for r in future)
+
+
+def test_new_batch_count_and_a_new_hierarchy_column_leave_one_consistent_set_of_tables(tiny_run, tmp_path):
+    """Re-running with fewer batches removes the old batch keys (no server counted twice), and a
+    column added to the hierarchy flows into business_hierarchy and risk_exceptions."""
+    import shutil
+
+    import pandas as pd
+
+    work = tmp_path / "changed"
+    shutil.copytree(tiny_run["cwd"], work)
+    hierarchy = pd.read_csv(tiny_run["env"]["CAPACITY_HIERARCHY"])
+    hierarchy.insert(3, "cost_center", "CC-" + hierarchy.index.astype(str))
+    hierarchy.to_csv(work / "hierarchy.csv", index=False)
+    env = {**tiny_run["env"], "CAPACITY_HIERARCHY": str(work / "hierarchy.csv"), "CAPACITY_BATCHES": "2",
+           "CAPACITY_DB": str(work / "cap.duckdb"), "DAGSTER_HOME": str(work / ".dagster")}
+    out = capacity("run", cwd=work, env=env).stdout
+    assert "removed 1 batch(es) left by an earlier CAPACITY_BATCHES: batch_02" in out
+    conn = duckdb.connect(env["CAPACITY_DB"], read_only=True)
+    for table in ("processed_data", "forecasts", "champions", "risk_exceptions", "skipped_series"):
+        assert {b for (b,) in conn.execute(f"select distinct batch from {table}").fetchall()} <= {"batch_00", "batch_01"}
+    assert conn.execute("select count(*) from (select server_id from forecasts group by server_id "
+                        "having count(distinct batch) > 1)").fetchone()[0] == 0
+    for table in ("business_hierarchy", "risk_exceptions"):
+        assert "cost_center" in [r[0] for r in conn.execute(f"describe {table}").fetchall()]

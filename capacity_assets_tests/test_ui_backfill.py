@@ -45,8 +45,9 @@ def ui(tiny_run, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = open(tmp_path / "ui.log", "wb")  # a file, not a pipe: a full pipe would block the runs' logging
     proc = subprocess.Popen([str(Path(sys.executable).parent / "capacity"), "ui", "--port", str(port)], cwd=work,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -56,7 +57,7 @@ def ui(tiny_run, tmp_path):
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError("capacity ui did not start:\n" + proc.stdout.read().decode(errors="replace"))
+                    raise AssertionError("capacity ui did not start:\n" + (tmp_path / "ui.log").read_text(errors="replace"))
                 time.sleep(1)
         yield {"port": port, "db": env["CAPACITY_DB"]}
     finally:
