@@ -13,6 +13,7 @@ from pathlib import Path
 
 from capacity_assets import ingest
 from capacity_assets.batching import batch_keys, batch_of
+from capacity_assets.schema import quote_ident
 
 TAG = "capacity/input_fingerprint"
 # settings that change results; executor, storage and paths do not
@@ -35,7 +36,7 @@ def server_digests(conn, files: list[ingest.SourceFile]) -> dict[str, tuple[int,
     """Per server: (row count, order-independent sum of row hashes) over every input file."""
     parts = []
     for f in files:
-        c = {k: ingest._quote(v) for k, v in f.columns.items()}
+        c = {k: quote_ident(v) for k, v in f.columns.items()}
         parts.append(f"select cast({c['server_id']} as varchar) as s, "
                      f"hash(cast({c['resource']} as varchar), cast({c['timestamp']} as varchar), "
                      f"cast({c['utilization_pct']} as varchar), {f.scale}) as h "

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from capacity_assets.schema import RESOURCES
+from capacity_assets.schema import RESOURCES, quote_ident
 
 METRIC_COLUMNS = ("server_id", "resource", "timestamp", "utilization_pct")
 HIERARCHY_COLUMNS = ("server_id", "department", "app_manager")
@@ -117,9 +117,6 @@ def _relation_sql(kind: str) -> str:
     return "read_csv(?, header = true, all_varchar = true, auto_detect = true)"
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
 
 def inspect_file(conn, path: str, required=METRIC_COLUMNS) -> SourceFile:
     """Check one file can be read and has the required columns (matched case-insensitively)."""
@@ -175,7 +172,7 @@ def _with_scale(conn, f: SourceFile) -> SourceFile:
     fractions (real CPU/memory/disk never stays below 1 % for a whole export); idle network alone is
     not enough evidence.
     """
-    u, r, s = (_quote(f.columns[c]) for c in ("utilization_pct", "resource", "server_id"))
+    u, r, s = (quote_ident(f.columns[c]) for c in ("utilization_pct", "resource", "server_id"))
     try:
         mx, non_network, rows, no_id = conn.execute(
             f"select max(v) filter (where isfinite(v)), count(*) filter (where lower(trim(cast({r} as varchar))) "
@@ -190,7 +187,7 @@ def _with_scale(conn, f: SourceFile) -> SourceFile:
 
 
 def distinct_servers(conn, files: list[SourceFile]) -> list[str]:
-    parts = [f"select distinct cast({_quote(f.columns['server_id'])} as varchar) as s from {_relation_sql(f.kind)}"
+    parts = [f"select distinct cast({quote_ident(f.columns['server_id'])} as varchar) as s from {_relation_sql(f.kind)}"
              for f in files]
     sql = " union ".join(parts)
     rows = conn.execute(f"select s from ({sql}) where nullif(trim(s), '') is not null order by s",
@@ -201,7 +198,7 @@ def distinct_servers(conn, files: list[SourceFile]) -> list[str]:
 def _raw_sql(files: list[SourceFile]) -> str:
     parts = []
     for i, f in enumerate(files):
-        c = {k: _quote(v) for k, v in f.columns.items()}
+        c = {k: quote_ident(v) for k, v in f.columns.items()}
         parts.append(
             f"select cast({c['server_id']} as varchar) as server_id, "
             f"cast({c['resource']} as varchar) as resource_raw, "
@@ -298,6 +295,6 @@ def read_table(conn, path: str, required, what: str) -> pd.DataFrame:
     frames = []
     for p in paths:
         f = inspect_file(conn, p, required)
-        cols = ", ".join(f"cast({_quote(v)} as varchar) as {_quote(k)}" for k, v in f.columns.items())
+        cols = ", ".join(f"cast({quote_ident(v)} as varchar) as {quote_ident(k)}" for k, v in f.columns.items())
         frames.append(conn.execute(f"select {cols} from {_relation_sql(f.kind)}", [p]).fetchdf())
     return pd.concat(frames, ignore_index=True)

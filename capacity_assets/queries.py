@@ -10,6 +10,7 @@ import os
 import pandas as pd
 
 from capacity_assets.dblock import db_lock
+from capacity_assets.schema import quote_ident
 from capacity_assets.storage import connect
 
 
@@ -28,7 +29,7 @@ def read_table(db: str, table: str) -> pd.DataFrame | None:
     """A whole table, or None when it does not exist yet."""
     if table not in tables(db):
         return None
-    return query(db, f'select * from main."{table}"')
+    return query(db, f"select * from main.{quote_ident(table)}")
 
 
 def query_many(db: str, statements: dict[str, tuple[str, list]], timeout: float = 60) -> dict[str, pd.DataFrame]:

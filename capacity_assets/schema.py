@@ -32,6 +32,11 @@ MODEL_RESULTS = {"batch": "string", **ENGINE_RESULTS}
 DATE_COLUMNS = ("ds", "first_ds", "last_ds", "first_breach_date", "history_end")
 
 
+def quote_ident(name: str) -> str:
+    """A column or table name as a DuckDB identifier (names from users' file headers included)."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
 def empty(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
 

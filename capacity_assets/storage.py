@@ -3,7 +3,7 @@
 Changes to the stock ``DuckDBPandasIOManager``, all about losing nothing:
 - every connection holds the file's advisory lock (``dblock``) and runs in one transaction, so
   parallel batch runs queue for the file instead of failing on DuckDB's lock;
-- a batch's tables are staged and published together (``DatedPandasTypeHandler``), so a run killed
+- a batch's tables are staged and published together (``StagedPandasTypeHandler``), so a run killed
   half-way leaves every table with the previous complete results of that batch;
 - DATE columns are stored as DATE and an empty result still creates its (empty) table, so
   ``select * from skipped_series`` works before anything is skipped.
@@ -26,7 +26,7 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from capacity_assets.dblock import DEFAULT_TIMEOUT_S, db_lock
-from capacity_assets.schema import DATE_COLUMNS
+from capacity_assets.schema import DATE_COLUMNS, quote_ident
 
 
 class StorageError(RuntimeError):
@@ -72,9 +72,6 @@ def table_exists(conn, schema: str, table: str) -> bool:
 STAGING = "staging"
 WRITES = f"{STAGING}._writes"  # manifest: which tables a run has staged for a batch
 
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class LockedDuckDbClient(DuckDbClient):
@@ -135,22 +132,22 @@ def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
     tables = [t for (t,) in conn.execute(f"select distinct table_name from {WRITES} where run_id = ? and batch = ?",
                                          [run_id, batch]).fetchall()]
     for t in tables:
-        main, stage = f"main.{_ident(t)}", f"{STAGING}.{_ident(t)}"
+        main, stage = f"main.{quote_ident(t)}", f"{STAGING}.{quote_ident(t)}"
         have = set(_columns(conn, "main", t))
         for c, typ in conn.execute("select column_name, data_type from duckdb_columns() where schema_name = ? "
                                    "and table_name = ? and column_name <> '_run_id' order by column_index",
                                    [STAGING, t]).fetchall():
             if c not in have:  # a new column (e.g. a hierarchy column added): older batches get NULL
-                conn.execute(f"alter table {main} add column {_ident(c)} {typ}").fetchall()
-        conn.execute(f"delete from {main} where {_ident(column)} = ?", [batch]).fetchall()
+                conn.execute(f"alter table {main} add column {quote_ident(c)} {typ}").fetchall()
+        conn.execute(f"delete from {main} where {quote_ident(column)} = ?", [batch]).fetchall()
         conn.execute(f"insert into {main} by name select * exclude (_run_id) from {stage} "
-                     f"where _run_id = ? and {_ident(column)} = ?", [run_id, batch]).fetchall()
-        conn.execute(f"delete from {stage} where _run_id = ? and {_ident(column)} = ?", [run_id, batch]).fetchall()
+                     f"where _run_id = ? and {quote_ident(column)} = ?", [run_id, batch]).fetchall()
+        conn.execute(f"delete from {stage} where _run_id = ? and {quote_ident(column)} = ?", [run_id, batch]).fetchall()
     conn.execute(f"delete from {WRITES} where run_id = ? and batch = ?", [run_id, batch]).fetchall()
     return tables
 
 
-class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
+class StagedPandasTypeHandler(DuckDBPandasTypeHandler):
     """Writes a batch's tables to a staging schema and publishes them together.
 
     A run stages each partitioned output (``staging.<table>``, tagged with its run id) and, once it
@@ -161,8 +158,8 @@ class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
     """
 
     def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection):
-        name = f"{table_slice.schema}.{_ident(table_slice.table)}"
-        casts = ", ".join(f'cast("{c}" as date) as "{c}"' for c in obj.columns if c in DATE_COLUMNS)
+        name = f"{table_slice.schema}.{quote_ident(table_slice.table)}"
+        casts = ", ".join(f"cast({quote_ident(c)} as date) as {quote_ident(c)}" for c in obj.columns if c in DATE_COLUMNS)
         select = f"select * replace ({casts}) from obj" if casts else "select * from obj"
         # an all-empty text column would be typed NULL and refuse the next batch's strings
         obj = obj.astype({c: "string" for c in obj.columns if obj[c].dtype == object})
@@ -181,7 +178,7 @@ class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
     def _stage(context: OutputContext, table_slice: TableSlice, select: str, conn) -> None:
         run_id, table = context.run_id, table_slice.table
         column, batches = _batches(table_slice)
-        stage = f"{STAGING}.{_ident(table)}"
+        stage = f"{STAGING}.{quote_ident(table)}"
         marks = ", ".join("?" for _ in batches)
         conn.execute(f"create schema if not exists {STAGING}").fetchall()
         conn.execute(f"create table if not exists {WRITES} (run_id varchar, batch varchar, table_name varchar)").fetchall()
@@ -191,7 +188,7 @@ class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
         conn.execute(f"create table if not exists {stage} as select *, ''::varchar as _run_id from ({select}) limit 0").fetchall()
         # the newest run of a batch wins: older staged rows of that batch (a killed run's) go, and
         # without their manifest entry such a run can never publish a partial batch
-        conn.execute(f"delete from {stage} where {_ident(column)} in ({marks})", batches).fetchall()
+        conn.execute(f"delete from {stage} where {quote_ident(column)} in ({marks})", batches).fetchall()
         conn.execute(f"delete from {WRITES} where table_name = ? and batch in ({marks})", [table, *batches]).fetchall()
         conn.execute(f"insert into {stage} select *, ? from ({select})", [run_id]).fetchall()
         conn.executemany(f"insert into {WRITES} values (?, ?, ?)", [[run_id, b, table] for b in batches])
@@ -214,8 +211,8 @@ class DatedPandasTypeHandler(DuckDBPandasTypeHandler):
                                         f"and batch in ({marks})", [run_id, table_slice.table, *batches]).fetchone()[0]
             if staged:  # this run's own, not yet published, output
                 return connection.execute(
-                    f"select * exclude (_run_id) from {STAGING}.{_ident(table_slice.table)} "
-                    f"where _run_id = ? and {_ident(column)} in ({marks})", [run_id, *batches]).fetchdf()
+                    f"select * exclude (_run_id) from {STAGING}.{quote_ident(table_slice.table)} "
+                    f"where _run_id = ? and {quote_ident(column)} in ({marks})", [run_id, *batches]).fetchdf()
         return super().load_input(context, table_slice, connection)
 
 
@@ -224,7 +221,7 @@ class CapacityDuckDBIOManager(DuckDBPandasIOManager):
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
-        return [DatedPandasTypeHandler()]
+        return [StagedPandasTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
         return DbIOManager(
@@ -244,12 +241,12 @@ def drop_other_batches(db: str, keys: list[str]) -> list[str]:
                 "select distinct table_name from duckdb_columns() where schema_name = 'main' "
                 "and column_name = 'batch'").fetchall()]
             stale = sorted({b for t in tables for (b,) in conn.execute(
-                f"select distinct batch from main.{_ident(t)}").fetchall()} - set(keys))
+                f"select distinct batch from main.{quote_ident(t)}").fetchall()} - set(keys))
             if stale:
                 marks = ", ".join("?" for _ in stale)
                 conn.execute("begin transaction").fetchall()
                 for t in tables:
-                    conn.execute(f"delete from main.{_ident(t)} where batch in ({marks})", stale).fetchall()
+                    conn.execute(f"delete from main.{quote_ident(t)} where batch in ({marks})", stale).fetchall()
                 conn.execute("commit").fetchall()
             return stale
         finally:
