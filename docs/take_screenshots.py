@@ -49,14 +49,14 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 2100})  # Streamlit scrolls inside the page
             page.goto(url, wait_until="domcontentloaded")
             page.wait_for_selector(".js-plotly-plot", timeout=60_000)
             for view, name in VIEWS.items():
                 page.get_by_role("tab", name=view).click()
                 page.wait_for_timeout(2500)  # let the view's queries and charts finish drawing
                 page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)
-                page.screenshot(path=str(out / name), full_page=True)
+                page.screenshot(path=str(out / name))
                 print(f"wrote {out / name}")
             browser.close()
     finally:
