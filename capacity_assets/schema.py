@@ -37,6 +37,14 @@ def quote_ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def escape_markdown(text) -> str:
+    """User text (a server id, a department) shown as itself in markdown, never as formatting."""
+    out = str(text).replace("\\", "\\\\").replace("\n", " ").replace("\r", " ")
+    for ch in "`*_[]<>|~$":  # inline formatting, links, tables, HTML and Streamlit's LaTeX
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
 def empty(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
 

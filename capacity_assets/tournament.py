@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from capacity_assets.engines.registry import CONTENDERS
-from capacity_assets.schema import FORECASTS, champions_columns, conform
+from capacity_assets.schema import FORECASTS, champions_columns, conform, escape_markdown
 
 MAPE_FLOOR = 5.0  # percentage points of utilisation; see module docstring
 TRUST_HIGH = 10.0  # champion MAPE <= this: 'high'
@@ -248,7 +248,7 @@ def markdown_preview(df: pd.DataFrame, n: int = 10, digits: int = 2) -> str:
             return f"{v:.{digits}f}"
         if isinstance(v, pd.Timestamp):
             return v.strftime("%Y-%m-%d") if v == v.normalize() else v.isoformat()
-        return str(v).replace("|", "\\|")
+        return escape_markdown(v)
 
     lines = ["| " + " | ".join(map(str, head.columns)) + " |", "|" + "---|" * len(head.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in head.itertuples(index=False)]

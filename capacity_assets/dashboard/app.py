@@ -15,7 +15,7 @@ import streamlit as st
 from capacity_assets.config import CapacitySettings, ConfigError
 from capacity_assets.dashboard import charts, data
 from capacity_assets.dblock import DatabaseBusy
-from capacity_assets.schema import RESOURCES
+from capacity_assets.schema import RESOURCES, escape_markdown
 from capacity_assets.storage import StorageError
 
 VIEWS = ("Risk heatmap", "Tournament summary", "Deep dive")
@@ -253,8 +253,9 @@ def deep_dive_view(db: str, ver, settings: CapacitySettings, present: set[str]) 
     except NotLoaded:
         return not_loaded_note()
 
-    owner = ", ".join(f"{k.replace('_', ' ')}: **{v}**" for k, v in detail.owner.items() if pd.notna(v))
-    st.markdown(f"### {server}" + (f"\n{owner}" if owner else ""))
+    owner = ", ".join(f"{escape_markdown(k.replace('_', ' '))}: **{escape_markdown(v)}**"
+                      for k, v in detail.owner.items() if pd.notna(v))
+    st.markdown(f"### {escape_markdown(server)}" + (f"\n{owner}" if owner else ""))
     risk = detail.risk.sort_values(["days_to_breach"]) if not detail.risk.empty else detail.risk
     if risk.empty:
         st.success(f"No resource is forecast to reach {settings.threshold:g} % within {settings.risk_days} days.")
