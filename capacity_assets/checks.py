@@ -8,12 +8,9 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
+from capacity_assets.schema import series_names
+
 SHOW = 10  # series named in a failing check's metadata
-
-
-def _series(df: pd.DataFrame) -> list[str]:
-    pairs = df[["server_id", "resource"]].drop_duplicates().head(SHOW)
-    return [f"{s}/{r}" for s, r in zip(pairs["server_id"], pairs["resource"])]
 
 
 def values_in_range(processed: pd.DataFrame, asset: str = "processed_data") -> dg.AssetCheckResult:
@@ -21,8 +18,8 @@ def values_in_range(processed: pd.DataFrame, asset: str = "processed_data") -> d
     return dg.AssetCheckResult(
         asset_key=asset, check_name="values_within_0_100", passed=bad.empty,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=None if bad.empty else f"{len(bad)} values outside 0–100 or missing, e.g. {', '.join(_series(bad))}",
-        metadata={"rows_out_of_range": len(bad), "series": ", ".join(_series(bad))})
+        description=None if bad.empty else f"{len(bad)} values outside 0–100 or missing, e.g. {', '.join(series_names(bad, SHOW))}",
+        metadata={"rows_out_of_range": len(bad), "series": ", ".join(series_names(bad, SHOW))})
 
 
 def one_row_per_day(processed: pd.DataFrame, asset: str = "processed_data") -> dg.AssetCheckResult:
@@ -30,8 +27,8 @@ def one_row_per_day(processed: pd.DataFrame, asset: str = "processed_data") -> d
     return dg.AssetCheckResult(
         asset_key=asset, check_name="one_row_per_series_per_day", passed=dup.empty,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=None if dup.empty else f"{len(dup)} duplicate series-days, e.g. {', '.join(_series(dup))}",
-        metadata={"duplicate_rows": len(dup), "series": ", ".join(_series(dup))})
+        description=None if dup.empty else f"{len(dup)} duplicate series-days, e.g. {', '.join(series_names(dup, SHOW))}",
+        metadata={"duplicate_rows": len(dup), "series": ", ".join(series_names(dup, SHOW))})
 
 
 def batch_not_empty(processed: pd.DataFrame, batch: str, asset: str = "processed_data") -> dg.AssetCheckResult:

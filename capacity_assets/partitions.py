@@ -7,3 +7,5 @@ from capacity_assets.batching import batch_keys
 from capacity_assets.config import batch_count
 
 batches = dg.StaticPartitionsDefinition(batch_keys(batch_count()))
+# tells the IO manager which column holds the partition key, so a batch is replaced in place
+STORED_BY_BATCH = {"partition_expr": "batch"}

@@ -45,6 +45,12 @@ def escape_markdown(text) -> str:
     return out
 
 
+def series_names(df: pd.DataFrame, limit: int = 10) -> list[str]:
+    """The first ``limit`` distinct series of ``df`` as 'server/resource', for messages that name them."""
+    pairs = df[["server_id", "resource"]].drop_duplicates().head(limit)
+    return [f"{s}/{r}" for s, r in zip(pairs["server_id"], pairs["resource"])]
+
+
 def empty(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from capacity_assets.engines.registry import CONTENDERS
-from capacity_assets.schema import FORECASTS, champions_columns, conform, escape_markdown
+from capacity_assets.schema import FORECASTS, champions_columns, conform, escape_markdown, series_names
 
 MAPE_FLOOR = 5.0  # percentage points of utilisation; see module docstring
 TRUST_HIGH = 10.0  # champion MAPE <= this: 'high'
@@ -184,17 +184,13 @@ class Check(NamedTuple):
     details: dict
 
 
-def _names(keys: pd.DataFrame, limit: int = 10) -> list[str]:
-    return [f"{s}/{r}" for s, r in keys[["server_id", "resource"]].head(limit).itertuples(index=False)]
-
-
 def check_horizon(forecasts: pd.DataFrame, horizon_days: int) -> Check:
     g = forecasts.groupby(KEY)["ds"]
     stats = pd.DataFrame({"n": g.size(), "unique": g.nunique(), "span": (g.max() - g.min()).dt.days + 1}).reset_index()
     bad = stats[(stats["n"] != horizon_days) | (stats["unique"] != horizon_days) | (stats["span"] != horizon_days)]
     return Check("forecast_horizon", bad.empty,
                  f"every forecast series has exactly {horizon_days} consecutive days",
-                 {"n_bad": int(len(bad)), "series": _names(bad),
+                 {"n_bad": int(len(bad)), "series": series_names(bad),
                   "days_found": sorted(set(bad["n"].astype(int).tolist()))[:10]})
 
 
@@ -204,7 +200,7 @@ def check_bounds(forecasts: pd.DataFrame, tol: float = 1e-9) -> Check:
     bad = f.loc[~ok.fillna(False).astype(bool), KEY].drop_duplicates()
     return Check("forecast_bounds_ordered", bad.empty, "yhat_lower <= yhat <= yhat_upper on every row, no NaN",
                  {"n_bad_rows": int((~ok.fillna(False).astype(bool)).sum()), "n_bad_series": int(len(bad)),
-                  "series": _names(bad)})
+                  "series": series_names(bad)})
 
 
 def check_accounted(forecasts: pd.DataFrame, processed: pd.DataFrame, skipped: pd.DataFrame) -> Check:
@@ -215,7 +211,7 @@ def check_accounted(forecasts: pd.DataFrame, processed: pd.DataFrame, skipped: p
     lost = lost[lost["_merge"] == "left_only"]
     return Check("every_series_accounted", lost.empty,
                  "every processed series is either forecast or listed in skipped_series",
-                 {"n_missing": int(len(lost)), "series": _names(lost)})
+                 {"n_missing": int(len(lost)), "series": series_names(lost)})
 
 
 def forecast_checks(forecasts: pd.DataFrame, processed: pd.DataFrame, skipped: pd.DataFrame,

@@ -8,9 +8,8 @@ import pandas as pd
 from capacity_assets import risk, tournament
 from capacity_assets.config import CapacitySettings
 from capacity_assets.engines.registry import CONTENDERS
-from capacity_assets.partitions import batches
+from capacity_assets.partitions import STORED_BY_BATCH, batches
 
-PARTITIONED = {"partition_expr": "batch"}
 # the weekly schedule refreshes everything on Mondays; a week and a day later it is overdue
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_window=timedelta(days=7))
 RESULTS = {f"{name}_results": dg.AssetIn() for name in CONTENDERS}
@@ -27,7 +26,7 @@ def _check(asset: str, c: tournament.Check) -> dg.AssetCheckResult:
                                description=description, metadata={k: str(v) for k, v in c.details.items()})
 
 
-@dg.asset(partitions_def=batches, group_name="decision", metadata=PARTITIONED, kinds={"duckdb"},
+@dg.asset(partitions_def=batches, group_name="decision", metadata=STORED_BY_BATCH, kinds={"duckdb"},
           ins={**RESULTS, "processed_data": dg.AssetIn()},
           check_specs=[dg.AssetCheckSpec("champion_mape", asset="champions", description=(
               "WARN when a series' champion MAPE exceeds CAPACITY_MAPE_WARN, ERROR when more than "
@@ -61,7 +60,7 @@ def champions(context: dg.AssetExecutionContext, settings: CapacitySettings, pro
                   "worst": dg.MetadataValue.md(worst or "none")})
 
 
-@dg.asset(partitions_def=batches, group_name="decision", metadata=PARTITIONED, kinds={"duckdb"},
+@dg.asset(partitions_def=batches, group_name="decision", metadata=STORED_BY_BATCH, kinds={"duckdb"},
           freshness_policy=FRESHNESS,
           ins={**RESULTS, "champions": dg.AssetIn(), "processed_data": dg.AssetIn(), "skipped_series": dg.AssetIn()},
           check_specs=[
@@ -85,7 +84,7 @@ def forecasts(context: dg.AssetExecutionContext, settings: CapacitySettings, cha
         yield _check("forecasts", c)
 
 
-@dg.asset(partitions_def=batches, group_name="decision", metadata=PARTITIONED, kinds={"duckdb"},
+@dg.asset(partitions_def=batches, group_name="decision", metadata=STORED_BY_BATCH, kinds={"duckdb"},
           freshness_policy=FRESHNESS,
           description="Series whose upper bound crosses CAPACITY_THRESHOLD within CAPACITY_RISK_DAYS, with their "
                       "owners (Unassigned where unknown), first breach date, severity and trust.")

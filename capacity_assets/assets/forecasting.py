@@ -7,7 +7,7 @@ import pandas as pd
 
 from capacity_assets.config import CapacitySettings
 from capacity_assets.engines.registry import CONTENDERS, engine
-from capacity_assets.partitions import batches
+from capacity_assets.partitions import STORED_BY_BATCH, batches
 from capacity_assets.schema import ENGINE_RESULTS, MODEL_RESULTS, conform, empty
 
 DESCRIPTIONS = {
@@ -39,7 +39,7 @@ def results_metadata(results: pd.DataFrame, seconds: float) -> dict:
 
 def engine_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(name=f"{name}_results", partitions_def=batches, group_name="forecasting",
-              metadata={"partition_expr": "batch"}, kinds={"duckdb"},
+              metadata=STORED_BY_BATCH, kinds={"duckdb"},
               description=DESCRIPTIONS.get(name, f"The {name} contender's backtest and future forecasts."),
               ins={"processed_data": dg.AssetIn(), "skipped_series": dg.AssetIn()})
     def _results(context: dg.AssetExecutionContext, settings: CapacitySettings,

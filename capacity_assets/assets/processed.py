@@ -11,9 +11,8 @@ from capacity_assets.batching import servers_in_batch
 from capacity_assets.config import CapacitySettings
 from capacity_assets.engines.base import min_history_days
 from capacity_assets.risk import UNASSIGNED, hierarchy_table
-from capacity_assets.partitions import batches
+from capacity_assets.partitions import STORED_BY_BATCH, batches
 
-PARTITIONED = {"partition_expr": "batch"}
 SHOW = 5  # server ids named in a warning
 
 
@@ -66,10 +65,10 @@ def business_hierarchy(context: dg.AssetExecutionContext, settings: CapacitySett
 
 @dg.multi_asset(
     outs={
-        "processed_data": dg.AssetOut(metadata=PARTITIONED, kinds={"duckdb"}, description=(
+        "processed_data": dg.AssetOut(metadata=STORED_BY_BATCH, kinds={"duckdb"}, description=(
             "One value per server, resource and day (CAPACITY_DAILY_AGG of the raw samples), on a complete "
             "calendar with gaps interpolated (filled = true) and values clipped to 0–100.")),
-        "skipped_series": dg.AssetOut(metadata=PARTITIONED, kinds={"duckdb"}, description=(
+        "skipped_series": dg.AssetOut(metadata=STORED_BY_BATCH, kinds={"duckdb"}, description=(
             "Series too short to backtest, with the reason; they are kept in processed_data but not forecast.")),
     },
     partitions_def=batches, group_name="ingest", check_specs=checks.PROCESSED_CHECKS,
