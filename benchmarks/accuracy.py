@@ -20,77 +20,19 @@ import pandas as pd
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from capacity_assets.engines import naive  # noqa: E402
-from capacity_assets.engines.base import ForecastConfig, min_history_days  # noqa: E402
-from capacity_assets.engines.registry import engine  # noqa: E402
+from capacity_assets.forecasting.engines.base import ForecastConfig, min_history_days  # noqa: E402
+from capacity_assets.forecasting.engines.registry import run  # noqa: E402
 
 HIDDEN_MONTHS = 6
 SCORED_DAYS = 180
 
 
-def synthetic_fleet(servers: int, months: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stand-in for capacity_assets.demo.generate_fleet while it doesn't exist (hourly metrics).
-
-    Trends, weekly and yearly seasonality, month-end batch peaks, migrations (level shifts), disks
-    that fill and get cleaned up, near-idle network links, noise and spikes.
-    """
-    rng = np.random.default_rng(seed)
-    start = pd.Timestamp("2023-01-01")
-    ts = pd.date_range(start, start + pd.DateOffset(months=months), freq="h", inclusive="left")
-    n = len(ts)
-    day = (ts - start).days.to_numpy()
-    hour, dow = ts.hour.to_numpy(), ts.dayofweek.to_numpy()
-    doy = ts.dayofyear.to_numpy()
-    dtm = (ts.days_in_month - ts.day).to_numpy()
-    frames, hier = [], []
-    for i in range(servers):
-        sid = f"srv-{i:04d}"
-        hier.append({"server_id": sid, "team": f"team-{i % 5}"})
-        migrate = rng.random() < 0.25
-        shift_day = int(rng.integers(60, day[-1] - 30)) if migrate else None
-        for res in ("cpu", "memory", "disk", "network"):
-            level = {"cpu": rng.uniform(10, 60), "memory": rng.uniform(30, 75),
-                     "disk": rng.uniform(20, 60), "network": rng.uniform(0.3, 25)}[res]
-            slope = rng.normal(0.01, 0.015) * (level / 40)          # pct points per day
-            weekly = rng.uniform(0, 0.25) * level
-            yearly = rng.uniform(0, 0.12) * level
-            month_end = rng.uniform(0, 0.4) * level if (res == "cpu" and rng.random() < 0.4) else 0.0
-            noise = rng.uniform(0.02, 0.12) * level
-            x = level + slope * day
-            x = x + weekly * np.where(dow >= 5, -1.0, 0.3) + yearly * np.sin(2 * np.pi * (doy - 80) / 365.25)
-            x = x + month_end * (dtm <= 1)
-            if res in ("cpu", "network"):
-                x = x + 0.3 * level * np.sin(2 * np.pi * (hour - 8) / 24)
-            if res == "disk" and rng.random() < 0.6:                 # fill and clean up
-                rate = rng.uniform(0.03, 0.12)
-                fill, cur = np.empty(day[-1] + 1), level
-                for k in range(len(fill)):
-                    cur += rate
-                    if cur > rng.uniform(80, 92):
-                        cur = level + rng.normal(0, 3)
-                    fill[k] = cur
-                x = fill[day] + (x - level - slope * day) * 0.2
-            if shift_day is not None and res != "disk":
-                x = x + (day >= shift_day) * rng.choice([-0.4, 0.5]) * level
-            x = x + rng.normal(0, noise, n)
-            spikes = rng.random(n) < 0.002
-            x[spikes] += rng.uniform(10, 40, spikes.sum())
-            frames.append(pd.DataFrame({"server_id": sid, "resource": res, "timestamp": ts,
-                                        "utilization_pct": np.clip(x, 0, 100)}))
-    return pd.concat(frames, ignore_index=True), pd.DataFrame(hier)
-
-
 def fleet(servers: int, months: int, seed: int) -> tuple[pd.DataFrame, pd.Timestamp, str]:
     """(metrics with history and hidden months, last history day, source)."""
-    try:
-        from capacity_assets import demo
-        metrics, _ = demo.generate_fleet(servers, months, seed, future_months=HIDDEN_MONTHS)
-        return metrics, pd.Timestamp(demo.DEFAULT_END).normalize(), "capacity_assets.demo.generate_fleet"
-    except Exception as exc:  # noqa: BLE001 - the demo generator is young; keep the benchmark usable
-        print(f"capacity_assets.demo unusable ({exc!r}); using the benchmark's own synthetic fleet")
-        metrics = synthetic_fleet(servers, months + HIDDEN_MONTHS, seed)[0]
-        end = metrics["timestamp"].min().normalize() + pd.DateOffset(months=months) - pd.Timedelta(days=1)
-        return metrics, end, "benchmarks/accuracy.py synthetic_fleet"
+    from capacity_assets.demo import fleet as demo
+
+    metrics, _ = demo.generate_fleet(servers, months, seed, future_months=HIDDEN_MONTHS)
+    return metrics, pd.Timestamp(demo.DEFAULT_END).normalize(), "capacity_assets.demo.fleet.generate_fleet"
 
 
 def daily(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -100,7 +42,7 @@ def daily(metrics: pd.DataFrame) -> pd.DataFrame:
     out = out.rename(columns={"utilization_pct": "y"})
     out[["server_id", "resource"]] = out[["server_id", "resource"]].astype(str)
     try:
-        from capacity_assets.cleaning import complete_calendar
+        from capacity_assets.inputs.cleaning import complete_calendar
         out = complete_calendar(out)[0][["server_id", "resource", "ds", "y"]]
     except Exception as exc:  # noqa: BLE001
         print(f"cleaning.complete_calendar unusable ({exc!r}); gaps left as they are")
@@ -151,16 +93,10 @@ def main(argv=None) -> int:
           f"{history['ds'].min():%Y-%m-%d}..{end:%Y-%m-%d}, scored on {hidden['ds'].nunique()} hidden days; "
           f"nominal interval {cfg.interval:.0%}")
 
-    contenders = {"naive": naive}
-    for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        try:
-            contenders[name] = engine(name)
-        except Exception as exc:  # noqa: BLE001 - an engine still being written
-            print(f"skipping {name}: {exc!r}")
     results = {}
-    for name, mod in contenders.items():
+    for name in ["naive", *[e.strip() for e in args.engines.split(",") if e.strip()]]:
         cpu, wall = _cpu(), time.perf_counter()
-        fc = mod.forecast(history, cfg)
+        fc = run(name, history, cfg)
         cpu, wall = _cpu() - cpu, time.perf_counter() - wall
         results[name] = {**score(fc, hidden), "ms_cpu": 1000 * cpu / n_series, "wall_s": wall}
 

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from capacity_assets.engines.base import ForecastConfig
+from capacity_assets.forecasting.engines.base import ForecastConfig
 from capacity_assets.schema import RESOURCES
 
 TARGET_SERIES, BATCH_SERIES, BATCH_PROCESSES, PROCESS_START_S = 8000, 400, 2, 2.1
@@ -48,7 +48,7 @@ def synthetic_fleet(servers: int, months: int, seed: int = 0) -> pd.DataFrame:
 def fleet(servers: int, months: int, seed: int) -> tuple[pd.DataFrame, str]:
     """The demo generator's fleet when it is usable, else the synthetic one."""
     try:
-        from capacity_assets.demo import generate_fleet
+        from capacity_assets.demo.fleet import generate_fleet
 
         metrics, _ = generate_fleet(servers, months, seed)
         metrics = metrics.rename(columns={"timestamp": "ds", "utilization_pct": "y"})
@@ -56,7 +56,7 @@ def fleet(servers: int, months: int, seed: int) -> tuple[pd.DataFrame, str]:
         history["ds"] = pd.to_datetime(history["ds"]).dt.normalize()
         history = history.groupby(["server_id", "resource", "ds"], as_index=False)["y"].mean()
         history[["server_id", "resource"]] = history[["server_id", "resource"]].astype(str)
-        return history, "capacity_assets.demo.generate_fleet"
+        return history, "capacity_assets.demo.fleet.generate_fleet"
     except Exception as exc:  # the demo generator is optional here
         print(f"demo generator not usable ({type(exc).__name__}: {exc}); using synthetic series")
         return synthetic_fleet(servers, months, seed), "synthetic (benchmarks/engines.py)"
@@ -77,22 +77,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
-    from capacity_assets.engines.registry import engine
+    from capacity_assets.forecasting.engines.registry import engine, run
 
     history, source = fleet(args.servers, args.months, args.seed)
     n_series = history.groupby(["server_id", "resource"]).ngroups
     print(f"fleet: {n_series} series x {history.groupby(['server_id', 'resource']).size().median():.0f} days from {source}")
     cfg = ForecastConfig(seed=args.seed)
     for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        try:
-            mod = engine(name)
-        except Exception as exc:
-            print(f"{name}: skipped, cannot import ({type(exc).__name__}: {exc})")
-            continue
+        mod = engine(name)
         if args.workers and hasattr(mod, "WORKERS"):
             mod.WORKERS = args.workers
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
-        out = mod.forecast(history, cfg, log=logging.getLogger(f"bench.{name}"))
+        out = run(name, history, cfg, log=logging.getLogger(f"bench.{name}"))
         wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
         fallbacks = out.loc[out["model"].str.endswith(":fallback"), ["server_id", "resource"]].drop_duplicates()
         cpu_ms = 1000 * cpu / n_series

@@ -72,7 +72,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(HERE / "out"))
     args = ap.parse_args()
 
-    from capacity_assets.demo import write_fleet
+    from capacity_assets.demo.fleet import write_fleet
 
     out = Path(args.out)
     fleet_dir = out / f"fleet_{args.servers}_{args.months}_{args.seed}"

@@ -1,41 +1,41 @@
 """The one place configuration lives: environment variables with defaults, overridable by CLI flags.
 
-``CapacitySettings`` is a Dagster ``ConfigurableResource`` so the values are visible in the UI and
-injected into assets; it also chooses the storage (IO manager) and the executor, so a deployment
-swaps DuckDB for a warehouse or the in-process executor for a distributed one by configuration.
+``CapacitySettings`` is a plain frozen dataclass, so the CLI and the dashboard read it without
+importing Dagster; ``pipeline.resources`` wraps it as a Dagster resource (the UI shows the values a
+run used). It also names the storage (IO manager) and the executor, so a deployment swaps DuckDB
+for a warehouse or the in-process executor for a distributed one by configuration alone.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-import dagster as dg
-
-from capacity_assets.engines.base import ForecastConfig
+from capacity_assets.forecasting.engines.base import ForecastConfig
 
 DAILY_AGGS = ("mean", "max", "p95")
 EXECUTORS = ("in_process", "multiprocess", "dask")
 STORAGES = ("duckdb",)
 DEMO_DIR = "data/demo"
 
-# env var -> (field, default); the README's configuration table mirrors this
+# env var -> field; the README's configuration table mirrors this
 ENV = {
-    "CAPACITY_METRICS": ("metrics", ""),
-    "CAPACITY_HIERARCHY": ("hierarchy", ""),
-    "CAPACITY_DB": ("db", "data/capacity.duckdb"),
-    "CAPACITY_BATCHES": ("batches", 20),
-    "CAPACITY_DAILY_AGG": ("daily_agg", "mean"),
-    "CAPACITY_INTERVAL": ("interval", 0.80),
-    "CAPACITY_BACKTEST_MONTHS": ("backtest_months", 4),
-    "CAPACITY_HORIZON_DAYS": ("horizon_days", 180),
-    "CAPACITY_THRESHOLD": ("threshold", 95.0),
-    "CAPACITY_RISK_DAYS": ("risk_days", 90),
-    "CAPACITY_MAPE_WARN": ("mape_warn", 20.0),
-    "CAPACITY_MAPE_ERROR_SHARE": ("mape_error_share", 0.25),
-    "CAPACITY_EXECUTOR": ("executor", "in_process"),
-    "CAPACITY_STORAGE": ("storage", "duckdb"),
-    "CAPACITY_DEMO_DIR": ("demo_dir", DEMO_DIR),
-    "CAPACITY_SEED": ("seed", 0),
+    "CAPACITY_METRICS": "metrics",
+    "CAPACITY_HIERARCHY": "hierarchy",
+    "CAPACITY_DB": "db",
+    "CAPACITY_BATCHES": "batches",
+    "CAPACITY_DAILY_AGG": "daily_agg",
+    "CAPACITY_INTERVAL": "interval",
+    "CAPACITY_BACKTEST_MONTHS": "backtest_months",
+    "CAPACITY_HORIZON_DAYS": "horizon_days",
+    "CAPACITY_THRESHOLD": "threshold",
+    "CAPACITY_RISK_DAYS": "risk_days",
+    "CAPACITY_MAPE_WARN": "mape_warn",
+    "CAPACITY_MAPE_ERROR_SHARE": "mape_error_share",
+    "CAPACITY_EXECUTOR": "executor",
+    "CAPACITY_STORAGE": "storage",
+    "CAPACITY_DEMO_DIR": "demo_dir",
+    "CAPACITY_SEED": "seed",
 }
 
 
@@ -44,7 +44,7 @@ class ConfigError(ValueError):
 
 
 def _env(name: str):
-    field, default = ENV[name]
+    default = DEFAULTS[ENV[name]]
     raw = os.environ.get(name, "")
     if raw == "":
         return default
@@ -54,7 +54,8 @@ def _env(name: str):
         raise ConfigError(f"{name}={raw!r} is not a valid {type(default).__name__}") from None
 
 
-class CapacitySettings(dg.ConfigurableResource):
+@dataclass(frozen=True)
+class CapacitySettings:
     """Pipeline settings; see the README's configuration table for each one."""
 
     metrics: str = ""
@@ -76,7 +77,7 @@ class CapacitySettings(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "CapacitySettings":
-        settings = cls(**{ENV[name][0]: _env(name) for name in ENV})
+        settings = cls(**{field: _env(name) for name, field in ENV.items()})
         settings.validate()
         return settings
 
@@ -115,6 +116,9 @@ class CapacitySettings(dg.ConfigurableResource):
     def forecast_config(self) -> ForecastConfig:
         return ForecastConfig(backtest_months=self.backtest_months, horizon_days=self.horizon_days,
                               interval=self.interval, seed=self.seed)
+
+
+DEFAULTS = {f.name: f.default for f in fields(CapacitySettings)}
 
 
 def batch_count() -> int:

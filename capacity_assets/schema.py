@@ -10,6 +10,7 @@ import pandas as pd
 
 RESOURCES = ("cpu", "memory", "disk", "network")
 SERIES_KEY = ["server_id", "resource"]
+BATCH_SERIES_KEY = ["batch", *SERIES_KEY]  # a series as stored: batch tables are keyed by this
 
 # name -> pandas dtype, in table order
 PROCESSED_DATA = {
@@ -20,16 +21,18 @@ SKIPPED_SERIES = {
     "batch": "string", "server_id": "string", "resource": "string",
     "first_ds": "datetime64[ns]", "last_ds": "datetime64[ns]", "days": "int64", "reason": "string",
 }
-# what every engine returns (assets prepend `batch`)
-ENGINE_RESULTS = {
+# what an engine's predict returns: uncalibrated, unclipped
+RAW_RESULTS = {
     "server_id": "string", "resource": "string", "ds": "datetime64[ns]",
-    "yhat": "float64", "yhat_lower": "float64", "yhat_upper": "float64",
-    "split": "string", "model": "string",
+    "yhat": "float64", "yhat_lower": "float64", "yhat_upper": "float64", "split": "string",
 }
+# a contender's finished rows (assets prepend `batch`): bounds calibrated, yhat* clipped to 0–100,
+# demand* the same forecast before clipping (what the workload would use if it could)
+ENGINE_RESULTS = {**RAW_RESULTS, "model": "string", "demand": "float64", "demand_upper": "float64"}
 MODEL_RESULTS = {"batch": "string", **ENGINE_RESULTS}
 
 # table name -> columns that are DATEs (stored as DATE, not TIMESTAMP)
-DATE_COLUMNS = ("ds", "first_ds", "last_ds", "first_breach_date", "history_end")
+DATE_COLUMNS = ("ds", "first_ds", "last_ds", "first_breach_date", "history_end", "needed_by")
 
 
 def quote_ident(name: str) -> str:
@@ -74,10 +77,7 @@ def conform(df: pd.DataFrame, columns: dict[str, str], extra: bool = False) -> p
 
 
 # --- tournament, golden record, risk ---------------------------------------------------------------
-from capacity_assets.engines.registry import CONTENDERS  # noqa: E402  (registry imports nothing of ours)
-
-
-def champions_columns(contenders=CONTENDERS) -> dict[str, str]:
+def champions_columns(contenders) -> dict[str, str]:
     """CHAMPIONS for any list of contenders: a new contender adds its columns, in registry order."""
     names = list(contenders)
     return {
@@ -89,12 +89,11 @@ def champions_columns(contenders=CONTENDERS) -> dict[str, str]:
     }
 
 
-CHAMPIONS = champions_columns(CONTENDERS)
 FORECASTS = {
     "batch": "string", "server_id": "string", "resource": "string", "ds": "datetime64[ns]",
     "yhat": "float64", "yhat_lower": "float64", "yhat_upper": "float64",
     "model": "string", "champion": "string", "champion_mape": "float64", "trust": "string",
-    "run_id": "string", "generated_at": "datetime64[ns]",
+    "run_id": "string", "generated_at": "datetime64[ns]", "demand": "float64", "demand_upper": "float64",
 }
 # hierarchy attributes beyond department/app_manager follow these columns (conform(extra=True))
 RISK_EXCEPTIONS = {
@@ -103,4 +102,13 @@ RISK_EXCEPTIONS = {
     "first_breach_date": "datetime64[ns]", "days_to_breach": "int64",
     "peak_upper": "float64", "peak_yhat": "float64",
     "model": "string", "champion_mape": "float64", "trust": "string", "severity": "string",
+    "threshold": "float64",
+}
+# one row per forecast series: how much capacity to add or reclaim, and by when (risk/plan.py)
+CAPACITY_PLAN = {
+    "batch": "string", "server_id": "string", "resource": "string",
+    "department": "string", "app_manager": "string",
+    "threshold": "float64", "target": "float64", "peak_demand_upper": "float64",
+    "needed_by": "datetime64[ns]", "action": "string", "change_pct": "float64",
+    "change_units": "float64", "unit": "string", "trust": "string", "review": "bool",
 }

@@ -31,7 +31,7 @@ def capacity(*args, cwd, env=None, timeout=600, check=True):
 @pytest.fixture(scope="session")
 def tiny_fleet(tmp_path_factory) -> dict:
     """A 6-server, 12-month demo fleet written as Parquet + hierarchy CSV."""
-    from capacity_assets.demo import write_fleet
+    from capacity_assets.demo.fleet import write_fleet
 
     out = tmp_path_factory.mktemp("fleet")
     return write_fleet(out, servers=TINY["servers"], months=TINY["months"], seed=7)

@@ -14,9 +14,9 @@ import streamlit as st
 
 from capacity_assets.config import CapacitySettings, ConfigError
 from capacity_assets.dashboard import charts, data
-from capacity_assets.dblock import DatabaseBusy
+from capacity_assets.store.db import DatabaseBusy
 from capacity_assets.schema import RESOURCES, escape_markdown
-from capacity_assets.storage import StorageError
+from capacity_assets.store.db import StorageError
 
 VIEWS = ("Risk heatmap", "Tournament summary", "Deep dive")
 SEVERITIES = ("all", "critical", "warning")

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from capacity_assets.forecasting.engines.registry import ENGINES
+
 PALETTE = {
-    "prophet": "#2563eb",     # blue
-    "challenger": "#f59e0b",  # amber
+    **{name: e.colour for name, e in ENGINES.items()},
     "actual": "#334155",      # slate
     "threshold": "#dc2626",   # red
     "breach": "#991b1b",

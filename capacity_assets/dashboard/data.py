@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from capacity_assets import queries
-from capacity_assets.engines.registry import CONTENDERS
+from capacity_assets.store import queries
+from capacity_assets.forecasting.engines.registry import CONTENDERS
 from capacity_assets.schema import RESOURCES, RISK_EXCEPTIONS
 
 RISK_COLUMNS = tuple(RISK_EXCEPTIONS)

@@ -1,0 +1,239 @@
+"""`capacity`: the command line a planner uses. Flags override the CAPACITY_* environment variables."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+# flag -> environment variable; flags are applied to the environment so that Dagster runs in
+# other processes (parallel batches, the UI) see the same configuration
+FLAG_ENV = {
+    "metrics": "CAPACITY_METRICS", "hierarchy": "CAPACITY_HIERARCHY", "db": "CAPACITY_DB",
+    "batches": "CAPACITY_BATCHES", "daily_agg": "CAPACITY_DAILY_AGG",
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, metrics: bool = True) -> None:
+    if metrics:
+        p.add_argument("--metrics", help="metrics CSV/Parquet path or glob (CAPACITY_METRICS; default: the demo fleet)")
+        p.add_argument("--hierarchy", help="hierarchy CSV/Parquet path (CAPACITY_HIERARCHY)")
+        p.add_argument("--daily-agg", choices=["mean", "max", "p95"], help="daily value of sub-daily samples (CAPACITY_DAILY_AGG)")
+    p.add_argument("--db", help="DuckDB file (CAPACITY_DB, default data/capacity.duckdb)")
+    p.add_argument("--batches", type=int, help="number of server batches (CAPACITY_BATCHES, default 20)")
+
+
+def _apply(args) -> None:
+    for flag, env in FLAG_ENV.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            os.environ[env] = str(value)
+
+
+def _settings():
+    from capacity_assets.config import CapacitySettings
+
+    return CapacitySettings.from_env()
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"capacity: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_run(args) -> int:
+    import duckdb
+
+    from capacity_assets.cli import fingerprint
+    from capacity_assets.cli import preflight
+    from capacity_assets.store.db import drop_other_batches
+    from capacity_assets.cli import summary
+    from capacity_assets.inputs.batching import batch_keys
+    from capacity_assets.pipeline.instance import ensure_home, get_instance
+    from capacity_assets.pipeline.runner import run_batches, run_job, unchanged_batches
+
+    _apply(args)
+    settings = _settings()
+    cores = os.cpu_count() or 1
+    if args.workers > cores:
+        print(f"capacity run: --workers {args.workers} capped to {cores}, the number of cores: "
+              f"more batch processes than cores only add memory (~0.5–1 GB each)")
+        args.workers = cores
+    ensure_home()
+    source, files = preflight.check_inputs(settings)  # clear errors before any table is touched
+    print(f"capacity run: {source}; {settings.batches} batches into {settings.db} "
+          f"with {args.workers} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}")
+    get_instance()
+    keys = batch_keys(settings.batches)
+    if args.batch:
+        unknown = [b for b in args.batch if b not in keys]
+        if unknown:
+            return _fail(f"unknown batch {unknown[0]!r}; batches are {keys[0]} .. {keys[-1]}")
+        keys = [k for k in keys if k in args.batch]
+    with duckdb.connect() as conn:
+        fingerprints = fingerprint.batch_fingerprints(conn, files, settings)
+    unchanged = set() if args.force else unchanged_batches(
+        get_instance(), fingerprints, summary.stored_batches(settings.db))
+    todo = [k for k in keys if k not in unchanged]
+    if unchanged:
+        print(f"capacity run: {len(unchanged)} batch(es) unchanged since their last successful run "
+              f"(same input rows, settings and code): skipped; --force re-runs them")
+    hierarchy = run_job("capacity_hierarchy", verbose=args.verbose) if todo else None
+    if hierarchy is not None and not hierarchy.success:
+        print(hierarchy.error, file=sys.stderr)
+        return _fail("loading the business hierarchy failed; no batch was run", code=1)
+    outcome = run_batches(todo, args.workers, verbose=args.verbose,
+                          tags={k: {fingerprint.TAG: fingerprints[k]} for k in todo})
+    outcome.unchanged = sorted(unchanged & set(keys))
+    if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
+        dropped = drop_other_batches(settings.db, batch_keys(settings.batches))
+        if dropped:
+            print(f"capacity run: removed {len(dropped)} batch(es) left by an earlier CAPACITY_BATCHES: "
+                  f"{', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}")
+    report = summary.run_summary(settings, outcome)
+    print(report.text)
+    if outcome.failed:
+        return _fail(f"{len(outcome.failed)} of {len(keys)} batches failed: "
+                     f"{', '.join(b.batch for b in outcome.failed)}", code=1)
+    if report.series_forecast == 0:
+        return _fail("nothing could be forecast: every series is too short or invalid "
+                     "(see skipped_series and the warnings above)", code=1)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from capacity_assets.demo.fleet import write_fleet
+
+    out = Path(args.out)
+    import pandas as pd
+
+    from capacity_assets.demo.ensure import yesterday
+
+    end = pd.Timestamp(args.end) if args.end else yesterday()
+    info = write_fleet(out, servers=args.servers, months=args.months, seed=args.seed, end=end)
+    print(f"capacity demo: wrote {info['rows']:,} rows for {args.servers} servers x 4 resources x "
+          f"{args.months} months ending {end:%Y-%m-%d} to {info['metrics']} and the hierarchy to {info['hierarchy']}")
+    if args.no_run:
+        return 0
+    os.environ["CAPACITY_METRICS"] = str(info["metrics"])
+    os.environ["CAPACITY_HIERARCHY"] = str(info["hierarchy"])
+    return cmd_run(args)
+
+
+def cmd_ui(args) -> int:
+    from capacity_assets.pipeline.instance import ensure_home
+
+    _apply(args)
+    _settings()
+    home = ensure_home()
+    target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "capacity_assets.pipeline.definitions"]
+    cmd = ["dagster", "dev", *target, "-h", args.host, "-p", str(args.port)]
+    print(f"capacity ui: http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
+    exe = Path(sys.executable).with_name("dagster")
+    cmd[0] = str(exe) if exe.exists() else "dagster"
+    os.execvp(cmd[0], cmd)  # dagster dev gets Ctrl-C itself and shuts its daemon and webserver down
+
+
+def cmd_report(args) -> int:
+    from capacity_assets.store.queries import read_table
+    from capacity_assets.risk.report import write_department_reports
+
+    _apply(args)
+    settings = _settings()
+    risk = read_table(settings.db, "risk_exceptions")
+    if risk is None:
+        return _fail(f"{settings.db} has no risk_exceptions table yet: run `capacity run` (or `capacity demo`) first")
+    paths = write_department_reports(risk, args.out)
+    print(f"capacity report: {len(risk)} series at risk in {risk['department'].nunique()} departments; "
+          f"wrote {len(paths)} files to {args.out}")
+    for p in paths:
+        print(f"  {p}")
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    _apply(args)
+    settings = _settings()
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    print(f"capacity dashboard: http://{args.host}:{args.port} (reading {settings.db})", flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+                            "--server.address", args.host, "--server.headless", "true",
+                            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+
+    parser = argparse.ArgumentParser(prog="capacity", description=(
+        "Capacity forecasting for server fleets: which servers run out of CPU, memory, disk or network "
+        "in the next 90 days, who owns them, and how far to trust the forecast."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def run_flags(p):
+        p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                       help="batches run in parallel (default: number of cores)")
+        p.add_argument("--batch", action="append", help="run only this batch (repeatable), e.g. batch_03")
+        p.add_argument("--verbose", action="store_true", help="show Dagster's INFO logs of every run")
+        p.add_argument("--force", action="store_true",
+                       help="re-run every batch, even those unchanged since their last successful run")
+
+    p = sub.add_parser("demo", help="write the built-in demo fleet (Parquet + hierarchy) and run the whole pipeline on it")
+    p.add_argument("--servers", type=int, default=200)
+    p.add_argument("--months", type=int, default=36)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--end", help="last day of history, YYYY-MM-DD (default: yesterday); same seed and end, same fleet")
+    p.add_argument("--out", default=os.environ.get("CAPACITY_DEMO_DIR", "data/demo"), help="folder for the demo files")
+    p.add_argument("--no-run", action="store_true", help="only write the files")
+    _add_config_flags(p, metrics=False)
+    run_flags(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="materialise every asset for every batch, batches in parallel, then print a summary")
+    _add_config_flags(p)
+    run_flags(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the same instance `capacity run` records to")
+    _add_config_flags(p)
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("report", help="write the risk exception lists: one CSV per department plus risk_all.csv")
+    p.add_argument("--out", required=True, help="folder to write the CSV files to")
+    _add_config_flags(p, metrics=False)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("dashboard", help="start the executive dashboard (Streamlit) on a port it prints")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1")
+    _add_config_flags(p, metrics=False)
+    p.set_defaults(func=cmd_dashboard)
+    return parser
+
+
+def _sigterm_as_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    from capacity_assets.config import ConfigError
+    from capacity_assets.inputs.files import InputError
+    from capacity_assets.store.db import StorageError
+    from capacity_assets.store.db import DatabaseBusy
+
+    try:
+        return args.func(args)
+    except (ConfigError, InputError, StorageError, DatabaseBusy) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        if args.command not in ("run", "demo"):
+            return 130
+        return _fail("interrupted: batches that finished are published whole; the others keep their previous "
+                     "results (nothing half-written); re-run to finish them", code=130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

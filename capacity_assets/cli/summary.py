@@ -1,0 +1,60 @@
+"""The end-of-run summary a planner reads: what was forecast, who won, how good, what is at risk."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capacity_assets.store.queries import query, tables
+
+
+@dataclass
+class Summary:
+    text: str
+    series_forecast: int
+
+
+def run_summary(settings, outcome) -> Summary:
+    db = settings.db
+    have = tables(db)
+    # figures are for the whole database: batches not run now keep their last published results
+    ok = [b.batch for b in outcome.batches if b.success]
+    lines = [f"\nSummary: {len(ok)}/{len(outcome.batches)} batches run and succeeded in {outcome.seconds:.0f}s "
+             f"({settings.db})" if outcome.batches else f"\nSummary: no batch needed running ({settings.db})"]
+    if outcome.unchanged:
+        lines.append(f"  unchanged, not re-run: {len(outcome.unchanged)} batches ({', '.join(outcome.unchanged[:5])}"
+                     f"{', ...' if len(outcome.unchanged) > 5 else ''})")
+    series = 0
+    if "processed_data" in have:
+        n = query(db, "select count(distinct (server_id, resource)) as n, count(distinct server_id) as s from processed_data").iloc[0]
+        lines.append(f"  series processed: {int(n['n'])} on {int(n['s'])} servers")
+    if "skipped_series" in have:
+        k = int(query(db, "select count(*) as n from skipped_series").iloc[0]["n"])
+        if k:
+            lines.append(f"  series skipped (too short to forecast, see table skipped_series): {k}")
+    if "champions" in have and int(query(db, "select count(*) as n from champions").iloc[0]["n"]):
+        c = query(db, "select champion, count(*) as n from champions group by 1 order by 2 desc")
+        series = int(c["n"].sum())
+        med = float(query(db, "select median(champion_mape) as m from champions").iloc[0]["m"] or 0)
+        wins = ", ".join(f"{r.champion} {int(r.n)} ({r.n / max(series, 1):.0%})" for r in c.itertuples())
+        lines.append(f"  series forecast: {series}; wins: {wins}; median champion MAPE {med:.1f}%")
+        flagged = int(query(db, "select count(*) as n from champions where champion_mape > ?", [settings.mape_warn]).iloc[0]["n"])
+        lines.append(f"  series with champion MAPE above {settings.mape_warn:g}% (low trust): {flagged}")
+    if "risk_exceptions" in have:
+        r = query(db, "select severity, count(*) as n from risk_exceptions group by 1 order by 1")
+        total = int(r["n"].sum())
+        sev = ", ".join(f"{x.severity} {int(x.n)}" for x in r.itertuples()) or "none"
+        lines.append(f"  at risk within {settings.risk_days} days (upper bound >= {settings.threshold:g}%): {total} series ({sev})")
+        d = query(db, """select department, count(*) filter (where severity = 'critical') as critical,
+                                count(*) filter (where severity = 'warning') as warning
+                         from risk_exceptions group by 1 order by critical desc, warning desc, department limit 10""")
+        for x in d.itertuples():
+            lines.append(f"    {x.department}: {int(x.critical)} critical, {int(x.warning)} warning")
+        lines.append("  department lists: capacity report --out reports/   dashboard: capacity dashboard")
+    return Summary("\n".join(lines), series)
+
+
+def stored_batches(db: str) -> set[str]:
+    """Batches whose results are in the database (a deleted or new file means nothing is)."""
+    have = tables(db)
+    if not {"processed_data", "forecasts", "risk_exceptions"} <= have:
+        return set()
+    return set(query(db, "select distinct batch from processed_data")["batch"])

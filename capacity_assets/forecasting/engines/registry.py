@@ -1,0 +1,107 @@
+"""The engines, and the ending every contender shares.
+
+An engine module only fits and predicts: ``predict(history, cfg, log) -> (rows, failed)`` with
+RAW_RESULTS rows (backtest rows from a fit on all but the last ``backtest_months``, future rows
+from a refit on all history) and ``{(server_id, resource): reason}`` for the series it could not
+fit. ``run`` owns everything after that, so no engine repeats it and none can get it wrong: the
+seasonal-naive fallback for failed or non-finite series, split-conformal calibration of the future
+bounds on the backtest, the unclipped ``demand`` columns, clipping to 0–100 and the contract.
+
+Adding a contender (say ETS) is one module with ``predict`` and one line in ``ENGINES``; the asset
+graph makes a ``<name>_results`` asset, the tournament scores it and the dashboard colours it.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+
+from capacity_assets.forecasting.engines import intervals
+from capacity_assets.forecasting.engines.base import ForecastConfig
+from capacity_assets.schema import ENGINE_RESULTS, RAW_RESULTS, SERIES_KEY, conform, empty
+
+
+@dataclass(frozen=True)
+class Engine:
+    module: str
+    description: str
+    colour: str  # one colour per engine from the tournament bars to the deep dive
+    contender: bool = True  # takes part in the tournament (naive is the baseline and the fallback)
+
+
+ENGINES: dict[str, Engine] = {
+    "prophet": Engine("capacity_assets.forecasting.engines.prophet",
+                      "Prophet (weekly + yearly seasonality) on Prophet's own Stan model.", "#2563eb"),
+    "challenger": Engine("capacity_assets.forecasting.engines.challenger",
+                         "XGBoost challenger: a global model per resource on a damped per-series trend.", "#f59e0b"),
+    "naive": Engine("capacity_assets.forecasting.engines.naive",
+                    "Seasonal naive: next week looks like the last observed week.", "#94a3b8", contender=False),
+}
+# registry order decides ties in the tournament
+CONTENDERS: tuple[str, ...] = tuple(n for n, e in ENGINES.items() if e.contender)
+FALLBACK = "naive"
+
+
+def engine(name: str) -> ModuleType:
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; known engines: {', '.join(ENGINES)}")
+    return importlib.import_module(ENGINES[name].module)
+
+
+def _split_bad(rows: pd.DataFrame, failed: dict, history: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Series with a non-finite value or without future rows join the failed ones."""
+    failed = dict(failed)
+    values = rows[["yhat", "yhat_lower", "yhat_upper"]].to_numpy(float)
+    bad = rows.loc[~np.isfinite(values).all(axis=1), SERIES_KEY]
+    for key in set(map(tuple, bad.to_numpy().tolist())):
+        failed.setdefault(key, "non-finite prediction")
+    with_future = set(map(tuple, rows.loc[rows["split"] == "future", SERIES_KEY].to_numpy().tolist()))
+    for key in set(map(tuple, history[SERIES_KEY].drop_duplicates().to_numpy().tolist())) - with_future:
+        failed.setdefault(key, "no prediction")
+    if failed:
+        keys = pd.MultiIndex.from_frame(rows[SERIES_KEY])
+        rows = rows[~keys.isin(list(failed))]
+    return rows, failed
+
+
+def finish(rows: pd.DataFrame, actuals: pd.DataFrame, cfg: ForecastConfig, model: str,
+           calibrate: bool = True) -> pd.DataFrame:
+    """Calibrated, clipped ENGINE_RESULTS rows from an engine's raw rows."""
+    if rows.empty:
+        return empty(ENGINE_RESULTS)
+    backtest, future = rows[rows["split"] == "backtest"], rows[rows["split"] == "future"]
+    if calibrate:
+        future = intervals.calibrate(future, backtest, actuals, cfg.interval)
+    out = pd.concat([backtest, future], ignore_index=True)
+    out = out.assign(model=model, demand=out["yhat"].clip(lower=0.0),
+                     demand_upper=np.maximum(out["yhat_upper"], out["yhat"]).clip(lower=0.0))
+    return conform(intervals.clip_utilisation(out), ENGINE_RESULTS)
+
+
+def run(name: str, history: pd.DataFrame, cfg: ForecastConfig, log=None) -> pd.DataFrame:
+    """One engine over a batch's history (server_id, resource, ds, y): ENGINE_RESULTS rows for every
+    series, the ones it could not fit from the seasonal-naive fallback, marked ``<name>:fallback``."""
+    log = log or logging.getLogger(__name__)
+    if history.empty:
+        return empty(ENGINE_RESULTS)
+    started = time.monotonic()
+    rows, failed = engine(name).predict(history, cfg, log=log)
+    rows, failed = _split_bad(conform(rows, RAW_RESULTS), failed, history)
+    parts = [finish(rows, history[SERIES_KEY + ["ds", "y"]], cfg, name)]
+    if failed:
+        for (server, resource), reason in sorted(failed.items()):
+            log.warning(f"{name}: {server}/{resource} falls back to seasonal naive: {reason}")
+        keys = pd.MultiIndex.from_frame(history[SERIES_KEY])
+        naive_rows, _ = engine(FALLBACK).predict(history[keys.isin(list(failed))], cfg, log=log)
+        # the naive bounds are its own error quantiles, honest as they are: not rescaled
+        parts.append(finish(conform(naive_rows, RAW_RESULTS), history, cfg, f"{name}:fallback", calibrate=False))
+    out = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else empty(ENGINE_RESULTS)
+    n = history[SERIES_KEY].drop_duplicates().shape[0]
+    log.info(f"{name}: {n} series in {time.monotonic() - started:.1f} s, {n - len(failed)} fitted, "
+             f"{len(failed)} fallbacks")
+    return conform(out, ENGINE_RESULTS).sort_values(SERIES_KEY + ["split", "ds"], kind="stable", ignore_index=True)

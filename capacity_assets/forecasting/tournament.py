@@ -1,0 +1,186 @@
+"""The tournament: score every contender's backtest, crown one champion per series, publish its future.
+
+Pure pandas (no Dagster) so the rules can be tested with hand-made numbers; the assets only wire
+them up. All errors are in percentage points of utilisation (y is 0..100).
+
+Metrics, per series and contender, over backtest days with an actual (gap-filled days excluded,
+they are our own interpolation, not a measurement):
+
+* MAPE = mean(|y - yhat| / max(|y|, MAPE_FLOOR)) * 100. Plain MAPE divides by y and explodes on
+  idle series (a NIC at 0.3 % forecast at 0.6 % is "100 % wrong" though nobody cares): below
+  MAPE_FLOOR percentage points the error counts relative to the floor instead, so a 0.3 pp miss on
+  an idle series is a 6 % error, while busy series (where capacity matters) keep the plain MAPE.
+* WAPE = sum|y - yhat| / sum|y| * 100 (NaN when every actual is 0).
+* MAE in percentage points.
+* coverage = share (0..1) of days with yhat_lower <= y <= yhat_upper; compare with the nominal
+  interval (ForecastConfig.interval, 0.80).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from capacity_assets.forecasting.engines.registry import CONTENDERS
+from capacity_assets.schema import BATCH_SERIES_KEY as KEY
+from capacity_assets.schema import FORECASTS, champions_columns, conform, escape_markdown
+
+MAPE_FLOOR = 5.0  # percentage points of utilisation; see module docstring
+TRUST_HIGH = 10.0  # champion MAPE <= this: 'high'
+TRUST_MEDIUM = 20.0  # <= this: 'medium' (CAPACITY_MAPE_WARN default); above or unscored: 'low'
+
+SCORE_COLUMNS = KEY + ["contender", "model", "mape", "wape", "mae", "coverage", "n_days"]
+
+
+def contender_order(names) -> list[str]:
+    """Registry order first (it decides ties), then any unregistered names as given."""
+    names = list(names)
+    return [n for n in CONTENDERS if n in names] + [n for n in names if n not in CONTENDERS]
+
+
+def series_metrics(y: np.ndarray, yhat: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict:
+    err = np.abs(y - yhat)
+    if len(y) == 0:
+        return {"mape": np.nan, "wape": np.nan, "mae": np.nan, "coverage": np.nan, "n_days": 0}
+    total = np.abs(y).sum()
+    return {
+        "mape": float(np.mean(err / np.maximum(np.abs(y), MAPE_FLOOR)) * 100),
+        "wape": float(err.sum() / total * 100) if total > 0 else np.nan,
+        "mae": float(err.mean()),
+        "coverage": float(np.mean((y >= lower) & (y <= upper))),
+        "n_days": int(len(y)),
+    }
+
+
+def _grouped_metrics(joined: pd.DataFrame) -> pd.DataFrame:
+    """series_metrics for every series at once (vectorised: fleets have tens of thousands)."""
+    y, yhat = joined["y"].to_numpy(float), joined["yhat"].to_numpy(float)
+    err = np.abs(y - yhat)
+    parts = joined[KEY].assign(
+        ape=err / np.maximum(np.abs(y), MAPE_FLOOR), err=err, absy=np.abs(y),
+        inside=((y >= joined["yhat_lower"].to_numpy(float)) & (y <= joined["yhat_upper"].to_numpy(float))).astype(float))
+    g = parts.groupby(KEY, sort=True, observed=True)
+    m = g.agg(mape=("ape", "mean"), mae=("err", "mean"), err_sum=("err", "sum"), y_sum=("absy", "sum"),
+              coverage=("inside", "mean"), n_days=("err", "size"))
+    m["mape"] *= 100
+    m["wape"] = (m["err_sum"] / m["y_sum"] * 100).where(m["y_sum"] > 0)
+    return m.reset_index()[KEY + ["mape", "wape", "mae", "coverage", "n_days"]].astype({"n_days": float})
+
+
+def _model_label(results: pd.DataFrame) -> pd.DataFrame:
+    """Label per series as published: the future rows' (they are what users see), else backtest's."""
+    r = results.assign(_fut=results["split"].eq("future")).sort_values("_fut", ascending=False, kind="stable")
+    return r.drop_duplicates(KEY)[KEY + ["model"]]
+
+
+def _score_one(name: str, results: pd.DataFrame, actuals: pd.DataFrame) -> pd.DataFrame:
+    bt = results[results["split"] == "backtest"]
+    act = actuals
+    if "filled" in act.columns:
+        act = act[~act["filled"].fillna(False).astype(bool)]
+    joined = bt.merge(act[KEY + ["ds", "y"]], on=KEY + ["ds"], how="inner")
+    joined = joined.dropna(subset=["y", "yhat"])
+    metrics = _grouped_metrics(joined)
+    # every series the contender produced appears, scored or not (NaN metrics, n_days 0)
+    out = _model_label(results).merge(metrics, on=KEY, how="left")
+    out["n_days"] = out["n_days"].fillna(0).astype("int64")
+    out["contender"] = name
+    return out[SCORE_COLUMNS]
+
+
+def score(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame) -> pd.DataFrame:
+    """Long table: one row per series and contender (columns SCORE_COLUMNS)."""
+    parts = [_score_one(n, results_by_model[n], actuals) for n in contender_order(results_by_model)]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    return pd.concat(parts, ignore_index=True).sort_values(KEY + ["contender"], kind="stable").reset_index(drop=True)
+
+
+def trust_level(mape: pd.Series, high: float = TRUST_HIGH, medium: float = TRUST_MEDIUM) -> pd.Series:
+    """Unscored (NaN) is 'low': an accuracy we could not measure is not one to trust."""
+    return pd.Series(np.select([mape <= high, mape <= medium], ["high", "medium"], "low"), index=mape.index)
+
+
+def champions(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame,
+              trust_high: float = TRUST_HIGH, trust_medium: float = TRUST_MEDIUM) -> pd.DataFrame:
+    """One row per series: every contender's scores side by side and the winner.
+
+    Lower MAPE wins; a tie goes to the earlier contender in registry order (prophet); an unscored
+    contender (NaN) loses to a scored one; a contender without future rows can't win (it has
+    nothing to publish) unless no one has any.
+    """
+    names = contender_order(results_by_model)
+    columns = champions_columns(names)
+    scores = score(results_by_model, actuals)
+    if scores.empty:
+        return conform(pd.DataFrame(columns=list(columns)), columns)
+    wide = scores.pivot(index=KEY, columns="contender", values=["mape", "wape", "mae", "coverage", "model"])
+    out = pd.DataFrame(index=wide.index)
+    for n in names:
+        for m in ("mape", "wape", "mae", "coverage", "model"):
+            out[f"{n}_{m}"] = wide[(m, n)] if (m, n) in wide.columns else np.nan
+    has_future = pd.DataFrame({n: _has_future(results_by_model[n], out.index) for n in names}, index=out.index)
+    # unscored -> just below +inf (loses to any score), no future rows -> +inf (loses to everyone);
+    # idxmin keeps the first column on ties, i.e. registry order
+    mape = pd.DataFrame({n: out[f"{n}_mape"].astype(float) for n in names}, index=out.index)
+    rank = mape.fillna(np.finfo(float).max).where(has_future, np.inf)
+    best = rank.to_numpy().argmin(axis=1)  # first minimum on ties
+    out["champion"] = np.asarray(names, dtype=object)[best]
+    out["champion_mape"] = mape.to_numpy()[np.arange(len(out)), best]
+    out["trust"] = trust_level(out["champion_mape"], trust_high, trust_medium)
+    return conform(out.reset_index(), columns)
+
+
+def _has_future(results: pd.DataFrame, index: pd.MultiIndex) -> pd.Series:
+    fut = results.loc[results["split"] == "future", KEY].drop_duplicates()
+    keys = set(map(tuple, fut.to_numpy().tolist()))
+    return pd.Series([k in keys for k in index], index=index, dtype=bool)
+
+
+def golden_record(results_by_model: dict[str, pd.DataFrame], champions: pd.DataFrame,
+                  generated_at: pd.Timestamp, run_id: str) -> pd.DataFrame:
+    """The champion's future rows, untouched: what every report and dashboard reads (FORECASTS)."""
+    meta = champions[KEY + ["champion", "champion_mape", "trust"]]
+    parts = []
+    for name in contender_order(results_by_model):
+        fut = results_by_model[name]
+        fut = fut[fut["split"] == "future"]
+        parts.append(fut.merge(meta[meta["champion"] == name], on=KEY, how="inner"))
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(FORECASTS))
+    ts = pd.Timestamp(generated_at)
+    ts = ts.tz_convert("UTC").tz_localize(None) if ts.tz is not None else ts  # stored naive, in UTC
+    out = conform(out.assign(run_id=run_id, generated_at=ts).sort_values(KEY + ["ds"], kind="stable"), FORECASTS)
+    # conform normalises every datetime to midnight; generated_at is a timestamp, keep its time
+    out["generated_at"] = pd.Series(ts, index=out.index, dtype="datetime64[ns]")
+    return out
+
+
+# --- summaries for asset metadata ------------------------------------------------------------------
+
+def wins(champions: pd.DataFrame) -> dict[str, int]:
+    counts = champions["champion"].value_counts()
+    names = contender_order([c[:-5] for c in champions.columns if c.endswith("_mape") and c != "champion_mape"])
+    return {n: int(counts.get(n, 0)) for n in names}
+
+
+def median_champion_mape(champions: pd.DataFrame) -> float | None:
+    m = champions["champion_mape"].astype(float).median()
+    return None if pd.isna(m) else round(float(m), 2)
+
+
+def markdown_preview(df: pd.DataFrame, n: int = 10, digits: int = 2) -> str:
+    """First ``n`` rows as a markdown table (no tabulate dependency)."""
+    head = df.head(n)
+
+    def cell(v) -> str:
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
+            return ""
+        if isinstance(v, float):
+            return f"{v:.{digits}f}"
+        if isinstance(v, pd.Timestamp):
+            return v.strftime("%Y-%m-%d") if v == v.normalize() else v.isoformat()
+        return escape_markdown(v)
+
+    lines = ["| " + " | ".join(map(str, head.columns)) + " |", "|" + "---|" * len(head.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in head.itertuples(index=False)]
+    return "\n".join(lines)

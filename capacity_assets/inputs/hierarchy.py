@@ -1,0 +1,49 @@
+"""Who owns each server: the hierarchy file normalised (department, app manager, extra columns)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from capacity_assets.schema import DATE_COLUMNS, FORECASTS, RISK_EXCEPTIONS
+
+UNASSIGNED = "Unassigned"
+HIERARCHY_REQUIRED = ["server_id", "department", "app_manager"]
+# names an extra hierarchy column may not take: every pipeline column and every date column
+RESERVED_COLUMNS = {*FORECASTS, *RISK_EXCEPTIONS, *DATE_COLUMNS, "y", "split", "filled"}
+
+
+def hierarchy_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Normalised hierarchy (server_id, department, app_manager, then extra columns as given) and
+    human-readable issues. Header names are matched ignoring case and surrounding blanks, because
+    the file comes from a spreadsheet export. Conflicting duplicate server_ids keep the first row:
+    the file order is the owner's, and a stable rule beats a guess."""
+    rename = {c: str(c).strip().lower() for c in df.columns if str(c).strip().lower() in HIERARCHY_REQUIRED}
+    rename.update({c: str(c).strip() for c in df.columns if c not in rename})
+    df = df.rename(columns=rename)
+    missing = [c for c in HIERARCHY_REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"hierarchy is missing required columns {missing}; found {list(df.columns)}")
+    extra = [c for c in df.columns if c not in HIERARCHY_REQUIRED]
+    out = df[HIERARCHY_REQUIRED + extra].copy()
+    # an extra column named like a pipeline column (a CMDB's hardware 'model', a 'resource' tag)
+    # would collide in risk_exceptions: keep it, under a prefixed name
+    clash = {c: f"hierarchy_{c}" for c in extra if c in RESERVED_COLUMNS}
+    out = out.rename(columns=clash)
+    for c in HIERARCHY_REQUIRED:
+        s = out[c].astype("string").str.strip()
+        out[c] = s.mask(s.isna() | s.eq(""), UNASSIGNED if c != "server_id" else pd.NA)
+    issues: list[str] = [f"hierarchy column {c!r} is named like a pipeline column: kept as {n!r}"
+                         for c, n in clash.items()]
+    no_id = out["server_id"].isna()
+    if no_id.any():
+        issues.append(f"{int(no_id.sum())} hierarchy rows without server_id dropped")
+    out = out[~no_id].drop_duplicates()
+    dup = out[out["server_id"].duplicated(keep=False)]
+    if len(dup):
+        servers = list(dict.fromkeys(dup["server_id"]))
+        first = dup[dup["server_id"] == servers[0]]
+        cols = [c for c in out.columns if c != "server_id" and first[c].astype("string").nunique(dropna=False) > 1]
+        vals = "; ".join(f"{c}: " + " vs ".join(map(repr, first[c].astype(str).tolist())) for c in cols)
+        issues.append(f"{len(servers)} server_id(s) with conflicting hierarchy rows, kept the first of each; "
+                      f"first: {servers[0]!r} ({vals})")
+    out = out.drop_duplicates("server_id", keep="first").reset_index(drop=True)
+    return out, issues

@@ -1,0 +1,119 @@
+"""Asset checks: one pure function per rule, from a batch's frames to an AssetCheckResult.
+
+They run inside the asset that produced the frame (``check_specs``), so a check sees exactly what
+was written to that partition. Every rule has one shape: the offending series, named in the
+description and the metadata, so a failing check says where to look.
+"""
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from capacity_assets.schema import BATCH_SERIES_KEY as KEY
+from capacity_assets.schema import series_names
+
+SHOW = 10  # series named in a failing check's message
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+
+
+def _result(asset: str, name: str, offending: pd.DataFrame, problem: str, severity=ERROR,
+            **metadata) -> dg.AssetCheckResult:
+    """Passed when ``offending`` (rows naming server_id and resource) is empty."""
+    names = series_names(offending, SHOW) if len(offending) else []
+    return dg.AssetCheckResult(
+        asset_key=asset, check_name=name, passed=offending.empty, severity=severity,
+        description=None if offending.empty else f"{problem}: {', '.join(names)}",
+        metadata={**metadata, "series": ", ".join(names) or "none"})
+
+
+# --- processed_data --------------------------------------------------------------------------------
+
+def values_in_range(processed: pd.DataFrame) -> dg.AssetCheckResult:
+    bad = processed[~processed["y"].between(0, 100)]  # NaN is out of range too
+    return _result("processed_data", "values_within_0_100", bad, f"{len(bad)} values outside 0–100 or missing",
+                   rows_out_of_range=len(bad))
+
+
+def one_row_per_day(processed: pd.DataFrame) -> dg.AssetCheckResult:
+    dup = processed[processed.duplicated(["server_id", "resource", "ds"], keep=False)]
+    return _result("processed_data", "one_row_per_series_per_day", dup, f"{len(dup)} duplicate series-days",
+                   duplicate_rows=len(dup))
+
+
+def batch_not_empty(processed: pd.DataFrame, batch: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key="processed_data", check_name="batch_not_empty", passed=not processed.empty, severity=WARN,
+        description=None if not processed.empty else f"{batch} has no series: no server's id hashes to it "
+                                                     f"(fewer servers than batches?) or all its rows were invalid",
+        metadata={"rows": len(processed)})
+
+
+PROCESSED_CHECKS = [
+    dg.AssetCheckSpec("values_within_0_100", asset="processed_data", blocking=True,
+                      description="Every daily value is within 0–100 %."),
+    dg.AssetCheckSpec("one_row_per_series_per_day", asset="processed_data", blocking=True,
+                      description="Exactly one row per server, resource and day."),
+    dg.AssetCheckSpec("batch_not_empty", asset="processed_data",
+                      description="The batch holds at least one series."),
+]
+
+
+# --- champions -------------------------------------------------------------------------------------
+
+def champion_mape(champions: pd.DataFrame, warn_mape: float, error_share: float) -> dg.AssetCheckResult:
+    """WARN when any series' champion is worse than ``warn_mape``, ERROR when more than
+    ``error_share`` of the batch is: one bad series is a data quirk, a quarter is a broken model.
+    Unscored series (NaN) are not counted; they show up as trust 'low'."""
+    mape = champions["champion_mape"].astype(float)
+    over = champions[mape > warn_mape].sort_values("champion_mape", ascending=False)
+    share = len(over) / len(champions) if len(champions) else 0.0
+    worst = "\n".join(f"- {r.server_id}/{r.resource}: {float(r.champion_mape):.2f}%" for r in over.head(SHOW).itertuples())
+    return _result("champions", "champion_mape", over,
+                   f"{len(over)} of {len(champions)} series ({share:.0%}) have a champion MAPE above {warn_mape:g}%",
+                   severity=ERROR if share > error_share else WARN,
+                   series_over=len(over), share_over=round(share, 3), worst=dg.MetadataValue.md(worst or "none"))
+
+
+CHAMPIONS_CHECKS = [
+    dg.AssetCheckSpec("champion_mape", asset="champions", description=(
+        "WARN when a series' champion MAPE exceeds CAPACITY_MAPE_WARN, ERROR when more than "
+        "CAPACITY_MAPE_ERROR_SHARE of the batch does. Flags only: every series stays in the golden record.")),
+]
+
+
+# --- forecasts -------------------------------------------------------------------------------------
+
+def forecast_horizon(forecasts: pd.DataFrame, horizon_days: int) -> dg.AssetCheckResult:
+    g = forecasts.groupby(KEY)["ds"]
+    stats = pd.DataFrame({"n": g.size(), "unique": g.nunique(), "span": (g.max() - g.min()).dt.days + 1}).reset_index()
+    bad = stats[(stats["n"] != horizon_days) | (stats["unique"] != horizon_days) | (stats["span"] != horizon_days)]
+    return _result("forecasts", "forecast_horizon", bad,
+                   f"{len(bad)} series without exactly {horizon_days} consecutive days",
+                   days_found=str(sorted(set(bad["n"].astype(int).tolist()))[:SHOW]))
+
+
+def forecast_bounds_ordered(forecasts: pd.DataFrame, tol: float = 1e-9) -> dg.AssetCheckResult:
+    f = forecasts
+    ok = ((f["yhat_lower"] <= f["yhat"] + tol) & (f["yhat"] <= f["yhat_upper"] + tol)).fillna(False).astype(bool)
+    return _result("forecasts", "forecast_bounds_ordered", f.loc[~ok, KEY].drop_duplicates(),
+                   f"{int((~ok).sum())} rows break yhat_lower <= yhat <= yhat_upper or are NaN",
+                   bad_rows=int((~ok).sum()))
+
+
+def every_series_accounted(forecasts: pd.DataFrame, processed: pd.DataFrame,
+                           skipped: pd.DataFrame) -> dg.AssetCheckResult:
+    parts = [df[KEY].astype(str) for df in (forecasts, skipped) if len(df)]
+    have = pd.concat(parts).drop_duplicates() if parts else pd.DataFrame(columns=KEY, dtype=str)
+    want = processed[KEY].astype(str).drop_duplicates()
+    lost = want.merge(have, on=KEY, how="left", indicator=True)
+    lost = lost[lost["_merge"] == "left_only"]
+    return _result("forecasts", "every_series_accounted", lost,
+                   f"{len(lost)} processed series neither forecast nor in skipped_series")
+
+
+FORECASTS_CHECKS = [
+    dg.AssetCheckSpec("forecast_horizon", asset="forecasts", description="Every series has exactly the horizon's days."),
+    dg.AssetCheckSpec("forecast_bounds_ordered", asset="forecasts", description="yhat_lower <= yhat <= yhat_upper."),
+    dg.AssetCheckSpec("every_series_accounted", asset="forecasts",
+                      description="Every series of processed_data is forecast or listed in skipped_series."),
+]

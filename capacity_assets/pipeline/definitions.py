@@ -1,0 +1,31 @@
+"""The code location: assets, checks, jobs, schedules and resources, all chosen from CapacitySettings."""
+from __future__ import annotations
+
+import logging
+
+import dagster as dg
+
+from capacity_assets.pipeline.assets.risk import risk_exceptions
+from capacity_assets.pipeline.assets.tournament import champions, forecasts
+from capacity_assets.pipeline.assets.forecasting import engine_assets
+from capacity_assets.pipeline.assets.ingest import business_hierarchy, processed_data
+from capacity_assets.config import CapacitySettings
+from capacity_assets.pipeline.jobs import forecast_job, hierarchy_job, weekly_forecast, weekly_hierarchy
+from capacity_assets.pipeline.resources import build_executor, build_resources
+
+logging.getLogger("cmdstanpy").disabled = True
+
+settings = CapacitySettings.from_env()
+
+defs = dg.Definitions(
+    assets=[business_hierarchy, processed_data, *engine_assets, champions, forecasts, risk_exceptions],
+    jobs=[forecast_job, hierarchy_job],
+    schedules=[weekly_forecast, weekly_hierarchy],
+    resources=build_resources(settings),
+    executor=build_executor(settings),
+)
+
+
+def capacity_forecast_job():
+    """The batch job, reconstructable in another process (for the multiprocess and dask executors)."""
+    return defs.resolve_job_def("capacity_forecast")

@@ -1,0 +1,124 @@
+"""Where tables live: the dagster-duckdb IO manager, made safe for parallel batches.
+
+Changes to the stock ``DuckDBPandasIOManager``, all about losing nothing:
+- every connection holds the file's advisory lock (``store.db``) and runs in one transaction, so
+  parallel batch runs queue for the file instead of failing on DuckDB's lock;
+- a batch's tables are staged and published together (``store.staging``), so a run killed
+  half-way leaves every table with the previous complete results of that batch;
+- DATE columns are stored as DATE and an empty result still creates its (empty) table, so
+  ``select * from skipped_series`` works before anything is skipped.
+
+``build_io_manager`` is the one switch between storages (``CAPACITY_STORAGE``).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import duckdb
+import pandas as pd
+from dagster import InputContext, OutputContext
+from dagster_duckdb.io_manager import DuckDbClient
+from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
+
+from capacity_assets.pipeline.dagster_private import DbIOManager, DbTypeHandler, TableSlice, expected_tables, run_id_of
+from capacity_assets.schema import DATE_COLUMNS, quote_ident
+from capacity_assets.store import staging
+from capacity_assets.store.db import connect, db_lock, table_exists
+
+
+class LockedDuckDbClient(DuckDbClient):
+    @staticmethod
+    def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
+        # partitioned tables are replaced when the batch is published; a failed statement would
+        # abort the transaction, so check rather than catch
+        if not table_slice.partition_dimensions and table_exists(connection, table_slice.schema, table_slice.table):
+            DuckDbClient.delete_table_slice(context, table_slice, connection)
+
+    @staticmethod
+    @contextmanager
+    def connect(context, _):
+        db = context.resource_config["database"]
+        with db_lock(db):
+            conn = connect(db)
+            try:
+                conn.execute("begin transaction").fetchall()
+                yield conn
+                conn.execute("commit")
+            except BaseException:
+                try:
+                    conn.execute("rollback")
+                except duckdb.Error:
+                    pass
+                raise
+            finally:
+                conn.close()
+
+
+def _batches(table_slice: TableSlice) -> tuple[str, list[str]]:
+    dim = table_slice.partition_dimensions[0]
+    return dim.partition_expr, [str(p) for p in dim.partitions]
+
+
+class StagedPandasTypeHandler(DuckDBPandasTypeHandler):
+    """Stages partitioned outputs and publishes a batch once the run has staged every table it was
+    asked for (``store.staging``); later steps of the same run read its staged rows."""
+
+    def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection):
+        name = f"{table_slice.schema}.{quote_ident(table_slice.table)}"
+        casts = ", ".join(f"cast({quote_ident(c)} as date) as {quote_ident(c)}" for c in obj.columns if c in DATE_COLUMNS)
+        select = f"select * replace ({casts}) from obj" if casts else "select * from obj"
+        # an all-empty text column would be typed NULL and refuse the next batch's strings
+        obj = obj.astype({c: "string" for c in obj.columns if obj[c].dtype == object})
+        connection.execute("select 1").fetchall()  # finish pending results (DuckDB >= 2 refuses register otherwise)
+        connection.register("obj", obj)
+        if not table_slice.partition_dimensions:  # replaced whole: its columns may change (hierarchy extras)
+            connection.execute(f"create or replace table {name} as {select}").fetchall()
+        else:
+            connection.execute(f"create table if not exists {name} as {select} limit 0").fetchall()
+            self._stage(context, table_slice, select, connection)
+        connection.unregister("obj")
+        context.add_output_metadata({"dagster/partition_row_count" if context.has_partition_key
+                                     else "dagster/row_count": len(obj)})
+
+    @staticmethod
+    def _stage(context: OutputContext, table_slice: TableSlice, select: str, conn) -> None:
+        column, batches = _batches(table_slice)
+        staging.stage(conn, table_slice.table, select, context.run_id, batches, column)
+        expected = expected_tables(context)
+        for b in batches:
+            if expected <= staging.staged_tables(conn, context.run_id, b):
+                published = staging.publish(conn, context.run_id, b, column)
+                context.log.info(f"{b}: published {len(published)} tables ({', '.join(published)})")
+
+    def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pd.DataFrame:
+        if not table_exists(connection, table_slice.schema, table_slice.table):
+            return pd.DataFrame()
+        run_id = run_id_of(context)
+        if table_slice.partition_dimensions and run_id:
+            column, batches = _batches(table_slice)
+            if staging.has_staged(connection, run_id, table_slice.table, batches):  # this run's own, unpublished
+                return staging.read_staged(connection, run_id, table_slice.table, batches, column)
+        return super().load_input(context, table_slice, connection)
+
+
+class CapacityDuckDBIOManager(DuckDBPandasIOManager):
+    """DuckDB IO manager with per-file locking, atomic batch replacement and DATE columns."""
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [StagedPandasTypeHandler()]
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=LockedDuckDbClient(), database=self.database, schema=self.schema_,
+            type_handlers=self.type_handlers(), default_load_type=pd.DataFrame,
+            io_manager_name="CapacityDuckDBIOManager",
+        )
+
+
+def build_io_manager(settings):
+    """The IO manager for ``settings.storage``; the only place that knows the storage."""
+    if settings.storage == "duckdb":
+        return CapacityDuckDBIOManager(database=settings.db, schema="main")
+    raise ValueError(f"CAPACITY_STORAGE={settings.storage!r} is not supported")

@@ -1,0 +1,60 @@
+"""Resources and executor, chosen from CapacitySettings: the one switch a deployment turns."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import dagster as dg
+
+from capacity_assets.config import CapacitySettings
+from capacity_assets.pipeline.io_manager import build_io_manager
+
+
+class SettingsResource(dg.ConfigurableResource):
+    """CapacitySettings as a Dagster resource, so the UI shows every value a run used. The fields
+    carry no defaults: those live once, in CapacitySettings (a test keeps the two field lists equal)."""
+
+    metrics: str
+    hierarchy: str
+    db: str
+    batches: int
+    daily_agg: str
+    interval: float
+    backtest_months: int
+    horizon_days: int
+    threshold: float
+    risk_days: int
+    mape_warn: float
+    mape_error_share: float
+    executor: str
+    storage: str
+    demo_dir: str
+    seed: int
+
+    @classmethod
+    def wrap(cls, settings: CapacitySettings) -> "SettingsResource":
+        return cls(**dataclasses.asdict(settings))
+
+    def get(self) -> CapacitySettings:
+        return CapacitySettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CapacitySettings)})
+
+
+def build_executor(settings: CapacitySettings) -> dg.ExecutorDefinition:
+    """``in_process`` by default: a batch's steps share one process (imports paid once per run),
+    while batches run in parallel as separate runs. ``multiprocess`` is Dagster's default, ``dask``
+    sends steps to a Dask cluster (CAPACITY_DASK_ADDRESS, or a local one)."""
+    if settings.executor == "in_process":
+        return dg.in_process_executor
+    if settings.executor == "multiprocess":
+        return dg.multiprocess_executor
+    from dagster_dask import dask_executor  # optional extra: pip install .[dask]
+
+    address = os.environ.get("CAPACITY_DASK_ADDRESS", "")
+    cluster = {"existing": {"address": address}} if address else {
+        "local": {"n_workers": int(os.environ.get("CAPACITY_DASK_WORKERS", "2")), "threads_per_worker": 1,
+                  "processes": True, "dashboard_address": ":0"}}
+    return dask_executor.configured({"cluster": cluster})
+
+
+def build_resources(settings: CapacitySettings) -> dict:
+    return {"settings": SettingsResource.wrap(settings), "io_manager": build_io_manager(settings)}

@@ -1,0 +1,44 @@
+"""Reading the pipeline's tables from outside Dagster (CLI, dashboard): short, shared-locked, read-only.
+
+A reader holds the file's shared lock only for the query, so a pipeline run waiting to write is
+delayed by at most one query and never fails because a dashboard is open.
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from capacity_assets.store.db import db_lock
+from capacity_assets.schema import quote_ident
+from capacity_assets.store.db import connect
+
+
+def query(db: str, sql: str, params: list | None = None, timeout: float = 60) -> pd.DataFrame:
+    return query_many(db, {"result": (sql, params or [])}, timeout)["result"]
+
+
+def tables(db: str) -> set[str]:
+    if not os.path.exists(db):
+        return set()
+    names = query(db, "select table_name from duckdb_tables() where schema_name = 'main'")
+    return set(names["table_name"])
+
+
+def read_table(db: str, table: str) -> pd.DataFrame | None:
+    """A whole table, or None when it does not exist yet."""
+    if table not in tables(db):
+        return None
+    return query(db, f"select * from main.{quote_ident(table)}")
+
+
+def query_many(db: str, statements: dict[str, tuple[str, list]], timeout: float = 60) -> dict[str, pd.DataFrame]:
+    """Several queries under one shared lock and one connection, so a view's numbers come from the
+    same pipeline state (a batch cannot commit between the header and the heatmap) and a page pays
+    for one open instead of one per query."""
+    with db_lock(db, exclusive=False, timeout=timeout):
+        conn = connect(db, read_only=True)
+        try:
+            return {name: conn.execute(sql, params or []).fetchdf() for name, (sql, params) in statements.items()}
+        finally:
+            conn.close()

@@ -1,0 +1,264 @@
+"""The executive dashboard through Streamlit's AppTest, on a real (tiny) pipeline database.
+
+A doctored copy of that database adds what a 6-server fleet rarely has: at-risk series, and a server
+id full of quotes, unicode and SQL, which must round-trip through every query as a bound parameter.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from capacity_assets.store import queries
+from capacity_assets.store.db import db_lock
+
+APP = str(Path(__file__).resolve().parents[2] / "capacity_assets" / "dashboard" / "app.py")
+NASTY_ID = "o'brien\"; drop table forecasts; -- ünïcødé ✓"
+BREACH = pd.Timestamp("2027-01-07")
+
+
+def app(db: str, monkeypatch, **env) -> AppTest:
+    monkeypatch.setenv("CAPACITY_DB", str(db))
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(v))
+    at = AppTest.from_file(APP, default_timeout=90)
+    return at
+
+
+def open_view(at: AppTest, view: str) -> AppTest:
+    at.session_state["view"] = view
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "info", "warning", "error", "success", "caption", "subheader", "title")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def copy_db(src: str, dst: Path) -> str:
+    with db_lock(src, exclusive=False):
+        shutil.copy(src, dst)
+    return str(dst)
+
+
+@pytest.fixture(scope="module")
+def risky_db(tiny_pipeline_db, tmp_path_factory) -> dict:
+    """The tiny pipeline's database with one server renamed to NASTY_ID and made critical (cpu), and
+    another server given a warning (memory)."""
+    import duckdb
+
+    db = copy_db(tiny_pipeline_db, tmp_path_factory.mktemp("risky") / "cap.duckdb")
+    con = duckdb.connect(db)
+    try:
+        servers = [r[0] for r in con.execute(
+            "select distinct server_id from forecasts order by server_id").fetchall()]
+        victim, other = servers[0], servers[1]
+        tables = {r[0] for r in con.execute(
+            "select table_name from duckdb_tables() where schema_name = 'main'").fetchall()}
+        for t in tables:
+            cols = {r[0] for r in con.execute(
+                "select column_name from duckdb_columns() where table_name = ?", [t]).fetchall()}
+            if "server_id" in cols:
+                con.execute(f'update main."{t}" set server_id = ? where server_id = ?', [NASTY_ID, victim])
+        con.execute("delete from risk_exceptions")
+        start = con.execute("select min(ds) from forecasts where server_id = ?", [NASTY_ID]).fetchone()[0]
+        for sid, res, sev, when in ((NASTY_ID, "cpu", "critical", BREACH), (other, "memory", "warning",
+                                                                            pd.Timestamp(start) + pd.Timedelta(days=60))):
+            con.execute(
+                "insert into risk_exceptions by name "
+                "select f.batch, f.server_id, f.resource, coalesce(h.department, 'Unassigned') department, "
+                "coalesce(h.app_manager, 'Unassigned') app_manager, ?::date first_breach_date, "
+                "(?::date - min(f.ds) + 1)::bigint days_to_breach, 99.0 peak_upper, 96.0 peak_yhat, "
+                "any_value(f.model) model, any_value(f.champion_mape) champion_mape, any_value(f.trust) trust, "
+                "? severity from forecasts f left join business_hierarchy h using (server_id) "
+                "where f.server_id = ? and f.resource = ? group by all",
+                [when.date(), when.date(), sev, sid, res])
+    finally:
+        con.close()
+    return {"db": db, "nasty": NASTY_ID, "other": other}
+
+
+def heatmap_cells(fig: dict) -> dict[tuple[str, str], int]:
+    if not fig["data"] or fig["data"][0].get("type") != "heatmap":
+        return {}  # the "no series at risk" figure
+    trace = fig["data"][0]
+    labels = {"CPU": "cpu", "Memory": "memory", "Disk": "disk", "Network": "network"}
+    return {(dep, labels[res]): int(v) for dep, row in zip(trace["y"], trace["z"])
+            for res, v in zip(trace["x"], row) if v}
+
+
+def risk_counts(db: str, severity: str | None = None) -> dict[tuple[str, str], int]:
+    df = queries.query(db, "select department, resource, count(*) n from risk_exceptions "
+                           "where cast(? as varchar) is null or severity = ? group by all", [severity, severity])
+    return {(r.department, r.resource): int(r.n) for r in df.itertuples()}
+
+
+# --- the real pipeline database ---------------------------------------------------------------------
+def test_every_view_renders_on_pipeline_db(tiny_pipeline_db, monkeypatch):
+    at = app(tiny_pipeline_db, monkeypatch).run()
+    assert not at.exception, at.exception
+    assert [t.label for t in at.tabs] == ["Risk heatmap", "Tournament summary", "Deep dive"]
+    metrics = {m.label: m.value for m in at.metric}
+    n = queries.query(tiny_pipeline_db, "select count(distinct server_id) s, count(*) n from champions").iloc[0]
+    assert metrics["Servers"] == f"{n['s']:,}" and metrics["Series"] == f"{n['n']:,}"
+    assert "Data is fresh" in texts(at)
+    assert heatmap_cells(figures(at)[0]) == risk_counts(tiny_pipeline_db)
+
+    at = open_view(at, "Tournament summary")
+    assert not at.exception, at.exception
+    assert len(figures(at)) == 3
+    assert "bad-MAPE check" in texts(at)
+
+    at = open_view(at, "Deep dive")
+    assert not at.exception, at.exception
+    server = at.selectbox(key="deep_select").value
+    assert server and f"### {server}" in texts(at)
+    resources = queries.query(tiny_pipeline_db, "select count(distinct resource) n from processed_data "
+                                                "where server_id = ?", [server]).iloc[0, 0]
+    assert len(figures(at)) == resources
+
+
+def test_heatmap_counts_equal_risk_exceptions(risky_db, monkeypatch):
+    db = risky_db["db"]
+    at = app(db, monkeypatch).run()
+    assert not at.exception
+    assert heatmap_cells(figures(at)[0]) == risk_counts(db) and sum(risk_counts(db).values()) == 2
+    for severity in ("critical", "warning"):
+        at.radio(key="risk_severity").set_value(severity).run()
+        assert not at.exception
+        assert heatmap_cells(figures(at)[0]) == risk_counts(db, severity)
+
+
+def test_risk_list_filters_and_download(risky_db, monkeypatch):
+    db = risky_db["db"]
+    at = app(db, monkeypatch).run()
+    dept = queries.query(db, "select department from risk_exceptions where server_id = ?", [NASTY_ID]).iloc[0, 0]
+    at.selectbox(key="risk_department").set_value(dept).run()
+    shown = at.dataframe[0].value
+    assert set(shown["department"]) == {dept} and NASTY_ID in set(shown["server_id"])
+    assert at.get("download_button"), "the filtered list can be downloaded"
+
+
+def test_deep_dive_defaults_to_most_urgent_and_shows_breach(risky_db, monkeypatch):
+    at = open_view(app(risky_db["db"], monkeypatch).run(), "Deep dive")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="deep_select").value == NASTY_ID  # critical beats warning
+    assert f"{BREACH:%Y-%m-%d}" in "\n".join(e.value for e in at.error)
+    titles = [f["layout"]["title"]["text"] for f in figures(at)]
+    assert any(f"{BREACH:%d %b %Y}" in t for t in titles)
+    cpu = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("CPU"))
+    assert any(t.get("name", "").startswith("first breach") for t in cpu["data"])
+    assert {"actual", "prophet backtest", "challenger backtest", "forecast band"} <= {t.get("name") for t in cpu["data"]}
+
+
+def test_deep_dive_search_with_quotes_and_a_normal_server(risky_db, monkeypatch):
+    at = open_view(app(risky_db["db"], monkeypatch).run(), "Deep dive")
+    at.text_input(key="deep_search").set_value("o'brien\"; drop").run()
+    assert not at.exception
+    assert at.selectbox(key="deep_select").options == [NASTY_ID]
+    at.text_input(key="deep_search").set_value("").run()
+    normal = next(o for o in at.selectbox(key="deep_select").options if o not in (NASTY_ID, risky_db["other"]))
+    at.selectbox(key="deep_select").set_value(normal).run()
+    assert not at.exception
+    assert "No resource is forecast to reach" in texts(at)
+    assert figures(at)
+    assert queries.query(risky_db["db"], "select count(*) from forecasts").iloc[0, 0] > 0  # still there
+
+
+def test_risk_list_opens_deep_dive(risky_db, monkeypatch):
+    at = app(risky_db["db"], monkeypatch).run()
+    at.selectbox(key="risk_open_select").set_value(risky_db["other"]).run()
+    at.button(key="risk_open").click().run()
+    assert not at.exception
+    assert at.session_state["view"] == "Deep dive"
+    assert at.selectbox(key="deep_select").value == risky_db["other"]
+    assert "reaches 95 %" in "\n".join(e.value for e in at.warning)
+
+
+# --- no data, busy data -----------------------------------------------------------------------------
+def test_no_database_explains_how_to_get_data(tmp_path, monkeypatch):
+    at = app(tmp_path / "missing.duckdb", monkeypatch).run()
+    assert not at.exception
+    assert "capacity demo" in texts(at)
+    assert not (tmp_path / "missing.duckdb").exists(), "a reader must not create the database"
+
+
+def test_database_without_tables_explains_how_to_get_data(tmp_path, monkeypatch):
+    import duckdb
+
+    db = tmp_path / "empty.duckdb"
+    duckdb.connect(str(db)).close()
+    at = app(db, monkeypatch).run()
+    assert not at.exception
+    assert "capacity demo" in texts(at) and "no champions" in texts(at)
+
+
+def test_busy_database_shows_last_loaded_data(risky_db, tmp_path, monkeypatch):
+    db = copy_db(risky_db["db"], tmp_path / "cap.duckdb")
+    at = app(db, monkeypatch, CAPACITY_DASHBOARD_LOCK_TIMEOUT=0.3).run()
+    before = heatmap_cells(figures(at)[0])
+    held, release = threading.Event(), threading.Event()
+
+    def writer():
+        with db_lock(db, exclusive=True):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        held.wait(5)
+        os.utime(db)  # a commit changes the file: the cache must not answer
+        at.run()
+        assert not at.exception, at.exception
+        assert "pipeline is refreshing the data; showing the last loaded data" in texts(at)
+        assert heatmap_cells(figures(at)[0]) == before
+        at = open_view(at, "Deep dive")  # never loaded in this session: a note, not a failure
+        assert not at.exception
+        assert "pipeline is refreshing" in texts(at)
+    finally:
+        release.set()
+        t.join()
+    at.run()
+    assert "refreshing" not in texts(at)
+
+
+def test_dashboard_reads_while_a_batch_is_materialised(tiny_run, tmp_path, monkeypatch):
+    """`capacity run --batch batch_00` and the dashboard on the same file: both succeed."""
+    db = copy_db(tiny_run["db"], tmp_path / "cap.duckdb")
+    env = {**os.environ, **tiny_run["env"], "CAPACITY_DB": db, "DAGSTER_HOME": str(tmp_path / ".dagster")}
+    run = subprocess.Popen([str(Path(sys.executable).parent / "capacity"), "run", "--batch", "batch_00",
+                            "--workers", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    renders, deadline = 0, time.monotonic() + 300
+    try:
+        while run.poll() is None and time.monotonic() < deadline:
+            for view in ("Risk heatmap", "Tournament summary", "Deep dive"):
+                at = app(db, monkeypatch, CAPACITY_DASHBOARD_LOCK_TIMEOUT=2)
+                at.session_state["view"] = view
+                at.run()
+                assert not at.exception, at.exception
+                assert "Capacity outlook" in texts(at)
+                renders += 1
+        out, _ = run.communicate(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, out
+    assert renders >= 3
+    at = app(db, monkeypatch).run()
+    assert not at.exception and "Data is fresh" in texts(at)

@@ -1,0 +1,73 @@
+"""Reading and cleaning hand-made inputs: daily aggregation, gaps, duplicates, time zones."""
+import duckdb
+import pandas as pd
+import pytest
+
+from capacity_assets.inputs import cleaning
+from capacity_assets.inputs import files
+
+
+def write_csv(path, rows, header="server_id,resource,timestamp,utilization_pct"):
+    path.write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    return str(path)
+
+
+def daily_of(path, servers=("a", "b"), agg="mean"):
+    conn = duckdb.connect()
+    sources = files.inspect_metrics(conn, path)
+    return files.read_daily(conn, sources, list(servers), agg)
+
+
+@pytest.mark.parametrize("agg,expected", [("mean", 30.0), ("max", 50.0), ("p95", 48.0)])
+def test_sub_daily_samples_become_one_value_per_day(tmp_path, agg, expected):
+    rows = [("a", "cpu", f"2024-01-01T{h:02d}:00:00", v) for h, v in [(0, 10), (6, 20), (12, 40), (18, 50), (23, 30)]]
+    daily, stats = daily_of(write_csv(tmp_path / "m.csv", rows), agg=agg)
+    assert len(daily) == 1 and stats.rows_in == 5
+    assert daily["y"].iloc[0] == pytest.approx(expected)
+
+
+def test_five_minute_data_rows_in_any_order(tmp_path):
+    ts = pd.date_range("2024-01-01", periods=3 * 288, freq="5min")
+    rows = [("a", "memory", t.isoformat(), 40 + (i % 288) / 288 * 10) for i, t in enumerate(ts)][::-1]
+    daily, _ = daily_of(write_csv(tmp_path / "m.csv", rows))
+    assert list(daily["ds"]) == list(pd.date_range("2024-01-01", periods=3))
+    assert daily["y"].between(44, 46).all()
+
+
+def test_gaps_are_filled_on_a_complete_calendar_and_flagged(tmp_path):
+    rows = [("a", "disk", "2024-01-01", 10), ("a", "disk", "2024-01-05", 50), ("b", "cpu", "2024-01-02", 5)]
+    daily, _ = daily_of(write_csv(tmp_path / "m.csv", rows))
+    full, stats = cleaning.complete_calendar(daily)
+    a = full[full["server_id"] == "a"]
+    assert list(a["y"]) == [10, 20, 30, 40, 50]
+    assert list(a["filled"]) == [False, True, True, True, False]
+    assert stats == {"series": 2, "days_filled": 3, "long_gaps": 0}
+
+
+def test_duplicates_offsets_and_out_of_range_values_are_handled_and_counted(tmp_path):
+    rows = [
+        ("a", "cpu", "2024-01-01T23:30:00-02:00", 80),  # 01:30 UTC on Jan 2
+        ("a", "cpu", "2024-01-02T12:00:00Z", 60),
+        ("a", "cpu", "2024-01-02T12:00:00Z", 60),  # exact duplicate
+        ("a", "CPU", "2024-01-03", 130),  # upper case resource, clipped value
+        ("a", "cpu", "2024-01-04", -5),
+    ]
+    daily, stats = daily_of(write_csv(tmp_path / "m.csv", rows))
+    assert list(daily["ds"].dt.day) == [2, 3, 4]
+    assert list(daily["y"]) == [70.0, 100.0, 0.0]
+    assert stats.duplicates == 1 and stats.clipped == 2
+
+
+def test_only_the_requested_servers_are_read(tmp_path):
+    rows = [("a", "cpu", "2024-01-01", 1), ("b", "cpu", "2024-01-01", 2), ("c", "cpu", "2024-01-01", 3)]
+    daily, stats = daily_of(write_csv(tmp_path / "m.csv", rows), servers=["b"])
+    assert list(daily["server_id"]) == ["b"] and stats.rows_in == 1
+
+
+def test_short_series_are_listed_with_a_reason_not_dropped():
+    days = pd.date_range("2024-01-01", periods=400)
+    processed = pd.DataFrame({"batch": "batch_00", "server_id": ["long"] * 400 + ["short"] * 20,
+                              "resource": "cpu", "ds": list(days) + list(days[:20]), "y": 1.0, "filled": False})
+    skipped = cleaning.short_series(processed, min_days=304, batch="batch_00")
+    assert list(skipped["server_id"]) == ["short"]
+    assert skipped["days"].iloc[0] == 20 and "shorter than the 304 days" in skipped["reason"].iloc[0]

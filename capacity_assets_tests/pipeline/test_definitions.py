@@ -1,0 +1,58 @@
+"""The code location loads as Dagster sees it, on current APIs only, and its resource mirrors the settings."""
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+from capacity_assets.config import CapacitySettings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_definitions_load_in_dagster():
+    proc = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from capacity_assets.pipeline.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"business_hierarchy", "processed_data", "skipped_series", "prophet_results",
+                    "challenger_results", "champions", "forecasts", "risk_exceptions"}
+
+
+def test_definitions_raise_no_deprecation_warning():
+    code = ("import capacity_assets.pipeline.definitions as d; d.defs.resolve_job_def('capacity_forecast'); "
+            "d.defs.resolve_asset_graph()")
+    proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_settings_resource_has_every_setting_and_no_default_of_its_own():
+    from capacity_assets.pipeline.resources import SettingsResource
+
+    names = [f.name for f in dataclasses.fields(CapacitySettings)]
+    assert list(SettingsResource.model_fields) == names
+    assert all(f.is_required() for f in SettingsResource.model_fields.values())
+    custom = CapacitySettings(threshold=90.0, batches=7, metrics="m/*.csv")
+    assert SettingsResource.wrap(custom).get() == custom
+
+
+def test_cli_dashboard_and_report_import_no_dagster():
+    code = ("import sys, capacity_assets.cli.main, capacity_assets.dashboard.data, capacity_assets.dashboard.charts, "
+            "capacity_assets.risk.report, capacity_assets.store.queries, capacity_assets.config; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_duckdb')); "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_only_the_pipeline_package_imports_dagster():
+    offenders = []
+    for path in (REPO / "capacity_assets").rglob("*.py"):
+        if "pipeline" in path.relative_to(REPO / "capacity_assets").parts:
+            continue
+        text = path.read_text()
+        if "import dagster" in text or "from dagster" in text:
+            offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []
