@@ -12,6 +12,8 @@ RESOURCES = ("cpu", "memory", "disk", "network")
 SERIES_KEY = ["server_id", "resource"]
 BATCH_SERIES_KEY = ["batch", *SERIES_KEY]  # a series as stored: batch tables are keyed by this
 
+TIMESTAMP = "timestamp"  # contract type of a moment (UTC, naive); every other datetime64 column is a day
+
 # name -> pandas dtype, in table order
 PROCESSED_DATA = {
     "batch": "string", "server_id": "string", "resource": "string",
@@ -55,7 +57,7 @@ def series_names(df: pd.DataFrame, limit: int = 10) -> list[str]:
 
 
 def empty(columns: dict[str, str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+    return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if t == TIMESTAMP else t) for c, t in columns.items()})
 
 
 def conform(df: pd.DataFrame, columns: dict[str, str], extra: bool = False) -> pd.DataFrame:
@@ -69,7 +71,9 @@ def conform(df: pd.DataFrame, columns: dict[str, str], extra: bool = False) -> p
     cols = list(columns) + ([c for c in df.columns if c not in columns] if extra else [])
     out = df.loc[:, cols].copy()
     for c, t in columns.items():
-        if t.startswith("datetime"):
+        if t == TIMESTAMP:  # a moment, kept to the second (naive UTC)
+            out[c] = pd.to_datetime(out[c]).astype("datetime64[ns]")
+        elif t.startswith("datetime"):  # a day
             out[c] = pd.to_datetime(out[c]).dt.normalize().astype("datetime64[ns]")
         else:
             out[c] = out[c].astype(t)
@@ -93,7 +97,7 @@ FORECASTS = {
     "batch": "string", "server_id": "string", "resource": "string", "ds": "datetime64[ns]",
     "yhat": "float64", "yhat_lower": "float64", "yhat_upper": "float64",
     "model": "string", "champion": "string", "champion_mape": "float64", "trust": "string",
-    "run_id": "string", "generated_at": "datetime64[ns]", "demand": "float64", "demand_upper": "float64",
+    "run_id": "string", "generated_at": TIMESTAMP, "demand": "float64", "demand_upper": "float64",
 }
 # hierarchy attributes beyond department/app_manager follow these columns (conform(extra=True))
 RISK_EXCEPTIONS = {
@@ -103,6 +107,12 @@ RISK_EXCEPTIONS = {
     "peak_upper": "float64", "peak_yhat": "float64",
     "model": "string", "champion_mape": "float64", "trust": "string", "severity": "string",
     "threshold": "float64",
+}
+# one row per batch: what its last publication was made from (store/ledger.py)
+BATCH_LEDGER = {
+    "batch": "string", "run_id": "string", "fingerprint": "string", "published_at": TIMESTAMP,
+    "series": "int64", "rows": "int64", "code_version": "string", "settings": "string",
+    "hierarchy_version": "string",
 }
 # one row per forecast series: how much capacity to add or reclaim, and by when (risk/plan.py)
 CAPACITY_PLAN = {

@@ -45,13 +45,14 @@ def _fail(message: str, code: int = 2) -> int:
 def cmd_run(args) -> int:
     import duckdb
 
-    from capacity_assets.cli import fingerprint
+    from capacity_assets.inputs import fingerprint
     from capacity_assets.cli import preflight
     from capacity_assets.store.db import drop_other_batches
     from capacity_assets.cli import summary
     from capacity_assets.inputs.batching import batch_keys
     from capacity_assets.pipeline.instance import ensure_home, get_instance
-    from capacity_assets.pipeline.runner import run_batches, run_job, unchanged_batches
+    from capacity_assets.pipeline.runner import run_batches, run_job
+    from capacity_assets.store import ledger
 
     _apply(args)
     settings = _settings()
@@ -73,24 +74,25 @@ def cmd_run(args) -> int:
         keys = [k for k in keys if k in args.batch]
     with duckdb.connect() as conn:
         fingerprints = fingerprint.batch_fingerprints(conn, files, settings)
-    unchanged = set() if args.force else unchanged_batches(
-        get_instance(), fingerprints, summary.stored_batches(settings.db))
+    # the ledger says what each batch's published results were made from, whoever ran it (CLI or UI)
+    unchanged = set() if args.force else ledger.unchanged(ledger.read(settings.db), fingerprints) & set(keys)
     todo = [k for k in keys if k not in unchanged]
     if unchanged:
-        print(f"capacity run: {len(unchanged)} batch(es) unchanged since their last successful run "
-              f"(same input rows, settings and code): skipped; --force re-runs them")
+        print(f"capacity run: {len(unchanged)} batch(es) unchanged since they were last published "
+              f"(same input rows, hierarchy, settings, code and libraries): skipped; --force re-runs them")
     hierarchy = run_job("capacity_hierarchy", verbose=args.verbose) if todo else None
     if hierarchy is not None and not hierarchy.success:
         print(hierarchy.error, file=sys.stderr)
         return _fail("loading the business hierarchy failed; no batch was run", code=1)
-    outcome = run_batches(todo, args.workers, verbose=args.verbose,
-                          tags={k: {fingerprint.TAG: fingerprints[k]} for k in todo})
-    outcome.unchanged = sorted(unchanged & set(keys))
+    outcome = run_batches(todo, args.workers, verbose=args.verbose)
+    outcome.unchanged = sorted(unchanged)
     if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
         dropped = drop_other_batches(settings.db, batch_keys(settings.batches))
         if dropped:
             print(f"capacity run: removed {len(dropped)} batch(es) left by an earlier CAPACITY_BATCHES: "
                   f"{', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}")
+    if todo:  # so the Dagster UI shows the batch_ledger freshness check for the state just published
+        run_job("capacity_freshness")
     report = summary.run_summary(settings, outcome)
     print(report.text)
     if outcome.failed:
@@ -175,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch", action="append", help="run only this batch (repeatable), e.g. batch_03")
         p.add_argument("--verbose", action="store_true", help="show Dagster's INFO logs of every run")
         p.add_argument("--force", action="store_true",
-                       help="re-run every batch, even those unchanged since their last successful run")
+                       help="re-run every batch, even those unchanged since they were last published")
 
     p = sub.add_parser("demo", help="write the built-in demo fleet (Parquet + hierarchy) and run the whole pipeline on it")
     p.add_argument("--servers", type=int, default=200)

@@ -3,6 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dataclasses
+
+import pandas as pd
+
+from capacity_assets.inputs.batching import batch_keys
+from capacity_assets.store import ledger
 from capacity_assets.store.queries import query, tables
 
 
@@ -23,6 +29,22 @@ def run_summary(settings, outcome) -> Summary:
         lines.append(f"  unchanged, not re-run: {len(outcome.unchanged)} batches ({', '.join(outcome.unchanged[:5])}"
                      f"{', ...' if len(outcome.unchanged) > 5 else ''})")
     series = 0
+    if ledger.TABLE in have:  # the settings the published results were made with, not this shell's
+        book = ledger.read(db)
+        used = ledger.run_settings(book)
+        settings = dataclasses.replace(settings, **{k: v for k, v in used.items()
+                                                    if hasattr(settings, k) and not isinstance(v, list)})
+        mixed = {k: v for k, v in used.items() if isinstance(v, list)}
+        if mixed:
+            lines.append("  batches were computed with different settings: "
+                         + "; ".join(f"{k} {v}" for k, v in mixed.items()))
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        stale = ledger.stale(book, batch_keys(settings.batches), now)
+        if len(book):
+            oldest = book.sort_values("published_at").iloc[0]
+            lines.append(f"  oldest batch: {oldest['batch']}, published {pd.Timestamp(oldest['published_at']):%Y-%m-%d %H:%M} UTC")
+        if stale:
+            lines.append(f"  NOT FRESH: {len(stale)} batch(es): " + "; ".join(f"{b} {why}" for b, why in list(stale.items())[:5]))
     if "processed_data" in have:
         n = query(db, "select count(distinct (server_id, resource)) as n, count(distinct server_id) as s from processed_data").iloc[0]
         lines.append(f"  series processed: {int(n['n'])} on {int(n['s'])} servers")
@@ -50,11 +72,3 @@ def run_summary(settings, outcome) -> Summary:
             lines.append(f"    {x.department}: {int(x.critical)} critical, {int(x.warning)} warning")
         lines.append("  department lists: capacity report --out reports/   dashboard: capacity dashboard")
     return Summary("\n".join(lines), series)
-
-
-def stored_batches(db: str) -> set[str]:
-    """Batches whose results are in the database (a deleted or new file means nothing is)."""
-    have = tables(db)
-    if not {"processed_data", "forecasts", "risk_exceptions"} <= have:
-        return set()
-    return set(query(db, "select distinct batch from processed_data")["batch"])

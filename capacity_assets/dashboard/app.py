@@ -7,6 +7,7 @@ of an error. Only the open tab runs its queries (``st.tabs(on_change="rerun")``)
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pandas as pd
@@ -80,10 +81,14 @@ def no_data_page(db: str, detail: str) -> None:
 
 
 # --- header -----------------------------------------------------------------------------------------
-def header(ov: data.Overview, settings: CapacitySettings) -> None:
+def header(ov: data.Overview, settings: CapacitySettings, mixed: dict) -> None:
     st.title("Capacity outlook")
     st.caption(f"Threshold {settings.threshold:g} % · risk window {settings.risk_days} days · "
-               f"MAPE warning {settings.mape_warn:g} % · database {settings.db}")
+               f"MAPE warning {settings.mape_warn:g} % (as the published runs used them) · database {settings.db}")
+    if mixed:
+        st.warning("Batches were computed with different settings: " + "; ".join(
+            f"{k} {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vals)}" for k, vals in mixed.items())
+            + ". The next full `capacity run` brings them in line.")
     age = ov.age_days()
     cols = st.columns(6)
     cols[0].metric("Forecast generated", f"{ov.generated_at:%Y-%m-%d}" if ov.generated_at is not None else "–",
@@ -100,10 +105,11 @@ def header(ov: data.Overview, settings: CapacitySettings) -> None:
     if age is None:
         st.warning("No forecast date found.")
     elif ov.fresh():
-        st.success(f"Data is fresh: generated {_ago(age)} (within {data.FRESH_DAYS} days).")
+        st.success(f"Data is fresh: the oldest batch was published {_ago(age)} (within {data.FRESH_DAYS} days).")
     else:
-        st.warning(f"Data is stale: generated {_ago(age)}, more than {data.FRESH_DAYS} days ago. "
-                   "The weekly refresh may have failed; check `capacity ui`.")
+        st.warning(f"Data is stale: the oldest batch ({escape_markdown(ov.oldest_batch or '?')}) was published "
+                   f"{_ago(age)}, more than {data.FRESH_DAYS} days ago. The weekly refresh may have failed for "
+                   "it; check `capacity ui`.")
 
 
 def _ago(days: float) -> str:
@@ -295,6 +301,8 @@ def RES(r: str) -> str:  # noqa: N802 - reads as a label in f-strings
 
 
 # --- page -------------------------------------------------------------------------------------------
+SHOWN_SETTINGS = ("threshold", "risk_days", "mape_warn")
+
 def main() -> None:
     try:
         settings = CapacitySettings.from_env()
@@ -317,13 +325,20 @@ def main() -> None:
         return no_data_page(db, f"`{db}` has no {', '.join(missing)} table yet"
                                 " (a first run may still be in progress).")
     try:
-        ov = load("overview", data.overview, db, ver, "skipped_series" in present)
+        ov = load("overview", data.overview, db, ver, "skipped_series" in present, "batch_ledger" in present)
     except NotLoaded:
         st.title("Capacity outlook")
         return not_loaded_note()
     if ov.series == 0:
         return no_data_page(db, f"`{db}` has the tables but no forecast in them yet.")
-    header(ov, settings)
+    try:
+        used = load("run_settings", data.run_settings, db, ver) if "batch_ledger" in present else {}
+    except NotLoaded:
+        used = {}
+    shown = {k: used[k] for k in SHOWN_SETTINGS if k in used and not isinstance(used[k], list)}
+    mixed = {k: used[k] for k in SHOWN_SETTINGS if isinstance(used.get(k), list)}
+    settings = dataclasses.replace(settings, **shown)  # what the results were made with, not this shell's
+    header(ov, settings, mixed)
     note = st.empty()
     risk_tab, tournament_tab, deep_tab = st.tabs(list(VIEWS), key="view", on_change="rerun")
     if risk_tab.open:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from capacity_assets.store import queries
+from capacity_assets.store import ledger, queries
 from capacity_assets.forecasting.engines.registry import CONTENDERS
 from capacity_assets.schema import RESOURCES, RISK_EXCEPTIONS
 
@@ -23,7 +23,7 @@ RISK_COLUMNS = tuple(RISK_EXCEPTIONS)
 
 # tables without which there is nothing to show; the others degrade gracefully
 REQUIRED = ("champions", "forecasts", "risk_exceptions")
-FRESH_DAYS = 8  # the weekly schedule plus a day, as the assets' freshness policy
+FRESH_DAYS = ledger.STALE_AFTER_DAYS  # the weekly schedule plus a day, as the freshness check
 HISTORY_DAYS = 365
 SERVER_LIST_LIMIT = 500
 BAD_MAPE_LIMIT = 1000
@@ -87,12 +87,16 @@ class Overview:
     critical: int
     warning: int
     servers_at_risk: int
+    oldest_batch: str | None = None  # the batch published longest ago, and when
+    oldest_at: pd.Timestamp | None = None
 
     def age_days(self, now: pd.Timestamp | None = None) -> float | None:
-        if self.generated_at is None:
+        """Age of the OLDEST batch: one refreshed batch must not make weeks-old ones look fresh."""
+        at = self.oldest_at if self.oldest_at is not None else self.generated_at
+        if at is None:
             return None
-        now = now or pd.Timestamp.now(tz="UTC").tz_localize(None)  # generated_at is naive UTC
-        return (now - self.generated_at) / pd.Timedelta(days=1)
+        now = now or pd.Timestamp.now(tz="UTC").tz_localize(None)  # stored naive UTC
+        return (now - at) / pd.Timedelta(days=1)
 
     def fresh(self, now: pd.Timestamp | None = None) -> bool:
         age = self.age_days(now)
@@ -100,7 +104,7 @@ class Overview:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def overview(db: str, ver, has_skipped: bool) -> Overview:
+def overview(db: str, ver, has_skipped: bool, has_ledger: bool = False) -> Overview:
     stmts = {
         # the start most series share: a few servers whose metrics stop early start sooner
         "f": ("with s as (select min(ds) s from forecasts group by server_id, resource) "
@@ -114,15 +118,29 @@ def overview(db: str, ver, has_skipped: bool) -> Overview:
     }
     if has_skipped:
         stmts["s"] = ("select count(*) n from skipped_series", [])
+    if has_ledger:
+        stmts["l"] = ("select batch, published_at from batch_ledger order by published_at, batch limit 1", [])
+    else:  # a database from before the ledger: the oldest batch's newest forecast
+        stmts["l"] = ("select batch, max(generated_at) published_at from forecasts group by batch "
+                      "order by published_at, batch limit 1", [])
     out = _many(db, stmts)
     f, c, r = out["f"].iloc[0], out["c"].iloc[0], out["r"].iloc[0]
 
     def ts(v):
         return None if pd.isna(v) else pd.Timestamp(v)
 
+    oldest = out["l"].iloc[0] if len(out["l"]) else None
     return Overview(ts(f["g"]), ts(f["s"]), ts(f["e"]), int(c["servers"]), int(c["series"]),
                     int(c["batches"]), int(out["s"].iloc[0]["n"]) if has_skipped else 0,
-                    int(r["critical"]), int(r["warning"]), int(r["servers"]))
+                    int(r["critical"]), int(r["warning"]), int(r["servers"]),
+                    None if oldest is None else str(oldest["batch"]),
+                    None if oldest is None else ts(oldest["published_at"]))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def run_settings(db: str, ver) -> dict:
+    """The result settings the published batches were made with (batch_ledger), not the viewer's."""
+    return ledger.run_settings(_many(db, {"l": ("select settings from batch_ledger", [])})["l"])
 
 
 # --- risk -------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """From daily values to series an engine can fit: a complete calendar, gaps filled, short ones set aside.
 
 Gaps are filled by linear interpolation between the neighbouring observed days and flagged
-(``filled``), so engines see a regular calendar while scoring can ignore invented days. A series
-too short to backtest is kept in processed_data (its history is real) but listed in skipped_series
-with the reason, and never forecast.
+(``filled``), so engines see a regular calendar while scoring can ignore invented days. Training
+days (up to each series' backtest cut) are filled from training days only, carrying the last one
+forward across the cut: a value from the backtest period leaking into the fit would flatter the
+backtest the tournament judges by. A series with too few measured days to backtest is kept in
+processed_data (its history is real) but listed in skipped_series with the reason, and never forecast.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from capacity_assets.schema import PROCESSED_DATA, SKIPPED_SERIES, conform, empt
 SHORT_GAP_DAYS = 7  # gaps up to this long are routine (missed scrapes); longer ones are reported
 
 
-def complete_calendar(daily: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Every day from each series' first to last observed day; returns (frame, stats)."""
+def complete_calendar(daily: pd.DataFrame, backtest_months: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """Every day from each series' first to last observed day; returns (frame, stats). With
+    ``backtest_months``, days up to each series' backtest cut are filled from training days only."""
     if daily.empty:
         return daily.assign(filled=pd.Series(dtype=bool)), {"days_filled": 0, "long_gaps": 0, "series": 0}
     daily = daily.sort_values(["server_id", "resource", "ds"])
@@ -36,8 +39,16 @@ def complete_calendar(daily: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     run_start = missing & ~np.r_[False, missing[:-1]]
     run_id = np.cumsum(run_start) * missing
     run_len = np.bincount(run_id)[run_id] * missing if missing.any() else np.zeros(len(full), int)
-    full["y"] = full.groupby(["server_id", "resource"], sort=False)["y"].transform(
-        lambda s: s.interpolate(method="linear", limit_area="inside"))
+    by_series = full.groupby(["server_id", "resource"], sort=False)["y"]
+    interpolated = by_series.transform(lambda s: s.interpolate(method="linear", limit_area="inside"))
+    if backtest_months:
+        last = np.repeat((keys["max"] - pd.DateOffset(months=backtest_months)).to_numpy(), lengths)
+        train = (full["ds"] <= last).to_numpy()
+        y_train = full["y"].where(train)
+        from_training = y_train.groupby([full["server_id"], full["resource"]], sort=False).transform(
+            lambda s: s.interpolate(method="linear", limit_area="inside").ffill())
+        interpolated = interpolated.where(~train, from_training)
+    full["y"] = interpolated
     full["filled"] = missing
     stats = {
         "series": int(len(keys)),
@@ -54,15 +65,18 @@ def processed_frame(full: pd.DataFrame, batch: str) -> pd.DataFrame:
 
 
 def short_series(processed: pd.DataFrame, min_days: int, batch: str) -> pd.DataFrame:
-    """Series with fewer than ``min_days`` days of history, with the reason they are not forecast."""
+    """Series with fewer than ``min_days`` measured (not gap-filled) days, with the reason they are not
+    forecast: interpolated days are our own invention and prove no history."""
     if processed.empty:
         return empty(SKIPPED_SERIES)
-    g = processed.groupby(["server_id", "resource"], sort=True)["ds"].agg(["min", "max", "count"]).reset_index()
+    measured = processed.assign(count=~processed["filled"].fillna(False).astype(bool))
+    g = measured.groupby(["server_id", "resource"], sort=True).agg(
+        min=("ds", "min"), max=("ds", "max"), count=("count", "sum")).reset_index()
     short = g[g["count"] < min_days]
     out = pd.DataFrame({
         "batch": batch, "server_id": short["server_id"], "resource": short["resource"],
         "first_ds": short["min"], "last_ds": short["max"], "days": short["count"].astype("int64"),
-        "reason": [f"history of {n} days is shorter than the {min_days} days needed "
+        "reason": [f"history of {n} measured days is shorter than the {min_days} days needed "
                    f"(backtest months plus 6 months of training)" for n in short["count"]],
     })
     return conform(out, SKIPPED_SERIES)

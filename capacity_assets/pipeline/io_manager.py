@@ -84,7 +84,9 @@ class StagedPandasTypeHandler(DuckDBPandasTypeHandler):
     @staticmethod
     def _stage(context: OutputContext, table_slice: TableSlice, select: str, conn) -> None:
         column, batches = _batches(table_slice)
-        staging.stage(conn, table_slice.table, select, context.run_id, batches, column)
+        for b, previous in staging.stage(conn, table_slice.table, select, context.run_id, batches, column).items():
+            context.log.warning(f"{b}: took the batch over from run {previous}, which was staging it too "
+                                f"(a concurrent or killed run); that run publishes nothing for {b}")
         expected = expected_tables(context)
         for b in batches:
             if expected <= staging.staged_tables(conn, context.run_id, b):

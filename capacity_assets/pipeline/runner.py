@@ -13,10 +13,6 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from dagster import DagsterRunStatus, RunsFilter
-
-from capacity_assets.cli.fingerprint import TAG
-
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -83,8 +79,7 @@ def run_job(job_name: str, partition_key: str | None = None, verbose: bool = Fal
                            f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
 
 
-def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print,
-                tags: dict[str, dict] | None = None) -> RunOutcome:
+def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print) -> RunOutcome:
     """Run every batch in ``keys`` with ``workers`` processes, echoing one line per finished batch.
 
     On Ctrl-C or SIGTERM the workers are stopped: a batch not yet published keeps its previous
@@ -92,20 +87,19 @@ def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print
     """
     outcome = RunOutcome()
     started = time.monotonic()
-    tags = tags or {}
     workers = max(1, min(workers, len(keys)))
     if not keys:
         return outcome
     if workers == 1:
         for i, k in enumerate(keys, 1):
-            r = run_job("capacity_forecast", k, verbose, tags.get(k))
+            r = run_job("capacity_forecast", k, verbose)
             outcome.batches.append(r)
             echo(_line(r, i, len(keys), started))
     else:
         ctx = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         try:
-            futures = {pool.submit(run_job, "capacity_forecast", k, verbose, tags.get(k)): k for k in keys}
+            futures = {pool.submit(run_job, "capacity_forecast", k, verbose): k for k in keys}
             for i, fut in enumerate(as_completed(futures), 1):
                 try:
                     r = fut.result()
@@ -130,17 +124,3 @@ def _line(r: BatchResult, i: int, n: int, started: float) -> str:
     if not r.success:
         text += "\n    " + r.error.replace("\n", "\n    ")
     return text
-
-
-
-def unchanged_batches(instance, fingerprints: dict[str, str], present: set[str]) -> set[str]:
-    """Batches whose last successful run had the same fingerprint and whose results are still stored."""
-    same = set()
-    for key, fp in fingerprints.items():
-        if key not in present:
-            continue
-        runs = instance.get_runs(RunsFilter(job_name="capacity_forecast", statuses=[DagsterRunStatus.SUCCESS],
-                                            tags={"dagster/partition": key}), limit=1)
-        if runs and runs[0].tags.get(TAG) == fp:
-            same.add(key)
-    return same

@@ -5,6 +5,11 @@ manifest row per batch and table). Once it has staged every table it was asked f
 replaces that batch in all main tables in one transaction. Readers therefore see, per batch, either
 the previous run's complete results or the new run's, across every table. Plain DuckDB SQL on the
 caller's connection and transaction: no Dagster here.
+
+Two runs of the same batch at once (a UI backfill and a scheduled run, say): the later one to stage
+takes the batch over, last writer wins. The earlier run's staged rows go, and its next attempt to
+stage or publish raises ``Superseded`` naming the run that took over, so it fails loudly instead
+of reporting success for work it never published. Exactly one complete publication results.
 """
 from __future__ import annotations
 
@@ -13,6 +18,41 @@ from capacity_assets.store.db import table_exists
 
 STAGING = "staging"
 WRITES = f"{STAGING}._writes"  # manifest: which tables a run has staged for a batch
+CLAIMS = f"{STAGING}._claims"  # batch -> the run staging it now
+SUPERSEDED = f"{STAGING}._superseded"  # runs that another run took a batch over from
+
+
+class Superseded(RuntimeError):
+    """Another run started staging the same batch later and took it over."""
+
+
+def _ensure(conn) -> None:
+    conn.execute(f"create schema if not exists {STAGING}").fetchall()
+    conn.execute(f"create table if not exists {WRITES} (run_id varchar, batch varchar, table_name varchar)").fetchall()
+    conn.execute(f"create table if not exists {CLAIMS} (batch varchar, run_id varchar)").fetchall()
+    conn.execute(f"create table if not exists {SUPERSEDED} (run_id varchar, batch varchar, by_run_id varchar, "
+                 f"superseded_at timestamp)").fetchall()
+
+
+def _refuse_if_superseded(conn, run_id: str, batch: str) -> None:
+    row = conn.execute(f"select by_run_id from {SUPERSEDED} where run_id = ? and batch = ?", [run_id, batch]).fetchone()
+    if row:
+        raise Superseded(f"{batch}: run {run_id} was superseded by run {row[0]}, which started the same batch later "
+                         f"and publishes it; this run published nothing for {batch}")
+
+
+def claim(conn, run_id: str, batch: str) -> str | None:
+    """Make ``run_id`` the run staging ``batch``; returns the run it took over from, if any."""
+    _ensure(conn)
+    _refuse_if_superseded(conn, run_id, batch)
+    owner = conn.execute(f"select run_id from {CLAIMS} where batch = ?", [batch]).fetchone()
+    if owner and owner[0] == run_id:
+        return None
+    if owner:
+        conn.execute(f"insert into {SUPERSEDED} values (?, ?, ?, now())", [owner[0], batch, run_id]).fetchall()
+        conn.execute(f"delete from {CLAIMS} where batch = ?", [batch]).fetchall()
+    conn.execute(f"insert into {CLAIMS} values (?, ?)", [batch, run_id]).fetchall()
+    return owner[0] if owner else None
 
 
 def columns(conn, schema: str, table: str) -> list[str]:
@@ -20,23 +60,27 @@ def columns(conn, schema: str, table: str) -> list[str]:
                                        "table_name = ? order by column_index", [schema, table]).fetchall()]
 
 
-def stage(conn, table: str, select: str, run_id: str, batches: list[str], column: str = "batch") -> None:
-    """Stage ``select``'s rows (registered as a relation by the caller) for ``batches`` of ``table``."""
+def stage(conn, table: str, select: str, run_id: str, batches: list[str], column: str = "batch") -> dict[str, str]:
+    """Stage ``select``'s rows (registered as a relation by the caller) for ``batches`` of ``table``;
+    returns {batch: run taken over} for batches another run was staging."""
     stage_table = f"{STAGING}.{quote_ident(table)}"
     marks = ", ".join("?" for _ in batches)
-    conn.execute(f"create schema if not exists {STAGING}").fetchall()
-    conn.execute(f"create table if not exists {WRITES} (run_id varchar, batch varchar, table_name varchar)").fetchall()
+    taken = {b: prev for b in batches if (prev := claim(conn, run_id, b))}
     cols = [d[0] for d in conn.execute(f"select * from ({select}) limit 0").description]
     if table_exists(conn, STAGING, table) and columns(conn, STAGING, table) != [*cols, "_run_id"]:
         conn.execute(f"drop table {stage_table}").fetchall()  # the contract or the hierarchy's columns changed
     conn.execute(f"create table if not exists {stage_table} as select *, ''::varchar as _run_id "
                  f"from ({select}) limit 0").fetchall()
-    # the newest run of a batch wins: older staged rows of that batch (a killed run's) go, and
-    # without their manifest entry such a run can never publish a partial batch
+    # the newest run of a batch wins: every other run's staged rows of that batch go (a killed run's,
+    # or one taken over), and without their manifest entries it can never publish a partial batch
+    conn.execute(f"delete from {stage_table} where {quote_ident(column)} in ({marks}) and _run_id <> ?",
+                 [*batches, run_id]).fetchall()
+    conn.execute(f"delete from {WRITES} where batch in ({marks}) and run_id <> ?", [*batches, run_id]).fetchall()
     conn.execute(f"delete from {stage_table} where {quote_ident(column)} in ({marks})", batches).fetchall()
     conn.execute(f"delete from {WRITES} where table_name = ? and batch in ({marks})", [table, *batches]).fetchall()
     conn.execute(f"insert into {stage_table} select *, ? from ({select})", [run_id]).fetchall()
     conn.executemany(f"insert into {WRITES} values (?, ?, ?)", [[run_id, b, table] for b in batches])
+    return taken
 
 
 def staged_tables(conn, run_id: str, batch: str) -> set[str]:
@@ -60,6 +104,7 @@ def read_staged(conn, run_id: str, table: str, batches: list[str], column: str =
 
 def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
     """Replace ``batch`` in every main table with what ``run_id`` staged, in the caller's transaction."""
+    _refuse_if_superseded(conn, run_id, batch)
     tables = sorted(staged_tables(conn, run_id, batch))
     for t in tables:
         main, stage_table = f"main.{quote_ident(t)}", f"{STAGING}.{quote_ident(t)}"
@@ -74,4 +119,5 @@ def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
                      f"where _run_id = ? and {quote_ident(column)} = ?", [run_id, batch]).fetchall()
         conn.execute(f"delete from {stage_table} where _run_id = ? and {quote_ident(column)} = ?", [run_id, batch]).fetchall()
     conn.execute(f"delete from {WRITES} where run_id = ? and batch = ?", [run_id, batch]).fetchall()
+    conn.execute(f"delete from {CLAIMS} where batch = ? and run_id = ?", [batch, run_id]).fetchall()
     return tables

@@ -9,7 +9,7 @@ import pandas as pd
 from capacity_assets.pipeline import checks
 from capacity_assets.inputs import cleaning
 from capacity_assets.demo.ensure import ensure_demo_fleet
-from capacity_assets.inputs import files
+from capacity_assets.inputs import files, fingerprint
 from capacity_assets.inputs.batching import servers_in_batch
 from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.forecasting.engines.base import min_history_days
@@ -86,7 +86,9 @@ def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource
     sources = files.inspect_metrics(conn, cfg.metrics_glob)
     servers = servers_in_batch(files.distinct_servers(conn, sources), batch, cfg.batches)
     daily, stats = files.read_daily(conn, sources, servers, cfg.daily_agg)
-    full, fill = cleaning.complete_calendar(daily)
+    # what these results are made from, taken from the same files at the same moment (batch_ledger)
+    batch_fingerprint = fingerprint.batch_fingerprints(conn, sources, cfg)[batch]
+    full, fill = cleaning.complete_calendar(daily, cfg.backtest_months)
     processed = cleaning.processed_frame(full, batch)
     skipped = cleaning.short_series(processed, min_history_days(cfg.forecast_config), batch)
     no_id = sum(f.no_server_id for f in sources)
@@ -130,6 +132,7 @@ def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource
         "rows_without_server_id_ignored_all_batches": int(no_id),
         "fraction_scaled_files": ", ".join(stats.fraction_files) or "none",
         "daily_agg": cfg.daily_agg, "source": cfg.metrics_glob,
+        "fingerprint": batch_fingerprint, "code_version": fingerprint.code_version(),
     })
     yield dg.Output(skipped, output_name="skipped_series", metadata={"series_skipped": len(skipped)})
     yield checks.values_in_range(processed)

@@ -1,13 +1,17 @@
-"""What a batch's results depend on, as one hash: its input rows, the settings and the code.
+"""What a batch's results depend on, as one hash: its input rows, the hierarchy, the settings, the
+package's code and the versions of the libraries that compute them.
 
-`capacity run` compares it with the fingerprint of the batch's last successful run (a run tag in
-the Dagster instance) and skips batches whose inputs, settings and code are all unchanged. The input
-part is one DuckDB scan of every file, aggregated per server, so adding ten servers re-runs only
-the batches those servers hash to.
+``processed_data`` records it for the inputs it actually read, ``batch_ledger`` publishes it with the
+batch, and `capacity run` skips a batch whose ledger row has the fingerprint the inputs have now.
+The input part is one DuckDB scan of every file, aggregated per server, so adding ten servers
+re-runs only the batches those servers hash to.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
+import importlib.util
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,12 +19,29 @@ from capacity_assets.inputs import files
 from capacity_assets.inputs.batching import batch_keys, batch_of
 from capacity_assets.schema import quote_ident
 
-TAG = "capacity/input_fingerprint"
-# settings that change results; executor, storage and paths do not
+# settings that change results; executor, storage and paths do not (the hierarchy counts by content)
 RESULT_SETTINGS = ("batches", "daily_agg", "interval", "backtest_months", "horizon_days", "threshold",
-                   "risk_days", "mape_warn", "mape_error_share", "seed")  # hierarchy: by content
+                   "risk_days", "mape_warn", "mape_error_share", "seed")
+LIBRARIES = ("prophet", "cmdstanpy", "xgboost", "duckdb", "pandas", "numpy")
 
 
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    """Versions of what computes the results, the CmdStan that Prophet's model was built with included."""
+    out = {name: importlib.metadata.version(name) for name in LIBRARIES}
+    try:
+        stan = Path(importlib.util.find_spec("prophet").origin).parent / "stan_model"
+        out["cmdstan"] = ",".join(sorted(p.name for p in stan.glob("cmdstan-*"))) or "unknown"
+    except Exception:  # noqa: BLE001 - a Prophet without a bundled CmdStan
+        out["cmdstan"] = "unknown"
+    return out
+
+
+def result_settings(settings) -> dict:
+    return {k: getattr(settings, k) for k in RESULT_SETTINGS}
+
+
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """Hash of the package's Python sources: a code change invalidates every batch."""
     h = hashlib.sha256()
@@ -49,18 +70,24 @@ def server_digests(conn, sources: list[files.SourceFile]) -> dict[str, tuple[int
 
 
 def hierarchy_digest(path: str) -> str:
-    if not path or not Path(path).exists():
+    """Content of every hierarchy file a path, folder or glob names (as the hierarchy asset reads them)."""
+    if not path:
         return ""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for p in files.resolve(path, "CAPACITY_HIERARCHY"):
+        h.update(Path(p).name.encode())
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:16]
 
 
-def batch_fingerprints(conn, sources, settings) -> dict[str, str]:
+def batch_fingerprints(conn, sources, settings, versions: dict | None = None,
+                       code: str | None = None) -> dict[str, str]:
     """batch key -> fingerprint, for every batch (an empty batch has one too)."""
-    per_batch: dict[str, list] = defaultdict(list)
+    per_batch = defaultdict(list)
     for server, digest in server_digests(conn, sources).items():
         per_batch[batch_of(server, settings.batches)].append((server, digest))
-    common = repr(([(k, getattr(settings, k)) for k in RESULT_SETTINGS],
-                   hierarchy_digest(settings.hierarchy_path), code_version()))
+    common = repr((sorted(result_settings(settings).items()), hierarchy_digest(settings.hierarchy_path),
+                   code or code_version(), sorted((versions or library_versions()).items())))
     out = {}
     for key in batch_keys(settings.batches):
         h = hashlib.sha256(common.encode())

@@ -1,0 +1,57 @@
+"""Stage 5: batch_ledger, the record of what a batch's published results were made from, and the
+check that every batch is fresh."""
+import dagster as dg
+import pandas as pd
+
+from capacity_assets.inputs.batching import batch_keys
+from capacity_assets.inputs.fingerprint import result_settings
+from capacity_assets.pipeline.partitions import STORED_BY_BATCH, batches
+from capacity_assets.pipeline.resources import SettingsResource
+from capacity_assets.store import ledger
+
+
+def _inputs_read(context: dg.AssetExecutionContext) -> tuple[str, str]:
+    """(fingerprint, code version) of the inputs this run's processed_data read for the batch."""
+    found = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("processed_data"), asset_partitions=[context.partition_key]),
+        limit=1).records
+    if not found or found[0].run_id != context.run_id:
+        raise dg.Failure(f"{context.partition_key}: batch_ledger records the inputs processed_data read in the "
+                         f"same run; materialise it together with processed_data (the whole batch)")
+    meta = found[0].asset_materialization.metadata
+    return meta["fingerprint"].value, meta["code_version"].value
+
+
+@dg.asset(partitions_def=batches, group_name="decision", metadata=STORED_BY_BATCH, kinds={"duckdb"},
+          ins={"forecasts": dg.AssetIn(), "business_hierarchy": dg.AssetIn()},
+          deps=["risk_exceptions"],
+          description="One row per batch: the run that published it, when, the fingerprint of the inputs, "
+                      "settings, code and library versions it was made from, and the hierarchy version its "
+                      "owners came from. Published in the same transaction as the batch's tables.")
+def batch_ledger(context: dg.AssetExecutionContext, settings: SettingsResource, forecasts: pd.DataFrame,
+                 business_hierarchy: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    cfg = settings.get()
+    fp, code = _inputs_read(context)
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    row = ledger.ledger_row(context.partition_key, context.run_id, fp, forecasts, result_settings(cfg), code,
+                            business_hierarchy, now)
+    return dg.Output(row, metadata={"fingerprint": fp, "code_version": code,
+                                    "hierarchy_version": row["hierarchy_version"].iloc[0],
+                                    "series": int(row["series"].iloc[0])})
+
+
+@dg.asset_check(asset=batch_ledger, name="every_batch_fresh",
+                description=f"Every batch was published within {ledger.STALE_AFTER_DAYS} days; fails naming the "
+                            "batches that are stale or were never published, so one fresh batch never makes "
+                            "the whole golden record look fresh.")
+def every_batch_fresh(settings: SettingsResource, batch_ledger: pd.DataFrame) -> dg.AssetCheckResult:
+    keys = batch_keys(settings.get().batches)
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    stale = ledger.stale(batch_ledger, keys, now)
+    oldest = pd.to_datetime(batch_ledger["published_at"]).min() if len(batch_ledger) else None
+    return dg.AssetCheckResult(
+        passed=not stale, severity=dg.AssetCheckSeverity.ERROR,
+        description=None if not stale else f"{len(stale)} of {len(keys)} batches are not fresh: " + "; ".join(
+            f"{b}: {why}" for b, why in list(stale.items())[:10]),
+        metadata={"stale_batches": ", ".join(stale) or "none",
+                  "oldest_published_at": str(oldest) if oldest is not None and not pd.isna(oldest) else "none"})

@@ -1,0 +1,262 @@
+"""Integrity of the golden record, end to end with real runs: the batch ledger, runs launched outside
+`capacity run`, two runs of one batch at once, a run killed while staging, hierarchy versions,
+per-batch freshness and the settings a result was made with.
+
+One small fleet is published once (threshold 50 %, so every batch has risk rows, and the hierarchy
+given as a folder); tests that change or break things work on their own copy of its database.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from capacity_assets.inputs.batching import batch_of
+from capacity_assets_tests.conftest import BIN, capacity
+
+BATCHES = 3
+KEYS = [f"batch_{i:02d}" for i in range(BATCHES)]
+TABLES = ["processed_data", "skipped_series", "prophet_results", "challenger_results", "champions",
+          "forecasts", "risk_exceptions", "batch_ledger"]
+
+
+def sql(db: str, statement: str, params=None) -> pd.DataFrame:
+    from capacity_assets.store.queries import query
+
+    return query(db, statement, params or [])
+
+
+def snapshot(db: str, batch: str) -> dict[str, pd.DataFrame]:
+    return {t: sql(db, f"select * from {t} where batch = ? order by all", [batch]) for t in TABLES}
+
+
+def write_hierarchy(folder: Path, servers: list[str], suffix: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"server_id": servers, "department": [f"Dept {i % 2} {suffix}" for i in range(len(servers))],
+                  "app_manager": [f"Manager {i} {suffix}" for i in range(len(servers))]}
+                 ).to_csv(folder / "owners.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> dict:
+    from capacity_assets.demo.fleet import write_fleet
+
+    work = tmp_path_factory.mktemp("integrity")
+    fleet = write_fleet(work / "in", servers=6, months=11, seed=5)
+    servers = sorted(pd.read_csv(fleet["hierarchy"])["server_id"].astype(str))
+    write_hierarchy(work / "owners", servers, "v1")
+    env = {"CAPACITY_METRICS": fleet["metrics"], "CAPACITY_HIERARCHY": str(work / "owners"),
+           "CAPACITY_DB": str(work / "cap.duckdb"), "CAPACITY_BATCHES": str(BATCHES),
+           "CAPACITY_THRESHOLD": "50", "DAGSTER_HOME": str(work / ".dagster")}
+    capacity("run", "--workers", "2", cwd=work, env=env)
+    return {"work": work, "env": env, "db": env["CAPACITY_DB"], "servers": servers, "fleet": fleet}
+
+
+def copy_of(published, tmp_path) -> dict:
+    """The published database in a fresh work folder with a fresh Dagster instance."""
+    shutil.copy(published["db"], tmp_path / "cap.duckdb")
+    (tmp_path / ".dagster").mkdir()
+    env = {**published["env"], "CAPACITY_DB": str(tmp_path / "cap.duckdb"), "DAGSTER_HOME": str(tmp_path / ".dagster")}
+    return {"work": tmp_path, "env": env, "db": env["CAPACITY_DB"]}
+
+
+def start(args, cwd, env) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "capacity"), *args], cwd=cwd, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_until_staged(db: str, batch: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until a run has staged (not published) at least one table of ``batch``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended before staging anything:\n{proc.stdout.read()}"
+        have = set(sql(db, "select schema_name || '.' || table_name t from duckdb_tables()")["t"])
+        if "staging._writes" in have and len(sql(db, "select 1 from staging._writes where batch = ?", [batch])):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run staged nothing in time")
+
+
+# --- 1. the ledger --------------------------------------------------------------------------------
+
+def test_every_batch_has_one_ledger_row_published_with_its_tables(published):
+    from capacity_assets.config import CapacitySettings
+    from capacity_assets.inputs import files, fingerprint
+    from capacity_assets.store.ledger import hierarchy_version
+
+    db = published["db"]
+    book = sql(db, "select * from batch_ledger order by batch")
+    assert list(book["batch"]) == KEYS
+    runs = sql(db, "select batch, min(run_id) r, max(run_id) r2, count(distinct (server_id, resource)) n, count(*) rows "
+                   "from forecasts group by 1 order by 1")
+    assert (runs["r"] == runs["r2"]).all() and list(runs["r"]) == list(book["run_id"])
+    assert list(book["series"]) == list(runs["n"]) and list(book["rows"]) == list(runs["rows"])
+    settings = CapacitySettings(metrics=published["env"]["CAPACITY_METRICS"], hierarchy=published["env"]["CAPACITY_HIERARCHY"],
+                                batches=BATCHES, threshold=50.0)
+    conn = duckdb.connect()
+    expected = fingerprint.batch_fingerprints(conn, files.inspect_metrics(conn, settings.metrics), settings)
+    assert dict(zip(book["batch"], book["fingerprint"])) == expected
+    assert {json.loads(s)["threshold"] for s in book["settings"]} == {50.0}
+    assert set(book["hierarchy_version"]) == {hierarchy_version(sql(db, "select * from business_hierarchy"))}
+
+
+def test_a_batch_materialised_outside_capacity_run_is_recognised_and_not_recomputed(published, tmp_path):
+    w = copy_of(published, tmp_path)
+    before = sql(w["db"], "select batch, run_id from batch_ledger order by batch")
+    # what a UI backfill or the schedule does: a plain Dagster run of the job for one partition
+    code = ("from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
+            "r = defs.resolve_job_def('capacity_forecast').execute_in_process(partition_key='batch_01', "
+            "instance=DagsterInstance.get())\nassert r.success")
+    proc = subprocess.run([str(BIN / "python"), "-c", code], cwd=w["work"], env={**os.environ, **w["env"]},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = sql(w["db"], "select batch, run_id from batch_ledger order by batch")
+    assert after.loc[1, "run_id"] != before.loc[1, "run_id"] and after.loc[0, "run_id"] == before.loc[0, "run_id"]
+    out = capacity("run", "--workers", "2", cwd=w["work"], env=w["env"]).stdout
+    assert f"{BATCHES} batch(es) unchanged since they were last published" in out, out
+    assert sql(w["db"], "select batch, run_id from batch_ledger order by batch").equals(after)
+
+
+def test_changing_the_hierarchy_folder_re_runs_and_owners_match_each_batchs_ledger(published, tmp_path):
+    from capacity_assets.store.ledger import hierarchy_version
+
+    w = copy_of(published, tmp_path)
+    folder = tmp_path / "owners"
+    write_hierarchy(folder, published["servers"], "v2")
+    env = {**w["env"], "CAPACITY_HIERARCHY": str(folder)}
+    old_version = sql(w["db"], "select distinct hierarchy_version v from batch_ledger")["v"].tolist()
+    # only batch_00 runs (as if the others had failed): the hierarchy table is v2 from now on
+    out = capacity("run", "--workers", "1", "--batch", "batch_00", cwd=w["work"], env=env).stdout
+    assert "unchanged" not in out
+    v2 = hierarchy_version(sql(w["db"], "select * from business_hierarchy"))
+    book = sql(w["db"], "select batch, hierarchy_version from batch_ledger order by batch")
+    assert dict(zip(book["batch"], book["hierarchy_version"])) == {"batch_00": v2, "batch_01": old_version[0],
+                                                                   "batch_02": old_version[0]}
+    risk = sql(w["db"], "select batch, app_manager from risk_exceptions")
+    assert set(risk["batch"]) == set(KEYS), "every batch needs risk rows for this test"
+    for batch, managers in risk.groupby("batch")["app_manager"]:
+        suffix = "v2" if batch == "batch_00" else "v1"
+        assert all(m.endswith(suffix) for m in managers), (batch, set(managers))
+    # and the next full run redoes exactly the batches made from the older hierarchy
+    out = capacity("run", "--workers", "2", cwd=w["work"], env=env).stdout
+    assert "1 batch(es) unchanged" in out, out
+    assert set(sql(w["db"], "select distinct hierarchy_version v from batch_ledger")["v"]) == {v2}
+
+
+# --- 2. two runs of one batch at once ---------------------------------------------------------------
+
+def test_two_runs_of_one_batch_give_one_publication_and_the_overtaken_run_fails(published, tmp_path):
+    from capacity_assets.store.db import db_lock
+
+    w = copy_of(published, tmp_path)
+    first = start(["run", "--batch", "batch_02", "--force", "--workers", "1"], w["work"], w["env"])
+    try:
+        wait_until_staged(w["db"], "batch_02", first)
+        with db_lock(w["db"]):  # freeze the first run while it holds no lock
+            os.killpg(first.pid, signal.SIGSTOP)
+        second = capacity("run", "--batch", "batch_02", "--force", "--workers", "1", cwd=w["work"], env=w["env"])
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 1, out
+    assert "superseded by run" in out and "published nothing" in out, out
+    assert "batch_02: ok" in second.stdout
+    book = sql(w["db"], "select run_id from batch_ledger where batch = 'batch_02'")["run_id"].tolist()
+    published_runs = set(sql(w["db"], "select distinct run_id from forecasts where batch = 'batch_02'")["run_id"])
+    assert published_runs == set(book) and len(book) == 1
+    series = sql(w["db"], "select series from batch_ledger where batch = 'batch_02'")["series"][0]
+    for table in ("prophet_results", "challenger_results", "champions", "forecasts"):
+        n = sql(w["db"], f"select count(distinct (server_id, resource)) n from {table} where batch = 'batch_02'")["n"][0]
+        assert n == series > 0, table
+
+
+# --- 3. killed while staging ------------------------------------------------------------------------
+
+def test_a_run_killed_while_staging_keeps_the_previous_results_and_the_next_run_repairs(published, tmp_path):
+    w = copy_of(published, tmp_path)
+    target = "batch_00"
+    before = snapshot(w["db"], target)
+    # new input for one server of the batch, so the interrupted run had something to change
+    server = next(s for s in published["servers"] if batch_of(s, BATCHES) == target)
+    metrics = tmp_path / "metrics"
+    shutil.copytree(Path(published["fleet"]["metrics"]).parent, metrics)  # the fleet's metrics are a glob
+    last = pd.Timestamp(before["processed_data"]["ds"].max())
+    pd.DataFrame({"server_id": [server], "resource": ["cpu"], "timestamp": [last + pd.Timedelta(days=1)],
+                  "utilization_pct": [99.0]}).to_parquet(metrics / "late.parquet")
+    env = {**w["env"], "CAPACITY_METRICS": str(metrics)}
+    run = start(["run", "--batch", target, "--workers", "1"], w["work"], env)
+    wait_until_staged(w["db"], target, run)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=60)
+    assert len(sql(w["db"], "select 1 from staging._writes where batch = ?", [target])), "not killed mid-staging"
+    after = snapshot(w["db"], target)
+    for t in TABLES:
+        pd.testing.assert_frame_equal(after[t], before[t], obj=t)
+    out = capacity("run", "--batch", target, "--workers", "1", cwd=w["work"], env=env).stdout
+    assert "unchanged" not in out
+    repaired = snapshot(w["db"], target)
+    assert repaired["batch_ledger"]["run_id"][0] != before["batch_ledger"]["run_id"][0]
+    assert pd.Timestamp(repaired["processed_data"]["ds"].max()) == last + pd.Timedelta(days=1)
+    assert set(repaired["forecasts"]["run_id"]) == set(repaired["batch_ledger"]["run_id"])
+    assert len(sql(w["db"], "select 1 from staging._writes where batch = ?", [target])) == 0
+
+
+def test_re_materialising_one_batch_replaces_exactly_its_rows(published, tmp_path):
+    w = copy_of(published, tmp_path)
+    target = "batch_01"
+    before = {t: sql(w["db"], f"select * from {t} order by all") for t in TABLES}
+    capacity("run", "--batch", target, "--force", "--workers", "1", cwd=w["work"], env=w["env"])
+    for t in TABLES:
+        after = sql(w["db"], f"select * from {t} order by all")
+        assert len(after) == len(before[t]) > 0, t
+        other_b, other_a = before[t][before[t]["batch"] != target], after[after["batch"] != target]
+        pd.testing.assert_frame_equal(other_a.reset_index(drop=True), other_b.reset_index(drop=True), check_dtype=False)
+        keep = [c for c in after.columns if c not in ("run_id", "generated_at", "published_at")]
+        mine_b = before[t][before[t]["batch"] == target][keep].reset_index(drop=True)
+        mine_a = after[after["batch"] == target][keep].reset_index(drop=True)
+        assert len(mine_a) > 0 or t == "skipped_series"
+        pd.testing.assert_frame_equal(mine_a, mine_b, check_dtype=False, check_exact=False, atol=1e-3, rtol=0)
+    runs_before = before["batch_ledger"].set_index("batch")["run_id"]
+    runs_after = sql(w["db"], "select batch, run_id from batch_ledger").set_index("batch")["run_id"]
+    assert runs_after[target] != runs_before[target] and runs_after["batch_00"] == runs_before["batch_00"]
+
+
+# --- 6 and 7. freshness per batch, and the settings a result was made with --------------------------
+
+def test_one_fresh_batch_does_not_make_stale_ones_look_fresh(published, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    w = copy_of(published, tmp_path)
+    conn = duckdb.connect(w["db"])
+    conn.execute("update batch_ledger set published_at = published_at - interval 20 day where batch <> 'batch_00'")
+    conn.execute("update forecasts set generated_at = generated_at - interval 20 day where batch <> 'batch_00'")
+    conn.close()
+    code = ("from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
+            "r = defs.resolve_job_def('capacity_freshness').execute_in_process(instance=DagsterInstance.get(), "
+            "raise_on_error=False)\n"
+            "[e] = r.get_asset_check_evaluations()\nprint(e.passed, e.description)")
+    proc = subprocess.run([str(BIN / "python"), "-c", code], cwd=w["work"], env={**os.environ, **w["env"]},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("False") and "batch_01" in proc.stdout and "batch_02" in proc.stdout
+    assert "batch_00" not in proc.stdout
+    app = str(Path(__file__).resolve().parents[2] / "capacity_assets" / "dashboard" / "app.py")
+    old = {k: os.environ.get(k) for k in ("CAPACITY_DB", "CAPACITY_THRESHOLD")}
+    os.environ["CAPACITY_DB"] = w["db"]
+    os.environ.pop("CAPACITY_THRESHOLD", None)  # the viewer's default is 95; the run used 50
+    try:
+        at = AppTest.from_file(app, default_timeout=60).run()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    assert not at.exception
+    warnings = " ".join(x.value for x in at.warning)
+    assert "Data is stale" in warnings and "batch\\_01" in warnings, warnings  # markdown-escaped
+    assert not any("fresh" in x.value for x in at.success)
+    assert any(c.value.startswith("Threshold 50 %") for c in at.caption), [c.value for c in at.caption]

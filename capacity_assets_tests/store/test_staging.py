@@ -1,0 +1,49 @@
+"""Staged publication on a real DuckDB file: all of a batch's tables or none, and a run that another
+run took the batch over from fails instead of reporting success for work it never published."""
+import duckdb
+import pandas as pd
+import pytest
+
+from capacity_assets.store import staging
+
+
+def _stage(conn, table, run_id, batch, values):
+    obj = pd.DataFrame({"batch": batch, "v": values})
+    conn.register("obj", obj)
+    conn.execute(f"create table if not exists main.{table} as select * from obj limit 0")
+    taken = staging.stage(conn, table, "select * from obj", run_id, [batch])
+    conn.unregister("obj")
+    return taken
+
+
+def _main(conn, table, batch):
+    return sorted(v for (v,) in conn.execute(f"select v from main.{table} where batch = ?", [batch]).fetchall())
+
+
+def test_a_batch_is_published_whole_and_only_when_asked(tmp_path):
+    conn = duckdb.connect(str(tmp_path / "db.duckdb"))
+    _stage(conn, "a", "r1", "b0", [1, 2])
+    assert _main(conn, "a", "b0") == []  # staged is not published
+    _stage(conn, "b", "r1", "b0", [3])
+    assert staging.publish(conn, "r1", "b0") == ["a", "b"]
+    assert _main(conn, "a", "b0") == [1, 2] and _main(conn, "b", "b0") == [3]
+
+
+def test_the_later_run_takes_the_batch_over_and_the_earlier_one_fails_loudly(tmp_path):
+    conn = duckdb.connect(str(tmp_path / "db.duckdb"))
+    _stage(conn, "a", "old", "b0", [1])
+    _stage(conn, "b", "old", "b0", [2])
+    staging.publish(conn, "old", "b0")  # the previous complete publication
+    _stage(conn, "a", "slow", "b0", [10])  # run 'slow' starts ...
+    assert _stage(conn, "a", "fast", "b0", [20]) == {"b0": "slow"}  # ... 'fast' starts later and takes over
+    with pytest.raises(staging.Superseded, match="slow was superseded by run fast"):
+        _stage(conn, "b", "slow", "b0", [11])
+    with pytest.raises(staging.Superseded):
+        staging.publish(conn, "slow", "b0")
+    assert _main(conn, "a", "b0") == [1] and _main(conn, "b", "b0") == [2]  # still the previous results
+    _stage(conn, "b", "fast", "b0", [21])
+    staging.publish(conn, "fast", "b0")
+    assert _main(conn, "a", "b0") == [20] and _main(conn, "b", "b0") == [21]
+    # other batches are not affected by a takeover
+    _stage(conn, "a", "slow", "b1", [5])
+    assert staging.staged_tables(conn, "slow", "b1") == {"a"}
