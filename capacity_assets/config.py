@@ -12,6 +12,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from capacity_assets.forecasting.engines.base import ForecastConfig
+from capacity_assets.forecasting.engines.registry import CONTENDERS as FITTED
+from capacity_assets.inputs.prometheus import is_prometheus
+from capacity_assets.schema import RESOURCES
 
 DAILY_AGGS = ("mean", "max", "p95")
 EXECUTORS = ("in_process", "multiprocess", "dask")
@@ -36,7 +39,22 @@ ENV = {
     "CAPACITY_STORAGE": "storage",
     "CAPACITY_DEMO_DIR": "demo_dir",
     "CAPACITY_SEED": "seed",
+    "CAPACITY_ENGINES": "engines",
+    **{f"CAPACITY_THRESHOLD_{r.upper()}": f"threshold_{r}" for r in RESOURCES},
+    "CAPACITY_TARGET": "target",
+    **{f"CAPACITY_TARGET_{r.upper()}": f"target_{r}" for r in RESOURCES},
+    "CAPACITY_LEAD_DAYS": "lead_days",
+    "CAPACITY_RECLAIM_BELOW": "reclaim_below",
+    "CAPACITY_ROUND_GB": "round_gb",
+    "CAPACITY_KEEP_VINTAGES": "keep_vintages",
+    "CAPACITY_DRIFT_FACTOR": "drift_factor",
+    "CAPACITY_PROMQL": "promql",
+    "CAPACITY_PROM_SERVER_LABEL": "prom_server_label",
+    "CAPACITY_PROM_HISTORY_DAYS": "prom_history_days",
+    "CAPACITY_PROM_CACHE": "prom_cache",
+    "CAPACITY_DASHBOARD_URL": "dashboard_url",
 }
+OPTIONAL_FLOATS = {f"threshold_{r}" for r in RESOURCES} | {f"target_{r}" for r in RESOURCES}
 
 
 class ConfigError(ValueError):
@@ -44,14 +62,16 @@ class ConfigError(ValueError):
 
 
 def _env(name: str):
-    default = DEFAULTS[ENV[name]]
-    raw = os.environ.get(name, "")
+    field = ENV[name]
+    default = DEFAULTS[field]
+    raw = os.environ.get(name, "").strip()
     if raw == "":
         return default
+    kind = float if field in OPTIONAL_FLOATS else type(default)
     try:
-        return type(default)(raw)
+        return kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid {type(default).__name__}") from None
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,26 @@ class CapacitySettings:
     storage: str = "duckdb"
     demo_dir: str = DEMO_DIR
     seed: int = 0
+    engines: str = "prophet,challenger"  # fitted contenders; the combination of them always runs
+    threshold_cpu: float | None = None  # per-resource overrides of threshold (unset: threshold)
+    threshold_memory: float | None = None
+    threshold_disk: float | None = None
+    threshold_network: float | None = None
+    target: float = 80.0  # utilisation the capacity plan sizes to
+    target_cpu: float | None = None
+    target_memory: float | None = None
+    target_disk: float | None = None
+    target_network: float | None = None
+    lead_days: int = 30  # needed_by = first crossing minus this
+    reclaim_below: float = 30.0  # upper bound below this all horizon: capacity can be reclaimed
+    round_gb: float = 8.0  # memory and disk changes rounded to this many GB
+    keep_vintages: int = 26  # newest weekly forecasts kept per batch in forecast_history
+    drift_factor: float = 1.5  # realised MAPE worse than backtest MAPE by this: the models drift
+    promql: str = ""  # YAML of PromQL per resource; unset: the shipped node_exporter queries
+    prom_server_label: str = "instance"
+    prom_history_days: int = 1095
+    prom_cache: str = "data/prometheus"
+    dashboard_url: str = ""  # links in digests to the dashboard's deep dive
 
     @classmethod
     def from_env(cls) -> "CapacitySettings":
@@ -92,6 +132,17 @@ class CapacitySettings:
             (self.risk_days >= 1, "CAPACITY_RISK_DAYS", "at least 1"),
             (self.horizon_days >= self.risk_days, "CAPACITY_HORIZON_DAYS", "at least CAPACITY_RISK_DAYS"),
             (self.backtest_months >= 1, "CAPACITY_BACKTEST_MONTHS", "at least 1"),
+            (bool(self.contenders) and set(self.contenders) <= set(FITTED), "CAPACITY_ENGINES",
+             f"a comma-separated list of {', '.join(FITTED)}"),
+            (0 < self.target <= 100, "CAPACITY_TARGET", "a percentage between 0 and 100"),
+            (self.lead_days >= 0, "CAPACITY_LEAD_DAYS", "at least 0"),
+            (0 <= self.reclaim_below <= 100, "CAPACITY_RECLAIM_BELOW", "a percentage between 0 and 100"),
+            (self.round_gb > 0, "CAPACITY_ROUND_GB", "more than 0"),
+            (self.keep_vintages >= 1, "CAPACITY_KEEP_VINTAGES", "at least 1"),
+            (self.drift_factor >= 1, "CAPACITY_DRIFT_FACTOR", "at least 1"),
+            (self.prom_history_days >= 1, "CAPACITY_PROM_HISTORY_DAYS", "at least 1"),
+            *[(v is None or 0 < v <= 100, f"CAPACITY_{f.upper()}", "a percentage between 0 and 100")
+              for f in sorted(OPTIONAL_FLOATS) for v in [getattr(self, f)]],
         ]
         for ok, name, expected in checks:
             if not ok:
@@ -99,11 +150,32 @@ class CapacitySettings:
 
     # derived values -------------------------------------------------------------------------
     @property
+    def contenders(self) -> tuple[str, ...]:
+        """The fitted contenders, in registry order (it decides ties)."""
+        asked = {e.strip() for e in self.engines.split(",") if e.strip()}
+        return tuple(n for n in FITTED if n in asked) + tuple(sorted(asked - set(FITTED)))
+
+    @property
+    def threshold_per_resource(self) -> dict[str, float | None]:
+        return {r: getattr(self, f"threshold_{r}") for r in RESOURCES}
+
+    @property
+    def target_per_resource(self) -> dict[str, float | None]:
+        return {r: getattr(self, f"target_{r}") for r in RESOURCES}
+
+    @property
     def uses_demo(self) -> bool:
         return not self.metrics
 
     @property
+    def uses_prometheus(self) -> bool:
+        return is_prometheus(self.metrics)
+
+    @property
     def metrics_glob(self) -> str:
+        """Where the file ingest reads: the files given, the demo fleet, or the Prometheus cache."""
+        if self.uses_prometheus:
+            return str(Path(self.prom_cache) / "daily_*.parquet")
         return self.metrics or str(Path(self.demo_dir) / "metrics" / "*.parquet")
 
     @property
@@ -119,6 +191,11 @@ class CapacitySettings:
 
 
 DEFAULTS = {f.name: f.default for f in fields(CapacitySettings)}
+
+
+def contender_names() -> tuple[str, ...]:
+    """The fitted contenders, needed when the definitions load (one asset each)."""
+    return CapacitySettings(engines=str(_env("CAPACITY_ENGINES"))).contenders
 
 
 def batch_count() -> int:

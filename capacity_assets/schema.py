@@ -34,7 +34,8 @@ ENGINE_RESULTS = {**RAW_RESULTS, "model": "string", "demand": "float64", "demand
 MODEL_RESULTS = {"batch": "string", **ENGINE_RESULTS}
 
 # table name -> columns that are DATEs (stored as DATE, not TIMESTAMP)
-DATE_COLUMNS = ("ds", "first_ds", "last_ds", "first_breach_date", "history_end", "needed_by")
+DATE_COLUMNS = ("ds", "first_ds", "last_ds", "first_breach_date", "history_end", "needed_by",
+                "vintage", "first_flagged", "last_flagged", "resolved_in", "first_crossed", "window_end")
 
 
 def quote_ident(name: str) -> str:
@@ -122,3 +123,51 @@ CAPACITY_PLAN = {
     "needed_by": "datetime64[ns]", "action": "string", "change_pct": "float64",
     "change_units": "float64", "unit": "string", "trust": "string", "review": "bool",
 }
+
+# --- track record (track/) ---------------------------------------------------------------------
+# forecast_history: one row per batch x vintage x series x future day. Compact on purpose (26
+# vintages of a whole fleet): only what scoring needs; forecasts as float32 rounded to 0.01 pp (see
+# track/vintages.py); none of the golden record's per-series constants that scoring does not use
+# (champion, champion_mape, trust, generated_at, demand*). `threshold` is the series' saturation
+# threshold when the vintage was made (risk calls are judged against it); constant per series, it
+# costs next to nothing in DuckDB, and float64 keeps 92.3 exactly 92.3 for the `>=` comparison.
+FORECAST_HISTORY = {
+    "batch": "string", "vintage": "datetime64[ns]", "run_id": "string",
+    "server_id": "string", "resource": "string", "ds": "datetime64[ns]",
+    "yhat": "float32", "yhat_lower": "float32", "yhat_upper": "float32", "model": "string",
+    "threshold": "float64",
+}
+
+# forecast_accuracy: one row per batch x vintage x series x horizon bucket that has a scored day
+FORECAST_ACCURACY = {
+    "batch": "string", "vintage": "datetime64[ns]", "server_id": "string", "resource": "string",
+    "model": "string", "horizon_bucket": "string", "days_scored": "int64",
+    "mape": "float64", "wape": "float64", "bias": "float64", "band_coverage": "float64",
+}
+
+# risk_history: one row per batch x vintage x series flagged in that vintage's risk_exceptions
+RISK_HISTORY = {
+    "batch": "string", "vintage": "datetime64[ns]", "run_id": "string",
+    "server_id": "string", "resource": "string", "severity": "string", "threshold": "float64",
+    "first_breach_date": "datetime64[ns]", "department": "string", "app_manager": "string",
+}
+
+# risk_call_outcomes(): one row per batch x vintage x series forecast in that vintage
+RISK_CALL_OUTCOMES = {
+    "batch": "string", "vintage": "datetime64[ns]", "server_id": "string", "resource": "string",
+    "department": "string", "app_manager": "string", "flagged": "bool", "severity": "string",
+    "threshold": "float64", "first_breach_date": "datetime64[ns]", "crossed": "bool",
+    "first_crossed": "datetime64[ns]", "window_end": "datetime64[ns]", "days_measured": "int64",
+    "status": "string",
+}
+
+# risk_resolved: one row per series flagged in the previous vintage and not in this one
+RISK_RESOLVED = {
+    "batch": "string", "server_id": "string", "resource": "string",
+    "department": "string", "app_manager": "string",
+    "last_flagged": "datetime64[ns]", "resolved_in": "datetime64[ns]", "reason": "string",
+    "threshold_before": "float64", "threshold_now": "float64",
+}
+# risk_exceptions as stored: the risk list, then its lifecycle (track/lifecycle.py), then hierarchy extras
+RISK_LIFECYCLE = {"status": "string", "first_flagged": "datetime64[ns]"}
+RISK_EXCEPTIONS_STORED = {**RISK_EXCEPTIONS, **RISK_LIFECYCLE}

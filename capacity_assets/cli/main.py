@@ -80,7 +80,7 @@ def cmd_run(args) -> int:
     if unchanged:
         print(f"capacity run: {len(unchanged)} batch(es) unchanged since they were last published "
               f"(same input rows, hierarchy, settings, code and libraries): skipped; --force re-runs them")
-    hierarchy = run_job("capacity_hierarchy", verbose=args.verbose) if todo else None
+    hierarchy = run_job("capacity_hierarchy", verbose=args.verbose)[0] if todo else None
     if hierarchy is not None and not hierarchy.success:
         print(hierarchy.error, file=sys.stderr)
         return _fail("loading the business hierarchy failed; no batch was run", code=1)
@@ -118,9 +118,34 @@ def cmd_demo(args) -> int:
           f"{args.months} months ending {end:%Y-%m-%d} to {info['metrics']} and the hierarchy to {info['hierarchy']}")
     if args.no_run:
         return 0
-    os.environ["CAPACITY_METRICS"] = str(info["metrics"])
     os.environ["CAPACITY_HIERARCHY"] = str(info["hierarchy"])
-    return cmd_run(args)
+    if not args.weeks:
+        os.environ["CAPACITY_METRICS"] = str(info["metrics"])
+        return cmd_run(args)
+    return replay_weeks(args, info["metrics"], end)
+
+
+def replay_weeks(args, metrics: str, end) -> int:
+    """Run the graph once per week on the same fleet, its history ending the Sunday before each of
+    the last ``--weeks`` Mondays, oldest first: the track record fills as it would in production."""
+    import duckdb
+    import pandas as pd
+
+    mondays = [d for d in pd.date_range(end - pd.Timedelta(days=7 * args.weeks + 6), end + pd.Timedelta(days=1))
+               if d.dayofweek == 0][-args.weeks:]
+    code = 0
+    for i, monday in enumerate(mondays, 1):
+        week = Path(args.out) / "weeks" / f"{monday:%Y-%m-%d}"
+        week.mkdir(parents=True, exist_ok=True)
+        target = week / "metrics.parquet"
+        if not target.exists():
+            with duckdb.connect() as conn:  # the target is ours (a date); the input path is bound
+                conn.execute(f"copy (select * from read_parquet($1) where timestamp < $2) to '{target}' "
+                             f"(format parquet)", [metrics, monday.to_pydatetime()]).fetchall()
+        print(f"capacity demo: week {i}/{len(mondays)}: history up to {monday - pd.Timedelta(days=1):%Y-%m-%d}")
+        os.environ["CAPACITY_METRICS"] = str(target)
+        code = cmd_run(args) or code
+    return code
 
 
 def cmd_ui(args) -> int:
@@ -139,7 +164,7 @@ def cmd_ui(args) -> int:
 
 def cmd_report(args) -> int:
     from capacity_assets.store.queries import read_table
-    from capacity_assets.risk.report import write_department_reports
+    from capacity_assets.risk.report import PLAN_PREFIX, write_department_reports
 
     _apply(args)
     settings = _settings()
@@ -147,11 +172,43 @@ def cmd_report(args) -> int:
     if risk is None:
         return _fail(f"{settings.db} has no risk_exceptions table yet: run `capacity run` (or `capacity demo`) first")
     paths = write_department_reports(risk, args.out)
-    print(f"capacity report: {len(risk)} series at risk in {risk['department'].nunique()} departments; "
-          f"wrote {len(paths)} files to {args.out}")
+    plan = read_table(settings.db, "capacity_plan")
+    if plan is not None:
+        paths += write_department_reports(plan, args.out, prefix=PLAN_PREFIX)
+    print(f"capacity report: {len(risk)} series at risk in {risk['department'].nunique()} departments"
+          + (f"; capacity plan: {int((plan['action'] == 'add').sum())} to add, "
+             f"{int((plan['action'] == 'reclaim').sum())} to reclaim" if plan is not None else "")
+          + f"; wrote {len(paths)} files to {args.out}")
     for p in paths:
         print(f"  {p}")
     return 0
+
+
+def cmd_notify(args) -> int:
+    import json
+    import logging
+
+    from capacity_assets.notify.run import NotifyError, notify
+    from capacity_assets.notify.smtp import SmtpSettings, SmtpUnavailable
+
+    _apply(args)
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="capacity notify: %(message)s")
+    try:
+        smtp = SmtpSettings.from_env()
+    except ValueError as e:
+        return _fail(str(e))
+    if not args.dry_run and not smtp.configured:
+        return _fail("set CAPACITY_SMTP_HOST to send, or give --dry-run --out DIR to write the messages")
+    if args.dry_run and not args.out:
+        return _fail("--dry-run needs --out DIR: where the .eml files go")
+    try:
+        summary = notify(settings.db, smtp, settings.dashboard_url, dry_run=args.dry_run, out_dir=args.out,
+                         rollup=args.rollup)
+    except (SmtpUnavailable, NotifyError) as e:
+        return _fail(str(e), code=1)
+    print(json.dumps(summary, indent=2, default=str))
+    return 1 if summary["failures"] else 0
 
 
 def cmd_dashboard(args) -> int:
@@ -186,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", help="last day of history, YYYY-MM-DD (default: yesterday); same seed and end, same fleet")
     p.add_argument("--out", default=os.environ.get("CAPACITY_DEMO_DIR", "data/demo"), help="folder for the demo files")
     p.add_argument("--no-run", action="store_true", help="only write the files")
+    p.add_argument("--weeks", type=int, default=0,
+                   help="replay: run the graph on the same fleet once per week, history ending before each of the "
+                        "last N Mondays, so forecast_history and forecast_accuracy fill as in production")
     _add_config_flags(p, metrics=False)
     run_flags(p)
     p.set_defaults(func=cmd_demo)
@@ -206,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, metrics=False)
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("notify", help="mail each app manager their new or worsened exceptions (SMTP from "
+                                      "CAPACITY_SMTP_*); each exception is mailed once")
+    p.add_argument("--db", help="the DuckDB file (CAPACITY_DB)")
+    p.add_argument("--rollup", action="store_true", help="also send department heads their weekly roll-up")
+    p.add_argument("--dry-run", action="store_true", help="write .eml files instead of sending; records nothing")
+    p.add_argument("--out", help="with --dry-run: the folder for the .eml files")
+    p.set_defaults(func=cmd_notify)
+
     p = sub.add_parser("dashboard", help="start the executive dashboard (Streamlit) on a port it prints")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1")
@@ -223,12 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     from capacity_assets.config import ConfigError
     from capacity_assets.inputs.files import InputError
+    from capacity_assets.inputs.prometheus import PrometheusError
     from capacity_assets.store.db import StorageError
     from capacity_assets.store.db import DatabaseBusy
 
     try:
         return args.func(args)
-    except (ConfigError, InputError, StorageError, DatabaseBusy) as e:
+    except (ConfigError, InputError, StorageError, DatabaseBusy, PrometheusError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         if args.command not in ("run", "demo"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import duckdb
 
 from capacity_assets.demo.ensure import ensure_demo_fleet
-from capacity_assets.inputs import files
+from capacity_assets.inputs import files, prometheus
+from capacity_assets.inputs.sources import prepare_metrics
 from capacity_assets.store.db import connect
 from capacity_assets.store.db import db_lock
 
@@ -12,10 +13,12 @@ from capacity_assets.store.db import db_lock
 def check_inputs(settings) -> tuple[str, list[files.SourceFile]]:
     """Validate metrics files, hierarchy and database; return a one-line description of the source
     and the inspected metrics files."""
-    if ensure_demo_fleet(settings):
+    if settings.uses_demo and ensure_demo_fleet(settings):
         print(f"capacity: no CAPACITY_METRICS given: wrote the built-in demo fleet to {settings.demo_dir}")
+    if settings.uses_prometheus:
+        print(f"capacity: reading daily values from {prometheus.base_url(settings.metrics)} into {settings.prom_cache}")
     conn = duckdb.connect()
-    sources = files.inspect_metrics(conn, settings.metrics_glob)
+    sources = files.inspect_metrics(conn, prepare_metrics(settings, log=lambda m: print(f"capacity: {m}")))
     if settings.hierarchy_path:
         files.read_table(conn, settings.hierarchy_path, files.HIERARCHY_COLUMNS, "CAPACITY_HIERARCHY")
     with db_lock(settings.db):  # a file that is not DuckDB is refused here, untouched

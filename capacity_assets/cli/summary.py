@@ -59,7 +59,9 @@ def run_summary(settings, outcome) -> Summary:
         wins = ", ".join(f"{r.champion} {int(r.n)} ({r.n / max(series, 1):.0%})" for r in c.itertuples())
         lines.append(f"  series forecast: {series}; wins: {wins}; median champion MAPE {med:.1f}%")
         flagged = int(query(db, "select count(*) as n from champions where champion_mape > ?", [settings.mape_warn]).iloc[0]["n"])
-        lines.append(f"  series with champion MAPE above {settings.mape_warn:g}% (low trust): {flagged}")
+        low = int(query(db, "select count(*) as n from champions where trust = 'low'").iloc[0]["n"])
+        lines.append(f"  series with champion MAPE above {settings.mape_warn:g}% (bad-MAPE check): {flagged}; "
+                     f"low trust (backtest error could cross the threshold): {low}")
     if "risk_exceptions" in have:
         r = query(db, "select severity, count(*) as n from risk_exceptions group by 1 order by 1")
         total = int(r["n"].sum())

@@ -19,7 +19,7 @@ from capacity_assets.store.db import DatabaseBusy
 from capacity_assets.schema import RESOURCES, escape_markdown
 from capacity_assets.store.db import StorageError
 
-VIEWS = ("Risk heatmap", "Tournament summary", "Deep dive")
+VIEWS = ("Risk heatmap", "Capacity plan", "Tournament summary", "Deep dive")
 SEVERITIES = ("all", "critical", "warning")
 SEVERITY_STYLE = {"critical": "color: #b91c1c; font-weight: 600", "warning": "color: #b45309; font-weight: 600"}
 
@@ -200,6 +200,53 @@ def risk_view(db: str, ver, settings: CapacitySettings) -> None:
         c2.button("Open in Deep dive", key="risk_open", on_click=open_in_deep_dive, args=(target,))
 
 
+def plan_view(db: str, ver, settings: CapacitySettings, present: set[str]) -> None:
+    st.subheader("Capacity plan")
+    if "capacity_plan" not in present:
+        st.info("No capacity plan yet: the next `capacity run` makes one.")
+        return
+    st.caption(f"What to buy, by when, and what can be taken back. A series needs capacity added when its upper "
+               f"bound reaches its threshold within the forecast; the change sizes its peak upper demand to the "
+               f"target ({settings.target:g} % unless set per resource or server), ordered "
+               f"{settings.lead_days} days ahead. Reclaim: the upper bound stays below {settings.reclaim_below:g} % "
+               "and the forecast is trusted. 'Review' marks actions a low-trust forecast drives.")
+    try:
+        totals = load("plan_totals", data.plan_totals, db, ver)
+    except NotLoaded:
+        return not_loaded_note()
+    st.plotly_chart(charts.plan_totals_bar(totals, "Series to add and to reclaim by department"),
+                    key="plan_chart", config={"displayModeBar": False})
+    if not totals.empty:
+        shown = totals.assign(change=[f"{u:+,.0f} {unit}" if pd.notna(u) else "–" for u, unit in
+                                      zip(totals["units"], totals["unit"])])
+        st.dataframe(shown[["department", "resource", "action", "series", "change", "series_in_percent_only"]],
+                     hide_index=True, key="plan_totals_table",
+                     column_config={"series_in_percent_only": st.column_config.NumberColumn(
+                         "In % only", help="series whose server size the hierarchy does not give")})
+    c1, c2 = st.columns(2)
+    departments = sorted(totals["department"].astype(str).unique()) if not totals.empty else []
+    department = c1.selectbox("Department", [data.ALL, *departments], key="plan_department")
+    action = c2.selectbox("Action", [data.ALL, "add", "reclaim"], key="plan_action")
+    try:
+        rows = load("plan_list", data.plan_list, db, ver, department, action)
+    except NotLoaded:
+        return not_loaded_note()
+    st.markdown(f"**{len(rows):,} actions**, the most urgent purchase first")
+    st.dataframe(rows, hide_index=True, key="plan_table", height=min(420, 38 + 35 * max(len(rows), 1)),
+                 column_config={
+                     "server_id": st.column_config.TextColumn("Server"),
+                     "needed_by": st.column_config.DateColumn("Needed by", format="YYYY-MM-DD"),
+                     "change_pct": st.column_config.NumberColumn("Change", format="%+.0f %%"),
+                     "change_units": st.column_config.NumberColumn("Change (units)", format="%+g"),
+                     "peak_demand_upper": st.column_config.NumberColumn("Peak upper demand", format="%.1f %%"),
+                     "threshold": st.column_config.NumberColumn("Threshold", format="%g %%"),
+                     "target": st.column_config.NumberColumn("Target", format="%g %%"),
+                     "review": st.column_config.CheckboxColumn("Review")})
+    st.download_button("Download this plan (CSV)", data=rows.to_csv(index=False).encode("utf-8"),
+                       file_name=_safe_filename("plan", department, action), mime="text/csv",
+                       key="plan_csv", disabled=rows.empty)
+
+
 def tournament_view(db: str, ver, settings: CapacitySettings, present: set[str]) -> None:
     st.subheader("Tournament summary")
     st.caption("Each series is forecast by every contender; the one with the lowest MAPE on the "
@@ -275,6 +322,7 @@ def deep_dive_view(db: str, ver, settings: CapacitySettings, present: set[str]) 
         st.info("No data for this server.")
         return
     champ = detail.champions.set_index("resource") if not detail.champions.empty else pd.DataFrame()
+    plan = detail.plan.set_index("resource") if not detail.plan.empty else pd.DataFrame()
     skipped = detail.skipped.set_index("resource") if not detail.skipped.empty else pd.DataFrame()
     grid = st.columns(2)
     for i, res in enumerate(resources):
@@ -283,9 +331,11 @@ def deep_dive_view(db: str, ver, settings: CapacitySettings, present: set[str]) 
         fig = charts.server_resource_chart(
             res, detail.history[detail.history["resource"] == res],
             detail.backtest[detail.backtest["resource"] == res],
-            detail.forecast[detail.forecast["resource"] == res], settings.threshold, breach,
+            detail.forecast[detail.forecast["resource"] == res],
+            float(plan.loc[res, "threshold"]) if res in plan.index else settings.threshold, breach,
             champion=None if row is None else row["champion"], mape=None if row is None else row["champion_mape"],
-            trust=None if row is None else row["trust"], interval=settings.interval)
+            trust=None if row is None else row["trust"], interval=settings.interval,
+            plan=plan.loc[res] if res in plan.index else None)
         with grid[i % 2]:
             st.plotly_chart(fig, key=f"deep_{res}", config={"displayModeBar": False})
             if res in skipped.index:
@@ -340,10 +390,13 @@ def main() -> None:
     settings = dataclasses.replace(settings, **shown)  # what the results were made with, not this shell's
     header(ov, settings, mixed)
     note = st.empty()
-    risk_tab, tournament_tab, deep_tab = st.tabs(list(VIEWS), key="view", on_change="rerun")
+    risk_tab, plan_tab, tournament_tab, deep_tab = st.tabs(list(VIEWS), key="view", on_change="rerun")
     if risk_tab.open:
         with risk_tab:
             risk_view(db, ver, settings)
+    if plan_tab.open:
+        with plan_tab:
+            plan_view(db, ver, settings, present)
     if tournament_tab.open:
         with tournament_tab:
             tournament_view(db, ver, settings, present)

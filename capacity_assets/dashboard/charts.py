@@ -136,11 +136,16 @@ def server_resource_chart(resource: str, history: pd.DataFrame, backtest: pd.Dat
                           forecast: pd.DataFrame, threshold: float, breach: pd.Series | None = None,
                           champion: str | None = None, mape: float | None = None,
                           trust: str | None = None, interval: float | None = None,
-                          height: int = 380) -> go.Figure:
+                          plan: pd.Series | None = None, height: int = 380) -> go.Figure:
     """One resource of one server: actuals, each contender's backtest, the champion's forecast band,
-    the threshold and (when at risk) the first breach, on one utilisation axis."""
+    the threshold and (when at risk) the first breach, on one utilisation axis; the unclipped demand
+    drawn dashed where it goes beyond 100 %, and the capacity the plan says is needed."""
     label = RESOURCE_LABEL.get(resource, resource)
     title = label
+    if plan is not None and plan["action"] in ("add", "reclaim"):
+        units = (f" ({plan['change_units']:+g} {plan['unit']})" if pd.notna(plan.get("change_units"))
+                 and pd.notna(plan.get("unit")) else "")
+        title += f" — {plan['action']} {plan['change_pct']:+.0f} %{units}"
     if breach is not None:
         title += (f" — <span style='color:{PALETTE['breach']}'>{breach['severity']}: reaches {threshold:g} % on "
                   f"{pd.Timestamp(breach['first_breach_date']):%d %b %Y}</span>")
@@ -187,7 +192,36 @@ def server_resource_chart(resource: str, history: pd.DataFrame, backtest: pd.Dat
                         marker=dict(color=PALETTE["breach"], size=12, symbol="x-thin",
                                     line=dict(width=3, color=PALETTE["breach"])),
                         hovertemplate=f"first breach {when:%d %b %Y}<extra></extra>")
-    fig.update_yaxes(title="Utilisation (%)", range=[0, 108], ticksuffix=" %")
+    top = 108
+    if "demand_upper" in forecast.columns and (forecast["demand_upper"] > 100).any():
+        over = forecast["demand_upper"].where(forecast["demand_upper"] > 100)
+        fig.add_scatter(x=forecast["ds"], y=forecast["demand"].where(forecast["demand_upper"] > 100), mode="lines",
+                        name="demand beyond capacity", line=dict(color=PALETTE["breach"], width=1.6, dash="dash"),
+                        hovertemplate="%{x|%d %b %Y}: demand %{y:.1f} %<extra></extra>")
+        fig.add_scatter(x=forecast["ds"], y=over, mode="lines", name="demand, upper bound",
+                        line=dict(color=PALETTE["breach"], width=1, dash="dot"),
+                        hovertemplate="%{x|%d %b %Y}: upper demand %{y:.1f} %<extra></extra>")
+        top = max(top, float(over.max()) * 1.05)
+    fig.update_yaxes(title="Utilisation (%)", range=[0, top], ticksuffix=" %")
     fig.update_xaxes(title=None, tickformat="%b %Y")
     return _layout(fig, title, height, margin=dict(l=10, r=10, t=64, b=10),
                    legend=dict(orientation="h", yanchor="top", y=-0.1, xanchor="left", x=0, font=dict(size=11)))
+
+
+def plan_totals_bar(totals: pd.DataFrame, title: str) -> go.Figure:
+    """Series to add and to reclaim per department, stacked by resource."""
+    if totals.empty:
+        return empty_figure(title, "Nothing to add or reclaim")
+    fig = go.Figure()
+    colours = {"cpu": "#2563eb", "memory": "#f59e0b", "disk": "#10b981", "network": "#8b5cf6"}
+    for action, sign in (("add", 1), ("reclaim", -1)):
+        for resource, sub in totals[totals["action"] == action].groupby("resource", sort=True):
+            fig.add_bar(y=sub["department"], x=sign * sub["series"], orientation="h",
+                        name=f"{action} {RESOURCE_LABEL.get(resource, resource)}",
+                        marker_color=colours.get(resource, PALETTE["neutral"]),
+                        marker_pattern_shape="" if action == "add" else "/",
+                        hovertemplate="%{y}: %{customdata} series<extra>" + f"{action} {resource}</extra>",
+                        customdata=sub["series"])
+    fig.update_layout(barmode="relative")
+    fig.update_xaxes(title="series to reclaim (left) and to add (right)")
+    return _layout(fig, title, height=max(320, 60 + 28 * totals["department"].nunique()))

@@ -234,6 +234,7 @@ class ServerDetail:
     champions: pd.DataFrame  # champions rows of the server
     owner: dict
     skipped: pd.DataFrame    # skipped_series rows of the server
+    plan: pd.DataFrame       # capacity_plan rows of the server
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -241,8 +242,8 @@ def server_detail(db: str, ver, server_id: str, present: frozenset) -> ServerDet
     """One server's rows from each table, under one lock so they belong to the same run."""
     p = [server_id]
     stmts = {
-        "forecast": ("select resource, ds, yhat, yhat_lower, yhat_upper, model, champion, champion_mape, trust "
-                     "from forecasts where server_id = ? order by resource, ds", p),
+        "forecast": ("select resource, ds, yhat, yhat_lower, yhat_upper, model, champion, champion_mape, trust, "
+                     "demand, demand_upper from forecasts where server_id = ? order by resource, ds", p),
         "risk": ("select * exclude (batch) from risk_exceptions where server_id = ?", p),
         "champions": ("select * exclude (batch) from champions where server_id = ?", p),
     }
@@ -260,6 +261,8 @@ def server_detail(db: str, ver, server_id: str, present: frozenset) -> ServerDet
         stmts["owner"] = ("select * from business_hierarchy where server_id = ? limit 1", p)
     if "skipped_series" in present:
         stmts["skipped"] = ("select resource, days, reason from skipped_series where server_id = ?", p)
+    if "capacity_plan" in present:
+        stmts["plan"] = ("select * exclude (batch) from capacity_plan where server_id = ?", p)
     out = _many(db, stmts)
     empty = pd.DataFrame()
     owner = out.get("owner", empty)
@@ -268,7 +271,36 @@ def server_detail(db: str, ver, server_id: str, present: frozenset) -> ServerDet
         backtest=out.get("backtest", pd.DataFrame(columns=["contender", "resource", "ds", "yhat"])),
         forecast=out["forecast"], risk=out["risk"], champions=out["champions"],
         owner={} if owner.empty else {k: v for k, v in owner.iloc[0].items() if k != "server_id"},
-        skipped=out.get("skipped", pd.DataFrame(columns=["resource", "days", "reason"])))
+        skipped=out.get("skipped", pd.DataFrame(columns=["resource", "days", "reason"])),
+        plan=out.get("plan", pd.DataFrame(columns=["resource", "action"])))
+
+
+# --- capacity plan --------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=16)
+def plan_totals(db: str, ver) -> pd.DataFrame:
+    """Per department, resource and action: series, and the change in units where sizes are known."""
+    return _many(db, {"t": (
+        "select department, resource, action, count(*)::int series, "
+        "sum(change_units) filter (where change_units is not null) units, any_value(unit) unit, "
+        "count(*) filter (where change_units is null)::int series_in_percent_only "
+        "from capacity_plan where action in ('add', 'reclaim') group by all order by department, resource, action",
+        [])})["t"]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def plan_list(db: str, ver, department: str, action: str) -> pd.DataFrame:
+    """The plan's rows to act on, the most urgent purchase first."""
+    where, params = ["action in ('add', 'reclaim')"], []
+    if department != ALL:
+        where.append("department = ?")
+        params.append(department)
+    if action != ALL:
+        where.append("action = ?")
+        params.append(action)
+    return _many(db, {"l": (
+        "select server_id, resource, department, app_manager, action, needed_by, change_pct, change_units, unit, "
+        "peak_demand_upper, threshold, target, trust, review from capacity_plan where " + " and ".join(where)
+        + " order by action, needed_by nulls last, change_pct desc, server_id, resource", params)})["l"]
 
 
 def resources_of(detail: ServerDetail) -> list[str]:

@@ -14,33 +14,52 @@ they are our own interpolation, not a measurement):
 * MAE in percentage points.
 * coverage = share (0..1) of days with yhat_lower <= y <= yhat_upper; compare with the nominal
   interval (ForecastConfig.interval, 0.80).
+* err_p90 = 90th percentile of |y - yhat| in percentage points: how far off the forecast was on
+  its worse days.
+
+Trust, per series (``champions``), with a saturation ``threshold`` (the pipeline's 95, or one per
+series) and a risk window of ``risk_days``:
+
+* ``low`` when the champion's backtest error could move the series across the threshold within
+  the risk window: ``|peak - threshold| <= err_p90``, with ``peak`` the champion's highest
+  unclipped forecast (``demand``) in the window. The risk call (at risk or not) then rests on a
+  forecast that is off by that much on one day in ten. Also ``low`` when the champion is unscored.
+* otherwise ``high`` when champion MAPE <= ``trust_high`` (10) and ``medium`` above it, however
+  large: an idle link forecast at 12 % with MAPE 30 is off by 3-4 points, which cannot change a
+  95 % call. MAPE stays what the bad-MAPE check (``CAPACITY_MAPE_WARN``) flags.
+
+Without a threshold (``threshold=None``, the default for existing callers) trust is the MAPE rule
+alone (``trust_level``): high <= 10, medium <= ``trust_medium``, else low.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from capacity_assets.forecasting.engines.registry import CONTENDERS
+from capacity_assets.forecasting.engines.registry import CONTENDERS, TOURNAMENT
 from capacity_assets.schema import BATCH_SERIES_KEY as KEY
 from capacity_assets.schema import FORECASTS, champions_columns, conform, escape_markdown
 
 MAPE_FLOOR = 5.0  # percentage points of utilisation; see module docstring
 TRUST_HIGH = 10.0  # champion MAPE <= this: 'high'
 TRUST_MEDIUM = 20.0  # <= this: 'medium' (CAPACITY_MAPE_WARN default); above or unscored: 'low'
+RISK_DAYS = 90  # risk window of the capacity trust rule (CAPACITY_RISK_DAYS)
+ERROR_QUANTILE = 0.9  # err_p90: the backtest error the capacity trust rule weighs against headroom
 
-SCORE_COLUMNS = KEY + ["contender", "model", "mape", "wape", "mae", "coverage", "n_days"]
+SCORE_COLUMNS = KEY + ["contender", "model", "mape", "wape", "mae", "coverage", "n_days", "err_p90"]
 
 
 def contender_order(names) -> list[str]:
     """Registry order first (it decides ties), then any unregistered names as given."""
     names = list(names)
-    return [n for n in CONTENDERS if n in names] + [n for n in names if n not in CONTENDERS]
+    return [n for n in TOURNAMENT if n in names] + [n for n in names if n not in TOURNAMENT]
 
 
 def series_metrics(y: np.ndarray, yhat: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict:
     err = np.abs(y - yhat)
     if len(y) == 0:
-        return {"mape": np.nan, "wape": np.nan, "mae": np.nan, "coverage": np.nan, "n_days": 0}
+        return {"mape": np.nan, "wape": np.nan, "mae": np.nan, "coverage": np.nan, "n_days": 0,
+                "err_p90": np.nan}
     total = np.abs(y).sum()
     return {
         "mape": float(np.mean(err / np.maximum(np.abs(y), MAPE_FLOOR)) * 100),
@@ -48,6 +67,7 @@ def series_metrics(y: np.ndarray, yhat: np.ndarray, lower: np.ndarray, upper: np
         "mae": float(err.mean()),
         "coverage": float(np.mean((y >= lower) & (y <= upper))),
         "n_days": int(len(y)),
+        "err_p90": float(np.quantile(err, ERROR_QUANTILE)),
     }
 
 
@@ -63,7 +83,8 @@ def _grouped_metrics(joined: pd.DataFrame) -> pd.DataFrame:
               coverage=("inside", "mean"), n_days=("err", "size"))
     m["mape"] *= 100
     m["wape"] = (m["err_sum"] / m["y_sum"] * 100).where(m["y_sum"] > 0)
-    return m.reset_index()[KEY + ["mape", "wape", "mae", "coverage", "n_days"]].astype({"n_days": float})
+    m["err_p90"] = g["err"].quantile(ERROR_QUANTILE)
+    return m.reset_index()[KEY + ["mape", "wape", "mae", "coverage", "n_days", "err_p90"]].astype({"n_days": float})
 
 
 def _model_label(results: pd.DataFrame) -> pd.DataFrame:
@@ -97,29 +118,78 @@ def score(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame) -> p
 
 
 def trust_level(mape: pd.Series, high: float = TRUST_HIGH, medium: float = TRUST_MEDIUM) -> pd.Series:
-    """Unscored (NaN) is 'low': an accuracy we could not measure is not one to trust."""
+    """The MAPE-only rule. Unscored (NaN) is 'low': an accuracy we could not measure is not one to trust."""
     return pd.Series(np.select([mape <= high, mape <= medium], ["high", "medium"], "low"), index=mape.index)
 
 
+def capacity_trust(mape, err_p90, peak, threshold, high: float = TRUST_HIGH) -> np.ndarray:
+    """The capacity rule (module docstring): 'low' when ``|peak - threshold| <= err_p90`` (the
+    backtest error could carry the series across the threshold) or unscored; else 'high' when
+    MAPE <= ``high``, else 'medium'. Arguments are numbers or aligned arrays (percentage points)."""
+    mape, err, peak, thr = (np.asarray(v, float) for v in (mape, err_p90, peak, threshold))
+    near = np.abs(peak - thr) <= err
+    unscored = ~np.isfinite(mape) | ~np.isfinite(err) | ~np.isfinite(peak)
+    return np.where(unscored | near, "low", np.where(mape <= high, "high", "medium"))
+
+
+def series_thresholds(threshold, index: pd.MultiIndex) -> np.ndarray:
+    """One threshold per series of ``index`` (batch, server_id, resource) from a number, a Series
+    keyed by (server_id, resource) or a frame with server_id, resource, threshold."""
+    if np.isscalar(threshold):
+        return np.full(len(index), float(threshold))
+    if isinstance(threshold, pd.DataFrame):
+        threshold = threshold.set_index(["server_id", "resource"])["threshold"]
+    series = threshold.groupby(level=[-2, -1]).first()  # (server_id, resource), batch dropped if any
+    keys = pd.MultiIndex.from_arrays([index.get_level_values("server_id"), index.get_level_values("resource")])
+    out = series.reindex(keys).to_numpy(float)
+    if np.isnan(out).any():
+        missing = keys[np.isnan(out)][:5].tolist()
+        raise ValueError(f"no threshold for {int(np.isnan(out).sum())} series, e.g. {missing}")
+    return out
+
+
+def _peak_demand(results_by_model: dict[str, pd.DataFrame], champion: pd.Series, risk_days: int) -> pd.Series:
+    """Per series, the champion's highest unclipped forecast in days 1..risk_days of its future."""
+    parts = []
+    for name in champion.unique():
+        res = results_by_model.get(name)
+        if res is None or res.empty:
+            continue
+        fut = res.loc[res["split"] == "future", KEY + ["ds", "demand" if "demand" in res.columns else "yhat"]]
+        fut = fut.rename(columns={"yhat": "demand"})
+        fut = fut.merge(champion[champion == name].rename("champion").reset_index()[KEY], on=KEY)
+        day = (fut["ds"] - fut.groupby(KEY)["ds"].transform("min")).dt.days + 1
+        parts.append(fut[day <= risk_days].groupby(KEY)["demand"].max())
+    peak = pd.concat(parts) if parts else pd.Series(dtype=float)
+    return peak.reindex(champion.index)
+
+
 def champions(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame,
-              trust_high: float = TRUST_HIGH, trust_medium: float = TRUST_MEDIUM) -> pd.DataFrame:
+              trust_high: float = TRUST_HIGH, trust_medium: float = TRUST_MEDIUM,
+              threshold=None, risk_days: int = RISK_DAYS) -> pd.DataFrame:
     """One row per series: every contender's scores side by side and the winner.
 
     Lower MAPE wins; a tie goes to the earlier contender in registry order (prophet); an unscored
     contender (NaN) loses to a scored one; a contender without future rows can't win (it has
-    nothing to publish) unless no one has any.
+    nothing to publish) unless no one has any. Every fitted contender of the registry (``CONTENDERS``)
+    has its columns, results passed or not (a stable table); a combiner's only when passed.
+
+    ``threshold`` (a number, a Series keyed by (server_id, resource), or a frame with server_id,
+    resource, threshold) switches trust to the capacity rule of the module docstring, over the
+    first ``risk_days`` forecast days; ``None`` keeps the MAPE rule (``trust_high``/``trust_medium``).
     """
-    names = contender_order(results_by_model)
+    names = contender_order(list(CONTENDERS) + [n for n in results_by_model if n not in CONTENDERS])
     columns = champions_columns(names)
     scores = score(results_by_model, actuals)
     if scores.empty:
         return conform(pd.DataFrame(columns=list(columns)), columns)
-    wide = scores.pivot(index=KEY, columns="contender", values=["mape", "wape", "mae", "coverage", "model"])
+    wide = scores.pivot(index=KEY, columns="contender", values=["mape", "wape", "mae", "coverage", "model", "err_p90"])
     out = pd.DataFrame(index=wide.index)
     for n in names:
         for m in ("mape", "wape", "mae", "coverage", "model"):
             out[f"{n}_{m}"] = wide[(m, n)] if (m, n) in wide.columns else np.nan
-    has_future = pd.DataFrame({n: _has_future(results_by_model[n], out.index) for n in names}, index=out.index)
+    has_future = pd.DataFrame({n: _has_future(results_by_model[n], out.index) if n in results_by_model
+                               else pd.Series(False, index=out.index) for n in names}, index=out.index)
     # unscored -> just below +inf (loses to any score), no future rows -> +inf (loses to everyone);
     # idxmin keeps the first column on ties, i.e. registry order
     mape = pd.DataFrame({n: out[f"{n}_mape"].astype(float) for n in names}, index=out.index)
@@ -127,7 +197,13 @@ def champions(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame,
     best = rank.to_numpy().argmin(axis=1)  # first minimum on ties
     out["champion"] = np.asarray(names, dtype=object)[best]
     out["champion_mape"] = mape.to_numpy()[np.arange(len(out)), best]
-    out["trust"] = trust_level(out["champion_mape"], trust_high, trust_medium)
+    if threshold is None:
+        out["trust"] = trust_level(out["champion_mape"], trust_high, trust_medium)
+    else:
+        err = pd.DataFrame({n: wide[("err_p90", n)].astype(float) if ("err_p90", n) in wide.columns else np.nan
+                            for n in names}, index=out.index).to_numpy()[np.arange(len(out)), best]
+        peak = _peak_demand(results_by_model, out["champion"], risk_days).to_numpy(float)
+        out["trust"] = capacity_trust(out["champion_mape"], err, peak, series_thresholds(threshold, out.index), trust_high)
     return conform(out.reset_index(), columns)
 
 
@@ -138,8 +214,18 @@ def _has_future(results: pd.DataFrame, index: pd.MultiIndex) -> pd.Series:
 
 
 def golden_record(results_by_model: dict[str, pd.DataFrame], champions: pd.DataFrame,
-                  generated_at: pd.Timestamp, run_id: str) -> pd.DataFrame:
-    """The champion's future rows, untouched: what every report and dashboard reads (FORECASTS)."""
+                  generated_at: pd.Timestamp, run_id: str, upper: str = "champion") -> pd.DataFrame:
+    """The champion's future rows: what every report and dashboard reads (FORECASTS).
+
+    ``upper="champion"`` publishes them untouched. ``upper="consensus"`` caps the upper bound (the
+    one that decides risk, ``yhat_upper >= threshold``) at the median of every contender's upper
+    bound that day, never below ``yhat``: the champion keeps its forecast and its lower bound, but
+    one contender's blown-up band (a lucky backtest, a wild calibration factor) cannot raise an
+    alarm that most contenders do not see. It removed false alarms at the same recall on the
+    tuning fleet (``benchmarks/README.md``). ``demand_upper`` is capped alike.
+    """
+    if upper not in ("champion", "consensus"):
+        raise ValueError(f"upper must be 'champion' or 'consensus', not {upper!r}")
     meta = champions[KEY + ["champion", "champion_mape", "trust"]]
     parts = []
     for name in contender_order(results_by_model):
@@ -147,12 +233,27 @@ def golden_record(results_by_model: dict[str, pd.DataFrame], champions: pd.DataF
         fut = fut[fut["split"] == "future"]
         parts.append(fut.merge(meta[meta["champion"] == name], on=KEY, how="inner"))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(FORECASTS))
+    if upper == "consensus" and len(out):
+        out = _consensus_upper(out, results_by_model)
     ts = pd.Timestamp(generated_at)
     ts = ts.tz_convert("UTC").tz_localize(None) if ts.tz is not None else ts  # stored naive, in UTC
     out = conform(out.assign(run_id=run_id, generated_at=ts).sort_values(KEY + ["ds"], kind="stable"), FORECASTS)
     # conform normalises every datetime to midnight; generated_at is a timestamp, keep its time
     out["generated_at"] = pd.Series(ts, index=out.index, dtype="datetime64[ns]")
     return out
+
+
+def _consensus_upper(golden: pd.DataFrame, results_by_model: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    cols = ["yhat_upper", "demand_upper"]
+    fut = pd.concat([r.loc[r["split"] == "future", KEY + ["ds"] + cols] for r in results_by_model.values()
+                     if r is not None and len(r)], ignore_index=True)
+    median = fut.groupby(KEY + ["ds"], sort=False)[cols].median().add_prefix("median_").reset_index()
+    out = golden.merge(median, on=KEY + ["ds"], how="left")
+    for c in cols:
+        base = "yhat" if c == "yhat_upper" else "demand"
+        capped = np.minimum(out[c], out[f"median_{c}"].fillna(out[c]))
+        out[c] = np.maximum(capped, out[base])
+    return out.drop(columns=[f"median_{c}" for c in cols])
 
 
 # --- summaries for asset metadata ------------------------------------------------------------------

@@ -64,17 +64,17 @@ def processed_frame(full: pd.DataFrame, batch: str) -> pd.DataFrame:
     return conform(out, PROCESSED_DATA)
 
 
-def short_series(processed: pd.DataFrame, min_days: int, batch: str) -> pd.DataFrame:
+def short_series(processed: pd.DataFrame, min_days: int) -> pd.DataFrame:
     """Series with fewer than ``min_days`` measured (not gap-filled) days, with the reason they are not
     forecast: interpolated days are our own invention and prove no history."""
     if processed.empty:
         return empty(SKIPPED_SERIES)
     measured = processed.assign(count=~processed["filled"].fillna(False).astype(bool))
-    g = measured.groupby(["server_id", "resource"], sort=True).agg(
+    g = measured.groupby(["batch", "server_id", "resource"], sort=True, observed=True).agg(
         min=("ds", "min"), max=("ds", "max"), count=("count", "sum")).reset_index()
     short = g[g["count"] < min_days]
     out = pd.DataFrame({
-        "batch": batch, "server_id": short["server_id"], "resource": short["resource"],
+        "batch": short["batch"], "server_id": short["server_id"], "resource": short["resource"],
         "first_ds": short["min"], "last_ds": short["max"], "days": short["count"].astype("int64"),
         "reason": [f"history of {n} measured days is shorter than the {min_days} days needed "
                    f"(backtest months plus 6 months of training)" for n in short["count"]],

@@ -21,7 +21,10 @@ from capacity_assets.schema import quote_ident
 
 # settings that change results; executor, storage and paths do not (the hierarchy counts by content)
 RESULT_SETTINGS = ("batches", "daily_agg", "interval", "backtest_months", "horizon_days", "threshold",
-                   "risk_days", "mape_warn", "mape_error_share", "seed")
+                   "risk_days", "mape_warn", "mape_error_share", "seed", "engines",
+                   "threshold_cpu", "threshold_memory", "threshold_disk", "threshold_network",
+                   "target", "target_cpu", "target_memory", "target_disk", "target_network",
+                   "lead_days", "reclaim_below", "round_gb", "keep_vintages", "drift_factor")
 LIBRARIES = ("prophet", "cmdstanpy", "xgboost", "duckdb", "pandas", "numpy")
 
 
@@ -81,10 +84,11 @@ def hierarchy_digest(path: str) -> str:
 
 
 def batch_fingerprints(conn, sources, settings, versions: dict | None = None,
-                       code: str | None = None) -> dict[str, str]:
-    """batch key -> fingerprint, for every batch (an empty batch has one too)."""
+                       code: str | None = None, digests: dict | None = None) -> dict[str, str]:
+    """batch key -> fingerprint, for every batch (an empty batch has one too). ``digests``: the
+    ``server_digests`` of the same sources, when the caller has them already."""
     per_batch = defaultdict(list)
-    for server, digest in server_digests(conn, sources).items():
+    for server, digest in (server_digests(conn, sources) if digests is None else digests).items():
         per_batch[batch_of(server, settings.batches)].append((server, digest))
     common = repr((sorted(result_settings(settings).items()), hierarchy_digest(settings.hierarchy_path),
                    code or code_version(), sorted((versions or library_versions()).items())))

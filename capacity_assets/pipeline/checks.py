@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
+from capacity_assets.pipeline.batches import failures
 from capacity_assets.schema import BATCH_SERIES_KEY as KEY
 from capacity_assets.schema import series_names
 
@@ -40,12 +41,14 @@ def one_row_per_day(processed: pd.DataFrame) -> dg.AssetCheckResult:
                    duplicate_rows=len(dup))
 
 
-def batch_not_empty(processed: pd.DataFrame, batch: str) -> dg.AssetCheckResult:
+def batch_not_empty(processed: pd.DataFrame, batches: list[str]) -> dg.AssetCheckResult:
+    empty = [b for b in batches if b not in set(processed["batch"])]
     return dg.AssetCheckResult(
-        asset_key="processed_data", check_name="batch_not_empty", passed=not processed.empty, severity=WARN,
-        description=None if not processed.empty else f"{batch} has no series: no server's id hashes to it "
-                                                     f"(fewer servers than batches?) or all its rows were invalid",
-        metadata={"rows": len(processed)})
+        asset_key="processed_data", check_name="batch_not_empty", passed=not empty, severity=WARN,
+        description=None if not empty else f"{', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no series: "
+                                           f"no server's id hashes to it (fewer servers than batches?) or all its "
+                                           f"rows were invalid",
+        metadata={"rows": len(processed), "empty_batches": ", ".join(empty) or "none"})
 
 
 PROCESSED_CHECKS = [
@@ -102,9 +105,11 @@ def forecast_bounds_ordered(forecasts: pd.DataFrame, tol: float = 1e-9) -> dg.As
 
 def every_series_accounted(forecasts: pd.DataFrame, processed: pd.DataFrame,
                            skipped: pd.DataFrame) -> dg.AssetCheckResult:
+    """Batches that failed in this run are left out: they are not published, and the run fails on them."""
     parts = [df[KEY].astype(str) for df in (forecasts, skipped) if len(df)]
     have = pd.concat(parts).drop_duplicates() if parts else pd.DataFrame(columns=KEY, dtype=str)
-    want = processed[KEY].astype(str).drop_duplicates()
+    failed = set(failures(forecasts))
+    want = processed.loc[~processed["batch"].isin(failed), KEY].astype(str).drop_duplicates()
     lost = want.merge(have, on=KEY, how="left", indicator=True)
     lost = lost[lost["_merge"] == "left_only"]
     return _result("forecasts", "every_series_accounted", lost,
@@ -116,4 +121,32 @@ FORECASTS_CHECKS = [
     dg.AssetCheckSpec("forecast_bounds_ordered", asset="forecasts", description="yhat_lower <= yhat <= yhat_upper."),
     dg.AssetCheckSpec("every_series_accounted", asset="forecasts",
                       description="Every series of processed_data is forecast or listed in skipped_series."),
+]
+
+
+# --- capacity_plan ---------------------------------------------------------------------------------
+
+def every_series_planned(plan: pd.DataFrame, forecasts: pd.DataFrame) -> dg.AssetCheckResult:
+    want = forecasts[KEY].drop_duplicates()
+    counts = plan.groupby(KEY, observed=True).size().rename("n").reset_index()
+    joined = want.merge(counts, on=KEY, how="outer")
+    bad = joined[joined["n"].fillna(0) != 1]
+    return _result("capacity_plan", "every_series_planned", bad, f"{len(bad)} forecast series without exactly one plan row")
+
+
+def add_has_needed_by(plan: pd.DataFrame) -> dg.AssetCheckResult:
+    bad = plan[(plan["action"] == "add") & plan["needed_by"].isna()]
+    return _result("capacity_plan", "add_has_needed_by", bad, f"{len(bad)} 'add' rows without needed_by")
+
+
+def low_trust_reviewed(plan: pd.DataFrame) -> dg.AssetCheckResult:
+    bad = plan[plan["action"].isin(["add", "reclaim"]) & plan["trust"].eq("low") & ~plan["review"].fillna(False).astype(bool)]
+    return _result("capacity_plan", "low_trust_reviewed", bad, f"{len(bad)} low-trust add/reclaim rows not marked review")
+
+
+PLAN_CHECKS = [
+    dg.AssetCheckSpec("every_series_planned", asset="capacity_plan", description="Every forecast series has one plan row."),
+    dg.AssetCheckSpec("add_has_needed_by", asset="capacity_plan", description="Every 'add' row has a needed_by date."),
+    dg.AssetCheckSpec("low_trust_reviewed", asset="capacity_plan",
+                      description="Every low-trust 'add' or 'reclaim' row is marked for review."),
 ]

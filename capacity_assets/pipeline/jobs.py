@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from capacity_assets.pipeline.partitions import batches
+from capacity_assets.pipeline.partitions import BATCHES_PER_RUN, batches
+
+# Dagster's run tags for a run over a range of partitions (what its backfills set)
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 # every asset partitioned by batch; business_hierarchy is unpartitioned and has its own job, and the
 # freshness check looks across all batches, so it runs on its own
@@ -18,12 +21,31 @@ hierarchy_job = dg.define_asset_job(
     description="Reload the business hierarchy (department, app manager) from CAPACITY_HIERARCHY.")
 
 
+def ranges(keys: list[str], per_run: int) -> list[tuple[str, str]]:
+    """Contiguous (first, last) ranges of ``keys`` (in partition order), at most ``per_run`` batches each."""
+    order = {k: i for i, k in enumerate(batches.get_partition_keys())}
+    keys = sorted(keys, key=order.__getitem__)
+    runs, current = [], []
+    for k in keys:
+        if current and (order[k] != order[current[-1]] + 1 or len(current) == per_run):
+            runs.append(current)
+            current = []
+        current.append(k)
+    return [(r[0], r[-1]) for r in runs + ([current] if current else [])]
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    return {RANGE_START: first, RANGE_END: last}
+
+
 @dg.schedule(job=forecast_job, cron_schedule="0 6 * * 1", execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Every Monday 06:00 UTC: refresh every batch (hierarchy first, at 05:30).")
+             description="Every Monday 06:00 UTC: refresh every batch, one run per core, each covering a range "
+                         "of batches (hierarchy first, at 05:30).")
 def weekly_forecast(context: dg.ScheduleEvaluationContext):
-    for key in batches.get_partition_keys():
-        yield dg.RunRequest(run_key=f"{context.scheduled_execution_time:%Y-%m-%d}-{key}", partition_key=key)
+    for first, last in ranges(batches.get_partition_keys(), BATCHES_PER_RUN):
+        yield dg.RunRequest(run_key=f"{context.scheduled_execution_time:%Y-%m-%d}-{first}-{last}",
+                            tags=range_tags(first, last))
 
 
 freshness_job = dg.define_asset_job(

@@ -30,6 +30,26 @@ class SettingsResource(dg.ConfigurableResource):
     storage: str
     demo_dir: str
     seed: int
+    engines: str
+    threshold_cpu: float | None
+    threshold_memory: float | None
+    threshold_disk: float | None
+    threshold_network: float | None
+    target: float
+    target_cpu: float | None
+    target_memory: float | None
+    target_disk: float | None
+    target_network: float | None
+    lead_days: int
+    reclaim_below: float
+    round_gb: float
+    keep_vintages: int
+    drift_factor: float
+    promql: str
+    prom_server_label: str
+    prom_history_days: int
+    prom_cache: str
+    dashboard_url: str
 
     @classmethod
     def wrap(cls, settings: CapacitySettings) -> "SettingsResource":

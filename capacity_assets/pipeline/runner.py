@@ -1,12 +1,15 @@
-"""Running the whole graph: the hierarchy once, then one Dagster run per batch, batches in parallel.
+"""Running the whole graph: the hierarchy once, then the batches, a range of them per Dagster run.
 
-Each batch is one run whose steps execute in one process (the in-process executor): a process per
-step would pay the imports (benchmarks/README.md) each time. Batches run in a pool of ``workers`` spawned processes
-(default: one per core), each importing once and taking batches until none are left. Runs are
-recorded in the persistent instance, so `capacity ui` shows them.
+Each run covers a contiguous range of batches and executes its steps in one process (the
+in-process executor), so Dagster's per-run cost (process start and imports, run bookkeeping, the
+IO manager's connections, one read of the input) is paid once per worker, not once per batch: the
+batches are split into one range per worker, and ``workers`` spawned processes run them in
+parallel. Runs are recorded in the persistent instance, so `capacity ui` shows them. A run in which
+some batches fail publishes the others (see ``pipeline.batches``); the batch_ledger says which.
 """
 from __future__ import annotations
 
+import math
 import multiprocessing
 import time
 import traceback
@@ -30,7 +33,7 @@ class BatchResult:
 class RunOutcome:
     batches: list[BatchResult] = field(default_factory=list)
     seconds: float = 0.0
-    unchanged: list[str] = field(default_factory=list)  # skipped: same fingerprint as the last success
+    unchanged: list[str] = field(default_factory=list)  # skipped: same fingerprint as the last publication
 
     @property
     def failed(self) -> list[BatchResult]:
@@ -48,9 +51,9 @@ def _failure_text(result) -> str:
     return "\n".join(lines) or "run failed"
 
 
-def run_job(job_name: str, partition_key: str | None = None, verbose: bool = False,
-            tags: dict | None = None) -> BatchResult:
-    """Execute one job run against the persistent instance, with the configured executor.
+def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False) -> list[BatchResult]:
+    """Execute one run of ``job_name`` (over the contiguous range ``keys``, for the batch job) against
+    the persistent instance with the configured executor; one result per batch (or one for the job).
 
     The default in-process executor runs here; any other (multiprocess, dask) goes through
     ``execute_job`` with a reconstructable job so its steps can run elsewhere.
@@ -59,54 +62,77 @@ def run_job(job_name: str, partition_key: str | None = None, verbose: bool = Fal
 
     from capacity_assets.pipeline import definitions
     from capacity_assets.pipeline.instance import get_instance
+    from capacity_assets.pipeline.jobs import range_tags
+    from capacity_assets.store import ledger
 
     started = time.monotonic()
     instance = get_instance()
     run_config = VERBOSE_RUN_CONFIG if verbose else QUIET_RUN_CONFIG
+    names = keys or [job_name]
+    tags = range_tags(keys[0], keys[-1]) if keys else None
     try:
-        if definitions.settings.executor == "in_process" or partition_key is None:
+        if definitions.settings.executor == "in_process" or not keys:
             job = definitions.defs.resolve_job_def(job_name)
-            result = job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False,
-                                            run_config=run_config, tags=tags)
+            result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
         else:
             result = dg.execute_job(dg.reconstructable(definitions.capacity_forecast_job), instance=instance,
-                                    run_config=run_config, raise_on_error=False,
-                                    tags={**(tags or {}), "dagster/partition": partition_key})
-        return BatchResult(partition_key or job_name, result.success, result.run_id,
-                           time.monotonic() - started, "" if result.success else _failure_text(result))
-    except Exception as e:  # noqa: BLE001 - one batch's crash is reported, never the whole run's
-        return BatchResult(partition_key or job_name, False, "", time.monotonic() - started,
-                           f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+                                    run_config=run_config, raise_on_error=False, tags=tags)
+    except Exception as e:  # noqa: BLE001 - one run's crash is reported, never the whole command's
+        error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+        return [BatchResult(n, False, "", time.monotonic() - started, error) for n in names]
+    seconds = time.monotonic() - started
+    if result.success or not keys:
+        return [BatchResult(n, result.success, result.run_id, seconds, "" if result.success else _failure_text(result))
+                for n in names]
+    # a failed range run may still have published some of its batches: the ledger says which
+    book = ledger.read(definitions.settings.db)
+    published = set(book.loc[book["run_id"] == result.run_id, "batch"])
+    error = _failure_text(result)
+    return [BatchResult(k, k in published, result.run_id, seconds, "" if k in published else error) for k in keys]
+
+
+def plan_ranges(keys: list[str], workers: int) -> list[list[str]]:
+    """The batches to run as contiguous ranges, about one per worker (more where ``keys`` has gaps)."""
+    from capacity_assets.pipeline.jobs import ranges
+    from capacity_assets.pipeline.partitions import batches
+
+    order = batches.get_partition_keys()
+    per_run = max(1, math.ceil(len(keys) / max(workers, 1)))
+    return [order[order.index(a):order.index(b) + 1] for a, b in ranges(keys, per_run)]
 
 
 def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print) -> RunOutcome:
-    """Run every batch in ``keys`` with ``workers`` processes, echoing one line per finished batch.
+    """Run every batch in ``keys`` with ``workers`` processes, echoing one line per finished range.
 
     On Ctrl-C or SIGTERM the workers are stopped: a batch not yet published keeps its previous
-    results in every table (see storage), finished batches stay, and the next run redoes the rest.
+    results in every table (see store.staging), finished batches stay, and the next run redoes the rest.
     """
     outcome = RunOutcome()
     started = time.monotonic()
-    workers = max(1, min(workers, len(keys)))
     if not keys:
         return outcome
+    chunks = plan_ranges(keys, workers)
+    workers = max(1, min(workers, len(chunks)))
+    done = 0
     if workers == 1:
-        for i, k in enumerate(keys, 1):
-            r = run_job("capacity_forecast", k, verbose)
-            outcome.batches.append(r)
-            echo(_line(r, i, len(keys), started))
+        for chunk in chunks:
+            results = run_job("capacity_forecast", chunk, verbose)
+            outcome.batches += results
+            done += len(results)
+            echo(_line(results, done, len(keys), started))
     else:
         ctx = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         try:
-            futures = {pool.submit(run_job, "capacity_forecast", k, verbose): k for k in keys}
-            for i, fut in enumerate(as_completed(futures), 1):
+            futures = {pool.submit(run_job, "capacity_forecast", chunk, verbose): chunk for chunk in chunks}
+            for fut in as_completed(futures):
                 try:
-                    r = fut.result()
-                except Exception as e:  # noqa: BLE001 - a worker killed mid-batch
-                    r = BatchResult(futures[fut], False, error=f"worker died: {e}")
-                outcome.batches.append(r)
-                echo(_line(r, i, len(keys), started))
+                    results = fut.result()
+                except Exception as e:  # noqa: BLE001 - a worker killed mid-run
+                    results = [BatchResult(k, False, error=f"worker died: {e}") for k in futures[fut]]
+                outcome.batches += results
+                done += len(results)
+                echo(_line(results, done, len(keys), started))
         except BaseException:
             for proc in list(getattr(pool, "_processes", {}).values()):
                 proc.terminate()
@@ -118,9 +144,14 @@ def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print
     return outcome
 
 
-def _line(r: BatchResult, i: int, n: int, started: float) -> str:
-    status = "ok" if r.success else "FAILED"
-    text = f"[{i}/{n}] {r.batch}: {status} in {r.seconds:.1f}s (elapsed {time.monotonic() - started:.0f}s)"
-    if not r.success:
-        text += "\n    " + r.error.replace("\n", "\n    ")
+def _line(results: list[BatchResult], done: int, n: int, started: float) -> str:
+    ok = [r.batch for r in results if r.success]
+    bad = [r for r in results if not r.success]
+    first, last = results[0].batch, results[-1].batch
+    what = first if first == last else f"{first}..{last}"
+    status = "ok" if not bad else ("FAILED" if not ok else f"{len(bad)} of {len(results)} FAILED ({', '.join(r.batch for r in bad)})")
+    text = (f"[{done}/{n}] {what}: {status} in {results[0].seconds:.1f}s "
+            f"(elapsed {time.monotonic() - started:.0f}s)")
+    if bad:
+        text += "\n    " + bad[0].error.replace("\n", "\n    ")
     return text

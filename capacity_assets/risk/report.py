@@ -1,4 +1,5 @@
-"""Department risk reports: one CSV per department (what each owner gets) plus risk_all.csv.
+"""Department reports: one CSV per department (what each owner gets) plus an ``_all`` file, for the
+risk list (``risk_*.csv``) and the capacity plan (``plan_*.csv``).
 
 Rewriting a report must never leave a half-written or out-of-date file behind: every file is written
 to a temporary name and renamed into place, and department files of the previous report that are
@@ -18,7 +19,7 @@ from capacity_assets.risk.breaches import sort_risk
 
 PREFIX = "risk_"
 ALL_FILE = f"{PREFIX}all.csv"
-MANIFEST = ".risk_report_manifest"
+PLAN_PREFIX = "plan_"
 
 
 def safe_name(department: str) -> str:
@@ -27,11 +28,11 @@ def safe_name(department: str) -> str:
     return slug or "unnamed"
 
 
-def department_files(departments) -> dict[str, str]:
+def department_files(departments, prefix: str = PREFIX) -> dict[str, str]:
     """Department -> file name, unique even when two names slugify alike or one is called 'all'."""
-    taken, out = {ALL_FILE}, {}
+    taken, out = {f"{prefix}all.csv"}, {}
     for dep in sorted(set(departments), key=str):
-        base, n = f"{PREFIX}{safe_name(dep)}", 1
+        base, n = f"{prefix}{safe_name(dep)}", 1
         name = f"{base}.csv"
         while name in taken:
             n += 1
@@ -56,24 +57,26 @@ def _csv(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, date_format="%Y-%m-%d", float_format="%.2f")
 
 
-def write_department_reports(risk: pd.DataFrame, out_dir) -> list[Path]:
-    """Write the reports; returns the paths written (risk_all.csv first, then departments by name)."""
+def write_department_reports(risk: pd.DataFrame, out_dir, prefix: str = PREFIX) -> list[Path]:
+    """Write the reports; returns the paths written (<prefix>all.csv first, then departments by name).
+    The risk list is sorted most urgent first; any other table (the plan) keeps its own order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    risk = sort_risk(risk) if len(risk) else risk
-    names = department_files(risk["department"].dropna()) if len(risk) else {}
-    written = [out_dir / ALL_FILE]
+    if prefix == PREFIX and len(risk):
+        risk = sort_risk(risk)
+    names = department_files(risk["department"].dropna(), prefix) if len(risk) else {}
+    written = [out_dir / f"{prefix}all.csv"]
     _write_atomic(_csv(risk), written[0])
     for dep, name in names.items():
         path = out_dir / name
         _write_atomic(_csv(risk[risk["department"] == dep]), path)
         written.append(path)
-    manifest = out_dir / MANIFEST
+    manifest = out_dir / f".{prefix}report_manifest"
     previous = manifest.read_text(encoding="utf-8").split() if manifest.exists() else []
     keep = {p.name for p in written}
     for stale in previous:
         # only plain file names of our own pattern: a tampered manifest can't reach elsewhere
-        if stale not in keep and stale == Path(stale).name and stale.startswith(PREFIX) and stale.endswith(".csv"):
+        if stale not in keep and stale == Path(stale).name and stale.startswith(prefix) and stale.endswith(".csv"):
             (out_dir / stale).unlink(missing_ok=True)
     _write_atomic("\n".join(sorted(keep)) + "\n", manifest)
     return written

@@ -101,7 +101,7 @@ def connect(db: str, read_only: bool = False, timeout: float | None = None) -> d
 
 def table_exists(conn, schema: str, table: str) -> bool:
     return conn.execute("select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
-                        [schema, table]).fetchone()[0] > 0
+                        [schema, table]).fetchall()[0][0] > 0
 
 
 def drop_other_batches(db: str, keys: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ STAGING = "staging"
 WRITES = f"{STAGING}._writes"  # manifest: which tables a run has staged for a batch
 CLAIMS = f"{STAGING}._claims"  # batch -> the run staging it now
 SUPERSEDED = f"{STAGING}._superseded"  # runs that another run took a batch over from
+FAILURES = f"{STAGING}._failures"  # batches a run could not compute, and why (never published)
 
 
 class Superseded(RuntimeError):
@@ -29,9 +30,30 @@ class Superseded(RuntimeError):
 def _ensure(conn) -> None:
     conn.execute(f"create schema if not exists {STAGING}").fetchall()
     conn.execute(f"create table if not exists {WRITES} (run_id varchar, batch varchar, table_name varchar)").fetchall()
+    # an append table (forecast_history) replaces only the staged values of ``append_by`` (its vintage)
+    # in a batch and keeps the newest ``keep`` of them; an older database gets the columns here
+    conn.execute(f"alter table {WRITES} add column if not exists append_by varchar").fetchall()
+    conn.execute(f"alter table {WRITES} add column if not exists keep integer").fetchall()
     conn.execute(f"create table if not exists {CLAIMS} (batch varchar, run_id varchar)").fetchall()
     conn.execute(f"create table if not exists {SUPERSEDED} (run_id varchar, batch varchar, by_run_id varchar, "
                  f"superseded_at timestamp)").fetchall()
+    conn.execute(f"create table if not exists {FAILURES} (run_id varchar, batch varchar, table_name varchar, "
+                 f"reason varchar)").fetchall()
+
+
+def record_failures(conn, run_id: str, table: str, failed: dict[str, str]) -> None:
+    """Remember why ``run_id`` has no ``table`` rows for these batches, for the steps after it."""
+    _ensure(conn)
+    conn.executemany(f"insert into {FAILURES} values (?, ?, ?, ?)", [[run_id, b, table, why] for b, why in failed.items()])
+
+
+def failure_reasons(conn, run_id: str, batches: list[str]) -> dict[str, str]:
+    if not table_exists(conn, STAGING, "_failures"):
+        return {}
+    marks = ", ".join("?" for _ in batches)
+    rows = conn.execute(f"select batch, min(reason) from {FAILURES} where run_id = ? and batch in ({marks}) "
+                        f"group by batch", [run_id, *batches]).fetchall()
+    return dict(rows)
 
 
 def _refuse_if_superseded(conn, run_id: str, batch: str) -> None:
@@ -60,9 +82,11 @@ def columns(conn, schema: str, table: str) -> list[str]:
                                        "table_name = ? order by column_index", [schema, table]).fetchall()]
 
 
-def stage(conn, table: str, select: str, run_id: str, batches: list[str], column: str = "batch") -> dict[str, str]:
+def stage(conn, table: str, select: str, run_id: str, batches: list[str], column: str = "batch",
+          append_by: str | None = None, keep: int | None = None) -> dict[str, str]:
     """Stage ``select``'s rows (registered as a relation by the caller) for ``batches`` of ``table``;
-    returns {batch: run taken over} for batches another run was staging."""
+    returns {batch: run taken over} for batches another run was staging. With ``append_by``, publishing
+    replaces only the staged values of that column in the batch and keeps its newest ``keep`` values."""
     stage_table = f"{STAGING}.{quote_ident(table)}"
     marks = ", ".join("?" for _ in batches)
     taken = {b: prev for b in batches if (prev := claim(conn, run_id, b))}
@@ -79,7 +103,8 @@ def stage(conn, table: str, select: str, run_id: str, batches: list[str], column
     conn.execute(f"delete from {stage_table} where {quote_ident(column)} in ({marks})", batches).fetchall()
     conn.execute(f"delete from {WRITES} where table_name = ? and batch in ({marks})", [table, *batches]).fetchall()
     conn.execute(f"insert into {stage_table} select *, ? from ({select})", [run_id]).fetchall()
-    conn.executemany(f"insert into {WRITES} values (?, ?, ?)", [[run_id, b, table] for b in batches])
+    conn.executemany(f"insert into {WRITES} (run_id, batch, table_name, append_by, keep) values (?, ?, ?, ?, ?)",
+                     [[run_id, b, table, append_by, keep] for b in batches])
     return taken
 
 
@@ -88,12 +113,12 @@ def staged_tables(conn, run_id: str, batch: str) -> set[str]:
                                        [run_id, batch]).fetchall()}
 
 
-def has_staged(conn, run_id: str, table: str, batches: list[str]) -> bool:
+def staged_batches(conn, run_id: str, table: str, batches: list[str]) -> set[str]:
     if not table_exists(conn, STAGING, "_writes"):
-        return False
+        return set()
     marks = ", ".join("?" for _ in batches)
-    return conn.execute(f"select count(*) from {WRITES} where run_id = ? and table_name = ? and batch in ({marks})",
-                        [run_id, table, *batches]).fetchone()[0] > 0
+    return {b for (b,) in conn.execute(f"select distinct batch from {WRITES} where run_id = ? and table_name = ? "
+                                       f"and batch in ({marks})", [run_id, table, *batches]).fetchall()}
 
 
 def read_staged(conn, run_id: str, table: str, batches: list[str], column: str = "batch"):
@@ -105,18 +130,31 @@ def read_staged(conn, run_id: str, table: str, batches: list[str], column: str =
 def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
     """Replace ``batch`` in every main table with what ``run_id`` staged, in the caller's transaction."""
     _refuse_if_superseded(conn, run_id, batch)
-    tables = sorted(staged_tables(conn, run_id, batch))
+    modes = dict((t, (a, k)) for t, a, k in conn.execute(
+        f"select table_name, any_value(append_by), any_value(keep) from {WRITES} where run_id = ? and batch = ? "
+        f"group by 1", [run_id, batch]).fetchall())
+    tables = sorted(modes)
     for t in tables:
         main, stage_table = f"main.{quote_ident(t)}", f"{STAGING}.{quote_ident(t)}"
+        append_by, keep = modes[t]
         have = set(columns(conn, "main", t))
         for c, typ in conn.execute("select column_name, data_type from duckdb_columns() where schema_name = ? "
                                    "and table_name = ? and column_name <> '_run_id' order by column_index",
                                    [STAGING, t]).fetchall():
             if c not in have:  # a new column (e.g. a hierarchy column added): older batches get NULL
                 conn.execute(f"alter table {main} add column {quote_ident(c)} {typ}").fetchall()
-        conn.execute(f"delete from {main} where {quote_ident(column)} = ?", [batch]).fetchall()
+        if append_by:
+            a = quote_ident(append_by)
+            conn.execute(f"delete from {main} where {quote_ident(column)} = ? and {a} in (select {a} from {stage_table} "
+                         f"where _run_id = ? and {quote_ident(column)} = ?)", [batch, run_id, batch]).fetchall()
+        else:
+            conn.execute(f"delete from {main} where {quote_ident(column)} = ?", [batch]).fetchall()
         conn.execute(f"insert into {main} by name select * exclude (_run_id) from {stage_table} "
                      f"where _run_id = ? and {quote_ident(column)} = ?", [run_id, batch]).fetchall()
+        if append_by and keep:
+            conn.execute(f"delete from {main} where {quote_ident(column)} = ? and {a} not in (select distinct {a} "
+                         f"from {main} where {quote_ident(column)} = ? order by {a} desc limit {int(keep)})",
+                         [batch, batch]).fetchall()
         conn.execute(f"delete from {stage_table} where _run_id = ? and {quote_ident(column)} = ?", [run_id, batch]).fetchall()
     conn.execute(f"delete from {WRITES} where run_id = ? and batch = ?", [run_id, batch]).fetchall()
     conn.execute(f"delete from {CLAIMS} where batch = ? and run_id = ?", [batch, run_id]).fetchall()

@@ -34,7 +34,7 @@ def test_minimum_history_counts_measured_days_not_filled_ones():
     measured = days[::4]  # 100 measured days spread over 400 calendar days
     full, _ = cleaning.complete_calendar(daily("sparse", measured, np.full(len(measured), 30.0)), 4)
     processed = cleaning.processed_frame(full, "b0")
-    skipped = cleaning.short_series(processed, min_days=304, batch="b0")
+    skipped = cleaning.short_series(processed, min_days=304)
     assert list(skipped["server_id"]) == ["sparse"] and skipped["days"].iloc[0] == 100
     dense, _ = cleaning.complete_calendar(daily("dense", days, np.full(len(days), 30.0)), 4)
-    assert cleaning.short_series(cleaning.processed_frame(dense, "b0"), 304, "b0").empty
+    assert cleaning.short_series(cleaning.processed_frame(dense, "b0"), 304).empty

@@ -25,7 +25,7 @@ def test_checks_fail_on_bad_data_and_name_the_series():
     assert not r.passed and "hot/cpu" in r.description
     d = checks.one_row_per_day(bad)
     assert not d.passed and "dup/cpu" in d.description
-    e = checks.batch_not_empty(bad.iloc[0:0], "batch_02")
+    e = checks.batch_not_empty(bad, ["batch_00", "batch_02"])
     assert not e.passed and "batch_02" in e.description
     assert checks.values_in_range(bad.iloc[:1]).passed and checks.one_row_per_day(bad.iloc[:2]).passed
 

@@ -47,3 +47,28 @@ def test_the_later_run_takes_the_batch_over_and_the_earlier_one_fails_loudly(tmp
     # other batches are not affected by a takeover
     _stage(conn, "a", "slow", "b1", [5])
     assert staging.staged_tables(conn, "slow", "b1") == {"a"}
+
+
+def test_an_append_table_replaces_only_its_vintage_and_keeps_the_newest(tmp_path):
+    conn = duckdb.connect(str(tmp_path / "db.duckdb"))
+
+    def publish(run, batch, vintage, values):
+        obj = pd.DataFrame({"batch": batch, "vintage": vintage, "v": values})
+        conn.register("obj", obj)
+        conn.execute("create table if not exists main.h as select * from obj limit 0")
+        staging.stage(conn, "h", "select * from obj", run, [batch], append_by="vintage", keep=2)
+        conn.unregister("obj")
+        staging.publish(conn, run, batch)
+
+    def vintages(batch):
+        return conn.execute("select vintage, list(v order by v) from main.h where batch = ? group by 1 order by 1",
+                            [batch]).fetchall()
+
+    publish("r1", "b0", 1, [10])
+    publish("r1", "b1", 1, [99])
+    publish("r2", "b0", 2, [20])
+    assert vintages("b0") == [(1, [10]), (2, [20])]
+    publish("r3", "b0", 2, [21, 22])  # the same vintage again: replaced, not added
+    assert vintages("b0") == [(1, [10]), (2, [21, 22])]
+    publish("r4", "b0", 3, [30])  # keep=2: the oldest goes, other batches untouched
+    assert vintages("b0") == [(2, [21, 22]), (3, [30])] and vintages("b1") == [(1, [99])]

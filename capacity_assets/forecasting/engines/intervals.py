@@ -2,11 +2,28 @@
 
 A model's own interval is only as honest as its assumptions (Prophet's assumes i.i.d. noise around a
 trend that keeps its historical flexibility; a tree ensemble has none). The backtest is a real
-out-of-sample test made just before the future forecast, so we use it as the calibration set of a
-split-conformal scaling: per series, ``k`` is the ``interval``-quantile of the backtest errors measured
-in units of the model's own half-width, and the future half-widths are multiplied by ``k``. A model
-whose backtest bounds covered 80 % keeps them (k = 1); one that was twice too narrow gets them
-doubled. The shape of the bounds (how they widen with the horizon) stays the model's.
+out-of-sample test made just before the future forecast, so it is the calibration set of a
+split-conformal scaling: scores are the backtest errors in units of the model's own half-width, and
+the future half-widths are multiplied by the ``interval``-quantile of those scores. The shape of the
+bounds (how they widen with the horizon) stays the model's, corrected by horizon as below.
+
+One 4-month backtest from one origin is a thin basis for a per-series quantile: its ~120 errors are
+strongly autocorrelated (a few independent looks at the model), a calm backtest under-states a
+heavy-tailed series, and the tournament's champion is, by selection, the contender whose backtest
+went best (its own scale is the most optimistic). So the factor borrows from every series of the
+same resource in the call, each a backtest from its own origin:
+
+* ``k = k_series^(1 - SHRINK) * k_pool^SHRINK``: the series' own conformal quantile, shrunk halfway
+  (in logs) to the pooled quantile of the scores of every series of that resource (of all series
+  when a resource has fewer than ``POOL_MIN_SERIES``);
+* times a horizon correction from the pool: the quantile of the pooled scores at backtest horizons
+  1-30, 31-90 and 91+ days, divided by the pooled quantile, applied to the future days at the same
+  horizons (beyond the backtest, the last block's). Models whose own bands widen too fast or too
+  slowly with the horizon get near-term and far-term bands that cover alike.
+
+A model whose backtest bounds covered 80 % across the fleet keeps them (k about 1); one that was
+twice too narrow gets them doubled. Held-out coverage per family and resource is in
+``benchmarks/README.md``.
 """
 from __future__ import annotations
 
@@ -14,6 +31,10 @@ import numpy as np
 import pandas as pd
 
 K_MIN, K_MAX = 0.2, 10.0
+SHRINK = 0.5                   # weight of the pooled factor, in logs
+POOL_MIN_SERIES = 8            # fewer series of a resource in the call: pool over every resource
+HORIZON_BLOCKS = (30, 90)      # backtest horizons (days) that split the pooled horizon correction
+_KEY = ["server_id", "resource"]
 
 
 def scale_factor(y: np.ndarray, yhat: np.ndarray, lower: np.ndarray, upper: np.ndarray,
@@ -32,26 +53,76 @@ def scale_factor(y: np.ndarray, yhat: np.ndarray, lower: np.ndarray, upper: np.n
     return float(np.clip(np.quantile(score, level), K_MIN, K_MAX))
 
 
+def _conformal_quantile(score: np.ndarray, interval: float) -> float:
+    n = len(score)
+    if n == 0:
+        return float("nan")
+    return float(np.quantile(score, min(1.0, np.ceil((n + 1) * interval) / n)))
+
+
+def _block(h: np.ndarray) -> np.ndarray:
+    """Horizon block (0, 1, 2, ...) of horizons ``h`` in days (1 = first day)."""
+    return np.searchsorted(np.asarray(HORIZON_BLOCKS), h, side="left")
+
+
+def _horizon(frame: pd.DataFrame) -> np.ndarray:
+    """Days since the series' first row in ``frame``, + 1."""
+    first = frame.groupby(_KEY, sort=False)["ds"].transform("min")
+    return ((frame["ds"] - first).dt.days + 1).to_numpy()
+
+
+def factors(backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float
+            ) -> tuple[dict, dict]:
+    """(``{(server_id, resource): k}``, ``{resource: {block: horizon correction}}``) from backtest rows."""
+    bt = backtest.drop(columns=["y"], errors="ignore").merge(actuals[_KEY + ["ds", "y"]], on=_KEY + ["ds"])
+    bt = bt[np.isfinite(bt["y"].to_numpy(float)) & np.isfinite(bt["yhat"].to_numpy(float))]
+    if bt.empty:
+        return {}, {}
+    y, yhat = bt["y"].to_numpy(float), bt["yhat"].to_numpy(float)
+    err = y - yhat
+    half = np.where(err >= 0, bt["yhat_upper"].to_numpy(float) - yhat, yhat - bt["yhat_lower"].to_numpy(float))
+    floor = np.maximum(1e-6, 0.05 * bt.assign(a=np.abs(err)).groupby(_KEY, sort=False)["a"].transform("mean").to_numpy())
+    bt = bt.assign(score=np.abs(err) / np.maximum(half, floor), block=_block(_horizon(bt)))
+    own = {key: _conformal_quantile(g.to_numpy(), interval) for key, g in bt.groupby(_KEY, sort=False)["score"]}
+    n_series = bt.drop_duplicates(_KEY)["resource"].value_counts()
+    pools: dict = {}
+    for resource in n_series.index:
+        part = bt[bt["resource"] == resource] if n_series[resource] >= POOL_MIN_SERIES else bt
+        k_pool = _conformal_quantile(part["score"].to_numpy(), interval)
+        ratio = {int(b): _conformal_quantile(g.to_numpy(), interval) / k_pool
+                 for b, g in part.groupby("block")["score"]} if k_pool > 0 else {}
+        pools[resource] = (k_pool, ratio)
+    k = {}
+    for (server, resource), k_own in own.items():
+        k_pool = pools[resource][0]
+        mixed = np.exp((1 - SHRINK) * np.log(max(k_own, 1e-9)) + SHRINK * np.log(max(k_pool, 1e-9)))
+        k[(server, resource)] = float(np.clip(mixed, K_MIN, K_MAX))
+    return k, {r: ratio for r, (_, ratio) in pools.items()}
+
+
 def calibrate(future: pd.DataFrame, backtest: pd.DataFrame, actuals: pd.DataFrame,
               interval: float) -> pd.DataFrame:
-    """Rescale ``future`` bounds per series by the backtest's conformal factor.
+    """Rescale ``future`` bounds per series and horizon by the backtest's conformal factors.
 
-    ``backtest`` and ``future`` hold ENGINE_RESULTS rows, ``actuals`` server_id, resource, ds, y.
-    Series without backtest rows keep their bounds.
+    ``backtest`` and ``future`` hold ENGINE_RESULTS rows of the same series (usually a batch),
+    ``actuals`` server_id, resource, ds, y. Series without scored backtest rows keep their bounds.
     """
     if future.empty:
         return future
-    bt = backtest.merge(actuals[["server_id", "resource", "ds", "y"]], on=["server_id", "resource", "ds"])
-    factors = {
-        key: scale_factor(g["y"].to_numpy(float), g["yhat"].to_numpy(float),
-                          g["yhat_lower"].to_numpy(float), g["yhat_upper"].to_numpy(float), interval)
-        for key, g in bt.groupby(["server_id", "resource"], sort=False)
-    }
+    k, ratios = factors(backtest, actuals, interval)
     keys = list(zip(future["server_id"], future["resource"]))
-    k = np.array([factors.get(key, 1.0) for key in keys])
+    known = np.array([key in k for key in keys], bool)
+    kk = np.array([k.get(key, 1.0) for key in keys])
+    # a block the backtest did not reach takes the farthest one it did
+    table = {(r, b): ratio.get(b, ratio[max(ratio)]) for r, ratio in ratios.items() if ratio
+             for b in range(len(HORIZON_BLOCKS) + 1)}
+    block = _block(_horizon(future))
+    corr = np.array([table.get((r, int(b)), 1.0) for r, b in zip(future["resource"], block)])
+    corr = np.where(known, corr, 1.0)
+    kk = np.clip(kk * corr, K_MIN, K_MAX)
     out = future.copy()
-    out["yhat_lower"] = out["yhat"] - k * (out["yhat"] - out["yhat_lower"])
-    out["yhat_upper"] = out["yhat"] + k * (out["yhat_upper"] - out["yhat"])
+    out["yhat_lower"] = out["yhat"] - kk * (out["yhat"] - out["yhat_lower"])
+    out["yhat_upper"] = out["yhat"] + kk * (out["yhat_upper"] - out["yhat"])
     return out
 
 

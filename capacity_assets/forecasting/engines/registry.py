@@ -7,8 +7,11 @@ fit. ``run`` owns everything after that, so no engine repeats it and none can ge
 seasonal-naive fallback for failed or non-finite series, split-conformal calibration of the future
 bounds on the backtest, the unclipped ``demand`` columns, clipping to 0–100 and the contract.
 
-Adding a contender (say ETS) is one module with ``predict`` and one line in ``ENGINES``; the asset
-graph makes a ``<name>_results`` asset, the tournament scores it and the dashboard colours it.
+Adding a contender is one module with ``predict`` and one line in ``ENGINES``; the asset graph
+makes a ``<name>_results`` asset, the tournament scores it and the dashboard colours it. A
+*combiner* (``combiner=True``, the combination) fits nothing: its module's ``combine(results_by_model,
+actuals, cfg)`` builds its rows from the fitted contenders' (``CONTENDERS``) results, and the
+tournament scores it like the others (``TOURNAMENT``).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ class Engine:
     description: str
     colour: str  # one colour per engine from the tournament bars to the deep dive
     contender: bool = True  # takes part in the tournament (naive is the baseline and the fallback)
+    combiner: bool = False  # built from the fitted contenders' results (``module.combine``), not by ``run``
 
 
 ENGINES: dict[str, Engine] = {
@@ -39,11 +43,18 @@ ENGINES: dict[str, Engine] = {
                       "Prophet (weekly + yearly seasonality) on Prophet's own Stan model.", "#2563eb"),
     "challenger": Engine("capacity_assets.forecasting.engines.challenger",
                          "XGBoost challenger: a global model per resource on a damped per-series trend.", "#f59e0b"),
+    "ets": Engine("capacity_assets.forecasting.engines.ets",
+                  "ETS (statsforecast AutoETS, weekly season): local level and trend, its own intervals.", "#10b981"),
+    "combination": Engine("capacity_assets.forecasting.combination",
+                          "Combination: the per-day mean of the fitted contenders, bounds from their mixture.",
+                          "#8b5cf6", combiner=True),
     "naive": Engine("capacity_assets.forecasting.engines.naive",
                     "Seasonal naive: next week looks like the last observed week.", "#94a3b8", contender=False),
 }
 # registry order decides ties in the tournament
-CONTENDERS: tuple[str, ...] = tuple(n for n, e in ENGINES.items() if e.contender)
+CONTENDERS: tuple[str, ...] = tuple(n for n, e in ENGINES.items() if e.contender and not e.combiner)  # fitted by ``run``
+COMBINERS: tuple[str, ...] = tuple(n for n, e in ENGINES.items() if e.contender and e.combiner)  # ``combine`` them
+TOURNAMENT: tuple[str, ...] = CONTENDERS + COMBINERS  # every contender the tournament scores
 FALLBACK = "naive"
 
 
@@ -51,6 +62,14 @@ def engine(name: str) -> ModuleType:
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; known engines: {', '.join(ENGINES)}")
     return importlib.import_module(ENGINES[name].module)
+
+
+def combine(name: str, results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame,
+            cfg: ForecastConfig) -> pd.DataFrame:
+    """A combiner's ENGINE_RESULTS rows from the fitted contenders' results (see ``combination``)."""
+    if name not in COMBINERS:
+        raise ValueError(f"{name!r} is not a combiner; combiners: {', '.join(COMBINERS)}")
+    return engine(name).combine(results_by_model, actuals, cfg)
 
 
 def _split_bad(rows: pd.DataFrame, failed: dict, history: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -87,6 +106,8 @@ def run(name: str, history: pd.DataFrame, cfg: ForecastConfig, log=None) -> pd.D
     """One engine over a batch's history (server_id, resource, ds, y): ENGINE_RESULTS rows for every
     series, the ones it could not fit from the seasonal-naive fallback, marked ``<name>:fallback``."""
     log = log or logging.getLogger(__name__)
+    if name in COMBINERS:
+        raise ValueError(f"{name!r} combines the other contenders' results: call combine({name!r}, ...)")
     if history.empty:
         return empty(ENGINE_RESULTS)
     started = time.monotonic()

@@ -6,15 +6,16 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from capacity_assets.pipeline import checks
-from capacity_assets.inputs import cleaning
-from capacity_assets.demo.ensure import ensure_demo_fleet
-from capacity_assets.inputs import files, fingerprint
-from capacity_assets.inputs.batching import servers_in_batch
-from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.forecasting.engines.base import min_history_days
+from capacity_assets.inputs import cleaning, files, fingerprint
+from capacity_assets.inputs.batching import batch_of
 from capacity_assets.inputs.hierarchy import UNASSIGNED, hierarchy_table
-from capacity_assets.pipeline.partitions import STORED_BY_BATCH, batches
+from capacity_assets.inputs.sources import prepare_metrics
+from capacity_assets.pipeline import checks
+from capacity_assets.pipeline.batches import each_batch, failures, mark
+from capacity_assets.pipeline.partitions import BACKFILL, STORED_BY_BATCH, batches
+from capacity_assets.pipeline.resources import SettingsResource
+from capacity_assets.schema import PROCESSED_DATA
 
 SHOW = 5  # server ids named in a warning
 
@@ -23,11 +24,11 @@ def _some(ids: list[str]) -> str:
     return ", ".join(map(repr, ids[:SHOW])) + (f" and {len(ids) - SHOW} more" if len(ids) > SHOW else "")
 
 
-def _coverage(conn, cfg, table: pd.DataFrame) -> tuple[list[str], list[str], str]:
+def _coverage(conn, metrics: str, table: pd.DataFrame) -> tuple[list[str], list[str], str]:
     """Metric servers the hierarchy lacks and hierarchy servers without metrics, so an owner gap is
     seen when the hierarchy loads, not only as 'Unassigned' rows in the risk list."""
     try:
-        metric_servers = files.distinct_servers(conn, files.inspect_metrics(conn, cfg.metrics_glob))
+        metric_servers = files.distinct_servers(conn, files.inspect_metrics(conn, metrics))
     except files.InputError as e:
         return [], [], f"not compared with the metrics ({e})"
     known = set(table["server_id"])
@@ -41,7 +42,7 @@ def _coverage(conn, cfg, table: pd.DataFrame) -> tuple[list[str], list[str], str
                       "hierarchy file (CAPACITY_HIERARCHY). Servers missing here are reported as Unassigned.")
 def business_hierarchy(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.Output[pd.DataFrame]:
     cfg = settings.get()
-    ensure_demo_fleet(cfg)
+    metrics = prepare_metrics(cfg, log=context.log.info)
     path = cfg.hierarchy_path
     conn = duckdb.connect()
     raw = (files.read_table(conn, path, files.HIERARCHY_COLUMNS, "CAPACITY_HIERARCHY") if path
@@ -49,7 +50,7 @@ def business_hierarchy(context: dg.AssetExecutionContext, settings: SettingsReso
     if not path:
         context.log.warning("No CAPACITY_HIERARCHY given: every server will be reported as Unassigned")
     table, problems = hierarchy_table(raw)
-    missing, extra, note = _coverage(conn, cfg, table)
+    missing, extra, note = _coverage(conn, metrics, table)
     if missing and path:
         problems.append(f"{len(missing)} server(s) in the metrics are missing from the hierarchy and will be "
                         f"reported as {UNASSIGNED}: {_some(missing)}")
@@ -75,51 +76,42 @@ def business_hierarchy(context: dg.AssetExecutionContext, settings: SettingsReso
         "skipped_series": dg.AssetOut(metadata=STORED_BY_BATCH, kinds={"duckdb"}, description=(
             "Series too short to backtest, with the reason; they are kept in processed_data but not forecast.")),
     },
-    partitions_def=batches, group_name="ingest", check_specs=checks.PROCESSED_CHECKS,
+    partitions_def=batches, backfill_policy=BACKFILL, group_name="ingest", check_specs=checks.PROCESSED_CHECKS,
 )
 def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource):
     cfg = settings.get()
-    batch = context.partition_key
+    keys = context.partition_keys
     started = time.monotonic()
-    ensure_demo_fleet(cfg)
     conn = duckdb.connect()
-    sources = files.inspect_metrics(conn, cfg.metrics_glob)
-    servers = servers_in_batch(files.distinct_servers(conn, sources), batch, cfg.batches)
+    # the input is read once for every batch of the run, whatever their number
+    sources = files.inspect_metrics(conn, prepare_metrics(cfg, log=context.log.info))
+    digests = fingerprint.server_digests(conn, sources)
+    prints = fingerprint.batch_fingerprints(conn, sources, cfg, digests=digests)
+    server_batch = {s: batch_of(s, cfg.batches) for s in digests}
+    servers = sorted(s for s, b in server_batch.items() if b in keys)
     daily, stats = files.read_daily(conn, sources, servers, cfg.daily_agg)
-    # what these results are made from, taken from the same files at the same moment (batch_ledger)
-    batch_fingerprint = fingerprint.batch_fingerprints(conn, sources, cfg)[batch]
-    full, fill = cleaning.complete_calendar(daily, cfg.backtest_months)
-    processed = cleaning.processed_frame(full, batch)
-    skipped = cleaning.short_series(processed, min_history_days(cfg.forecast_config), batch)
-    no_id = sum(f.no_server_id for f in sources)
-    for p in stats.examples:
-        context.log.warning(f"{batch}: dropped rows, first {p}")
-    for f in stats.fraction_files:
-        context.log.warning(f"{f}: values look like fractions 0–1 (max <= 1): multiplied by 100")
-    if stats.unknown_resource:
-        context.log.warning(f"{batch}: skipped {stats.unknown_resource} rows with unknown resources "
-                            f"{stats.unknown_resources} (expected {', '.join(files.RESOURCES)})")
-    dropped = {"bad timestamp": stats.bad_timestamp, "missing value": stats.missing_value,
-               "non-numeric value": stats.non_numeric_value}
-    if any(dropped.values()) or stats.clipped or stats.duplicates:
-        context.log.warning(f"{batch}: dropped rows: " + ", ".join(f"{n} {k}" for k, n in dropped.items())
-                            + f"; {stats.clipped} samples clipped to 0–100; {stats.duplicates} duplicate samples "
-                            f"averaged ({stats.duplicate_conflicts} with differing values)")
-    if stats.utc_offset_rows and stats.naive_time_rows:
-        context.log.warning(f"{batch}: {stats.utc_offset_rows} time stamps carry a UTC offset (converted to UTC) "
-                            f"and {stats.naive_time_rows} do not (taken as UTC as they are)")
-    if no_id:
-        context.log.warning(f"{no_id} rows of the input have no server_id and belong to no batch: ignored")
-    if len(skipped):
-        context.log.warning(f"{batch}: {len(skipped)} series too short to forecast, e.g. "
-                            f"{skipped['server_id'].iloc[0]}/{skipped['resource'].iloc[0]}: {skipped['reason'].iloc[0]}")
-    context.log.info(f"{batch}: {len(servers)} servers, {fill['series']} series, {stats.rows_in} rows in -> "
-                     f"{len(processed)} daily values ({fill['days_filled']} filled) in {time.monotonic() - started:.1f}s")
+    daily = daily.assign(batch=daily["server_id"].map(server_batch))
+    read_s = time.monotonic() - started
+    fills: dict[str, dict] = {}
+
+    def clean(batch: str, daily: pd.DataFrame) -> pd.DataFrame:
+        full, fills[batch] = cleaning.complete_calendar(daily.drop(columns="batch"), cfg.backtest_months)
+        return cleaning.processed_frame(full, batch)
+
+    processed = each_batch(context, "processed_data", {"daily": daily}, clean, PROCESSED_DATA)
+    skipped = mark(cleaning.short_series(processed, min_history_days(cfg.forecast_config)),
+                   failures(processed))
+    _warn(context, stats, sources, skipped)
+    context.log.info(f"{len(keys)} batch(es): {len(servers)} servers, {stats.rows_in:,} rows read in {read_s:.1f}s -> "
+                     f"{len(processed):,} daily values ({sum(f['days_filled'] for f in fills.values()):,} filled) "
+                     f"in {time.monotonic() - started:.1f}s")
     yield dg.Output(processed, output_name="processed_data", metadata={
-        "servers": len(servers), "series": fill["series"], "rows_in": stats.rows_in,
-        "rows_out": len(processed), "duplicates_dropped": int(stats.duplicates),
-        "values_clipped": int(stats.clipped), "days_filled": fill["days_filled"],
-        "long_gaps_filled": fill["long_gaps"], "bad_timestamps_dropped": int(stats.bad_timestamp),
+        "batches": len(keys), "servers": len(servers), "series": sum(f["series"] for f in fills.values()),
+        "rows_in": stats.rows_in, "rows_out": len(processed), "read_seconds": round(read_s, 2),
+        "duplicates_dropped": int(stats.duplicates),
+        "values_clipped": int(stats.clipped), "days_filled": sum(f["days_filled"] for f in fills.values()),
+        "long_gaps_filled": sum(f["long_gaps"] for f in fills.values()),
+        "bad_timestamps_dropped": int(stats.bad_timestamp),
         "missing_values_dropped": int(stats.missing_value),
         "non_numeric_values_dropped": int(stats.non_numeric_value),
         "unknown_resource_rows_dropped": int(stats.unknown_resource),
@@ -129,12 +121,40 @@ def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource
         "utc_offset_rows": int(stats.utc_offset_rows), "naive_time_rows": int(stats.naive_time_rows),
         "max_samples_per_day": int(stats.max_samples_per_day),
         "series_skipped_short": len(skipped),
-        "rows_without_server_id_ignored_all_batches": int(no_id),
+        "rows_without_server_id_ignored_all_batches": int(sum(f.no_server_id for f in sources)),
         "fraction_scaled_files": ", ".join(stats.fraction_files) or "none",
-        "daily_agg": cfg.daily_agg, "source": cfg.metrics_glob,
-        "fingerprint": batch_fingerprint, "code_version": fingerprint.code_version(),
+        "daily_agg": cfg.daily_agg, "source": cfg.metrics_glob if not cfg.uses_prometheus else cfg.prom_cache,
+        # what these results are made from, read from the same files at the same moment (batch_ledger)
+        "fingerprints": dg.MetadataValue.json({b: prints[b] for b in keys}),
+        "code_version": fingerprint.code_version(),
     })
     yield dg.Output(skipped, output_name="skipped_series", metadata={"series_skipped": len(skipped)})
     yield checks.values_in_range(processed)
     yield checks.one_row_per_day(processed)
-    yield checks.batch_not_empty(processed, batch)
+    yield checks.batch_not_empty(processed, keys)
+
+
+def _warn(context, stats, sources, skipped) -> None:
+    """What a data owner should hear about: rows dropped or repaired, series too short."""
+    for p in stats.examples:
+        context.log.warning(f"dropped rows, first {p}")
+    for f in stats.fraction_files:
+        context.log.warning(f"{f}: values look like fractions 0–1 (max <= 1): multiplied by 100")
+    if stats.unknown_resource:
+        context.log.warning(f"skipped {stats.unknown_resource} rows with unknown resources "
+                            f"{stats.unknown_resources} (expected {', '.join(files.RESOURCES)})")
+    dropped = {"bad timestamp": stats.bad_timestamp, "missing value": stats.missing_value,
+               "non-numeric value": stats.non_numeric_value}
+    if any(dropped.values()) or stats.clipped or stats.duplicates:
+        context.log.warning("dropped rows: " + ", ".join(f"{n} {k}" for k, n in dropped.items())
+                            + f"; {stats.clipped} samples clipped to 0–100; {stats.duplicates} duplicate samples "
+                            f"averaged ({stats.duplicate_conflicts} with differing values)")
+    if stats.utc_offset_rows and stats.naive_time_rows:
+        context.log.warning(f"{stats.utc_offset_rows} time stamps carry a UTC offset (converted to UTC) "
+                            f"and {stats.naive_time_rows} do not (taken as UTC as they are)")
+    no_id = sum(f.no_server_id for f in sources)
+    if no_id:
+        context.log.warning(f"{no_id} rows of the input have no server_id and belong to no batch: ignored")
+    if len(skipped):
+        context.log.warning(f"{len(skipped)} series too short to forecast, e.g. {skipped['batch'].iloc[0]} "
+                            f"{skipped['server_id'].iloc[0]}/{skipped['resource'].iloc[0]}: {skipped['reason'].iloc[0]}")

@@ -5,39 +5,52 @@ import pandas as pd
 
 from capacity_assets.inputs.batching import batch_keys
 from capacity_assets.inputs.fingerprint import result_settings
-from capacity_assets.pipeline.partitions import STORED_BY_BATCH, batches
+from capacity_assets.pipeline.batches import each_batch, failures
+from capacity_assets.pipeline.partitions import PER_BATCH
 from capacity_assets.pipeline.resources import SettingsResource
+from capacity_assets.schema import BATCH_LEDGER
 from capacity_assets.store import ledger
 
 
-def _inputs_read(context: dg.AssetExecutionContext) -> tuple[str, str]:
-    """(fingerprint, code version) of the inputs this run's processed_data read for the batch."""
+def _inputs_read(context: dg.AssetExecutionContext, batch: str) -> tuple[str, str]:
+    """(fingerprint, code version) of the inputs this run's processed_data read for ``batch``."""
     found = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("processed_data"), asset_partitions=[context.partition_key]),
-        limit=1).records
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("processed_data"), asset_partitions=[batch]), limit=1).records
     if not found or found[0].run_id != context.run_id:
-        raise dg.Failure(f"{context.partition_key}: batch_ledger records the inputs processed_data read in the "
-                         f"same run; materialise it together with processed_data (the whole batch)")
+        raise dg.Failure(f"{batch}: batch_ledger records the inputs processed_data read in the same run; "
+                         f"materialise it together with processed_data (the whole batch)")
     meta = found[0].asset_materialization.metadata
-    return meta["fingerprint"].value, meta["code_version"].value
+    return meta["fingerprints"].value[batch], meta["code_version"].value
 
 
-@dg.asset(partitions_def=batches, group_name="decision", metadata=STORED_BY_BATCH, kinds={"duckdb"},
+@dg.asset(group_name="decision", **PER_BATCH,
           ins={"forecasts": dg.AssetIn(), "business_hierarchy": dg.AssetIn()},
-          deps=["risk_exceptions"],
+          deps=["risk_exceptions", "capacity_plan", "forecast_history", "risk_history", "forecast_accuracy",
+                "risk_calls", "risk_resolved"],
           description="One row per batch: the run that published it, when, the fingerprint of the inputs, "
                       "settings, code and library versions it was made from, and the hierarchy version its "
-                      "owners came from. Published in the same transaction as the batch's tables.")
+                      "owners came from. Published in the same transaction as the batch's tables; a run in "
+                      "which some batches failed publishes the others and then fails, naming them.")
 def batch_ledger(context: dg.AssetExecutionContext, settings: SettingsResource, forecasts: pd.DataFrame,
-                 business_hierarchy: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+                 business_hierarchy: pd.DataFrame):
     cfg = settings.get()
-    fp, code = _inputs_read(context)
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    row = ledger.ledger_row(context.partition_key, context.run_id, fp, forecasts, result_settings(cfg), code,
-                            business_hierarchy, now)
-    return dg.Output(row, metadata={"fingerprint": fp, "code_version": code,
-                                    "hierarchy_version": row["hierarchy_version"].iloc[0],
-                                    "series": int(row["series"].iloc[0])})
+
+    def record(batch, forecasts, business_hierarchy):
+        fp, code = _inputs_read(context, batch)
+        return ledger.ledger_row(batch, context.run_id, fp, forecasts, result_settings(cfg), code,
+                                 business_hierarchy, now)
+
+    rows = each_batch(context, "batch_ledger", {"forecasts": forecasts, "business_hierarchy": business_hierarchy},
+                      record, BATCH_LEDGER)
+    failed = failures(rows)
+    yield dg.Output(rows, metadata={"published": ", ".join(rows["batch"]) or "none",
+                                    "failed": ", ".join(failed) or "none",
+                                    "series": int(rows["series"].sum())})
+    if failed:  # the others are published by now; re-running only these is enough
+        raise dg.Failure(f"{len(failed)} of {len(context.partition_keys)} batches failed and were not published "
+                         f"(their previous results stay): " + "; ".join(f"{b}: {why}" for b, why in failed.items()),
+                         metadata={"failed_batches": ", ".join(failed)})
 
 
 @dg.asset_check(asset=batch_ledger, name="every_batch_fresh",

@@ -1,0 +1,131 @@
+"""The combination contender: the per-day mean of the fitted contenders' forecasts.
+
+Why: one 4-month backtest is a noisy judge. On a fleet unlike the one the engines were tuned on, the
+plain mean of the engines' forecasts beat every engine and the tournament's pick, because the
+engines' errors are far from perfectly correlated and averaging cancels part of them (the oldest
+result in forecast combination). It costs no fit: it reuses the contenders' rows.
+
+Rule, per series, split and day, over the members (every fitted contender with rows for the series;
+``:fallback`` rows only when no member has a real fit, since they are the naive baseline):
+
+* ``yhat`` is the mean of the members' unclipped forecasts (``demand``).
+* The bounds are the ``interval`` quantiles of the equal-weight mixture of the members' predictive
+  distributions (the *linear pool*), each member a two-piece normal with median ``yhat`` whose
+  quantiles are its own bounds. Where members disagree, the pool widens to cover both; where they
+  agree, it is about as wide as they are. Never narrower than averaging the bounds (the rule a test
+  checks): averaging quantiles is over-confident exactly when the members disagree.
+* Calibrated like every contender, consistently: the members' future bounds are already
+  calibrated, so their backtest bounds are first scaled by the same factors (``intervals``), the
+  pool of those is the combination's backtest band, and the combination's future band is then
+  scaled by the factor its own backtest asks for (below 1 where the pool over-covers, which it
+  does where members disagree but their errors cancel). Without ``actuals`` no scaling is done.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr, ndtri
+
+from capacity_assets.forecasting.engines.base import ForecastConfig
+from capacity_assets.forecasting.engines import intervals
+from capacity_assets.forecasting.engines.registry import CONTENDERS, finish
+from capacity_assets.schema import ENGINE_RESULTS, SERIES_KEY, empty
+
+NAME = "combination"
+ROW = SERIES_KEY + ["split", "ds"]
+CENTRE = "mean"
+_BISECT_STEPS = 40  # bracket width / 2**40: far below a hundredth of a point
+
+
+def _members(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame | None,
+             interval: float) -> pd.DataFrame:
+    """Long frame of the members' rows (fallbacks dropped where a series has a real fit), their
+    backtest bounds scaled as their future bounds were (see the module docstring)."""
+    parts = []
+    for name, res in results_by_model.items():
+        if name not in CONTENDERS or res is None or res.empty:
+            continue
+        r = res[ROW + ["yhat", "yhat_lower", "yhat_upper", "model", "demand", "demand_upper"]]
+        if actuals is not None:
+            bt = r["split"] == "backtest"
+            scaled = intervals.calibrate(r[bt], r[bt], actuals, interval)
+            scaled = scaled.assign(demand_upper=scaled["demand"] + (scaled["yhat_upper"] - scaled["yhat"]))
+            r = pd.concat([scaled, r[~bt]], ignore_index=True)
+        parts.append(r.assign(member=name, fallback=r["model"].astype(str).str.endswith(":fallback")))
+    if not parts:
+        return pd.DataFrame()
+    long = pd.concat(parts, ignore_index=True)
+    real = long.loc[~long["fallback"], SERIES_KEY].drop_duplicates().assign(_real=True)
+    long = long.merge(real, on=SERIES_KEY, how="left")
+    return long[~(long["fallback"] & long["_real"].eq(True))].drop(columns="_real")
+
+
+def pool_bounds(centre: np.ndarray, lower: np.ndarray, upper: np.ndarray, interval: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Central ``interval`` of the equal-weight mixture of two-piece normals, one per column.
+
+    Arrays are (rows, members); NaN marks a missing member. Member j has median ``centre`` and its
+    ``(1 - interval) / 2`` and ``(1 + interval) / 2`` quantiles at ``lower`` and ``upper``. The
+    mixture's quantile lies between the members' (every CDF is below the level at the smallest
+    member quantile and above it at the largest), so bisection on that bracket converges.
+    """
+    z = float(ndtri(0.5 + interval / 2))
+    s_lo = np.maximum(centre - lower, 1e-9) / z
+    s_hi = np.maximum(upper - centre, 1e-9) / z
+    have = np.isfinite(centre)
+    n = have.sum(axis=1)
+
+    def cdf(x: np.ndarray) -> np.ndarray:
+        d = x[:, None] - centre
+        f = ndtr(d / np.where(d < 0, s_lo, s_hi))
+        return np.where(have, f, 0.0).sum(axis=1) / np.maximum(n, 1)
+
+    out = []
+    for q, member_q in (((1 - interval) / 2, lower), ((1 + interval) / 2, upper)):
+        lo, hi = np.nanmin(member_q, axis=1), np.nanmax(member_q, axis=1)
+        for _ in range(_BISECT_STEPS):
+            mid = (lo + hi) / 2
+            below = cdf(mid) < q
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        out.append((lo + hi) / 2)
+    return out[0], out[1]
+
+
+def combine(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame | None,
+            cfg: ForecastConfig) -> pd.DataFrame:
+    """ENGINE_RESULTS rows of the combination (model ``combination``, or ``combination:fallback``
+    when every member of a series is a fallback) from the fitted contenders' results.
+
+    ``results_by_model``: ``{name: <name>_results}`` as the engines' assets store them (a ``batch``
+    column is ignored; names that are not fitted contenders, such as the combination itself, are
+    skipped). ``actuals`` (server_id, resource, ds, y; a ``filled`` flag or ``batch`` column are
+    ignored) calibrates the bounds, as the registry does for the engines. Backtest and future rows
+    cover the days every member of the series forecasts.
+    """
+    long = _members(results_by_model, actuals, cfg.interval)
+    if long.empty:
+        return empty(ENGINE_RESULTS)
+    # unclipped centre and upper bound; the lower half-width as the members published it
+    long = long.assign(c=long["demand"].astype(float),
+                       lo=long["demand"] - (long["yhat"] - long["yhat_lower"]),
+                       hi=np.maximum(long["demand_upper"], long["demand"]))
+    names = sorted(long["member"].unique())
+    wide = long.pivot_table(index=ROW, columns="member", values=["c", "lo", "hi"], aggfunc="first")
+    count = long.groupby(SERIES_KEY)["member"].nunique()
+    c, lo, hi = (wide[v].reindex(columns=names).to_numpy(float) for v in ("c", "lo", "hi"))
+    # a day some member lacks (it forecasts fewer days) is left out, never combined from fewer members
+    idx = wide.index.to_frame(index=False)
+    need = count.reindex(pd.MultiIndex.from_frame(idx[SERIES_KEY])).to_numpy()
+    full = np.isfinite(c).sum(axis=1) == need
+    c, lo, hi, idx = c[full], lo[full], hi[full], idx[full].reset_index(drop=True)
+    yhat = np.nanmedian(c, axis=1) if CENTRE == "median" else np.nanmean(c, axis=1)
+    pl, pu = pool_bounds(c, lo, hi, cfg.interval)
+    lower = np.minimum(np.minimum(pl, np.nanmean(lo, axis=1)), yhat)
+    upper = np.maximum(np.maximum(pu, np.nanmean(hi, axis=1)), yhat)
+    all_fallback = long.groupby(SERIES_KEY)["fallback"].all()
+    fb = all_fallback.reindex(pd.MultiIndex.from_frame(idx[SERIES_KEY])).to_numpy(bool)
+    raw = idx.assign(yhat=yhat, yhat_lower=lower, yhat_upper=upper)
+    act = actuals[SERIES_KEY + ["ds", "y"]] if actuals is not None else None
+    parts = [finish(raw[mask], act, cfg, label, calibrate=act is not None and label == NAME)
+             for mask, label in ((~fb, NAME), (fb, f"{NAME}:fallback")) if mask.any()]
+    return pd.concat(parts, ignore_index=True).sort_values(ROW, kind="stable", ignore_index=True)

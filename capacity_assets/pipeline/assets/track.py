@@ -1,0 +1,134 @@
+"""Stage 6: the track record. Every run's golden record is kept as a vintage and scored later against
+what really happened; every risk call too, and each exception's lifecycle (new, ongoing, resolved).
+
+forecast_history and risk_history are append tables: publishing a batch replaces only this run's
+vintage and keeps the newest CAPACITY_KEEP_VINTAGES (``pipeline.io_manager``). The scoring assets
+read the vintages already published through ``store.history``, one batch at a time.
+"""
+import dagster as dg
+import pandas as pd
+
+from capacity_assets.config import CapacitySettings
+from capacity_assets.pipeline.assets.tournament import levels
+from capacity_assets.pipeline.batches import each_batch
+from capacity_assets.pipeline.io_manager import APPEND_BY, KEEP
+from capacity_assets.pipeline.partitions import BACKFILL, PER_BATCH, STORED_BY_BATCH, batches
+from capacity_assets.pipeline.resources import SettingsResource
+from capacity_assets.schema import (FORECAST_ACCURACY, FORECAST_HISTORY, RISK_CALL_OUTCOMES, RISK_HISTORY,
+                                    RISK_RESOLVED)
+from capacity_assets.store.history import read_batch
+from capacity_assets.track import accuracy, lifecycle, risk_calls, vintages
+
+# an append table keeps this many vintages per batch; read when the definitions load, like the batches
+APPEND = {**STORED_BY_BATCH, APPEND_BY: "vintage", KEEP: CapacitySettings.from_env().keep_vintages}
+APPENDED = {"partitions_def": batches, "backfill_policy": BACKFILL, "metadata": APPEND, "kinds": {"duckdb"}}
+DRIFT_SPEC = dg.AssetCheckSpec("batch_drift", asset="forecast_accuracy", description=(
+    "WARN when a batch's realised MAPE over its last 4 scored vintages is worse than its backtest MAPE by more "
+    "than CAPACITY_DRIFT_FACTOR: the models are drifting."))
+
+
+@dg.asset(group_name="track", **APPENDED,
+          description="Every run's golden record kept as a vintage (its first forecast day): forecasts rounded to "
+                      "0.01 points and the threshold each series was judged against. Re-running the same data "
+                      "replaces its vintage; the newest CAPACITY_KEEP_VINTAGES are kept per batch.")
+def forecast_history(context: dg.AssetExecutionContext, settings: SettingsResource, forecasts: pd.DataFrame,
+                     business_hierarchy: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    cfg = settings.get()
+
+    def vintage(batch, forecasts, business_hierarchy):
+        return vintages.as_vintage(forecasts, levels(cfg, forecasts, business_hierarchy))
+
+    out = each_batch(context, "forecast_history", {"forecasts": forecasts, "business_hierarchy": business_hierarchy},
+                     vintage, FORECAST_HISTORY)
+    return dg.Output(out, metadata={"vintages": ", ".join(sorted({f"{v:%Y-%m-%d}" for v in out["vintage"]})) or "none",
+                                    "rows": len(out)})
+
+
+@dg.asset(group_name="track", **APPENDED,
+          description="Every run's risk calls kept as a vintage: the series flagged, their severity, threshold and "
+                      "owners at the time, so later runs can tell new exceptions from ongoing ones and score them.")
+def risk_history(context: dg.AssetExecutionContext, risk_exceptions: pd.DataFrame,
+                 forecasts: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    out = each_batch(context, "risk_history", {"risk_exceptions": risk_exceptions, "forecasts": forecasts},
+                     lambda batch, risk_exceptions, forecasts: risk_calls.as_risk_vintage(risk_exceptions, forecasts),
+                     RISK_HISTORY)
+    return dg.Output(out, metadata={"rows": len(out)})
+
+
+@dg.asset(group_name="track", **PER_BATCH, check_specs=[DRIFT_SPEC],
+          ins={"processed_data": dg.AssetIn(), "champions": dg.AssetIn()}, deps=["forecast_history"],
+          description="Each kept vintage against the actuals that arrived since, per series and horizon bucket "
+                      "(1-7, 8-30, 31-90, 91-180, all): days scored, MAPE, WAPE, bias, band coverage; measured "
+                      "days only.")
+def forecast_accuracy(context: dg.AssetExecutionContext, settings: SettingsResource, processed_data: pd.DataFrame,
+                      champions: pd.DataFrame):
+    cfg = settings.get()
+
+    def score(batch, processed_data, champions):
+        return accuracy.score_vintages(read_batch(cfg.db, "forecast_history", batch, FORECAST_HISTORY), processed_data)
+
+    out = each_batch(context, "forecast_accuracy", {"processed_data": processed_data, "champions": champions},
+                     score, FORECAST_ACCURACY)
+    passed, details = accuracy.batch_drift(out, accuracy.backtest_mape_by_batch(champions), cfg.drift_factor)
+    drifted = details.get("drifted", [])
+    yield dg.Output(out, metadata={"rows": len(out), "vintages_scored": int(out[["batch", "vintage"]].drop_duplicates().shape[0])})
+    yield dg.AssetCheckResult(
+        check_name="batch_drift", passed=bool(passed), severity=dg.AssetCheckSeverity.WARN,
+        description=None if passed else f"{len(drifted)} batch(es) forecast worse than their backtest promised by "
+                                        f"more than {cfg.drift_factor:g}x: {', '.join(map(str, drifted))}",
+        metadata={"drifted": ", ".join(map(str, drifted)) or "none",
+                  "not_scored_yet": ", ".join(map(str, details.get("not_scored_yet", []))) or "none"})
+
+
+@dg.asset(name="risk_calls", group_name="track", **PER_BATCH,
+          ins={"processed_data": dg.AssetIn(), "business_hierarchy": dg.AssetIn()},
+          deps=["forecast_history", "risk_history"],
+          description="Did the risk calls come true? Per kept vintage and series: flagged or not, whether a measured "
+                      "actual reached the threshold within the risk window, 'final' once the window has passed "
+                      "('so_far' before). Precision and recall follow by vintage and department.")
+def risk_call_outcomes(context: dg.AssetExecutionContext, settings: SettingsResource, processed_data: pd.DataFrame,
+                        business_hierarchy: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    cfg = settings.get()
+
+    def outcomes(batch, processed_data, business_hierarchy):
+        return risk_calls.risk_call_outcomes(read_batch(cfg.db, "risk_history", batch, RISK_HISTORY),
+                                             read_batch(cfg.db, "forecast_history", batch, FORECAST_HISTORY),
+                                             processed_data, cfg.risk_days, business_hierarchy)
+
+    out = each_batch(context, "risk_calls", {"processed_data": processed_data,
+                                             "business_hierarchy": business_hierarchy}, outcomes, RISK_CALL_OUTCOMES)
+    scores = risk_calls.risk_call_scores(out) if len(out) else pd.DataFrame()
+    return dg.Output(out, metadata={"rows": len(out), "final_vintages": int(scores["final"].sum()) if len(scores) else 0})
+
+
+@dg.asset(group_name="track", **PER_BATCH, ins={"risk_exceptions": dg.AssetIn(), "forecasts": dg.AssetIn(),
+                                               "business_hierarchy": dg.AssetIn()},
+          deps=["forecast_history", "risk_history"],
+          description="Series flagged in the previous vintage and not in this one, with the reason when known: the "
+                      "forecast fell, the server left the fleet, or the threshold changed.")
+def risk_resolved(context: dg.AssetExecutionContext, settings: SettingsResource, risk_exceptions: pd.DataFrame,
+                  forecasts: pd.DataFrame, business_hierarchy: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    cfg = settings.get()
+
+    def gone(batch, risk_exceptions, forecasts, business_hierarchy):
+        history = read_batch(cfg.db, "forecast_history", batch, FORECAST_HISTORY)
+        key = vintages.vintage_of(forecasts)
+        if key.empty:
+            return pd.DataFrame(columns=list(RISK_RESOLVED))
+        return lifecycle.resolved(read_batch(cfg.db, "risk_history", batch, RISK_HISTORY), risk_exceptions, forecasts,
+                                  key["vintage"].iloc[0], vintages.vintages_of(history),
+                                  levels(cfg, forecasts, business_hierarchy), cfg.risk_days)
+
+    out = each_batch(context, "risk_resolved", {"risk_exceptions": risk_exceptions, "forecasts": forecasts,
+                                                "business_hierarchy": business_hierarchy}, gone, RISK_RESOLVED)
+    return dg.Output(out, metadata={"resolved": len(out)})
+
+
+def exception_status(cfg, batch: str, risk: pd.DataFrame, forecasts: pd.DataFrame) -> pd.DataFrame:
+    """risk_exceptions of a batch with its lifecycle: new or ongoing, flagged since when."""
+    key = vintages.vintage_of(forecasts)
+    if key.empty or risk.empty:
+        return risk.assign(status=pd.Series(dtype="string"), first_flagged=pd.Series(dtype="datetime64[ns]"))
+    history = read_batch(cfg.db, "forecast_history", batch, FORECAST_HISTORY)
+    return lifecycle.with_status(risk, read_batch(cfg.db, "risk_history", batch, RISK_HISTORY),
+                                 key["vintage"].iloc[0], vintages.vintages_of(history))
