@@ -40,7 +40,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from capacity_assets.forecasting import combination, tournament  # noqa: E402
 from capacity_assets.forecasting.engines.base import ForecastConfig, min_history_days  # noqa: E402
-from capacity_assets.forecasting.engines.registry import COMBINERS, CONTENDERS, run  # noqa: E402
+from capacity_assets.config import CapacitySettings  # noqa: E402
+from capacity_assets.forecasting.engines.registry import COMBINERS, run  # noqa: E402
+
+FITTED: tuple[str, ...] = CapacitySettings().contenders  # set from --engines
 from capacity_assets.schema import RESOURCES  # noqa: E402
 
 HIDDEN_MONTHS = 6
@@ -175,18 +178,18 @@ def run_family(family: str, servers: int, seed: int, cfg: ForecastConfig, thresh
           f"({len(hidden):,} series-days); nominal interval {cfg.interval:.0%}, risk = upper >= {threshold:g} "
           f"within {risk_days} days\n", flush=True)
     results, cpu = {}, {}
-    for name in ["naive", *CONTENDERS]:
+    for name in ["naive", *FITTED]:
         c = _cpu()
         results[name] = run(name, history, cfg)
         cpu[name] = _cpu() - c
     c = _cpu()
     for name in COMBINERS:
-        results[name] = combination.combine({n: results[n] for n in CONTENDERS}, data["actuals"], cfg)
+        results[name] = combination.combine({n: results[n] for n in FITTED}, data["actuals"], cfg)
     cpu["combination"] = _cpu() - c
     c = _cpu()
     stock = stock_prophet(data["history_obs"], cfg)
     cpu["stock prophet"] = _cpu() - c
-    by = {n: results[n].assign(batch="b") for n in (*CONTENDERS, *COMBINERS)}
+    by = {n: results[n].assign(batch="b") for n in (*FITTED, *COMBINERS)}
     actuals = data["actuals"].assign(batch="b")
     c = _cpu()
     champs = tournament.champions(by, actuals, threshold=threshold, risk_days=risk_days)
@@ -195,7 +198,7 @@ def run_family(family: str, servers: int, seed: int, cfg: ForecastConfig, thresh
             for upper in ("champion", "consensus")}
     cpu["golden record"] = _cpu() - c
 
-    table = {"naive": results["naive"], **{n: results[n] for n in (*CONTENDERS, *COMBINERS)},
+    table = {"naive": results["naive"], **{n: results[n] for n in (*FITTED, *COMBINERS)},
              "golden record (champion bounds)": gold["champion"], "golden record": gold["consensus"],
              "stock prophet": stock}
     scores = {n: {**accuracy(fc, hidden), **risk_calls(fc, hidden, end, threshold, risk_days)} for n, fc in table.items()}
@@ -243,7 +246,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threshold", type=float, default=95.0)
     ap.add_argument("--risk-days", type=int, default=90)
+    ap.add_argument("--engines", default=CapacitySettings().engines,
+                    help="fitted contenders, as CAPACITY_ENGINES (default: the pipeline's default)")
     args = ap.parse_args(argv)
+    global FITTED
+    FITTED = CapacitySettings(engines=args.engines).contenders
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = ForecastConfig(seed=args.seed)
     ok = True

@@ -20,7 +20,8 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWS = {"Risk heatmap": "risk_heatmap.png", "Tournament summary": "tournament_summary.png",
+VIEWS = {"Risk heatmap": "risk_heatmap.png", "Capacity plan": "capacity_plan.png", "Track record": "track_record.png",
+         "Tournament summary": "tournament_summary.png",
          "Deep dive": "deep_dive.png"}
 
 

@@ -164,6 +164,7 @@ def cmd_ui(args) -> int:
 
 def cmd_report(args) -> int:
     from capacity_assets.store.queries import read_table
+    from capacity_assets.risk.plan import sort_plan
     from capacity_assets.risk.report import PLAN_PREFIX, write_department_reports
 
     _apply(args)
@@ -174,7 +175,7 @@ def cmd_report(args) -> int:
     paths = write_department_reports(risk, args.out)
     plan = read_table(settings.db, "capacity_plan")
     if plan is not None:
-        paths += write_department_reports(plan, args.out, prefix=PLAN_PREFIX)
+        paths += write_department_reports(sort_plan(plan), args.out, prefix=PLAN_PREFIX)
     print(f"capacity report: {len(risk)} series at risk in {risk['department'].nunique()} departments"
           + (f"; capacity plan: {int((plan['action'] == 'add').sum())} to add, "
              f"{int((plan['action'] == 'reclaim').sum())} to reclaim" if plan is not None else "")

@@ -19,9 +19,12 @@ from capacity_assets.store.db import DatabaseBusy
 from capacity_assets.schema import RESOURCES, escape_markdown
 from capacity_assets.store.db import StorageError
 
-VIEWS = ("Risk heatmap", "Capacity plan", "Tournament summary", "Deep dive")
+VIEWS = ("Risk heatmap", "Capacity plan", "Track record", "Tournament summary", "Deep dive")
 SEVERITIES = ("all", "critical", "warning")
 SEVERITY_STYLE = {"critical": "color: #b91c1c; font-weight: 600", "warning": "color: #b45309; font-weight: 600"}
+CHANGE_STYLE = {"new": "color: #b91c1c; font-weight: 600"}
+STATS = {"median_mape": "Median", "mean_mape": "Mean"}
+ALL_VINTAGES = "All kept vintages"
 
 st.set_page_config(page_title="Capacity outlook", page_icon="📈", layout="wide")
 
@@ -102,14 +105,21 @@ def header(ov: data.Overview, settings: CapacitySettings, mixed: dict) -> None:
                    delta=f"{ov.critical:,} critical", delta_color="red" if ov.critical else "off",
                    delta_arrow="off",
                    help=f"{ov.servers_at_risk:,} servers; upper bound reaches {settings.threshold:g} %")
+    kept = f" · {vintages_kept(ov.vintages)} (see Track record)."
     if age is None:
-        st.warning("No forecast date found.")
+        st.warning("No forecast date found." + kept)
     elif ov.fresh():
-        st.success(f"Data is fresh: the oldest batch was published {_ago(age)} (within {data.FRESH_DAYS} days).")
+        st.success(f"Data is fresh: the oldest batch was published {_ago(age)} (within {data.FRESH_DAYS} days)" + kept)
     else:
         st.warning(f"Data is stale: the oldest batch ({escape_markdown(ov.oldest_batch or '?')}) was published "
                    f"{_ago(age)}, more than {data.FRESH_DAYS} days ago. The weekly refresh may have failed for "
-                   "it; check `capacity ui`.")
+                   "it; check `capacity ui`" + kept)
+
+
+def vintages_kept(n: int) -> str:
+    if n == 0:
+        return "no weekly vintage kept yet"
+    return f"{n:,} weekly vintage{'s' if n != 1 else ''} kept"
 
 
 def _ago(days: float) -> str:
@@ -187,6 +197,9 @@ def risk_view(db: str, ver, settings: CapacitySettings) -> None:
             "champion_mape": st.column_config.NumberColumn("MAPE", format="%.1f %%"),
             "trust": st.column_config.TextColumn("Trust"),
             "severity": st.column_config.TextColumn("Severity"),
+            "threshold": st.column_config.NumberColumn("Threshold", format="%g %%"),
+            "status": st.column_config.TextColumn("Status", help="new: not flagged by the previous weekly run"),
+            "first_flagged": st.column_config.DateColumn("Flagged since", format="YYYY-MM-DD"),
             **extra,
         })
     c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
@@ -245,6 +258,163 @@ def plan_view(db: str, ver, settings: CapacitySettings, present: set[str]) -> No
     st.download_button("Download this plan (CSV)", data=rows.to_csv(index=False).encode("utf-8"),
                        file_name=_safe_filename("plan", department, action), mime="text/csv",
                        key="plan_csv", disabled=rows.empty)
+
+
+def track_view(db: str, ver, settings: CapacitySettings, present: set[str], kept: int) -> None:
+    """Was the forecast right? Realised accuracy, risk calls that came true, and what changed this week."""
+    st.subheader("Track record")
+    st.caption("Every weekly run keeps its forecast as a *vintage* (named after its first forecast day); as actuals "
+               "arrive, each vintage is scored against what was measured. A vintage is scored only on the days that "
+               "have happened, so the newest ones cover the near horizon only.")
+    try:
+        has_status = "status" in load("risk_columns", data.columns, db, ver, "risk_exceptions")
+        tr = load("track", data.track_record, db, ver, frozenset(present), has_status)
+    except NotLoaded:
+        return not_loaded_note()
+    if kept < 2 or tr.accuracy.empty:
+        before = "" if "forecast_history" in present else (
+            " This database is from before the track record: the next `capacity run` keeps its first vintage.")
+        st.info(f"**Kept vintages: {kept}** — the track record fills as weekly runs accumulate; "
+                f"`capacity demo --weeks 8` replays eight weeks.{before}")
+    _accuracy_section(tr, settings)
+    _risk_calls_section(db, ver, tr, settings)
+    _changes_section(db, ver, tr, has_status, "risk_resolved" in present)
+
+
+def _accuracy_section(tr: data.TrackRecord, settings: CapacitySettings) -> None:
+    st.markdown("#### Forecast accuracy, realised")
+    if tr.accuracy.empty:
+        st.caption("No vintage has actuals after it yet.")
+        return
+    stat = st.radio("Statistic", list(STATS), horizontal=True, key="track_stat", format_func=STATS.get,
+                    help="of the series' MAPE in each vintage and horizon bucket")
+    st.plotly_chart(charts.accuracy_by_vintage(tr.accuracy, stat, data.CHART_BUCKETS,
+                                               f"{STATS[stat]} MAPE by vintage and horizon (days ahead)"),
+                    key="track_accuracy_chart", config={"displayModeBar": False})
+    shown = tr.accuracy.sort_values("vintage", ascending=False, kind="stable").assign(
+        band_coverage=lambda d: d["band_coverage"] * 100)
+    st.dataframe(shown, hide_index=True, key="track_accuracy_table", height=min(400, 38 + 35 * len(shown)),
+                 column_config={
+                     "vintage": st.column_config.DateColumn("Vintage", format="YYYY-MM-DD"),
+                     "horizon_bucket": st.column_config.TextColumn("Days ahead"),
+                     "series": st.column_config.NumberColumn("Series", format="%d"),
+                     "days_scored": st.column_config.NumberColumn("Days scored", format="%d"),
+                     "median_mape": st.column_config.NumberColumn("Median MAPE", format="%.1f %%"),
+                     "mean_mape": st.column_config.NumberColumn("Mean MAPE", format="%.1f %%"),
+                     "median_wape": st.column_config.NumberColumn("Median WAPE", format="%.1f %%"),
+                     "bias": st.column_config.NumberColumn(
+                         "Bias", format="%+.2f pp", help="mean forecast minus actual in percentage points: "
+                                                        "positive = over-forecast"),
+                     "band_coverage": st.column_config.NumberColumn(
+                         "Band coverage", format="%.0f %%",
+                         help=f"share of actuals inside the forecast band, which is {settings.interval:.0%} wide"),
+                 })
+
+
+def _risk_calls_section(db: str, ver, tr: data.TrackRecord, settings: CapacitySettings) -> None:
+    st.markdown("#### Risk calls: did they come true?")
+    st.caption(f"A call is right when a measured daily value reached the threshold within its {settings.risk_days}-day "
+               "window. Precision: flagged series that crossed; recall: crossing series that were flagged. "
+               "*So far* (a hollow marker): the window has not passed yet, a flagged series may still cross.")
+    if tr.calls.empty:
+        st.caption("No risk call has a measured day in its window yet.")
+        return
+    c1, c2 = st.columns([2, 3])
+    with c1:
+        st.plotly_chart(charts.risk_calls_by_vintage(tr.calls, "Precision and recall by vintage"),
+                        key="track_calls_chart", config={"displayModeBar": False})
+    with c2:
+        st.dataframe(_calls_table(tr.calls), hide_index=True, key="track_calls_table",
+                     column_config=CALLS_COLUMNS | {
+                         "vintage": st.column_config.DateColumn("Vintage", format="YYYY-MM-DD")})
+        vintages = [f"{pd.Timestamp(v):%Y-%m-%d}" for v in tr.calls["vintage"]][::-1]
+        if st.session_state.get("track_calls_vintage") not in [ALL_VINTAGES, *vintages]:
+            st.session_state["track_calls_vintage"] = ALL_VINTAGES
+        vintage = st.selectbox("By department, for", [ALL_VINTAGES, *vintages], key="track_calls_vintage")
+        try:
+            dept = load("track_dept", data.risk_calls_by_department, db, ver,
+                        None if vintage == ALL_VINTAGES else vintage)
+        except NotLoaded:
+            return not_loaded_note()
+        st.dataframe(_calls_table(dept), hide_index=True, key="track_dept_table",
+                     column_config=CALLS_COLUMNS | {"department": st.column_config.TextColumn("Department")})
+
+
+def _changes_section(db: str, ver, tr: data.TrackRecord, has_status: bool, has_resolved: bool) -> None:
+    st.markdown("#### What changed since last week")
+    if not has_status and not has_resolved:
+        st.caption("This database is from before the exception lifecycle: the next `capacity run` adds it.")
+        return
+    n_new, n_ongoing = tr.status.get("new", 0), tr.status.get("ongoing", 0)
+    n_resolved = int(tr.resolved["series"].sum())
+    cols = st.columns(3)
+    cols[0].metric("New exceptions", f"{n_new:,}", help="flagged now, not by the previous weekly run")
+    cols[1].metric("Ongoing", f"{n_ongoing:,}", help="flagged by the previous weekly run too")
+    cols[2].metric("Resolved", f"{n_resolved:,}", help="flagged by the previous weekly run, not any more")
+    if n_resolved:
+        st.caption("Resolved because: " + ", ".join(f"{escape_markdown(r)} {n:,}" for r, n in
+                                                    zip(tr.resolved["reason"], tr.resolved["series"])))
+    try:
+        ch = load("track_changes", data.changes, db, ver, has_status, has_resolved)
+    except NotLoaded:
+        return not_loaded_note()
+    if ch.exceptions.empty and ch.resolved.empty:
+        st.caption("No exception now and none resolved since the previous weekly run.")
+    owner = {"server_id": st.column_config.TextColumn("Server"), "resource": st.column_config.TextColumn("Resource"),
+             "department": st.column_config.TextColumn("Department"),
+             "app_manager": st.column_config.TextColumn("App manager")}
+    if not ch.exceptions.empty:
+        st.markdown("**At risk now**, new ones first" + _more(len(ch.exceptions), n_new + n_ongoing))
+        st.dataframe(ch.exceptions.style.map(lambda v: CHANGE_STYLE.get(v, ""), subset=["change"]), hide_index=True,
+                     key="track_exceptions_table", height=min(420, 38 + 35 * len(ch.exceptions)),
+                     column_config=owner | {
+                         "change": st.column_config.TextColumn("Status"),
+                         "severity": st.column_config.TextColumn("Severity"),
+                         "first_breach_date": st.column_config.DateColumn("First breach", format="YYYY-MM-DD"),
+                         "days_to_breach": st.column_config.NumberColumn("Days to breach", format="%d"),
+                         "first_flagged": st.column_config.DateColumn("Flagged since", format="YYYY-MM-DD")})
+    if not ch.resolved.empty:
+        st.markdown("**Resolved** since the previous weekly run" + _more(len(ch.resolved), n_resolved))
+        st.dataframe(ch.resolved, hide_index=True, key="track_resolved_table",
+                     height=min(420, 38 + 35 * len(ch.resolved)),
+                     column_config=owner | {
+                         "last_flagged": st.column_config.DateColumn("Last flagged", format="YYYY-MM-DD"),
+                         "resolved_in": st.column_config.DateColumn("Resolved in", format="YYYY-MM-DD",
+                                                                    help="the vintage that no longer flags it"),
+                         "reason": st.column_config.TextColumn("Reason")})
+
+
+def _more(shown: int, total: int) -> str:
+    return f" (showing {shown:,} of {total:,})" if total > shown else ""
+
+
+CALLS_COLUMNS = {
+    "status": st.column_config.TextColumn("Status", help="final: the risk window has passed"),
+    "series": st.column_config.NumberColumn("Scored", format="%d", help="series with a measured day in their risk "
+                                            "window (over several vintages: once per vintage)"),
+    "flagged": st.column_config.NumberColumn("Flagged", format="%d"),
+    "crossed": st.column_config.NumberColumn("Crossed", format="%d"),
+    "tp": st.column_config.NumberColumn("Right", format="%d", help="flagged and crossed"),
+    "fp": st.column_config.NumberColumn("False alarm", format="%d", help="flagged, did not cross"),
+    "fn": st.column_config.NumberColumn("Missed", format="%d", help="crossed without a flag"),
+    "precision": st.column_config.TextColumn("Precision", help="right / flagged; – when nothing was flagged"),
+    "recall": st.column_config.TextColumn("Recall", help="right / crossed; – when nothing crossed"),
+}
+
+
+def _calls_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Risk-call scores as planners read them: counts, then precision/recall in percent ('–' when
+    nothing was flagged or crossed), and whether the figure is final."""
+    key = scores.columns[0]
+    return pd.DataFrame({
+        key: scores[key], "status": ["final" if f else "so far" for f in scores["final"]],
+        "series": scores["series"], "flagged": scores["tp"] + scores["fp"], "crossed": scores["tp"] + scores["fn"],
+        "tp": scores["tp"], "fp": scores["fp"], "fn": scores["fn"],
+        "precision": scores["precision"].map(_share), "recall": scores["recall"].map(_share)})
+
+
+def _share(v) -> str:
+    return "–" if pd.isna(v) else f"{float(v):.0%}"
 
 
 def tournament_view(db: str, ver, settings: CapacitySettings, present: set[str]) -> None:
@@ -375,7 +545,8 @@ def main() -> None:
         return no_data_page(db, f"`{db}` has no {', '.join(missing)} table yet"
                                 " (a first run may still be in progress).")
     try:
-        ov = load("overview", data.overview, db, ver, "skipped_series" in present, "batch_ledger" in present)
+        ov = load("overview", data.overview, db, ver, "skipped_series" in present, "batch_ledger" in present,
+                  "forecast_history" in present)
     except NotLoaded:
         st.title("Capacity outlook")
         return not_loaded_note()
@@ -390,13 +561,16 @@ def main() -> None:
     settings = dataclasses.replace(settings, **shown)  # what the results were made with, not this shell's
     header(ov, settings, mixed)
     note = st.empty()
-    risk_tab, plan_tab, tournament_tab, deep_tab = st.tabs(list(VIEWS), key="view", on_change="rerun")
+    risk_tab, plan_tab, track_tab, tournament_tab, deep_tab = st.tabs(list(VIEWS), key="view", on_change="rerun")
     if risk_tab.open:
         with risk_tab:
             risk_view(db, ver, settings)
     if plan_tab.open:
         with plan_tab:
             plan_view(db, ver, settings, present)
+    if track_tab.open:
+        with track_tab:
+            track_view(db, ver, settings, present, ov.vintages)
     if tournament_tab.open:
         with tournament_tab:
             tournament_view(db, ver, settings, present)

@@ -225,3 +225,54 @@ def plan_totals_bar(totals: pd.DataFrame, title: str) -> go.Figure:
     fig.update_layout(barmode="relative")
     fig.update_xaxes(title="series to reclaim (left) and to add (right)")
     return _layout(fig, title, height=max(320, 60 + 28 * totals["department"].nunique()))
+
+
+HORIZON_COLOURS = {"1-7": "#0ea5e9", "8-30": "#2563eb", "31-90": "#7c3aed", "91-180": "#db2777"}  # near -> far
+
+
+def _vintage_axis(fig: go.Figure, vintages) -> None:
+    """One tick per kept vintage (weekly dates): plotly's automatic date ticks invent mid-week ones."""
+    ticks = sorted(pd.to_datetime(pd.Series(vintages)).drop_duplicates())
+    fig.update_xaxes(title="Vintage (first forecast day)", tickvals=ticks, tickformat="%d %b %Y",
+                     range=[ticks[0] - pd.Timedelta(days=2), ticks[-1] + pd.Timedelta(days=2)] if ticks else None)
+
+
+def accuracy_by_vintage(acc: pd.DataFrame, stat: str, buckets, title: str) -> go.Figure:
+    """Realised MAPE of each vintage, one line per horizon bucket: did last month's forecasts hold up,
+    and does the far horizon deteriorate as the backtest said? ``stat``: median_mape or mean_mape."""
+    rows = acc[acc["horizon_bucket"].isin(list(buckets))]
+    if rows.empty:
+        return empty_figure(title, "No vintage has been scored against actuals yet")
+    fig = go.Figure()
+    for bucket in buckets:
+        sub = rows[rows["horizon_bucket"] == bucket]
+        if sub.empty:
+            continue
+        fig.add_scatter(x=sub["vintage"], y=sub[stat], mode="lines+markers", name=f"days {bucket}",
+                        line=dict(color=HORIZON_COLOURS.get(bucket, PALETTE["neutral"]), width=2.4),
+                        marker=dict(size=8), customdata=sub[["series", "days_scored"]].to_numpy(),
+                        hovertemplate="%{x|%d %b %Y}: %{y:.1f} %<br>%{customdata[0]} series, "
+                                      "%{customdata[1]} days scored<extra>days " + bucket + "</extra>")
+    _vintage_axis(fig, rows["vintage"])
+    fig.update_yaxes(title=("Median" if stat.startswith("median") else "Mean") + " MAPE across series (%)",
+                     ticksuffix=" %", rangemode="tozero")
+    return _layout(fig, title, height=360)
+
+
+def risk_calls_by_vintage(calls: pd.DataFrame, title: str) -> go.Figure:
+    """Precision and recall of each vintage's risk calls; a hollow marker is a score 'so far' (the
+    vintage's risk window has not passed: a call can still come true, a precision still rise)."""
+    scored = calls[calls["precision"].notna() | calls["recall"].notna()] if len(calls) else calls
+    if scored.empty:
+        return empty_figure(title, "No risk call can be scored yet: no series was flagged or crossed", height=300)
+    fig = go.Figure()
+    for col, colour in (("precision", "#2563eb"), ("recall", "#059669")):
+        fig.add_scatter(x=scored["vintage"], y=scored[col], mode="lines+markers", name=col,
+                        line=dict(color=colour, width=2.2),
+                        marker=dict(size=10, color=colour, line=dict(color=colour, width=2),
+                                    symbol=["circle" if f else "circle-open" for f in scored["final"]]),
+                        customdata=[["final" if f else "so far"] for f in scored["final"]],
+                        hovertemplate="%{x|%d %b %Y}: %{y:.0%} (%{customdata[0]})<extra>" + col + "</extra>")
+    _vintage_axis(fig, scored["vintage"])
+    fig.update_yaxes(title="Share", tickformat=".0%", range=[-0.05, 1.05])
+    return _layout(fig, title, height=300)

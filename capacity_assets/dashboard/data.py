@@ -17,9 +17,11 @@ import streamlit as st
 
 from capacity_assets.store import ledger, queries
 from capacity_assets.forecasting.engines.registry import CONTENDERS
-from capacity_assets.schema import RESOURCES, RISK_EXCEPTIONS
+from capacity_assets.schema import RESOURCES, RISK_EXCEPTIONS_STORED
+from capacity_assets.track.contracts import HORIZON_BUCKETS
+from capacity_assets.track.risk_calls import FINAL
 
-RISK_COLUMNS = tuple(RISK_EXCEPTIONS)
+RISK_COLUMNS = tuple(RISK_EXCEPTIONS_STORED)
 
 # tables without which there is nothing to show; the others degrade gracefully
 REQUIRED = ("champions", "forecasts", "risk_exceptions")
@@ -27,6 +29,7 @@ FRESH_DAYS = ledger.STALE_AFTER_DAYS  # the weekly schedule plus a day, as the f
 HISTORY_DAYS = 365
 SERVER_LIST_LIMIT = 500
 BAD_MAPE_LIMIT = 1000
+CHANGES_LIMIT = 1000  # rows of each 'what changed' list
 ALL = "All"
 
 
@@ -75,6 +78,14 @@ def tables(db: str, ver) -> set[str]:
     return set(out["t"]["table_name"])
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def columns(db: str, ver, table: str) -> frozenset[str]:
+    """A table's column names: a database from before a column was added still opens."""
+    out = _many(db, {"c": ("select column_name from duckdb_columns() where schema_name = 'main' and table_name = ?",
+                           [table])})
+    return frozenset(out["c"]["column_name"])
+
+
 @dataclass(frozen=True)
 class Overview:
     generated_at: pd.Timestamp | None
@@ -89,6 +100,7 @@ class Overview:
     servers_at_risk: int
     oldest_batch: str | None = None  # the batch published longest ago, and when
     oldest_at: pd.Timestamp | None = None
+    vintages: int = 0  # weekly forecasts kept in forecast_history (0: a database from before the track record)
 
     def age_days(self, now: pd.Timestamp | None = None) -> float | None:
         """Age of the OLDEST batch: one refreshed batch must not make weeks-old ones look fresh."""
@@ -104,7 +116,7 @@ class Overview:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def overview(db: str, ver, has_skipped: bool, has_ledger: bool = False) -> Overview:
+def overview(db: str, ver, has_skipped: bool, has_ledger: bool = False, has_history: bool = False) -> Overview:
     stmts = {
         # the start most series share: a few servers whose metrics stop early start sooner
         "f": ("with s as (select min(ds) s from forecasts group by server_id, resource) "
@@ -123,6 +135,8 @@ def overview(db: str, ver, has_skipped: bool, has_ledger: bool = False) -> Overv
     else:  # a database from before the ledger: the oldest batch's newest forecast
         stmts["l"] = ("select batch, max(generated_at) published_at from forecasts group by batch "
                       "order by published_at, batch limit 1", [])
+    if has_history:
+        stmts["v"] = ("select count(distinct vintage) n from forecast_history", [])
     out = _many(db, stmts)
     f, c, r = out["f"].iloc[0], out["c"].iloc[0], out["r"].iloc[0]
 
@@ -134,7 +148,8 @@ def overview(db: str, ver, has_skipped: bool, has_ledger: bool = False) -> Overv
                     int(c["batches"]), int(out["s"].iloc[0]["n"]) if has_skipped else 0,
                     int(r["critical"]), int(r["warning"]), int(r["servers"]),
                     None if oldest is None else str(oldest["batch"]),
-                    None if oldest is None else ts(oldest["published_at"]))
+                    None if oldest is None else ts(oldest["published_at"]),
+                    int(out["v"].iloc[0]["n"]) if has_history else 0)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -307,3 +322,94 @@ def resources_of(detail: ServerDetail) -> list[str]:
     """The server's resources in the usual order, whichever tables mention them."""
     seen = set(detail.forecast["resource"]) | set(detail.history["resource"]) | set(detail.skipped["resource"])
     return [r for r in RESOURCES if r in seen] + sorted(seen - set(RESOURCES))
+
+
+# --- track record ---------------------------------------------------------------------------------
+CHART_BUCKETS = tuple(b for b in HORIZON_BUCKETS if b != "all")  # one line each; `all` only in the table
+# one risk-call score per group, as track.risk_calls.risk_call_scores defines it: series with a
+# measured day in their window only; `final` when every one of them is
+_CALL_SCORES = (
+    "with g as (select {by}, count(*)::int series, count(*) filter (where flagged and crossed)::int tp, "
+    "count(*) filter (where flagged and not crossed)::int fp, count(*) filter (where not flagged and crossed)::int fn, "
+    "bool_and(status = ?) final from risk_calls where days_measured > 0 {where} group by all) "
+    "select *, tp / nullif(tp + fp, 0) as \"precision\", tp / nullif(tp + fn, 0) as recall from g order by {order}")
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    accuracy: pd.DataFrame  # vintage, horizon_bucket, series, days_scored, median_mape, mean_mape, median_wape,
+    #                         bias, band_coverage
+    calls: pd.DataFrame     # vintage, series, tp, fp, fn, final, precision, recall
+    status: dict            # risk_exceptions per lifecycle status ('new', 'ongoing'), {} before the lifecycle
+    resolved: pd.DataFrame  # reason, series (risk_resolved)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def track_record(db: str, ver, present: frozenset, has_status: bool) -> TrackRecord:
+    """Realised accuracy by vintage and horizon bucket, risk-call scores by vintage and the lifecycle
+    counts, aggregated in SQL: 26 vintages of a 2,000-server fleet are a million accuracy rows, the
+    view needs a hundred or so.
+
+    Bias and band coverage are pooled over scored days (weighted by days_scored), which equals
+    scoring every day of the vintage at once; MAPE and WAPE are per-series figures, so their median
+    and mean across series are shown (a few idle series do not dominate the median; a WAPE of NaN,
+    every actual 0, is left out)."""
+    stmts = {}
+    if "forecast_accuracy" in present:
+        stmts["acc"] = (
+            "select vintage, horizon_bucket, count(*)::int series, sum(days_scored)::int days_scored, "
+            "median(mape) median_mape, avg(mape) mean_mape, median(wape) filter (where not isnan(wape)) median_wape, "
+            "sum(bias * days_scored) / sum(days_scored) bias, "
+            "sum(band_coverage * days_scored) / sum(days_scored) band_coverage "
+            "from forecast_accuracy group by vintage, horizon_bucket "
+            "order by vintage, coalesce(list_position(?::varchar[], horizon_bucket), 99), horizon_bucket",
+            [list(HORIZON_BUCKETS)])
+    if "risk_calls" in present:
+        stmts["calls"] = (_CALL_SCORES.format(by="vintage", where="", order="vintage"), [FINAL])
+    if has_status:
+        stmts["status"] = ("select status, count(*)::int n from risk_exceptions group by all", [])
+    if "risk_resolved" in present:
+        stmts["resolved"] = ("select coalesce(reason, 'unknown') reason, count(*)::int series from risk_resolved "
+                             "group by all order by series desc, reason", [])
+    out = _many(db, stmts) if stmts else {}
+    return TrackRecord(
+        accuracy=out.get("acc", pd.DataFrame(columns=["vintage", "horizon_bucket", "series", "days_scored",
+                                                       "median_mape", "mean_mape", "median_wape", "bias",
+                                                       "band_coverage"])),
+        calls=out.get("calls", pd.DataFrame(columns=["vintage", "series", "tp", "fp", "fn", "final",
+                                                     "precision", "recall"])),
+        status={str(k): int(v) for k, v in zip(out["status"]["status"], out["status"]["n"])} if "status" in out else {},
+        resolved=out.get("resolved", pd.DataFrame(columns=["reason", "series"])))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def risk_calls_by_department(db: str, ver, vintage: str | None) -> pd.DataFrame:
+    """Risk-call scores per department, over one vintage (``YYYY-MM-DD``) or every kept one (None:
+    a series counts once per vintage that scored it)."""
+    return _many(db, {"d": (_CALL_SCORES.format(by="department", where="and (?::date is null or vintage = ?::date)",
+                                                order="department"), [FINAL, vintage, vintage])})["d"]
+
+
+@dataclass(frozen=True)
+class Changes:
+    exceptions: pd.DataFrame  # risk_exceptions now, new ones first (change = status)
+    resolved: pd.DataFrame    # risk_resolved: flagged by the previous vintage, not any more
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def changes(db: str, ver, has_status: bool, has_resolved: bool) -> Changes:
+    """What changed since the previous vintage: exceptions new or ongoing (risk_exceptions.status),
+    most urgent first within each, and the resolved ones with their reason; at most CHANGES_LIMIT each."""
+    stmts = {}
+    if has_status:
+        stmts["e"] = ("select status change, server_id, resource, department, app_manager, severity, "
+                      "first_breach_date, days_to_breach, first_flagged from risk_exceptions "
+                      "order by status = 'new' desc, severity = 'critical' desc, days_to_breach, server_id, resource "
+                      f"limit {CHANGES_LIMIT}", [])
+    if has_resolved:
+        stmts["r"] = ("select server_id, resource, department, app_manager, last_flagged, resolved_in, "
+                      "coalesce(reason, 'unknown') reason from risk_resolved "
+                      f"order by department, server_id, resource limit {CHANGES_LIMIT}", [])
+    out = _many(db, stmts) if stmts else {}
+    return Changes(out.get("e", pd.DataFrame(columns=["change", "server_id", "resource"])),
+                   out.get("r", pd.DataFrame(columns=["server_id", "resource", "reason"])))

@@ -13,6 +13,8 @@ of reporting success for work it never published. Exactly one complete publicati
 """
 from __future__ import annotations
 
+import json
+
 from capacity_assets.schema import quote_ident
 from capacity_assets.store.db import table_exists
 
@@ -34,6 +36,8 @@ def _ensure(conn) -> None:
     # in a batch and keeps the newest ``keep`` of them; an older database gets the columns here
     conn.execute(f"alter table {WRITES} add column if not exists append_by varchar").fetchall()
     conn.execute(f"alter table {WRITES} add column if not exists keep integer").fetchall()
+    # the columns this run staged, in its order: the staging table may be wider (other runs' columns)
+    conn.execute(f"alter table {WRITES} add column if not exists columns varchar").fetchall()
     conn.execute(f"create table if not exists {CLAIMS} (batch varchar, run_id varchar)").fetchall()
     conn.execute(f"create table if not exists {SUPERSEDED} (run_id varchar, batch varchar, by_run_id varchar, "
                  f"superseded_at timestamp)").fetchall()
@@ -90,11 +94,14 @@ def stage(conn, table: str, select: str, run_id: str, batches: list[str], column
     stage_table = f"{STAGING}.{quote_ident(table)}"
     marks = ", ".join("?" for _ in batches)
     taken = {b: prev for b in batches if (prev := claim(conn, run_id, b))}
-    cols = [d[0] for d in conn.execute(f"select * from ({select}) limit 0").description]
-    if table_exists(conn, STAGING, table) and columns(conn, STAGING, table) != [*cols, "_run_id"]:
-        conn.execute(f"drop table {stage_table}").fetchall()  # the contract or the hierarchy's columns changed
     conn.execute(f"create table if not exists {stage_table} as select *, ''::varchar as _run_id "
                  f"from ({select}) limit 0").fetchall()
+    # the contract or the hierarchy's columns changed: widen the table, never drop what other runs staged
+    have = set(columns(conn, STAGING, table))
+    mine = conn.execute(f"select column_name, column_type from (describe ({select}))").fetchall()
+    for c, typ in mine:
+        if c not in have:
+            conn.execute(f"alter table {stage_table} add column {quote_ident(c)} {typ}").fetchall()
     # the newest run of a batch wins: every other run's staged rows of that batch go (a killed run's,
     # or one taken over), and without their manifest entries it can never publish a partial batch
     conn.execute(f"delete from {stage_table} where {quote_ident(column)} in ({marks}) and _run_id <> ?",
@@ -102,9 +109,10 @@ def stage(conn, table: str, select: str, run_id: str, batches: list[str], column
     conn.execute(f"delete from {WRITES} where batch in ({marks}) and run_id <> ?", [*batches, run_id]).fetchall()
     conn.execute(f"delete from {stage_table} where {quote_ident(column)} in ({marks})", batches).fetchall()
     conn.execute(f"delete from {WRITES} where table_name = ? and batch in ({marks})", [table, *batches]).fetchall()
-    conn.execute(f"insert into {stage_table} select *, ? from ({select})", [run_id]).fetchall()
-    conn.executemany(f"insert into {WRITES} (run_id, batch, table_name, append_by, keep) values (?, ?, ?, ?, ?)",
-                     [[run_id, b, table, append_by, keep] for b in batches])
+    conn.execute(f"insert into {stage_table} by name select *, ?::varchar as _run_id from ({select})", [run_id]).fetchall()
+    listed = json.dumps([c for c, _ in mine])
+    conn.executemany(f"insert into {WRITES} (run_id, batch, table_name, append_by, keep, columns) "
+                     f"values (?, ?, ?, ?, ?, ?)", [[run_id, b, table, append_by, keep, listed] for b in batches])
     return taken
 
 
@@ -121,9 +129,21 @@ def staged_batches(conn, run_id: str, table: str, batches: list[str]) -> set[str
                                        f"and batch in ({marks})", [run_id, table, *batches]).fetchall()}
 
 
+def _my_columns(conn, run_id: str, table: str, batch: str) -> list[str] | None:
+    """The columns ``run_id`` staged for ``table``, in its order (None: a manifest from before they were kept)."""
+    row = conn.execute(f"select any_value(columns) from {WRITES} where run_id = ? and table_name = ? and batch = ?",
+                       [run_id, table, batch]).fetchall()
+    return json.loads(row[0][0]) if row and row[0][0] is not None else None
+
+
+def _select_list(mine: list[str] | None) -> str:
+    return "* exclude (_run_id)" if mine is None else ", ".join(quote_ident(c) for c in mine)
+
+
 def read_staged(conn, run_id: str, table: str, batches: list[str], column: str = "batch"):
     marks = ", ".join("?" for _ in batches)
-    return conn.execute(f"select * exclude (_run_id) from {STAGING}.{quote_ident(table)} "
+    return conn.execute(f"select {_select_list(_my_columns(conn, run_id, table, batches[0]))} "
+                        f"from {STAGING}.{quote_ident(table)} "
                         f"where _run_id = ? and {quote_ident(column)} in ({marks})", [run_id, *batches]).fetchdf()
 
 
@@ -138,10 +158,12 @@ def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
         main, stage_table = f"main.{quote_ident(t)}", f"{STAGING}.{quote_ident(t)}"
         append_by, keep = modes[t]
         have = set(columns(conn, "main", t))
+        mine = _my_columns(conn, run_id, t, batch)
+        cols = _select_list(mine)
         for c, typ in conn.execute("select column_name, data_type from duckdb_columns() where schema_name = ? "
                                    "and table_name = ? and column_name <> '_run_id' order by column_index",
                                    [STAGING, t]).fetchall():
-            if c not in have:  # a new column (e.g. a hierarchy column added): older batches get NULL
+            if c not in have and (mine is None or c in mine):  # a new column (e.g. a hierarchy column added): older batches get NULL
                 conn.execute(f"alter table {main} add column {quote_ident(c)} {typ}").fetchall()
         if append_by:
             a = quote_ident(append_by)
@@ -149,7 +171,7 @@ def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
                          f"where _run_id = ? and {quote_ident(column)} = ?)", [batch, run_id, batch]).fetchall()
         else:
             conn.execute(f"delete from {main} where {quote_ident(column)} = ?", [batch]).fetchall()
-        conn.execute(f"insert into {main} by name select * exclude (_run_id) from {stage_table} "
+        conn.execute(f"insert into {main} by name select {cols} from {stage_table} "
                      f"where _run_id = ? and {quote_ident(column)} = ?", [run_id, batch]).fetchall()
         if append_by and keep:
             conn.execute(f"delete from {main} where {quote_ident(column)} = ? and {a} not in (select distinct {a} "

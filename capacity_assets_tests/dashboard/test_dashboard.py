@@ -2,9 +2,11 @@
 
 A doctored copy of that database adds what a 6-server fleet rarely has: at-risk series, and a server
 id full of quotes, unicode and SQL, which must round-trip through every query as a bound parameter.
+The Track record view is tested on ``track_db`` (conftest.py): three weekly runs of the real pipeline.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -14,12 +16,15 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from capacity_assets.store import queries
 from capacity_assets.store.db import db_lock
+from capacity_assets.track.risk_calls import risk_call_scores
+from capacity_assets_tests.conftest import TINY_SATURATING
 
 APP = str(Path(__file__).resolve().parents[2] / "capacity_assets" / "dashboard" / "app.py")
 NASTY_ID = "o'brien\"; drop table forecasts; -- ünïcødé ✓"
@@ -111,12 +116,18 @@ def risk_counts(db: str, severity: str | None = None) -> dict[tuple[str, str], i
 def test_every_view_renders_on_pipeline_db(tiny_pipeline_db, monkeypatch):
     at = app(tiny_pipeline_db, monkeypatch).run()
     assert not at.exception, at.exception
-    assert [t.label for t in at.tabs] == ["Risk heatmap", "Tournament summary", "Deep dive"]
+    assert [t.label for t in at.tabs] == ["Risk heatmap", "Capacity plan", "Track record", "Tournament summary",
+                                          "Deep dive"]
     metrics = {m.label: m.value for m in at.metric}
     n = queries.query(tiny_pipeline_db, "select count(distinct server_id) s, count(*) n from champions").iloc[0]
     assert metrics["Servers"] == f"{n['s']:,}" and metrics["Series"] == f"{n['n']:,}"
     assert "Data is fresh" in texts(at)
-    assert heatmap_cells(figures(at)[0]) == risk_counts(tiny_pipeline_db)
+    # the tiny fleet has a saturating server, so the heatmap has a cell to get right (not {} == {})
+    counts = risk_counts(tiny_pipeline_db)
+    dept = queries.query(tiny_pipeline_db, "select department from risk_exceptions where server_id = ? and "
+                                           "resource = ?", list(TINY_SATURATING)).iloc[0, 0]
+    assert counts.get((dept, TINY_SATURATING[1]), 0) >= 1
+    assert heatmap_cells(figures(at)[0]) == counts
 
     at = open_view(at, "Tournament summary")
     assert not at.exception, at.exception
@@ -211,6 +222,7 @@ def test_busy_database_shows_last_loaded_data(risky_db, tmp_path, monkeypatch):
     db = copy_db(risky_db["db"], tmp_path / "cap.duckdb")
     at = app(db, monkeypatch, CAPACITY_DASHBOARD_LOCK_TIMEOUT=0.3).run()
     before = heatmap_cells(figures(at)[0])
+    assert before == risk_counts(db) and sum(before.values()) == 2  # a real heatmap, not the empty figure
     held, release = threading.Event(), threading.Event()
 
     def writer():
@@ -238,16 +250,21 @@ def test_busy_database_shows_last_loaded_data(risky_db, tmp_path, monkeypatch):
 
 
 def test_dashboard_reads_while_a_batch_is_materialised(tiny_run, tmp_path, monkeypatch):
-    """`capacity run --batch batch_00` and the dashboard on the same file: both succeed."""
+    """`capacity run --batch batch_00 --force` and the dashboard on the same file: both succeed.
+
+    --force: the copied file's batch ledger says batch_00 is unchanged, and a skipped run would leave
+    nothing for the dashboard to read around."""
     db = copy_db(tiny_run["db"], tmp_path / "cap.duckdb")
     env = {**os.environ, **tiny_run["env"], "CAPACITY_DB": db, "DAGSTER_HOME": str(tmp_path / ".dagster")}
+    run_id_sql = "select any_value(run_id) from forecasts where batch = 'batch_00'"
+    run_before = queries.query(db, run_id_sql).iloc[0, 0]
     run = subprocess.Popen([str(Path(sys.executable).parent / "capacity"), "run", "--batch", "batch_00",
-                            "--workers", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            "--force", "--workers", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     renders, deadline = 0, time.monotonic() + 300
     try:
         while run.poll() is None and time.monotonic() < deadline:
-            for view in ("Risk heatmap", "Tournament summary", "Deep dive"):
+            for view in ("Risk heatmap", "Track record", "Tournament summary", "Deep dive"):
                 at = app(db, monkeypatch, CAPACITY_DASHBOARD_LOCK_TIMEOUT=2)
                 at.session_state["view"] = view
                 at.run()
@@ -259,6 +276,187 @@ def test_dashboard_reads_while_a_batch_is_materialised(tiny_run, tmp_path, monke
         if run.poll() is None:
             run.kill()
     assert run.returncode == 0, out
-    assert renders >= 3
+    assert "batch_00: ok" in out and renders >= 3
+    # the batch was really re-written while the dashboard read it
+    assert queries.query(db, run_id_sql).iloc[0, 0] not in (None, run_before)
     at = app(db, monkeypatch).run()
     assert not at.exception and "Data is fresh" in texts(at)
+
+
+# --- track record -----------------------------------------------------------------------------------
+BUCKETS = ("1-7", "8-30", "31-90", "91-180")
+
+
+def values(v) -> list:
+    """A plotly array from the figure JSON: a list, or {'dtype', 'bdata'} (base64) as plotly 6+ writes it."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
+def figure(at: AppTest, title_start: str) -> dict:
+    return next(f for f in figures(at) if f["layout"]["title"]["text"].startswith(title_start))
+
+
+TABLES = {"accuracy": ("vintage", "horizon_bucket"), "calls": ("vintage", "tp"), "departments": ("department", "tp"),
+          "exceptions": ("change", "server_id"), "resolved": ("server_id", "reason")}
+
+
+def table(at: AppTest, name: str) -> pd.DataFrame:
+    """A table of the Track record by its leading columns (AppTest does not expose a dataframe's key)."""
+    lead = list(TABLES[name])
+    found = [d.value for d in at.dataframe if [c for c in d.value.columns if c in lead] == lead
+             and d.value.columns[0] == lead[0]]
+    return found[0] if found else pd.DataFrame(columns=lead)
+
+
+def test_header_counts_kept_vintages(track_db, monkeypatch):
+    at = app(track_db["db"], monkeypatch).run()
+    assert not at.exception, at.exception
+    n = queries.query(track_db["db"], "select count(distinct vintage) from forecast_history").iloc[0, 0]
+    assert n == 3  # one vintage per replayed week
+    assert f"{n} weekly vintages kept" in texts(at)
+
+
+def test_track_record_accuracy_equals_sql(track_db, monkeypatch):
+    db = track_db["db"]
+    at = open_view(app(db, monkeypatch).run(), "Track record")
+    assert not at.exception, at.exception
+    assert "Kept vintages" not in texts(at)  # no "fills as weekly runs accumulate" note
+    present = queries.query(db, "select distinct horizon_bucket from forecast_accuracy")["horizon_bucket"].tolist()
+    assert "1-7" in present
+    fig = figure(at, "Median MAPE")
+    assert [t["name"] for t in fig["data"]] == [f"days {b}" for b in BUCKETS if b in present]
+
+    oldest = "select min(vintage) from forecast_accuracy"
+    sql = queries.query(db, f"select median(mape) med, avg(mape) mean, median(wape) filter (where not isnan(wape)) wape, "
+                            f"sum(bias * days_scored) / sum(days_scored) bias, "
+                            f"sum(band_coverage * days_scored) / sum(days_scored) cov, count(*) n "
+                            f"from forecast_accuracy where vintage = ({oldest}) and horizon_bucket = '1-7'").iloc[0]
+    first_week = next(t for t in fig["data"] if t["name"] == "days 1-7")
+    assert values(first_week["y"])[0] == pytest.approx(sql["med"])
+    n_vintages = queries.query(db, "select count(distinct vintage) from forecast_accuracy "
+                                   "where horizon_bucket = '1-7'").iloc[0, 0]
+    assert len(values(first_week["y"])) == n_vintages >= 2
+
+    acc = table(at, "accuracy")
+    row = acc[(acc["vintage"] == acc["vintage"].min()) & (acc["horizon_bucket"] == "1-7")].iloc[0]
+    assert row["median_mape"] == pytest.approx(sql["med"]) and row["mean_mape"] == pytest.approx(sql["mean"])
+    assert row["median_wape"] == pytest.approx(sql["wape"]) and row["bias"] == pytest.approx(sql["bias"])
+    assert row["band_coverage"] == pytest.approx(sql["cov"] * 100) and row["series"] == sql["n"]
+    assert len(acc) == queries.query(db, "select count(distinct (vintage, horizon_bucket)) "
+                                         "from forecast_accuracy").iloc[0, 0]
+
+    at.radio(key="track_stat").set_value("mean_mape").run()
+    assert not at.exception
+    first_week = next(t for t in figure(at, "Mean MAPE")["data"] if t["name"] == "days 1-7")
+    assert values(first_week["y"])[0] == pytest.approx(sql["mean"])
+
+
+def _scores(shown: pd.DataFrame, expected: pd.DataFrame, key: str) -> None:
+    """The table as shown against track.risk_calls.risk_call_scores on the same rows."""
+    assert list(shown[key].astype(str)) == list(expected[key].astype(str))
+    for col in ("series", "tp", "fp", "fn"):
+        assert shown[col].tolist() == expected[col].tolist(), col
+    for col in ("precision", "recall"):
+        assert shown[col].tolist() == ["–" if pd.isna(v) else f"{v:.0%}" for v in expected[col]], col
+    assert shown["status"].tolist() == ["final" if f else "so far" for f in expected["final"]]
+
+
+def test_track_record_risk_calls_equal_risk_call_scores(track_db, monkeypatch):
+    db = track_db["db"]
+    outcomes = queries.query(db, "select * from risk_calls")
+    by_vintage = risk_call_scores(outcomes, by=("vintage",))
+    assert len(by_vintage) >= 2 and by_vintage["series"].gt(0).all()
+    at = open_view(app(db, monkeypatch).run(), "Track record")
+    assert not at.exception, at.exception
+    shown = table(at, "calls")
+    _scores(shown.assign(vintage=pd.to_datetime(shown["vintage"]).dt.date),
+            by_vintage.assign(vintage=pd.to_datetime(by_vintage["vintage"]).dt.date), "vintage")
+    _scores(table(at, "departments"), risk_call_scores(outcomes, by=("department",)), "department")
+
+    oldest = pd.Timestamp(by_vintage["vintage"].min())
+    at.selectbox(key="track_calls_vintage").set_value(f"{oldest:%Y-%m-%d}").run()
+    assert not at.exception
+    _scores(table(at, "departments"),
+            risk_call_scores(outcomes[pd.to_datetime(outcomes["vintage"]) == oldest], by=("department",)), "department")
+
+
+def test_track_record_what_changed_counts(track_db, monkeypatch):
+    db = track_db["db"]
+    at = open_view(app(db, monkeypatch).run(), "Track record")
+    assert not at.exception, at.exception
+    status = queries.query(db, "select count(*) filter (where status = 'new') new, "
+                               "count(*) filter (where status = 'ongoing') ongoing from risk_exceptions").iloc[0]
+    resolved = queries.query(db, "select count(*) from risk_resolved").iloc[0, 0]
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["New exceptions"], metrics["Ongoing"], metrics["Resolved"]) == (
+        str(status["new"]), str(status["ongoing"]), str(resolved))
+    assert len(table(at, "exceptions")) == status["new"] + status["ongoing"]
+    assert len(table(at, "resolved")) == resolved
+
+
+@pytest.fixture(scope="module")
+def changed_db(track_db, tmp_path_factory) -> str:
+    """track_db with a known week of changes: one new, one ongoing, two resolved (one without a reason)."""
+    import duckdb
+
+    db = copy_db(track_db["db"], tmp_path_factory.mktemp("changed") / "cap.duckdb")
+    con = duckdb.connect(db)
+    try:
+        con.execute("delete from risk_exceptions")
+        con.execute("delete from risk_resolved")
+        servers = [r[0] for r in con.execute("select distinct server_id from forecasts order by 1").fetchall()]
+        for sid, status, sev, days in ((servers[0], "ongoing", "critical", 5), (NASTY_ID, "new", "warning", 60)):
+            con.execute("insert into risk_exceptions by name select 'batch_00' batch, ? server_id, 'cpu' resource, "
+                        "'Payments' department, 'Ann' app_manager, current_date + ? first_breach_date, "
+                        "?::bigint days_to_breach, 99.0 peak_upper, 96.0 peak_yhat, 'prophet' model, "
+                        "5.0 champion_mape, 'high' trust, ? severity, 95.0 threshold, ? status, "
+                        "current_date - 14 first_flagged", [sid, days, days, sev, status])
+        for sid, reason in ((servers[1], "forecast fell"), (servers[2], None)):
+            con.execute("insert into risk_resolved by name select 'batch_00' batch, ? server_id, 'disk' resource, "
+                        "'Payments' department, 'Ann' app_manager, current_date - 7 last_flagged, "
+                        "current_date resolved_in, ? reason, 95.0 threshold_before, 95.0 threshold_now", [sid, reason])
+    finally:
+        con.close()
+    return db
+
+
+def test_what_changed_lists_new_ongoing_and_resolved(changed_db, monkeypatch):
+    at = open_view(app(changed_db, monkeypatch).run(), "Track record")
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["New exceptions"], metrics["Ongoing"], metrics["Resolved"]) == ("1", "1", "2")
+    now, gone = table(at, "exceptions"), table(at, "resolved")
+    assert now["change"].tolist() == ["new", "ongoing"]
+    assert now["server_id"].iloc[0] == NASTY_ID  # an id with quotes and SQL, shown as itself
+    assert sorted(gone["reason"]) == ["forecast fell", "unknown"]
+    assert "Resolved because: forecast fell 1, unknown 1" in texts(at)
+
+
+def test_track_record_after_one_run_explains_how_it_fills(tiny_pipeline_db, monkeypatch):
+    at = open_view(app(tiny_pipeline_db, monkeypatch).run(), "Track record")
+    assert not at.exception, at.exception
+    assert "1 weekly vintage kept" in texts(at)
+    note = "\n".join(e.value for e in at.info)
+    assert "Kept vintages: 1" in note and "capacity demo --weeks 8" in note
+    assert not [f for f in figures(at) if "MAPE" in f["layout"]["title"]["text"]]
+
+
+def test_track_record_on_a_database_from_before(tiny_pipeline_db, tmp_path, monkeypatch):
+    """No track tables and no lifecycle columns: every view still opens, the Track record says why it is empty."""
+    import duckdb
+
+    db = copy_db(tiny_pipeline_db, tmp_path / "old.duckdb")
+    with duckdb.connect(db) as con:
+        for t in ("forecast_history", "risk_history", "forecast_accuracy", "risk_calls", "risk_resolved"):
+            con.execute(f"drop table if exists {t}")
+        con.execute("alter table risk_exceptions drop column status")
+        con.execute("alter table risk_exceptions drop column first_flagged")
+    at = app(db, monkeypatch).run()
+    assert not at.exception, at.exception
+    assert "no weekly vintage kept yet" in texts(at)
+    at = open_view(at, "Track record")
+    assert not at.exception, at.exception
+    assert "Kept vintages: 0" in "\n".join(e.value for e in at.info)
+    assert "from before the exception lifecycle" in texts(at)

@@ -2,7 +2,8 @@
 
 AppTest does not run the frontend, so only a real browser shows that the Plotly charts draw. Needs
 Debian's ``chromium`` package (Playwright's own browser download is not used); without it the test
-skips locally and fails in CI (env CI set).
+skips locally and fails in CI (env CI set). It runs on ``track_db`` (conftest.py), so the Track record
+has charts to draw.
 """
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from capacity_assets.store import queries
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWS = ("Risk heatmap", "Tournament summary", "Deep dive")
+VIEWS = ("Risk heatmap", "Capacity plan", "Track record", "Tournament summary", "Deep dive")
+CHARTS = '[role="tabpanel"] .js-plotly-plot'  # the open tab's charts (st.tabs on_change="rerun" renders only it)
+
 
 if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
     pytest.skip(f"{CHROMIUM} not found (apt-get install chromium); required when CI is set",
@@ -33,9 +38,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def dashboard(tiny_pipeline_db, tmp_path):
+def dashboard(track_db, tmp_path):
     port = free_port()
-    env = {**os.environ, "CAPACITY_DB": tiny_pipeline_db}
+    env = {**os.environ, "CAPACITY_DB": track_db["db"]}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "capacity"), "dashboard", "--port", str(port)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -59,7 +64,7 @@ def dashboard(tiny_pipeline_db, tmp_path):
         proc.wait(timeout=20)
 
 
-def test_dashboard_renders_in_chromium(dashboard, tmp_path):
+def test_dashboard_renders_in_chromium(dashboard, track_db, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -74,11 +79,21 @@ def test_dashboard_renders_in_chromium(dashboard, tmp_path):
                 assert page.get_by_role("tab", name=view).count() == 1, view
             assert page.locator('[data-testid="stException"]').count() == 0
             page.screenshot(path=str(tmp_path / "risk_heatmap.png"))
-            page.get_by_role("tab", name="Deep dive").click()
-            page.wait_for_selector("text=Search server id", timeout=60_000)
-            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)
-            assert page.locator('[data-testid="stException"]').count() == 0
-            page.screenshot(path=str(tmp_path / "deep_dive.png"))
+            # each view draws its own chart (found by its title), with its data in it, not an empty plot
+            buckets = queries.query(track_db["db"], "select count(distinct horizon_bucket) from forecast_accuracy "
+                                                    "where horizon_bucket != 'all'").iloc[0, 0]
+            assert buckets >= 1
+            for view, title, layer, traces in (("Track record", "MAPE by vintage", "scatterlayer", buckets),
+                                               ("Capacity plan", "Series to add and to reclaim", "barlayer", None),
+                                               ("Deep dive", "CPU", "scatterlayer", None)):
+                page.get_by_role("tab", name=view).click()
+                chart = page.locator(CHARTS).filter(has_text=title).first
+                chart.wait_for(timeout=60_000)
+                chart.locator(f".{layer} .trace").first.wait_for(timeout=60_000)
+                drawn = chart.locator(f".{layer} .trace").count()
+                assert drawn >= 1 and (traces is None or drawn == traces), (view, drawn, traces)
+                assert page.locator('[data-testid="stException"]').count() == 0, view
+                page.screenshot(path=str(tmp_path / f"{view}.png"))
             assert not errors, errors
         finally:
             browser.close()

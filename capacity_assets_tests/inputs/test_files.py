@@ -68,6 +68,6 @@ def test_short_series_are_listed_with_a_reason_not_dropped():
     days = pd.date_range("2024-01-01", periods=400)
     processed = pd.DataFrame({"batch": "batch_00", "server_id": ["long"] * 400 + ["short"] * 20,
                               "resource": "cpu", "ds": list(days) + list(days[:20]), "y": 1.0, "filled": False})
-    skipped = cleaning.short_series(processed, min_days=304, batch="batch_00")
+    skipped = cleaning.short_series(processed, min_days=304)
     assert list(skipped["server_id"]) == ["short"]
     assert skipped["days"].iloc[0] == 20 and "shorter than the 304 days" in skipped["reason"].iloc[0]

@@ -14,10 +14,25 @@ from capacity_assets.pipeline.batches import each_batch
 from capacity_assets.pipeline.io_manager import APPEND_BY, KEEP
 from capacity_assets.pipeline.partitions import BACKFILL, PER_BATCH, STORED_BY_BATCH, batches
 from capacity_assets.pipeline.resources import SettingsResource
-from capacity_assets.schema import (FORECAST_ACCURACY, FORECAST_HISTORY, RISK_CALL_OUTCOMES, RISK_HISTORY,
+from capacity_assets.schema import (FORECAST_ACCURACY, FORECAST_HISTORY, RISK_CALL_OUTCOMES, RISK_HISTORY, empty,
                                     RISK_RESOLVED)
 from capacity_assets.store.history import read_batch
 from capacity_assets.track import accuracy, lifecycle, risk_calls, vintages
+
+def kept(cfg, table: str, batch: str, columns: dict, current) -> pd.DataFrame:
+    """A batch's published rows of an append table as they will be once this run publishes: only
+    the newest CAPACITY_KEEP_VINTAGES vintages, counting this run's (``current``), so nothing this
+    run drops is still scored or dated from."""
+    frame = read_batch(cfg.db, table, batch, columns)
+    newest = sorted({*pd.to_datetime(frame["vintage"]), *([current] if current is not None else [])},
+                    reverse=True)[:cfg.keep_vintages]
+    return frame[pd.to_datetime(frame["vintage"]).isin(newest)].reset_index(drop=True)
+
+
+def current_vintage(forecasts: pd.DataFrame):
+    key = vintages.vintage_of(forecasts)
+    return None if key.empty else pd.Timestamp(key["vintage"].iloc[0])
+
 
 # an append table keeps this many vintages per batch; read when the definitions load, like the batches
 APPEND = {**STORED_BY_BATCH, APPEND_BY: "vintage", KEEP: CapacitySettings.from_env().keep_vintages}
@@ -56,19 +71,21 @@ def risk_history(context: dg.AssetExecutionContext, risk_exceptions: pd.DataFram
 
 
 @dg.asset(group_name="track", **PER_BATCH, check_specs=[DRIFT_SPEC],
-          ins={"processed_data": dg.AssetIn(), "champions": dg.AssetIn()}, deps=["forecast_history"],
+          ins={"processed_data": dg.AssetIn(), "champions": dg.AssetIn(), "forecasts": dg.AssetIn()},
+          deps=["forecast_history"],
           description="Each kept vintage against the actuals that arrived since, per series and horizon bucket "
                       "(1-7, 8-30, 31-90, 91-180, all): days scored, MAPE, WAPE, bias, band coverage; measured "
                       "days only.")
 def forecast_accuracy(context: dg.AssetExecutionContext, settings: SettingsResource, processed_data: pd.DataFrame,
-                      champions: pd.DataFrame):
+                      champions: pd.DataFrame, forecasts: pd.DataFrame):
     cfg = settings.get()
 
-    def score(batch, processed_data, champions):
-        return accuracy.score_vintages(read_batch(cfg.db, "forecast_history", batch, FORECAST_HISTORY), processed_data)
+    def score(batch, processed_data, champions, forecasts):
+        history = kept(cfg, "forecast_history", batch, FORECAST_HISTORY, current_vintage(forecasts))
+        return accuracy.score_vintages(history, processed_data)
 
-    out = each_batch(context, "forecast_accuracy", {"processed_data": processed_data, "champions": champions},
-                     score, FORECAST_ACCURACY)
+    out = each_batch(context, "forecast_accuracy", {"processed_data": processed_data, "champions": champions,
+                                                    "forecasts": forecasts}, score, FORECAST_ACCURACY)
     passed, details = accuracy.batch_drift(out, accuracy.backtest_mape_by_batch(champions), cfg.drift_factor)
     drifted = details.get("drifted", [])
     yield dg.Output(out, metadata={"rows": len(out), "vintages_scored": int(out[["batch", "vintage"]].drop_duplicates().shape[0])})
@@ -81,22 +98,23 @@ def forecast_accuracy(context: dg.AssetExecutionContext, settings: SettingsResou
 
 
 @dg.asset(name="risk_calls", group_name="track", **PER_BATCH,
-          ins={"processed_data": dg.AssetIn(), "business_hierarchy": dg.AssetIn()},
+          ins={"processed_data": dg.AssetIn(), "business_hierarchy": dg.AssetIn(), "forecasts": dg.AssetIn()},
           deps=["forecast_history", "risk_history"],
           description="Did the risk calls come true? Per kept vintage and series: flagged or not, whether a measured "
                       "actual reached the threshold within the risk window, 'final' once the window has passed "
                       "('so_far' before). Precision and recall follow by vintage and department.")
 def risk_call_outcomes(context: dg.AssetExecutionContext, settings: SettingsResource, processed_data: pd.DataFrame,
-                        business_hierarchy: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+                       business_hierarchy: pd.DataFrame, forecasts: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     cfg = settings.get()
 
-    def outcomes(batch, processed_data, business_hierarchy):
-        return risk_calls.risk_call_outcomes(read_batch(cfg.db, "risk_history", batch, RISK_HISTORY),
-                                             read_batch(cfg.db, "forecast_history", batch, FORECAST_HISTORY),
+    def outcomes(batch, processed_data, business_hierarchy, forecasts):
+        now = current_vintage(forecasts)
+        return risk_calls.risk_call_outcomes(kept(cfg, "risk_history", batch, RISK_HISTORY, now),
+                                             kept(cfg, "forecast_history", batch, FORECAST_HISTORY, now),
                                              processed_data, cfg.risk_days, business_hierarchy)
 
-    out = each_batch(context, "risk_calls", {"processed_data": processed_data,
-                                             "business_hierarchy": business_hierarchy}, outcomes, RISK_CALL_OUTCOMES)
+    out = each_batch(context, "risk_calls", {"processed_data": processed_data, "business_hierarchy": business_hierarchy,
+                                             "forecasts": forecasts}, outcomes, RISK_CALL_OUTCOMES)
     scores = risk_calls.risk_call_scores(out) if len(out) else pd.DataFrame()
     return dg.Output(out, metadata={"rows": len(out), "final_vintages": int(scores["final"].sum()) if len(scores) else 0})
 
@@ -111,13 +129,13 @@ def risk_resolved(context: dg.AssetExecutionContext, settings: SettingsResource,
     cfg = settings.get()
 
     def gone(batch, risk_exceptions, forecasts, business_hierarchy):
-        history = read_batch(cfg.db, "forecast_history", batch, FORECAST_HISTORY)
-        key = vintages.vintage_of(forecasts)
-        if key.empty:
-            return pd.DataFrame(columns=list(RISK_RESOLVED))
-        return lifecycle.resolved(read_batch(cfg.db, "risk_history", batch, RISK_HISTORY), risk_exceptions, forecasts,
-                                  key["vintage"].iloc[0], vintages.vintages_of(history),
-                                  levels(cfg, forecasts, business_hierarchy), cfg.risk_days)
+        now = current_vintage(forecasts)
+        if now is None:
+            return empty(RISK_RESOLVED)
+        history = kept(cfg, "forecast_history", batch, FORECAST_HISTORY, now)
+        return lifecycle.resolved(kept(cfg, "risk_history", batch, RISK_HISTORY, now), risk_exceptions, forecasts,
+                                  now, vintages.vintages_of(history), levels(cfg, forecasts, business_hierarchy),
+                                  cfg.risk_days)
 
     out = each_batch(context, "risk_resolved", {"risk_exceptions": risk_exceptions, "forecasts": forecasts,
                                                 "business_hierarchy": business_hierarchy}, gone, RISK_RESOLVED)
@@ -125,10 +143,10 @@ def risk_resolved(context: dg.AssetExecutionContext, settings: SettingsResource,
 
 
 def exception_status(cfg, batch: str, risk: pd.DataFrame, forecasts: pd.DataFrame) -> pd.DataFrame:
-    """risk_exceptions of a batch with its lifecycle: new or ongoing, flagged since when."""
-    key = vintages.vintage_of(forecasts)
-    if key.empty or risk.empty:
-        return risk.assign(status=pd.Series(dtype="string"), first_flagged=pd.Series(dtype="datetime64[ns]"))
-    history = read_batch(cfg.db, "forecast_history", batch, FORECAST_HISTORY)
-    return lifecycle.with_status(risk, read_batch(cfg.db, "risk_history", batch, RISK_HISTORY),
-                                 key["vintage"].iloc[0], vintages.vintages_of(history))
+    """risk_exceptions of a batch with its lifecycle: new or ongoing, flagged since when (the same
+    column order whether or not the batch has exceptions)."""
+    now = current_vintage(forecasts)
+    history = kept(cfg, "forecast_history", batch, FORECAST_HISTORY, now)
+    return lifecycle.with_status(risk, kept(cfg, "risk_history", batch, RISK_HISTORY, now),
+                                 now if now is not None else pd.Timestamp.now().normalize(),
+                                 vintages.vintages_of(history))
