@@ -1,11 +1,27 @@
 """The `capacity` command line on a tiny fleet, as a planner would use it."""
 import csv
 import os
+import re
 
 import duckdb
 import pytest
 
-from capacity_assets_tests.conftest import capacity
+from capacity_assets_tests.conftest import TINY_NEW_SERVER, TINY_SATURATING, capacity
+
+# A real fit, not the seasonal-naive fallback: the tiny fleet fits every forecastable series with both
+# engines (20 of 20); below this share the end-to-end run is mostly naive forecasts and must fail.
+MIN_REAL_FIT_SHARE = 0.8
+
+
+def run_ids(db) -> dict:
+    """{batch: run_id} of the golden record; a batch that is re-materialised gets a new one."""
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = conn.execute("select batch, count(distinct run_id), any_value(run_id) from forecasts group by 1").fetchall()
+    finally:
+        conn.close()
+    assert all(n == 1 for _, n, _ in rows), rows
+    return {b: r for b, _, r in rows}
 
 
 def test_help_explains_each_subcommand(tmp_path):
@@ -28,6 +44,16 @@ def test_run_materialises_every_table_for_every_batch_and_prints_a_summary(tiny_
     n_skipped = conn.execute("select count(*) from skipped_series").fetchone()[0]
     per_series = conn.execute("select count(*) from forecasts group by server_id, resource").fetchall()
     assert len(per_series) == n_processed - n_skipped > 0 and {n for (n,) in per_series} == {180}
+    # the brand-new server is listed as skipped, not silently dropped
+    assert n_skipped == 4 and {s for (s,) in conn.execute("select server_id from skipped_series").fetchall()} \
+        == {TINY_NEW_SERVER}
+    # the server heading for saturation is reported, critical and within the 90-day window
+    risk = conn.execute("select severity, days_to_breach from risk_exceptions where server_id = ? and resource = ?",
+                        list(TINY_SATURATING)).fetchall()
+    assert len(risk) == 1 and risk[0][0] == "critical" and 0 < risk[0][1] <= 90, risk
+    n_risk, n_critical = conn.execute("select count(*), count(*) filter (severity = 'critical') "
+                                      "from risk_exceptions").fetchone()
+    assert f"at risk within 90 days (upper bound >= 95%): {n_risk} series (critical {n_critical}" in out
 
 
 def test_runs_are_recorded_in_the_persistent_instance_the_ui_reads(tiny_run, monkeypatch):
@@ -38,7 +64,7 @@ def test_runs_are_recorded_in_the_persistent_instance_the_ui_reads(tiny_run, mon
         done = instance.get_materialized_partitions(AssetKey("processed_data"))
         runs = instance.get_runs()
     assert done == {"batch_00", "batch_01", "batch_02"}
-    assert {r.job_name for r in runs} == {"capacity_forecast", "capacity_hierarchy"}
+    assert {r.job_name for r in runs} == {"capacity_forecast", "capacity_hierarchy", "capacity_freshness"}
     assert all(r.is_success for r in runs)
 
 
@@ -47,10 +73,20 @@ def test_report_writes_one_csv_per_department(tiny_run, tmp_path):
     files = sorted(p.name for p in (tmp_path / "reports").glob("*.csv"))
     assert "risk_all.csv" in files
     rows = list(csv.DictReader(open(tmp_path / "reports" / "risk_all.csv")))
-    n_risk = duckdb.connect(tiny_run["db"], read_only=True).execute("select count(*) from risk_exceptions").fetchone()[0]
-    assert len(rows) == n_risk and "wrote" in proc.stdout
-    if rows:
-        assert {"server_id", "department", "app_manager", "severity", "days_to_breach"} <= set(rows[0])
+    conn = duckdb.connect(tiny_run["db"], read_only=True)
+    n_risk = conn.execute("select count(*) from risk_exceptions").fetchone()[0]
+    departments = {d for (d,) in conn.execute("select distinct department from risk_exceptions").fetchall()}
+    assert len(rows) == n_risk >= 1 and "wrote" in proc.stdout  # the tiny fleet has a saturating server
+    assert {"server_id", "department", "app_manager", "severity", "days_to_breach"} <= set(rows[0])
+    saturating = [r for r in rows if (r["server_id"], r["resource"]) == TINY_SATURATING]
+    assert len(saturating) == 1 and saturating[0]["severity"] == "critical"
+    assert saturating[0]["department"] not in ("", "Unassigned") and saturating[0]["app_manager"]
+    # one file per department with exactly that department's rows, e.g. "Supply Chain" -> risk_supply_chain.csv
+    per_department = {f"risk_{'_'.join(re.findall('[a-z0-9]+', d.lower()))}.csv": d for d in departments}
+    assert [f for f in files if f.startswith("risk_")] == sorted(["risk_all.csv", *per_department])
+    for name, department in per_department.items():
+        got = list(csv.DictReader(open(tmp_path / "reports" / name)))
+        assert got == [r for r in rows if r["department"] == department], name
 
 
 def test_a_missing_metrics_file_is_refused_before_any_table_is_touched(tmp_path):
@@ -80,12 +116,18 @@ def test_rerun_after_adding_servers_redoes_only_the_batch_that_changed(tiny_run,
     env = {**tiny_run["env"], "CAPACITY_METRICS": str(fleet / "metrics" / "*.parquet"),
            "CAPACITY_HIERARCHY": str(fleet / "hierarchy.csv"), "CAPACITY_DB": str(work / "cap.duckdb"),
            "DAGSTER_HOME": str(work / ".dagster")}
+    before = run_ids(env["CAPACITY_DB"])
     out = capacity("run", cwd=work, env=env).stdout
     assert "2 batch(es) unchanged" in out and "[1/1] batch_01: ok" in out
     assert "unchanged, not re-run: 2 batches (batch_00, batch_02)" in out
     conn = duckdb.connect(env["CAPACITY_DB"], read_only=True)
     stored = {s for (s,) in conn.execute("select distinct server_id from forecasts where batch = 'batch_01'").fetchall()}
     assert set(new_ids) <= stored
+    # batch_01 was really re-written (a new run), the other two kept their rows from the first run
+    after = run_ids(env["CAPACITY_DB"])
+    assert set(before) == set(after) == {"batch_00", "batch_01", "batch_02"}
+    assert after["batch_01"] != before["batch_01"]
+    assert (after["batch_00"], after["batch_02"]) == (before["batch_00"], before["batch_02"])
 
 
 def test_both_engines_land_in_duckdb_with_the_contract_columns_and_split(tiny_run):
@@ -109,6 +151,13 @@ def test_both_engines_land_in_duckdb_with_the_contract_columns_and_split(tiny_ru
         last = dict(((s, r), d) for s, r, d in conn.execute(
             "select server_id, resource, max(ds) from processed_data group by all").fetchall())
         assert all((r[4] - last[(r[0], r[1])]).days == 1 for r in future)
+        # real fits, not the seasonal-naive fallback (which would pass every check above)
+        real, total = conn.execute(f"select count(*) filter (model = ?), count(*) from (select server_id, resource, "
+                                   f"any_value(model) as model from {table} group by all)", [model]).fetchone()
+        assert total == len(future) and real >= MIN_REAL_FIT_SHARE * total, (table, real, total)
+    real, total = conn.execute("select count(*) filter (model not like '%:fallback' and model <> 'naive'), count(*) "
+                               "from (select distinct server_id, resource, model from forecasts)").fetchone()
+    assert total == len(future) and real >= MIN_REAL_FIT_SHARE * total, ("forecasts", real, total)
 
 
 def test_new_batch_count_and_a_new_hierarchy_column_leave_one_consistent_set_of_tables(tiny_run, tmp_path):
@@ -125,12 +174,26 @@ def test_new_batch_count_and_a_new_hierarchy_column_leave_one_consistent_set_of_
     hierarchy.to_csv(work / "hierarchy.csv", index=False)
     env = {**tiny_run["env"], "CAPACITY_HIERARCHY": str(work / "hierarchy.csv"), "CAPACITY_BATCHES": "2",
            "CAPACITY_DB": str(work / "cap.duckdb"), "DAGSTER_HOME": str(work / ".dagster")}
+    first_run_ids = set(run_ids(tiny_run["db"]).values())
+    old = duckdb.connect(tiny_run["db"], read_only=True)
+    series = {t: old.execute(f"select count(distinct (server_id, resource)) from {t}").fetchone()[0]
+              for t in ("processed_data", "forecasts", "champions", "risk_exceptions", "skipped_series")}
+    old.close()
     out = capacity("run", cwd=work, env=env).stdout
     assert "removed 1 batch(es) left by an earlier CAPACITY_BATCHES: batch_02" in out
     conn = duckdb.connect(env["CAPACITY_DB"], read_only=True)
-    for table in ("processed_data", "forecasts", "champions", "risk_exceptions", "skipped_series"):
+    for table, n in series.items():
+        got = conn.execute(f"select count(distinct (server_id, resource)) from {table}").fetchone()[0]
+        # every series is still there (none lost with batch_02), under the new batch keys only
+        assert n > 0 and got == n, (table, got, n)
         assert {b for (b,) in conn.execute(f"select distinct batch from {table}").fetchall()} <= {"batch_00", "batch_01"}
+    for table in ("processed_data", "forecasts", "champions"):
+        assert {b for (b,) in conn.execute(f"select distinct batch from {table}").fetchall()} == {"batch_00", "batch_01"}
     assert conn.execute("select count(*) from (select server_id from forecasts group by server_id "
                         "having count(distinct batch) > 1)").fetchone()[0] == 0
+    assert not set(run_ids(env["CAPACITY_DB"]).values()) & first_run_ids  # every batch was re-written
+    # the new column is filled in, not merely declared
+    expected = dict(zip(hierarchy["server_id"], hierarchy["cost_center"]))
     for table in ("business_hierarchy", "risk_exceptions"):
-        assert "cost_center" in [r[0] for r in conn.execute(f"describe {table}").fetchall()]
+        got = conn.execute(f"select server_id, cost_center from {table}").fetchall()
+        assert got and all(cc == expected[s] for s, cc in got), (table, got)

@@ -5,11 +5,9 @@ is run twice and shared by most assertions; file and column errors fail in prefl
 instant, and are checked one by one.
 """
 import csv
-import fcntl
 import hashlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -104,6 +102,12 @@ def snapshot(db) -> dict:
     out["forecasts"] = sql(db, "select batch, server_id, resource, ds, model, yhat, yhat_lower, yhat_upper "
                                "from forecasts order by all")
     return out
+
+
+def forecast_run_ids(db) -> dict:
+    """{batch: set of run_ids in its golden record}: a re-materialised batch gets a new run_id."""
+    df = sql(db, "select distinct batch, run_id from forecasts")
+    return {b: set(g["run_id"]) for b, g in df.groupby("batch")}
 
 
 def metadata(home, asset, partition=None) -> dict:
@@ -204,10 +208,10 @@ def bad_run(tmp_path_factory) -> dict:
     fleet = write_bad_fleet(work / "in")
     env = run_env(work, fleet["metrics"], fleet["hierarchy"])
     first = run(work, env)
-    snap = snapshot(env["CAPACITY_DB"])
+    snap, first_runs = snapshot(env["CAPACITY_DB"]), forecast_run_ids(env["CAPACITY_DB"])
     second = run(work, env, "--force")  # --force: really re-materialise, not skip unchanged batches
     return {"work": work, "env": env, "db": env["CAPACITY_DB"], "home": env["DAGSTER_HOME"], "fleet": fleet,
-            "first": first, "first_snapshot": snap, "second": second}
+            "first": first, "first_snapshot": snap, "first_run_ids": first_runs, "second": second}
 
 
 def test_the_bad_fleet_run_reports_what_it_fixed_and_forecasts_the_rest(bad_run):
@@ -255,14 +259,15 @@ def test_time_zones_formats_dst_and_sub_daily_samples_give_one_complete_day_each
         assert str(got.loc[server, "first"])[:10] == "2024-12-01" and str(got.loc[server, "last"])[:10] == "2025-10-31"
     assert got.loc[UNI, "lo"] > 85 and got.loc[UNI, "hi"] < 95  # hourly means, no DST double hour or gap
     meta = metadata(bad_run["home"], "processed_data", batch_of(UNI, BATCHES))
-    assert meta["utc_offset_rows"] == 24 * len(DAYS) and meta["duplicates_dropped"] == 0
+    # the metadata counts the whole run (a range of batches): at least every hourly row of UNI
+    assert meta["utc_offset_rows"] >= 24 * len(DAYS) and meta["naive_time_rows"] > 0
     assert got.loc[SHORT, "days"] == 14
 
 
 def test_too_short_series_are_listed_and_the_rest_of_the_fleet_is_forecast(bad_run):
     skipped = sql(bad_run["db"], "select * from skipped_series")
     assert list(skipped["server_id"]) == [SHORT] and skipped["days"].iloc[0] == 14
-    assert "history of 14 days is shorter than the 304 days needed" in skipped["reason"].iloc[0]
+    assert "history of 14 measured days is shorter than the 304 days needed" in skipped["reason"].iloc[0]
     fc = sql(bad_run["db"], "select server_id, count(*) as n from forecasts group by 1")
     assert set(fc["server_id"]) == {ODD, UNI, QUOTED, FRAC} and set(fc["n"]) == {180}
 
@@ -295,6 +300,15 @@ def test_odd_server_ids_are_stored_exactly_in_every_table(bad_run):
 def test_running_the_whole_graph_twice_gives_the_same_tables_and_forecasts(bad_run):
     """Seeded models: the same forecasts up to float noise (XGBoost's refit differs by ~1e-4 points run to run)."""
     again, first = snapshot(bad_run["db"]), bad_run["first_snapshot"]
+    # the second run really ran every batch and re-wrote it: a new run_id in every batch's golden record
+    assert all_succeeded(bad_run["second"].stdout) and f"[{BATCHES}/{BATCHES}]" in bad_run["second"].stdout
+    runs_first, runs_again = bad_run["first_run_ids"], forecast_run_ids(bad_run["db"])
+    assert set(runs_first) == set(runs_again) == {f"batch_{i:02d}" for i in range(BATCHES)}
+    assert all(len(runs_again[b]) == 1 and not runs_again[b] & runs_first[b] for b in runs_again), \
+        (runs_first, runs_again)
+    # ... and the tables it compares are not empty (two empty runs would compare equal)
+    counts = {t: len(v) if isinstance(v, pd.DataFrame) else v for t, v in first.items()}  # forecasts: the rows
+    assert set(counts) == set(TABLES + ["business_hierarchy"]) and all(n > 0 for n in counts.values()), counts
     assert {k: v for k, v in again.items() if k != "forecasts"} == {k: v for k, v in first.items() if k != "forecasts"}
     pd.testing.assert_frame_equal(again["forecasts"], first["forecasts"], check_exact=False, atol=1e-3, rtol=0)
 
@@ -321,102 +335,19 @@ def test_rows_without_server_id_are_counted_and_belong_to_no_batch(tmp_path):
 
 
 def test_rows_without_server_id_do_not_break_the_batch_fingerprints(tmp_path):
-    from capacity_assets.cli import fingerprint
+    from capacity_assets.inputs import fingerprint
     from capacity_assets.inputs import files
     from capacity_assets.config import CapacitySettings
 
-    (tmp_path / "m.csv").write_text(HEADER + "\na,cpu,2025-01-01,5\n,cpu,2025-01-01,5\n")
     conn = duckdb.connect()
     settings = CapacitySettings(metrics=str(tmp_path / "m.csv"), batches=BATCHES)
-    fingerprint.batch_fingerprints(conn, files.inspect_metrics(conn, settings.metrics), settings)
 
+    def prints(rows: str) -> dict:
+        (tmp_path / "m.csv").write_text(HEADER + "\n" + rows)
+        return fingerprint.batch_fingerprints(conn, files.inspect_metrics(conn, settings.metrics), settings)
 
-# --- killed half-way, then repaired ---------------------------------------------------------------
-
-def _batches(db) -> dict:
-    """{table: {batch: set of series}}, read under the shared lock like any reader."""
-    from capacity_assets.store.db import db_lock
-
-    with db_lock(db, exclusive=False):
-        conn = duckdb.connect(db, read_only=True)
-        try:
-            have = {r[0] for r in conn.execute("select table_name from duckdb_tables()").fetchall()}
-            out = {}
-            for t in TABLES:
-                rows = conn.execute(f"select distinct batch, server_id, resource from {t}").fetchall() if t in have else []
-                out[t] = {}
-                for b, s, r in rows:
-                    out[t].setdefault(b, set()).add((s, r))
-            return out
-        finally:
-            conn.close()
-
-
-@pytest.fixture(scope="module")
-def killed_run(tmp_path_factory) -> dict:
-    """`capacity run --workers 1` SIGKILLed mid-batch right after another batch finished, then re-run."""
-    from capacity_assets.demo.fleet import write_fleet
-
-    work = tmp_path_factory.mktemp("killed")
-    fleet = write_fleet(work / "in", servers=6, months=11, seed=1)
-    env = {**os.environ, **run_env(work, fleet["metrics"], fleet["hierarchy"])}
-    db = env["CAPACITY_DB"]
-    proc = subprocess.Popen([str(BIN / "capacity"), "run", "--batches", str(BATCHES), "--workers", "1"], cwd=work,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    done = set()
-    for line in proc.stdout:
-        if line.startswith("[1/"):
-            done.add(line.split()[1].rstrip(":"))
-            break
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill as soon as a second batch has written its first table
-        started = set(_batches(db)["processed_data"]) - done
-        if started:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed = _batches(db)
-    repaired = capacity("run", "--batches", str(BATCHES), "--workers", "1", cwd=work, env=env)
-    return {"work": work, "env": env, "db": db, "done": done, "interrupted": started, "killed": killed,
-            "repaired": _batches(db), "repaired_out": repaired.stdout}
-
-
-def test_a_killed_run_leaves_each_table_whole_per_batch_and_the_next_run_repairs_it(killed_run):
-    full, killed = killed_run["repaired"], killed_run["killed"]
-    assert killed_run["interrupted"], "the run finished before it could be killed mid-batch"
-    for t in TABLES:  # every (table, batch) present is complete: the old or the new rows, never a part
-        for b, series in killed[t].items():
-            assert series == full[t][b], (t, b)
-    for b in killed_run["done"]:  # the finished batch is wholly there
-        assert all(killed[t].get(b) == full[t].get(b) for t in TABLES)
-    assert all_succeeded(killed_run["repaired_out"])
-    assert set(full["processed_data"]) == set(full["forecasts"]) == set(full["champions"])
-    for b in full["processed_data"]:
-        assert full["forecasts"][b] == full["champions"][b] == full["processed_data"][b]
-
-
-def test_a_killed_run_never_leaves_a_batch_half_written_across_tables(killed_run):
-    killed = killed_run["killed"]
-    for b in killed["processed_data"]:
-        assert killed["forecasts"].get(b) == killed["champions"].get(b) == killed["prophet_results"].get(b) \
-            == killed_run["repaired"]["forecasts"].get(b), b
-
-
-def test_re_materialising_one_batch_replaces_exactly_its_rows(killed_run):
-    db, work, env = killed_run["db"], killed_run["work"], killed_run["env"]
-    before = {t: sql(db, f"select * from {t} order by all") for t in TABLES}
-    runs_before = sql(db, "select batch, any_value(run_id) as run_id from forecasts group by 1").set_index("batch")
-    target = sorted(runs_before.index)[-1]
-    capacity("run", "--batches", str(BATCHES), "--workers", "1", "--batch", target, "--force", cwd=work, env=env)
-    runs_after = sql(db, "select batch, any_value(run_id) as run_id from forecasts group by 1").set_index("batch")
-    assert runs_after.loc[target, "run_id"] != runs_before.loc[target, "run_id"]
-    for t in TABLES:
-        after = sql(db, f"select * from {t} order by all")
-        assert len(after) == len(before[t]), t
-        keep = [c for c in after.columns if c not in ("run_id", "generated_at")]
-        other_b, other_a = before[t][before[t]["batch"] != target], after[after["batch"] != target]
-        pd.testing.assert_frame_equal(other_a.reset_index(drop=True), other_b.reset_index(drop=True), check_dtype=False)
-        mine_b = before[t][before[t]["batch"] == target][keep].reset_index(drop=True)
-        mine_a = after[after["batch"] == target][keep].reset_index(drop=True)
-        pd.testing.assert_frame_equal(mine_a, mine_b, check_dtype=False, check_exact=False, atol=1e-3, rtol=0)
+    with_blank = prints("a,cpu,2025-01-01,5\n,cpu,2025-01-01,5\n")
+    assert set(with_blank) == {f"batch_{i:02d}" for i in range(BATCHES)}
+    assert prints("a,cpu,2025-01-01,5\n") == with_blank  # the row without a server id belongs to no batch
+    changed = prints("a,cpu,2025-01-01,6\n,cpu,2025-01-01,5\n")  # ... while a's own data counts
+    assert {b for b in with_blank if changed[b] != with_blank[b]} == {batch_of("a", BATCHES)}

@@ -125,8 +125,9 @@ def test_every_view_renders_on_pipeline_db(tiny_pipeline_db, monkeypatch):
     # the tiny fleet has a saturating server, so the heatmap has a cell to get right (not {} == {})
     counts = risk_counts(tiny_pipeline_db)
     dept = queries.query(tiny_pipeline_db, "select department from risk_exceptions where server_id = ? and "
-                                           "resource = ?", list(TINY_SATURATING)).iloc[0, 0]
-    assert counts.get((dept, TINY_SATURATING[1]), 0) >= 1
+                                           "resource = ?", list(TINY_SATURATING))["department"].tolist()
+    assert len(dept) == 1, f"{TINY_SATURATING} is not in risk_exceptions"
+    assert counts.get((dept[0], TINY_SATURATING[1]), 0) >= 1
     assert heatmap_cells(figures(at)[0]) == counts
 
     at = open_view(at, "Tournament summary")

@@ -87,6 +87,19 @@ def test_some_series_head_for_saturation_most_do_not():
     assert (days <= 120).mean() < 0.1
 
 
+def test_the_tiny_test_fleet_holds_a_saturating_and_a_brand_new_server():
+    """The pipeline tests assert on these (risk_exceptions and skipped_series are not empty): if the
+    generator changes, this names the cause instead of a dozen pipeline tests failing."""
+    from capacity_assets_tests.conftest import TINY, TINY_NEW_SERVER, TINY_SATURATING
+
+    metrics, _ = generate_fleet(**TINY)
+    days = _crossing_days(metrics, DEFAULT_END)
+    assert days.idxmin() == TINY_SATURATING and 20 < days.min() < 60  # crosses 95 % well inside 90 days
+    assert (days <= 120).sum() == 1
+    history = metrics.groupby("server_id")["timestamp"].nunique()
+    assert history.idxmin() == TINY_NEW_SERVER and history.min() < 304 <= history.drop(TINY_NEW_SERVER).min()
+
+
 def test_hierarchy_covers_about_99_percent():
     metrics, hierarchy = generate_fleet(servers=200, months=1, seed=0)
     servers = set(metrics["server_id"])

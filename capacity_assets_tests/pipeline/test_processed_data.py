@@ -11,6 +11,7 @@ import pandas as pd
 
 from capacity_assets.inputs.batching import batch_keys, batch_of
 from capacity_assets.config import CapacitySettings
+from capacity_assets_tests.conftest import TINY_NEW_SERVER
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,19 +45,46 @@ def test_each_batch_lands_in_duckdb_with_the_contract_columns(tiny_fleet, tmp_pa
     assert not df.duplicated(["server_id", "resource", "ds"]).any()
     assert df["y"].between(0, 100).all()
     # `select * from forecasts`-style unqualified names work in a plain client
-    assert conn.execute("select count(*) from skipped_series").fetchone()[0] >= 0
+    assert conn.execute("select count(*) from processed_data").fetchone()[0] == len(df) > 0
+    # the tiny fleet's brand-new server is too short to forecast: its 4 series, and only they, are skipped
+    skipped = conn.execute("select batch, server_id, resource, days, reason from skipped_series "
+                           "order by resource").fetchall()
+    assert [(b, s, r) for b, s, r, _, _ in skipped] == [(batch_of(TINY_NEW_SERVER, 3), TINY_NEW_SERVER, r)
+                                                       for r in ("cpu", "disk", "memory", "network")]
+    assert all(days < 304 and "shorter than the 304 days needed" in reason for *_, days, reason in skipped)
 
 
 def test_rematerialising_a_batch_replaces_exactly_its_rows(tiny_fleet, tmp_path):
+    """Damage batch_01 (rows lost, a stray row added) and mark batch_00; re-materialising batch_01
+    must restore exactly its rows and leave batch_00, marker included, alone."""
     db = str(tmp_path / "cap.duckdb")
     for key in batch_keys(3):
-        materialize_processed(tiny_fleet, db, key)
-    before = duckdb.connect(db, read_only=True).execute(
-        "select batch, count(*) from processed_data group by 1 order by 1").fetchall()
-    materialize_processed(tiny_fleet, db, "batch_01")
-    after = duckdb.connect(db, read_only=True).execute(
-        "select batch, count(*) from processed_data group by 1 order by 1").fetchall()
-    assert before == after
+        assert materialize_processed(tiny_fleet, db, key)
+    query = "select * from processed_data where batch = ? order by all"
+    conn = duckdb.connect(db)
+    try:
+        original = {b: conn.execute(query, [b]).fetchdf() for b in batch_keys(3)}
+        assert all(len(original[b]) > 0 for b in batch_keys(3)), {b: len(f) for b, f in original.items()}
+        conn.execute("delete from processed_data where batch = 'batch_01' and ds < (select median(ds) "
+                     "from processed_data where batch = 'batch_01')")
+        stray = "insert into processed_data by name select ? as batch, ? as server_id, 'cpu' as resource, " \
+                "date '2000-01-01' as ds, 1.0 as y, false as filled"
+        conn.execute(stray, ["batch_01", "stray"])
+        conn.execute(stray, ["batch_00", "marker"])
+        assert len(conn.execute(query, ["batch_01"]).fetchdf()) < len(original["batch_01"])
+    finally:
+        conn.close()
+    assert materialize_processed(tiny_fleet, db, "batch_01")
+    conn = duckdb.connect(db, read_only=True)
+    try:
+        after = {b: conn.execute(query, [b]).fetchdf() for b in batch_keys(3)}
+    finally:
+        conn.close()
+    pd.testing.assert_frame_equal(after["batch_01"], original["batch_01"])  # rewritten, stray row gone
+    pd.testing.assert_frame_equal(after["batch_02"], original["batch_02"])
+    assert "marker" in set(after["batch_00"]["server_id"])  # another batch is not touched
+    pd.testing.assert_frame_equal(after["batch_00"][after["batch_00"]["server_id"] != "marker"]
+                                  .reset_index(drop=True), original["batch_00"])
 
 
 def test_two_batches_written_at_the_same_moment_into_one_file(tiny_fleet, tmp_path):

@@ -1,6 +1,7 @@
 """`capacity ui` on the instance `capacity run` wrote to: partitions visible, and a backfill of
 every batch launched through the UI's GraphQL API finishes with exactly one set of rows per batch."""
 import json
+import math
 import os
 import shutil
 import signal
@@ -14,10 +15,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from capacity_assets.pipeline.partitions import BATCHES_PER_RUN
+
 REPO = Path(__file__).resolve().parents[2]
 TABLES = ("processed_data", "prophet_results", "challenger_results", "champions", "forecasts", "risk_exceptions")
-ASSETS = ("processed_data", "skipped_series", "prophet_results", "challenger_results", "champions", "forecasts",
-          "risk_exceptions")
+# every partitioned asset, as a planner selects "materialise all" for every partition
+ASSETS = ("processed_data", "skipped_series", "prophet_results", "challenger_results", "combination_results",
+          "champions", "forecasts", "risk_exceptions", "capacity_plan", "forecast_history", "risk_history",
+          "forecast_accuracy", "risk_calls", "risk_resolved", "batch_ledger")
 
 
 def graphql(port: int, query: str) -> dict:
@@ -33,6 +38,19 @@ def rows_per_batch(db: str) -> dict:
         return {t: dict(conn.execute(f"select batch, count(*) from {t} group by 1").fetchall()) for t in TABLES}
     finally:
         conn.close()
+
+
+def run_ids(db: str) -> dict:
+    """{batch: the run that wrote its golden record}."""
+    conn = duckdb.connect(db, read_only=True)
+    try:
+        return dict(conn.execute("select batch, any_value(run_id) from forecasts group by 1").fetchall())
+    finally:
+        conn.close()
+
+
+# the backfill policy packs the 3 batches into ranges of BATCHES_PER_RUN: one run per core
+RUNS = math.ceil(3 / BATCHES_PER_RUN)
 
 
 @pytest.fixture
@@ -74,7 +92,10 @@ def test_ui_shows_partitions_and_a_backfill_of_every_batch_keeps_one_set_of_rows
     by_asset = {n["assetKey"]["path"][0]: n["partitionStats"] for n in stats["assetNodes"]}
     assert by_asset["processed_data"] == {"numMaterialized": 3, "numPartitions": 3}
     assert by_asset["risk_exceptions"] == {"numMaterialized": 3, "numPartitions": 3}
-    before = rows_per_batch(ui["db"])
+    before, runs_before = rows_per_batch(ui["db"]), run_ids(ui["db"])
+    batches = {"batch_00", "batch_01", "batch_02"}
+    assert all(set(before[t]) == batches for t in TABLES if t != "risk_exceptions"), before
+    assert sum(before["risk_exceptions"].values()) >= 1  # the tiny fleet's saturating server
 
     selection = ", ".join('{path: ["%s"]}' % a for a in ASSETS)
     launched = graphql(ui["port"], 'mutation { launchPartitionBackfill(backfillParams: { assetSelection: [%s], '
@@ -90,6 +111,10 @@ def test_ui_shows_partitions_and_a_backfill_of_every_batch_keeps_one_set_of_rows
         if len(runs) == 3 and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
             break
         time.sleep(3)
-    assert [r["status"] for r in runs] == ["SUCCESS"] * 3, (runs, graphql(ui["port"], "{ runsOrError(limit: 10) { ... on Runs { results { runId status jobName tags { key value } } } } }"))
+    assert [r["status"] for r in runs] == ["SUCCESS"] * RUNS, (runs, graphql(ui["port"], "{ runsOrError(limit: 10) { ... on Runs { results { runId status jobName tags { key value } } } } }"))
     # same batches, same row counts: nothing lost, nothing duplicated
     assert rows_per_batch(ui["db"]) == before
+    # ... and every batch was really re-written by the backfill's runs, not left as it was
+    runs_after = run_ids(ui["db"])
+    assert set(runs_after) == batches and all(runs_after[b] != runs_before[b] for b in batches), \
+        (runs_before, runs_after)
