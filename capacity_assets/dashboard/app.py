@@ -561,6 +561,10 @@ def main() -> None:
     settings = dataclasses.replace(settings, **shown)  # what the results were made with, not this shell's
     header(ov, settings, mixed)
     note = st.empty()
+    linked = st.query_params.get("server")  # the digests link each server here: ?server=<id>
+    if linked and st.session_state.get("_linked_server") != linked:
+        st.session_state["_linked_server"] = linked
+        open_in_deep_dive(linked)
     risk_tab, plan_tab, track_tab, tournament_tab, deep_tab = st.tabs(list(VIEWS), key="view", on_change="rerun")
     if risk_tab.open:
         with risk_tab:

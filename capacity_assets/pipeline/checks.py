@@ -127,11 +127,13 @@ FORECASTS_CHECKS = [
 # --- capacity_plan ---------------------------------------------------------------------------------
 
 def every_series_planned(plan: pd.DataFrame, forecasts: pd.DataFrame) -> dg.AssetCheckResult:
-    want = forecasts[KEY].drop_duplicates()
-    counts = plan.groupby(KEY, observed=True).size().rename("n").reset_index()
-    joined = want.merge(counts, on=KEY, how="outer")
-    bad = joined[joined["n"].fillna(0) != 1]
-    return _result("capacity_plan", "every_series_planned", bad, f"{len(bad)} forecast series without exactly one plan row")
+    """Every forecast series has exactly one plan row, and no plan row lacks a forecast."""
+    want = forecasts[KEY].astype(str).drop_duplicates().assign(_want=True)
+    counts = plan[KEY].astype(str).groupby(KEY).size().rename("n").reset_index()
+    both = want.merge(counts, on=KEY, how="outer")
+    bad = both[(both["n"].fillna(0) != 1) | both["_want"].isna()]
+    return _result("capacity_plan", "every_series_planned", bad,
+                   f"{len(bad)} series without exactly one plan row (missing, duplicated or without a forecast)")
 
 
 def add_has_needed_by(plan: pd.DataFrame) -> dg.AssetCheckResult:
@@ -140,8 +142,10 @@ def add_has_needed_by(plan: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 def low_trust_reviewed(plan: pd.DataFrame) -> dg.AssetCheckResult:
-    bad = plan[plan["action"].isin(["add", "reclaim"]) & plan["trust"].eq("low") & ~plan["review"].fillna(False).astype(bool)]
-    return _result("capacity_plan", "low_trust_reviewed", bad, f"{len(bad)} low-trust add/reclaim rows not marked review")
+    low = ~plan["trust"].astype("string").isin(["high", "medium"]).fillna(False).astype(bool)
+    bad = plan[plan["action"].isin(["add", "reclaim"]) & low & ~plan["review"].fillna(False).astype(bool)]
+    return _result("capacity_plan", "low_trust_reviewed", bad,
+                   f"{len(bad)} low-trust 'add'/'reclaim' rows not marked review")
 
 
 PLAN_CHECKS = [

@@ -32,7 +32,6 @@ Pure pandas (no Dagster). One row per forecast series (CAPACITY_PLAN). Definitio
 """
 from __future__ import annotations
 
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,7 +39,7 @@ import pandas as pd
 from capacity_assets.inputs.hierarchy import UNASSIGNED, hierarchy_table
 from capacity_assets.risk.thresholds import (DEFAULT_TARGET, DEFAULT_THRESHOLD, TARGET_PREFIX, THRESHOLD_PREFIX, UNITS,
                                              per_series, series_levels, series_sizes)
-from capacity_assets.schema import CAPACITY_PLAN, RESOURCES, conform, empty, series_names
+from capacity_assets.schema import CAPACITY_PLAN, RESOURCES, conform, empty
 
 KEY = ["batch", "server_id", "resource"]
 ADD, RECLAIM, NONE = "add", "reclaim", "none"
@@ -152,54 +151,6 @@ def sort_plan(plan: pd.DataFrame) -> pd.DataFrame:
                                               kind="stable", na_position="last")
             .drop(columns="_a").reset_index(drop=True))
 
-
-# --- checks (wrapped as Dagster asset checks by the pipeline) ------------------------------------------
-
-class PlanCheck(NamedTuple):
-    """One rule's outcome. ``description``: the rule when it passes, the problem (with a count) when it
-    fails; ``series``: the first offending series as 'server/resource'; ``offending``: their rows
-    (batch, server_id, resource), the shape ``pipeline.checks`` names series from."""
-    name: str
-    passed: bool
-    description: str
-    series: list[str]
-    offending: pd.DataFrame
-
-
-def _check(name: str, offending: pd.DataFrame, rule: str, problem: str) -> PlanCheck:
-    offending = offending[KEY].reset_index(drop=True)
-    return PlanCheck(name, offending.empty, rule if offending.empty else f"{len(offending)} {problem}",
-                     series_names(offending) if len(offending) else [], offending)
-
-
-def check_every_series_planned(plan: pd.DataFrame, forecasts: pd.DataFrame) -> PlanCheck:
-    """Every forecast series has exactly one plan row (and no plan row lacks a forecast)."""
-    want = forecasts[KEY].astype(str).drop_duplicates().assign(_want=True)
-    counts = plan[KEY].astype(str).groupby(KEY).size().rename("n").reset_index()
-    both = want.merge(counts, on=KEY, how="outer")
-    bad = both[(both["n"].fillna(0) != 1) | both["_want"].isna()]
-    return _check("every_series_planned", bad, "every forecast series has exactly one plan row",
-                  "series without exactly one plan row (missing, duplicated or without a forecast)")
-
-
-def check_add_has_needed_by(plan: pd.DataFrame) -> PlanCheck:
-    bad = plan[(plan["action"] == ADD) & plan["needed_by"].isna()]
-    return _check("add_has_needed_by", bad, "every 'add' row has a needed_by date", "'add' rows without needed_by")
-
-
-def check_low_trust_reviewed(plan: pd.DataFrame) -> PlanCheck:
-    low = ~plan["trust"].astype("string").isin(TRUSTED).fillna(False).astype(bool)
-    bad = plan[plan["action"].isin([ADD, RECLAIM]) & low & ~plan["review"].fillna(False).astype(bool)]
-    return _check("low_trust_reviewed", bad, "every 'add' or 'reclaim' row on a low-trust forecast is marked review",
-                  "low-trust 'add'/'reclaim' rows not marked review")
-
-
-def plan_checks(plan: pd.DataFrame, forecasts: pd.DataFrame) -> list[PlanCheck]:
-    """The capacity_plan asset checks, in order: every_series_planned, add_has_needed_by, low_trust_reviewed."""
-    return [check_every_series_planned(plan, forecasts), check_add_has_needed_by(plan), check_low_trust_reviewed(plan)]
-
-
-# --- summaries for the report and the dashboard ------------------------------------------------------
 
 def department_totals(plan: pd.DataFrame) -> pd.DataFrame:
     """Per department and resource (DEPARTMENT_TOTALS): series planned; series, units (summed over rows

@@ -461,3 +461,13 @@ def test_track_record_on_a_database_from_before(tiny_pipeline_db, tmp_path, monk
     assert not at.exception, at.exception
     assert "Kept vintages: 0" in "\n".join(e.value for e in at.info)
     assert "from before the exception lifecycle" in texts(at)
+
+
+def test_a_digest_link_opens_that_server_in_the_deep_dive(tiny_pipeline_db, monkeypatch):
+    servers = queries.query(tiny_pipeline_db, "select distinct server_id from champions order by 1")["server_id"]
+    target = servers.iloc[-1]
+    at = app(tiny_pipeline_db, monkeypatch)
+    at.query_params["server"] = target
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["deep_select"] == target and at.session_state["view"] == "Deep dive"

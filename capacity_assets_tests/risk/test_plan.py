@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from capacity_assets import schema
-from capacity_assets.risk.plan import capacity_plan, change_units, department_totals, plan_checks
+from capacity_assets.pipeline import checks as asset_checks
+from capacity_assets.risk.plan import capacity_plan, change_units, department_totals
 from capacity_assets.risk.thresholds import levels_table
 
 END = pd.Timestamp("2026-10-31")  # last history day; forecast day 1 is 2026-11-01
@@ -128,7 +129,7 @@ def test_low_trust_add_is_marked_for_review():
                                series("web", at=10, then=100.0, trust="medium")), HIER)
     assert row(plan, "big")["review"] == True and row(plan, "big")["action"] == "add"  # noqa: E712
     assert row(plan, "web")["review"] == False  # noqa: E712
-    assert all(c.passed for c in plan_checks(plan, frame(series("big"), series("web"))))
+    assert all(c.passed for c in plan_checks(plan, frame(series("big"), series("web"))).values())
 
 
 def test_missing_size_columns_plan_in_percent_only():
@@ -188,21 +189,26 @@ def test_unknown_servers_unassigned_and_order():
     assert capacity_plan(series("x", at=5, then=99.0), None)["department"].tolist() == ["Unassigned"]
 
 
+def plan_checks(plan, forecasts) -> dict:
+    """The capacity_plan asset checks (pipeline.checks) by name."""
+    return {c.check_name: c for c in (asset_checks.every_series_planned(plan, forecasts),
+                                      asset_checks.add_has_needed_by(plan), asset_checks.low_trust_reviewed(plan))}
+
+
 def test_plan_checks_name_the_offending_series():
     fc = frame(series("big", at=10, then=100.0, trust="low"), series("web", upper=50.0))
     plan = capacity_plan(fc, HIER)
-    assert [(c.name, c.passed) for c in plan_checks(plan, fc)] == [
-        ("every_series_planned", True), ("add_has_needed_by", True), ("low_trust_reviewed", True)]
+    assert {name: c.passed for name, c in plan_checks(plan, fc).items()} == {
+        "every_series_planned": True, "add_has_needed_by": True, "low_trust_reviewed": True}
     broken = plan.copy()
     broken.loc[broken["server_id"] == "big", ["needed_by", "review"]] = [pd.NaT, False]
     broken = pd.concat([broken, broken[broken["server_id"] == "big"]], ignore_index=True)  # duplicated
     broken = broken[broken["server_id"] != "web"]  # missing
-    checks = {c.name: c for c in plan_checks(broken, fc)}
-    assert checks["every_series_planned"].series == ["big/cpu", "web/cpu"]
+    checks = plan_checks(broken, fc)
+    assert checks["every_series_planned"].metadata["series"].value == "big/cpu, web/cpu"
     assert checks["every_series_planned"].description.startswith("2 series without exactly one plan row")
-    assert not checks["add_has_needed_by"].passed and checks["add_has_needed_by"].series == ["big/cpu"]
-    assert not checks["low_trust_reviewed"].passed and checks["low_trust_reviewed"].series == ["big/cpu"]
-    assert list(checks["low_trust_reviewed"].offending.columns) == ["batch", "server_id", "resource"]
+    assert not checks["add_has_needed_by"].passed and checks["add_has_needed_by"].metadata["series"].value == "big/cpu"
+    assert not checks["low_trust_reviewed"].passed and checks["low_trust_reviewed"].metadata["series"].value == "big/cpu"
 
 
 def test_department_totals():
@@ -233,7 +239,7 @@ def test_empty_and_bad_inputs():
     plan = capacity_plan(empty_fc, HIER)
     assert plan.empty and list(plan.columns) == COLUMNS
     assert department_totals(plan).empty
-    assert all(c.passed for c in plan_checks(plan, empty_fc))
+    assert all(c.passed for c in plan_checks(plan, empty_fc).values())
     with pytest.raises(ValueError, match=r"missing columns \['demand_upper'\]"):
         capacity_plan(series("x").drop(columns="demand_upper"), HIER)
     with pytest.raises(ValueError, match="lead_days"):
