@@ -52,12 +52,17 @@ def record_failures(conn, run_id: str, table: str, failed: dict[str, str]) -> No
 
 
 def failure_reasons(conn, run_id: str, batches: list[str]) -> dict[str, str]:
+    """Why ``run_id`` has no staged rows for these batches: a step failed, or another run took over."""
     if not table_exists(conn, STAGING, "_failures"):
         return {}
     marks = ", ".join("?" for _ in batches)
-    rows = conn.execute(f"select batch, min(reason) from {FAILURES} where run_id = ? and batch in ({marks}) "
-                        f"group by batch", [run_id, *batches]).fetchall()
-    return dict(rows)
+    reasons = dict(conn.execute(f"select batch, min(reason) from {FAILURES} where run_id = ? and batch in ({marks}) "
+                                f"group by batch", [run_id, *batches]).fetchall())
+    for b, by in conn.execute(f"select batch, any_value(by_run_id) from {SUPERSEDED} where run_id = ? and batch in "
+                              f"({marks}) group by batch", [run_id, *batches]).fetchall():
+        reasons[b] = (f"run {run_id} was superseded by run {by}, which started the same batch later and "
+                      f"publishes it; this run published nothing for {b}")
+    return reasons
 
 
 def _refuse_if_superseded(conn, run_id: str, batch: str) -> None:
