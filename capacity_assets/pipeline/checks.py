@@ -42,7 +42,8 @@ def one_row_per_day(processed: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 def batch_not_empty(processed: pd.DataFrame, batches: list[str]) -> dg.AssetCheckResult:
-    empty = [b for b in batches if b not in set(processed["batch"])]
+    present = set(processed["batch"].unique())  # once: a per-batch rebuild cost seconds at 2,000 servers
+    empty = [b for b in batches if b not in present]
     return dg.AssetCheckResult(
         asset_key="processed_data", check_name="batch_not_empty", passed=not empty, severity=WARN,
         description=None if not empty else f"{', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no series: "
