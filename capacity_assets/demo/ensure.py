@@ -25,7 +25,7 @@ def ensure_demo_fleet(settings, servers: int = DEFAULT_SERVERS, months: int = DE
     with db_lock(os.path.join(settings.demo_dir, "fleet")):
         if glob.glob(pattern) and os.path.exists(settings.hierarchy_path):
             return False
-        from capacity_assets.demo import write_fleet
+        from capacity_assets.demo.fleet import write_fleet
 
         write_fleet(settings.demo_dir, servers=servers, months=months, seed=settings.seed, end=yesterday())
         return True

@@ -20,6 +20,7 @@ import pandas as pd
 from capacity_assets.schema import empty
 
 FAILED = "capacity_failed_batches"  # DataFrame.attrs key: {batch: why it failed}
+PROGRESS_BATCH_S, PROGRESS_EVERY_S = 2.0, 15.0  # a line for a batch that took this long, or this long since the last
 
 
 def failures(*frames: pd.DataFrame) -> dict[str, str]:
@@ -49,6 +50,7 @@ def each_batch(context: dg.AssetExecutionContext, what: str, inputs: dict[str, p
     failed = {b: why for b, why in failures(*inputs.values()).items() if b in keys}
     split = {name: _split(frame) for name, frame in inputs.items()}
     parts, started = [], time.monotonic()
+    last = started
     for i, batch in enumerate(keys, 1):
         if batch in failed:
             context.log.warning(f"{batch}: {what} skipped, an earlier step failed for it ({failed[batch]})")
@@ -64,10 +66,16 @@ def each_batch(context: dg.AssetExecutionContext, what: str, inputs: dict[str, p
                               f"{''.join(traceback.format_exception(exc, limit=-4))}")
             continue
         parts.append(part)
-        if len(keys) > 1:
-            context.log.info(f"{batch}: {what}: {len(part):,} rows in {time.monotonic() - t0:.1f}s "
-                             f"({i}/{len(keys)} batches, {time.monotonic() - started:.0f}s)")
+        now = time.monotonic()
+        # progress on long work only: every line is a write to Dagster's event log
+        if len(keys) > 1 and i < len(keys) and (now - t0 >= PROGRESS_BATCH_S or now - last >= PROGRESS_EVERY_S):
+            last = now
+            context.log.info(f"{batch}: {what}: {len(part):,} rows in {now - t0:.1f}s "
+                             f"({i}/{len(keys)} batches, {now - started:.0f}s)")
     out = pd.concat(parts, ignore_index=True) if parts else empty(columns)
+    if len(keys) > 1:
+        context.log.info(f"{what}: {len(parts)}/{len(keys)} batches, {len(out):,} rows in "
+                         f"{time.monotonic() - started:.1f}s" + (f"; failed: {', '.join(sorted(failed))}" if failed else ""))
     return mark(out, failed)
 
 

@@ -28,9 +28,15 @@ def ensure_home() -> Path:
     return home
 
 
+_INSTANCES: dict = {}  # DAGSTER_HOME -> its instance: opening one costs about a second of CPU
+
+
 def get_instance():
-    """Create the instance's storage once, before any parallel process opens it (they race otherwise)."""
+    """The instance of DAGSTER_HOME, opened once per process; the CLI opens it before any worker
+    does, so its storage is created once (parallel processes race otherwise)."""
     from dagster import DagsterInstance
 
-    ensure_home()
-    return DagsterInstance.get()
+    home = str(ensure_home())
+    if home not in _INSTANCES:
+        _INSTANCES[home] = DagsterInstance.get()
+    return _INSTANCES[home]

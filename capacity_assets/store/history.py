@@ -12,7 +12,7 @@ import os
 import pandas as pd
 
 from capacity_assets.schema import conform, empty, quote_ident
-from capacity_assets.store.db import connect, db_lock, table_exists
+from capacity_assets.store.db import connect, db_lock, fetch_frame, table_exists
 
 
 def read_batch(db: str, table: str, batch: str, columns: dict[str, str]) -> pd.DataFrame:
@@ -24,8 +24,7 @@ def read_batch(db: str, table: str, batch: str, columns: dict[str, str]) -> pd.D
         try:
             if not table_exists(conn, "main", table):
                 return empty(columns)
-            frame = conn.sql(f"select * from main.{quote_ident(table)} where batch = $batch",
-                             params={"batch": batch}).to_arrow_table().to_pandas(date_as_object=False)
+            frame = fetch_frame(conn, f"select * from main.{quote_ident(table)} where batch = ?", [batch])
         finally:
             conn.close()
     return conform(frame, columns) if len(frame) else empty(columns)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from capacity_assets.schema import quote_ident
-from capacity_assets.store.db import table_exists
+from capacity_assets.store.db import fetch_frame, table_exists
 
 STAGING = "staging"
 WRITES = f"{STAGING}._writes"  # manifest: which tables a run has staged for a batch
@@ -147,9 +147,9 @@ def _select_list(mine: list[str] | None) -> str:
 
 def read_staged(conn, run_id: str, table: str, batches: list[str], column: str = "batch"):
     marks = ", ".join("?" for _ in batches)
-    return conn.execute(f"select {_select_list(_my_columns(conn, run_id, table, batches[0]))} "
-                        f"from {STAGING}.{quote_ident(table)} "
-                        f"where _run_id = ? and {quote_ident(column)} in ({marks})", [run_id, *batches]).fetchdf()
+    return fetch_frame(conn, f"select {_select_list(_my_columns(conn, run_id, table, batches[0]))} "
+                             f"from {STAGING}.{quote_ident(table)} "
+                             f"where _run_id = ? and {quote_ident(column)} in ({marks})", [run_id, *batches])
 
 
 def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:

@@ -139,3 +139,18 @@ def test_end_parameter_moves_the_window():
     metrics, _ = generate_fleet(servers=3, months=2, seed=0, end="2025-03-15")
     assert metrics["timestamp"].max() == pd.Timestamp("2025-03-15")
     assert metrics["timestamp"].min() >= pd.Timestamp("2025-01-16")
+
+
+def test_a_run_without_metrics_writes_the_demo_fleet_once(tmp_path):
+    """`capacity run` with no CAPACITY_METRICS on a fresh machine forecasts the built-in demo fleet:
+    the first call writes it (metrics and hierarchy), the next finds it and leaves it alone."""
+    from capacity_assets.config import CapacitySettings
+    from capacity_assets.demo.ensure import ensure_demo_fleet
+
+    settings = CapacitySettings(demo_dir=str(tmp_path / "demo"))
+    assert settings.uses_demo
+    assert ensure_demo_fleet(settings, servers=2, months=12) is True
+    written = duckdb.sql(f"select count(distinct server_id) from read_parquet('{settings.metrics_glob}')").fetchall()[0][0]
+    assert written == 2
+    assert pd.read_csv(settings.hierarchy_path)["server_id"].nunique() == 2
+    assert ensure_demo_fleet(settings, servers=2, months=12) is False

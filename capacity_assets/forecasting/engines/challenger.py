@@ -239,7 +239,6 @@ def _fit_predict(series: list[dict], end_of: str, targets: str, cfg: ForecastCon
     for resource, items in by_resource.items():
         X = np.vstack([it[2] for it in items])
         z = np.concatenate([it[3] for it in items])
-        log.info("challenger: %s model on %d series, %d rows", resource, len(items), len(z))
         try:
             booster = xgb.train(params, xgb.DMatrix(X, label=z, nthread=1), ROUNDS)
             fitted = booster.predict(xgb.DMatrix(X, nthread=1))
@@ -300,7 +299,6 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
                          "backtest": full[n_train:], "future": future_dates(full[-1], cfg)})
         else:
             failed[key] = reason
-    log.info("challenger: %d series, %d usable", len(groups), len(good))
     bt = _fit_predict(good, "train", "backtest", cfg, log) if good else {}
     fu = _fit_predict(good, "all", "future", cfg, log) if good else {}
     for s in good:
@@ -311,5 +309,6 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
             continue
         rows.append(b.assign(server_id=key[0], resource=key[1], split="backtest"))
         rows.append(f.assign(server_id=key[0], resource=key[1], split="future"))
-    log.info("challenger: %.0f ms CPU/series", 1000 * (time.process_time() - cpu0) / max(len(groups), 1))
+    log.info("challenger: %d series, %d usable, %.0f ms CPU/series", len(groups), len(good),
+             1000 * (time.process_time() - cpu0) / max(len(groups), 1))
     return (pd.concat(rows, ignore_index=True) if rows else empty(RAW_RESULTS)), failed

@@ -23,6 +23,8 @@ RESULTS = {f"{name}_results": dg.AssetIn() for name in TOURNAMENT}
 
 def levels(cfg, series: pd.DataFrame, hierarchy: pd.DataFrame) -> pd.DataFrame:
     """Threshold and target per series (settings, per-resource and per-server overrides)."""
+    if "server_id" in hierarchy.columns:  # only the batch's servers: the whole fleet's would be re-read per batch
+        hierarchy = hierarchy[hierarchy["server_id"].isin(series["server_id"].unique())]
     return levels_table(series, hierarchy, cfg.threshold, cfg.threshold_per_resource,
                         cfg.target, cfg.target_per_resource)[0]
 
