@@ -49,9 +49,9 @@ def cmd_run(args) -> int:
     from capacity_assets.cli import preflight
     from capacity_assets.store.db import drop_other_batches
     from capacity_assets.cli import summary
-    from capacity_assets.inputs.batching import batch_keys
+    from capacity_assets.inputs.batching import batch_keys, batch_of
     from capacity_assets.pipeline.instance import ensure_home, get_instance
-    from capacity_assets.pipeline.runner import run_batches, run_job
+    from capacity_assets.pipeline.runner import SERVERS_PER_WORKER, run_batches, run_job, useful_workers
     from capacity_assets.store import ledger
 
     _apply(args)
@@ -64,7 +64,7 @@ def cmd_run(args) -> int:
     ensure_home()
     source, files = preflight.check_inputs(settings)  # clear errors before any table is touched
     print(f"capacity run: {source}; {settings.batches} batches into {settings.db} "
-          f"with {args.workers} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}")
+          f"with up to {args.workers} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}")
     get_instance()
     keys = batch_keys(settings.batches)
     if args.batch:
@@ -73,7 +73,8 @@ def cmd_run(args) -> int:
             return _fail(f"unknown batch {unknown[0]!r}; batches are {keys[0]} .. {keys[-1]}")
         keys = [k for k in keys if k in args.batch]
     with duckdb.connect() as conn:
-        fingerprints = fingerprint.batch_fingerprints(conn, files, settings)
+        digests = fingerprint.server_digests(conn, files)
+    fingerprints = fingerprint.batch_fingerprints(None, files, settings, digests=digests)
     # the ledger says what each batch's published results were made from, whoever ran it (CLI or UI)
     unchanged = set() if args.force else ledger.unchanged(ledger.read(settings.db), fingerprints) & set(keys)
     todo = [k for k in keys if k not in unchanged]
@@ -84,7 +85,12 @@ def cmd_run(args) -> int:
     if hierarchy is not None and not hierarchy.success:
         print(hierarchy.error, file=sys.stderr)
         return _fail("loading the business hierarchy failed; no batch was run", code=1)
-    outcome = run_batches(todo, args.workers, verbose=args.verbose)
+    servers = sum(1 for server in digests if batch_of(server, settings.batches) in set(todo))
+    workers = useful_workers(servers, args.workers)
+    if todo and workers < args.workers:
+        print(f"capacity run: {workers} worker(s) for {servers} server(s) to run: a worker costs about 3 s to "
+              f"start, worth it from {SERVERS_PER_WORKER} servers each")
+    outcome = run_batches(todo, workers, verbose=args.verbose)
     outcome.unchanged = sorted(unchanged)
     if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
         dropped = drop_other_batches(settings.db, batch_keys(settings.batches))
@@ -231,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_flags(p):
         p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                       help="batches run in parallel (default: number of cores)")
+                       help="at most this many worker processes run batches in parallel (default: number of "
+                            "cores); a small fleet gets fewer, one per 25 servers to run")
         p.add_argument("--batch", action="append", help="run only this batch (repeatable), e.g. batch_03")
         p.add_argument("--verbose", action="store_true", help="show Dagster's INFO logs of every run")
         p.add_argument("--force", action="store_true",

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import duckdb
 import pandas as pd
-from dagster import InputContext, OutputContext
+from dagster import InputContext, MetadataValue, OutputContext
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
@@ -85,8 +85,12 @@ class StagedPandasTypeHandler(DuckDBPandasTypeHandler):
             connection.execute(f"create table if not exists {name} as {select} limit 0").fetchall()
             self._stage(context, table_slice, select, connection, failed)
         connection.unregister("obj")
-        context.add_output_metadata({"dagster/partition_row_count" if context.has_partition_key
-                                     else "dagster/row_count": len(obj)})
+        meta = {"dagster/partition_row_count" if context.has_partition_key else "dagster/row_count": len(obj)}
+        if table_slice.partition_dimensions and "batch" in obj.columns:
+            # Dagster gives every batch of a ranged run the same metadata (the run's): say which is whose
+            counts = obj["batch"].value_counts()
+            meta["rows_by_batch"] = MetadataValue.json({b: int(counts.get(b, 0)) for b in _batches(table_slice)[1]})
+        context.add_output_metadata(meta)
 
     @staticmethod
     def _stage(context: OutputContext, table_slice: TableSlice, select: str, conn, failed: dict[str, str]) -> None:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
+# a worker process costs about 3 s before its first step (imports, the instance, its run): below
+# this many servers to run per worker it costs more than the fitting it takes over
+SERVERS_PER_WORKER = 25
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -51,6 +55,18 @@ def _failure_text(result) -> str:
     return "\n".join(lines) or "run failed"
 
 
+def _stale_definitions() -> bool:
+    """True when this process loaded the definitions under other settings than the environment's
+    now (`capacity demo --weeks` points CAPACITY_METRICS at each week in turn): the assets read
+    their settings when the definitions load, so running them here would use the old ones."""
+    loaded = sys.modules.get("capacity_assets.pipeline.definitions")
+    if loaded is None:
+        return False
+    from capacity_assets.config import CapacitySettings
+
+    return loaded.settings != CapacitySettings.from_env()
+
+
 def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False) -> list[BatchResult]:
     """Execute one run of ``job_name`` (over the contiguous range ``keys``, for the batch job) against
     the persistent instance with the configured executor; one result per batch (or one for the job).
@@ -58,6 +74,9 @@ def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False)
     The default in-process executor runs here; any other (multiprocess, dask) goes through
     ``execute_job`` with a reconstructable job so its steps can run elsewhere.
     """
+    if _stale_definitions():  # a fresh process loads them from today's environment
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(run_job, job_name, keys, verbose).result()
     import dagster as dg
 
     from capacity_assets.pipeline import definitions
@@ -99,6 +118,11 @@ def plan_ranges(keys: list[str], workers: int) -> list[list[str]]:
     order = batches.get_partition_keys()
     per_run = max(1, math.ceil(len(keys) / max(workers, 1)))
     return [order[order.index(a):order.index(b) + 1] for a, b in ranges(keys, per_run)]
+
+
+def useful_workers(servers: int, workers: int) -> int:
+    """How many of ``workers`` processes are worth starting for ``servers`` servers."""
+    return max(1, min(workers, math.ceil(servers / SERVERS_PER_WORKER)))
 
 
 def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print) -> RunOutcome:
