@@ -94,7 +94,7 @@ class CapacitySettings:
     storage: str = "duckdb"
     demo_dir: str = DEMO_DIR
     seed: int = 0
-    engines: str = "prophet,challenger"  # fitted contenders; the combination of them always runs
+    engines: str = "prophet,challenger,ets"  # fitted contenders; the combination of them always runs
     threshold_cpu: float | None = None  # per-resource overrides of threshold (unset: threshold)
     threshold_memory: float | None = None
     threshold_disk: float | None = None

@@ -25,7 +25,7 @@ RESULT_SETTINGS = ("batches", "daily_agg", "interval", "backtest_months", "horiz
                    "threshold_cpu", "threshold_memory", "threshold_disk", "threshold_network",
                    "target", "target_cpu", "target_memory", "target_disk", "target_network",
                    "lead_days", "reclaim_below", "round_gb", "keep_vintages", "drift_factor")
-LIBRARIES = ("prophet", "cmdstanpy", "xgboost", "duckdb", "pandas", "numpy")
+LIBRARIES = ("prophet", "cmdstanpy", "xgboost", "statsforecast", "duckdb", "pandas", "numpy")
 
 
 @functools.lru_cache(maxsize=1)

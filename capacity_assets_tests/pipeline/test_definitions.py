@@ -16,7 +16,7 @@ def test_definitions_load_in_dagster():
     from capacity_assets.pipeline.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"business_hierarchy", "processed_data", "skipped_series", "prophet_results",
+    assert keys == {"business_hierarchy", "processed_data", "skipped_series", "prophet_results", "ets_results",
                     "challenger_results", "combination_results", "champions", "forecasts", "risk_exceptions",
                     "capacity_plan", "forecast_history", "risk_history", "forecast_accuracy", "risk_calls",
                     "risk_resolved", "batch_ledger"}
