@@ -90,7 +90,7 @@ def cmd_run(args) -> int:
     if todo and workers < args.workers:
         print(f"capacity run: {workers} worker(s) for {servers} server(s) to run: a worker costs about 3 s to "
               f"start, worth it from {SERVERS_PER_WORKER} servers each")
-    outcome = run_batches(todo, workers, verbose=args.verbose)
+    outcome = run_batches(todo, workers, verbose=args.verbose, servers=servers)
     outcome.unchanged = sorted(unchanged)
     if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
         dropped = drop_other_batches(settings.db, batch_keys(settings.batches))

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 # a worker process costs about 3 s before its first step (imports, the instance, its run): below
 # this many servers to run per worker it costs more than the fitting it takes over
 SERVERS_PER_WORKER = 25
+# a run holds its batches' inputs together (the champions step: daily history and every contender's
+# results); at about 500 servers a run that stays under 2 GB, so a large fleet gets more, smaller runs
+SERVERS_PER_RUN = 500
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -110,13 +113,16 @@ def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False)
     return [BatchResult(k, k in published, result.run_id, seconds, "" if k in published else error) for k in keys]
 
 
-def plan_ranges(keys: list[str], workers: int) -> list[list[str]]:
-    """The batches to run as contiguous ranges, about one per worker (more where ``keys`` has gaps)."""
+def plan_ranges(keys: list[str], workers: int, servers: int = 0) -> list[list[str]]:
+    """The batches to run as contiguous ranges, about one per worker (more where ``keys`` has gaps),
+    and more, smaller ones when a range would hold over ``SERVERS_PER_RUN`` of the ``servers``."""
     from capacity_assets.pipeline.jobs import ranges
     from capacity_assets.pipeline.partitions import batches
 
     order = batches.get_partition_keys()
     per_run = max(1, math.ceil(len(keys) / max(workers, 1)))
+    if servers > SERVERS_PER_RUN:
+        per_run = min(per_run, max(1, SERVERS_PER_RUN * len(keys) // servers))
     return [order[order.index(a):order.index(b) + 1] for a, b in ranges(keys, per_run)]
 
 
@@ -125,7 +131,7 @@ def useful_workers(servers: int, workers: int) -> int:
     return max(1, min(workers, math.ceil(servers / SERVERS_PER_WORKER)))
 
 
-def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print) -> RunOutcome:
+def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print, servers: int = 0) -> RunOutcome:
     """Run every batch in ``keys`` with ``workers`` processes, echoing one line per finished range.
 
     On Ctrl-C or SIGTERM the workers are stopped: a batch not yet published keeps its previous
@@ -135,7 +141,7 @@ def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print
     started = time.monotonic()
     if not keys:
         return outcome
-    chunks = plan_ranges(keys, workers)
+    chunks = plan_ranges(keys, workers, servers)
     workers = max(1, min(workers, len(chunks)))
     done = 0
     if workers == 1:

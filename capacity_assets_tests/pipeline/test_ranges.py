@@ -15,7 +15,7 @@ from capacity_assets.schema import conform
 from capacity_assets_tests.conftest import BIN
 
 VOLATILE = {"run_id", "generated_at", "published_at"}
-TABLES = ["processed_data", "skipped_series", "prophet_results", "challenger_results", "combination_results",
+TABLES = ["processed_data", "skipped_series", "prophet_results", "challenger_results", "ets_results", "combination_results",
           "champions", "forecasts", "risk_exceptions", "capacity_plan", "batch_ledger"]
 
 
@@ -126,3 +126,16 @@ def test_a_failing_batch_costs_the_others_nothing_and_is_repaired_alone(tmp_path
     BROKEN.clear()
     assert materialise(db, "b1", "b1").success  # only the failed batch again
     assert values(db, "second") == {"b0": 20, "b1": 30, "b2": 20}
+
+
+def test_a_large_fleet_gets_more_smaller_ranges_and_a_small_one_a_range_per_worker():
+    """A run holds its batches' inputs at once: past SERVERS_PER_RUN servers a range is cut smaller
+    (memory per process stays bounded), below it each worker gets one range (the per-run cost once)."""
+    from capacity_assets.pipeline.runner import SERVERS_PER_RUN, plan_ranges
+
+    keys = ["batch_00", "batch_01", "batch_02"]
+    assert plan_ranges(keys, 2) == [["batch_00", "batch_01"], ["batch_02"]]
+    assert plan_ranges(keys, 2, servers=SERVERS_PER_RUN) == [["batch_00", "batch_01"], ["batch_02"]]
+    assert plan_ranges(keys, 2, servers=3 * SERVERS_PER_RUN) == [["batch_00"], ["batch_01"], ["batch_02"]]
+    assert plan_ranges(keys, 1, servers=2 * SERVERS_PER_RUN) == [["batch_00"], ["batch_01"], ["batch_02"]]
+    assert plan_ranges(keys, 1, servers=SERVERS_PER_RUN) == [["batch_00", "batch_01", "batch_02"]]
