@@ -152,7 +152,10 @@ def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print
             echo(_line(results, done, len(keys), started))
     else:
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        # more ranges than workers (a large fleet): a fresh process per range, so what a range leaves
+        # allocated in a process (pandas, Arrow) never adds to the next range's peak
+        fresh = {"max_tasks_per_child": 1} if len(chunks) > workers else {}
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, **fresh)
         try:
             futures = {pool.submit(run_job, "capacity_forecast", chunk, verbose): chunk for chunk in chunks}
             for fut in as_completed(futures):
