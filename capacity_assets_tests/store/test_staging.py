@@ -72,3 +72,22 @@ def test_an_append_table_replaces_only_its_vintage_and_keeps_the_newest(tmp_path
     assert vintages("b0") == [(1, [10]), (2, [21, 22])]
     publish("r4", "b0", 3, [30])  # keep=2: the oldest goes, other batches untouched
     assert vintages("b0") == [(2, [21, 22]), (3, [30])] and vintages("b1") == [(1, [99])]
+
+
+def test_arrow_fetch_types_every_column_as_fetchdf_does():
+    """A ranged run loads its inputs through Arrow (shared strings, a fraction of the memory); every
+    step downstream must see the frame a plain fetch gives: dates, nullable integers and booleans,
+    text, floats, empty results."""
+    import duckdb
+    import pandas as pd
+
+    from capacity_assets.store.db import fetch_frame
+
+    conn = duckdb.connect()
+    query = ("select * from (values (date '2026-01-01', timestamp '2026-01-01 10:00', 'app-01', null::integer, "
+             "true, null::boolean, 7::bigint, 1.5::float, 2.5::double), "
+             "(null, null, null, 3, false, true, 8, null, null)) t(d, ts, s, n, b, nb, i, f, x) where s = ? or s is null")
+    pd.testing.assert_frame_equal(fetch_frame(conn, query, ["app-01"]), conn.execute(query, ["app-01"]).fetchdf())
+    empty = "select 1::integer as x, 'a' as s, date '2026-01-01' as d where false"
+    pd.testing.assert_frame_equal(fetch_frame(conn, empty), conn.execute(empty).fetchdf())
+    conn.close()
