@@ -49,7 +49,7 @@ def tiny_run(tmp_path_factory, tiny_fleet) -> dict:
     work = tmp_path_factory.mktemp("run")
     env = {"CAPACITY_METRICS": tiny_fleet["metrics"], "CAPACITY_HIERARCHY": tiny_fleet["hierarchy"],
            "CAPACITY_DB": str(work / "cap.duckdb"), "DAGSTER_HOME": str(work / ".dagster")}
-    proc = capacity("run", "--workers", "2", cwd=work, env=env)
+    proc = capacity("run", cwd=work, env=env)
     return {"db": env["CAPACITY_DB"], "env": env, "cwd": work, "stdout": proc.stdout, "stderr": proc.stderr}
 
 

@@ -57,14 +57,14 @@ def cmd_run(args) -> int:
     _apply(args)
     settings = _settings()
     cores = os.cpu_count() or 1
-    if args.workers > cores:
+    if args.workers and args.workers > cores:
         print(f"capacity run: --workers {args.workers} capped to {cores}, the number of cores: "
               f"more batch processes than cores only add memory (~0.5–1 GB each)")
         args.workers = cores
     ensure_home()
     source, files = preflight.check_inputs(settings)  # clear errors before any table is touched
     print(f"capacity run: {source}; {settings.batches} batches into {settings.db} "
-          f"with up to {args.workers} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}")
+          f"with {args.workers or f'up to {cores}'} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}")
     get_instance()
     keys = batch_keys(settings.batches)
     if args.batch:
@@ -86,8 +86,8 @@ def cmd_run(args) -> int:
         print(hierarchy.error, file=sys.stderr)
         return _fail("loading the business hierarchy failed; no batch was run", code=1)
     servers = sum(1 for server in digests if batch_of(server, settings.batches) in set(todo))
-    workers = useful_workers(servers, args.workers)
-    if todo and workers < args.workers:
+    workers = args.workers or useful_workers(servers, cores)  # --workers is taken as given
+    if todo and workers < cores and not args.workers:
         print(f"capacity run: {workers} worker(s) for {servers} server(s) to run: a worker costs about 3 s to "
               f"start, worth it from {SERVERS_PER_WORKER} servers each")
     outcome = run_batches(todo, workers, verbose=args.verbose, servers=servers)
@@ -236,9 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def run_flags(p):
-        p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                       help="at most this many worker processes run batches in parallel (default: number of "
-                            "cores); a small fleet gets fewer, one per 25 servers to run")
+        p.add_argument("--workers", type=int, default=None,
+                       help="worker processes that run batches in parallel (at most the number of cores); "
+                            "default: one per core, or one per 25 servers to run for a small fleet")
         p.add_argument("--batch", action="append", help="run only this batch (repeatable), e.g. batch_03")
         p.add_argument("--verbose", action="store_true", help="show Dagster's INFO logs of every run")
         p.add_argument("--force", action="store_true",

@@ -54,7 +54,7 @@ def published(tmp_path_factory) -> dict:
     env = {"CAPACITY_METRICS": fleet["metrics"], "CAPACITY_HIERARCHY": str(work / "owners"),
            "CAPACITY_DB": str(work / "cap.duckdb"), "CAPACITY_BATCHES": str(BATCHES),
            "CAPACITY_THRESHOLD": "50", "DAGSTER_HOME": str(work / ".dagster")}
-    capacity("run", "--workers", "2", cwd=work, env=env)
+    capacity("run", cwd=work, env=env)
     return {"work": work, "env": env, "db": env["CAPACITY_DB"], "servers": servers, "fleet": fleet}
 
 
@@ -118,7 +118,7 @@ def test_a_batch_materialised_outside_capacity_run_is_recognised_and_not_recompu
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = sql(w["db"], "select batch, run_id from batch_ledger order by batch")
     assert after.loc[1, "run_id"] != before.loc[1, "run_id"] and after.loc[0, "run_id"] == before.loc[0, "run_id"]
-    out = capacity("run", "--workers", "2", cwd=w["work"], env=w["env"]).stdout
+    out = capacity("run", cwd=w["work"], env=w["env"]).stdout
     assert f"{BATCHES} batch(es) unchanged since they were last published" in out, out
     assert sql(w["db"], "select batch, run_id from batch_ledger order by batch").equals(after)
 
@@ -144,7 +144,7 @@ def test_changing_the_hierarchy_folder_re_runs_and_owners_match_each_batchs_ledg
         suffix = "v2" if batch == "batch_00" else "v1"
         assert all(m.endswith(suffix) for m in managers), (batch, set(managers))
     # and the next full run redoes exactly the batches made from the older hierarchy
-    out = capacity("run", "--workers", "2", cwd=w["work"], env=env).stdout
+    out = capacity("run", cwd=w["work"], env=env).stdout
     assert "1 batch(es) unchanged" in out, out
     assert set(sql(w["db"], "select distinct hierarchy_version v from batch_ledger")["v"]) == {v2}
 

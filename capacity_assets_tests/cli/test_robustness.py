@@ -80,7 +80,7 @@ def run_env(work: Path, metrics: str, hierarchy: str = "") -> dict:
 
 
 def run(work, env, *extra, check=True):
-    return capacity("run", "--batches", str(BATCHES), "--workers", "2", *extra, cwd=work, env=env, check=check)
+    return capacity("run", "--batches", str(BATCHES), *extra, cwd=work, env=env, check=check)
 
 
 def all_succeeded(out: str) -> bool:

@@ -30,7 +30,7 @@ def _track_replay(tmp_path_factory):
     log = open(work / "demo.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "capacity"), "demo", "--servers", str(TINY["servers"]), "--months", str(TINY["months"]),
-         "--seed", str(TINY["seed"]), "--weeks", str(WEEKS), "--out", str(work / "demo"), "--workers", "2"],
+         "--seed", str(TINY["seed"]), "--weeks", str(WEEKS), "--out", str(work / "demo")],
         cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     replay = {"proc": proc, "work": work, "env": env, "log": work / "demo.log"}
     try:

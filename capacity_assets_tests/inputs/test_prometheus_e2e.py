@@ -60,12 +60,12 @@ def prom_runs(tmp_path_factory):
                "CAPACITY_PROM_SERVER_LABEL": "", "CAPACITY_PROM_USER": "", "CAPACITY_PROM_PASSWORD": "",
                "CAPACITY_PROM_TOKEN": ""}
         asked_before = query_range_requests(vm)
-        first = capacity("run", "--workers", "2", cwd=work, env=env)
+        first = capacity("run", cwd=work, env=env)
         asked_first = query_range_requests(vm)
         processed = sql(env["CAPACITY_DB"], "select * from processed_data")
         ledger = sql(env["CAPACITY_DB"], "select batch, run_id from batch_ledger order by batch")
         cache_after_first = cache_state(work / "prom-cache")
-        second = capacity("run", "--workers", "2", cwd=work, env=env)
+        second = capacity("run", cwd=work, env=env)
         asked_second = query_range_requests(vm)
         yield {"work": work, "env": env, "expected": samples.expected, "first": first, "second": second,
                "processed": processed, "ledger": ledger, "cache_after_first": cache_after_first,

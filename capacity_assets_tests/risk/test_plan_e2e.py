@@ -68,7 +68,10 @@ def planned(tmp_path_factory) -> dict:
     for name in ("CAPACITY_TARGET", "CAPACITY_TARGET_MEMORY", "CAPACITY_THRESHOLD_CPU", "CAPACITY_THRESHOLD_MEMORY",
                  "CAPACITY_THRESHOLD_NETWORK", "CAPACITY_ROUND_GB", "CAPACITY_HORIZON_DAYS"):
         env[name] = ""  # unset for this run: the defaults are what the expectations assume
-    capacity("run", "--workers", "2", cwd=work, env=env)
+    # two worker processes by request (a fleet this small would get one): this is the suite's run
+    # through the process pool, with both batches staged at the same time
+    out = capacity("run", "--workers", "2", cwd=work, env=env).stdout
+    assert "with 2 worker(s)" in out and "[1/2]" in out and "[2/2]" in out, out
     db = env["CAPACITY_DB"]
     return {"work": work, "env": env, "db": db, "servers": servers,
             "plan": sql(db, "select * from capacity_plan"),

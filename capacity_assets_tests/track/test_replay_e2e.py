@@ -57,16 +57,16 @@ def replay(tmp_path_factory) -> dict:
            "CAPACITY_KEEP_VINTAGES": "", "CAPACITY_METRICS": "", "CAPACITY_HIERARCHY": ""}
     demo = work / "demo"
     shown = capacity("demo", "--servers", "6", "--months", "12", "--weeks", str(WEEKS), "--out", str(demo),
-                     "--workers", "2", cwd=work, env=env, timeout=900).stdout
+                     cwd=work, env=env, timeout=900).stdout
     weeks = sorted(p.name for p in (demo / "weeks").iterdir())
     states = {"demo": snapshot(env["CAPACITY_DB"])}
     last = {**env, "CAPACITY_METRICS": str(demo / "weeks" / weeks[-1] / "metrics.parquet"),
             "CAPACITY_HIERARCHY": str(demo / "hierarchy.csv")}
-    unchanged = capacity("run", "--workers", "2", cwd=work, env=last).stdout
+    unchanged = capacity("run", cwd=work, env=last).stdout
     states["unchanged"] = snapshot(env["CAPACITY_DB"])
-    capacity("run", "--force", "--workers", "2", cwd=work, env=last)
+    capacity("run", "--force", cwd=work, env=last)
     states["rerun"] = snapshot(env["CAPACITY_DB"])
-    capacity("run", "--force", "--workers", "2", cwd=work, env={**last, "CAPACITY_KEEP_VINTAGES": "2"})
+    capacity("run", "--force", cwd=work, env={**last, "CAPACITY_KEEP_VINTAGES": "2"})
     states["kept2"] = snapshot(env["CAPACITY_DB"])
     return {"work": work, "demo": demo, "weeks": weeks, "states": states, "demo_stdout": shown,
             "unchanged_stdout": unchanged}
