@@ -85,7 +85,8 @@ def cmd_run(args) -> int:
     if hierarchy is not None and not hierarchy.success:
         print(hierarchy.error, file=sys.stderr)
         return _fail("loading the business hierarchy failed; no batch was run", code=1)
-    servers = sum(1 for server in digests if batch_of(server, settings.batches) in set(todo))
+    running = set(todo)
+    servers = sum(1 for server in digests if batch_of(server, settings.batches) in running)
     workers = args.workers or useful_workers(servers, cores)  # --workers is taken as given
     if todo and workers < cores and not args.workers:
         print(f"capacity run: {workers} worker(s) for {servers} server(s) to run: a worker costs about 3 s to "

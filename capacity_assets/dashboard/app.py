@@ -116,6 +116,11 @@ def header(ov: data.Overview, settings: CapacitySettings, mixed: dict) -> None:
                    "it; check `capacity ui`" + kept)
 
 
+def _table_height(rows: int, cap: int = 420) -> int:
+    """Pixels for a table of ``rows`` rows (a header and at least one row), scrolling beyond ``cap``."""
+    return min(cap, 38 + 35 * max(rows, 1))
+
+
 def vintages_kept(n: int) -> str:
     if n == 0:
         return "no weekly vintage kept yet"
@@ -183,7 +188,7 @@ def risk_view(db: str, ver, settings: CapacitySettings) -> None:
     extra = {c: st.column_config.TextColumn(c.replace("_", " ").capitalize()) for c in exceptions.columns
              if c not in data.RISK_COLUMNS}
     st.dataframe(
-        shown, hide_index=True, key="risk_table", height=min(420, 38 + 35 * max(len(exceptions), 1)),
+        shown, hide_index=True, key="risk_table", height=_table_height(len(exceptions)),
         column_config={
             "server_id": st.column_config.TextColumn("Server"),
             "resource": st.column_config.TextColumn("Resource"),
@@ -245,7 +250,7 @@ def plan_view(db: str, ver, settings: CapacitySettings, present: set[str]) -> No
     except NotLoaded:
         return not_loaded_note()
     st.markdown(f"**{len(rows):,} actions**, the most urgent purchase first")
-    st.dataframe(rows, hide_index=True, key="plan_table", height=min(420, 38 + 35 * max(len(rows), 1)),
+    st.dataframe(rows, hide_index=True, key="plan_table", height=_table_height(len(rows)),
                  column_config={
                      "server_id": st.column_config.TextColumn("Server"),
                      "needed_by": st.column_config.DateColumn("Needed by", format="YYYY-MM-DD"),
@@ -293,7 +298,7 @@ def _accuracy_section(tr: data.TrackRecord, settings: CapacitySettings) -> None:
                     key="track_accuracy_chart", config={"displayModeBar": False})
     shown = tr.accuracy.sort_values("vintage", ascending=False, kind="stable").assign(
         band_coverage=lambda d: d["band_coverage"] * 100)
-    st.dataframe(shown, hide_index=True, key="track_accuracy_table", height=min(400, 38 + 35 * len(shown)),
+    st.dataframe(shown, hide_index=True, key="track_accuracy_table", height=_table_height(len(shown), 400),
                  column_config={
                      "vintage": st.column_config.DateColumn("Vintage", format="YYYY-MM-DD"),
                      "horizon_bucket": st.column_config.TextColumn("Days ahead"),
@@ -366,7 +371,7 @@ def _changes_section(db: str, ver, tr: data.TrackRecord, has_status: bool, has_r
     if not ch.exceptions.empty:
         st.markdown("**At risk now**, new ones first" + _more(len(ch.exceptions), n_new + n_ongoing))
         st.dataframe(ch.exceptions.style.map(lambda v: CHANGE_STYLE.get(v, ""), subset=["change"]), hide_index=True,
-                     key="track_exceptions_table", height=min(420, 38 + 35 * len(ch.exceptions)),
+                     key="track_exceptions_table", height=_table_height(len(ch.exceptions)),
                      column_config=owner | {
                          "change": st.column_config.TextColumn("Status"),
                          "severity": st.column_config.TextColumn("Severity"),
@@ -376,7 +381,7 @@ def _changes_section(db: str, ver, tr: data.TrackRecord, has_status: bool, has_r
     if not ch.resolved.empty:
         st.markdown("**Resolved** since the previous weekly run" + _more(len(ch.resolved), n_resolved))
         st.dataframe(ch.resolved, hide_index=True, key="track_resolved_table",
-                     height=min(420, 38 + 35 * len(ch.resolved)),
+                     height=_table_height(len(ch.resolved)),
                      column_config=owner | {
                          "last_flagged": st.column_config.DateColumn("Last flagged", format="YYYY-MM-DD"),
                          "resolved_in": st.column_config.DateColumn("Resolved in", format="YYYY-MM-DD",
@@ -447,7 +452,7 @@ def tournament_view(db: str, ver, settings: CapacitySettings, present: set[str])
                                     horizontal=True), key="wins_department", config={"displayModeBar": False})
     st.markdown(f"**Series flagged by the bad-MAPE check** (champion MAPE > {settings.mape_warn:g} %): "
                 f"{t.bad_total:,}" + (f", showing the worst {len(t.bad_mape):,}" if t.bad_total > len(t.bad_mape) else ""))
-    st.dataframe(t.bad_mape, hide_index=True, key="bad_mape_table", height=min(400, 38 + 35 * max(len(t.bad_mape), 1)),
+    st.dataframe(t.bad_mape, hide_index=True, key="bad_mape_table", height=_table_height(len(t.bad_mape), 400),
                  column_config={"champion_mape": st.column_config.NumberColumn("Champion MAPE", format="%.1f %%"),
                                 "server_id": "Server", "resource": "Resource", "champion": "Champion",
                                 "trust": "Trust", "department": "Department", "app_manager": "App manager"})

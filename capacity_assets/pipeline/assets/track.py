@@ -19,6 +19,7 @@ from capacity_assets.schema import (FORECAST_ACCURACY, FORECAST_HISTORY, RISK_CA
 from capacity_assets.store.history import read_batch
 from capacity_assets.track import accuracy, lifecycle, risk_calls, vintages
 
+
 def kept(cfg, table: str, batch: str, columns: dict, current) -> pd.DataFrame:
     """A batch's published rows of an append table as they will be once this run publishes: only
     the newest CAPACITY_KEEP_VINTAGES vintages, counting this run's (``current``), so nothing this
