@@ -26,6 +26,8 @@ from pathlib import Path
 
 import psutil
 
+from proctree import adopt_orphans, reap_orphans
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 
@@ -115,6 +117,7 @@ def main() -> int:
         env["PYTHONPATH"] = str(Path(args.pythonpath).resolve())
 
     load_before = os.getloadavg()
+    adopt_orphans()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     epoch_started = time.time()
     started = time.monotonic()
@@ -134,6 +137,7 @@ def main() -> int:
     epoch_ended = time.time()
     load_after = os.getloadavg()
     stop.set()
+    reap_orphans()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     (run_dir / "capacity_run.log").write_text("".join(log))
     if rc != 0:

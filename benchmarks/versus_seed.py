@@ -22,17 +22,21 @@ import sys
 import time
 from pathlib import Path
 
+from proctree import adopt_orphans, reap_orphans
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 
 
 def timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> tuple[float, float, int]:
     """(wall s, CPU s of the command and its children, exit code)."""
+    adopt_orphans()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.monotonic()
     with open(log, "w") as out:
         rc = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     wall = time.monotonic() - t
+    reap_orphans()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), rc
 

@@ -3,14 +3,16 @@
 Each run covers a contiguous range of batches and executes its steps in one process (the
 in-process executor), so Dagster's per-run cost (process start and imports, run bookkeeping, the
 IO manager's connections, one read of the input) is paid once per worker, not once per batch: the
-batches are split into one range per worker, and ``workers`` spawned processes run them in
-parallel. Runs are recorded in the persistent instance, so `capacity ui` shows them. A run in which
+batches are split into one range per worker, and ``workers`` processes run them in parallel. The
+workers fork from a server that imported the heavy libraries once, so each starts without paying
+for them. Runs are recorded in the persistent instance, so `capacity ui` shows them. A run in which
 some batches fail publishes the others (see ``pipeline.batches``); the batch_ledger says which.
 """
 from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import sys
 import time
 import traceback
@@ -23,6 +25,9 @@ SERVERS_PER_WORKER = 25
 # a run holds its batches' inputs together (the champions step: daily history and every contender's
 # results); at about 500 servers a run that stays under 2 GB, so a large fleet gets more, smaller runs
 SERVERS_PER_RUN = 500
+# imported once by the fork server, so a worker starts already holding them (about 4 s of imports
+# each otherwise); only libraries: the project's own modules read the settings when they load
+PRELOAD = ["pandas", "pyarrow", "duckdb", "dagster", "dagster_duckdb_pandas", "xgboost", "statsforecast.models"]
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -78,8 +83,8 @@ def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False)
     ``execute_job`` with a reconstructable job so its steps can run elsewhere.
     """
     if _stale_definitions():  # a fresh process loads them from today's environment
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return pool.submit(run_job, job_name, keys, verbose).result()
+        with ProcessPoolExecutor(max_workers=1, mp_context=worker_context()) as pool:
+            return pool.submit(run_in, dict(os.environ), os.getcwd(), run_job, job_name, keys, verbose).result()
     import dagster as dg
 
     from capacity_assets.pipeline import definitions
@@ -111,6 +116,22 @@ def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False)
     published = set(book.loc[book["run_id"] == result.run_id, "batch"])
     error = _failure_text(result)
     return [BatchResult(k, k in published, result.run_id, seconds, "" if k in published else error) for k in keys]
+
+
+def run_in(env: dict[str, str], cwd: str, fn, *args):
+    """``fn(*args)`` under the caller's environment and folder: a forked worker has the fork server's,
+    from when it started (``capacity demo --weeks`` changes CAPACITY_METRICS between runs)."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    return fn(*args)
+
+
+def worker_context():
+    """Workers fork from a server that has imported the heavy libraries once (``PRELOAD``)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
 
 
 def plan_ranges(keys: list[str], workers: int, servers: int = 0) -> list[list[str]]:
@@ -151,13 +172,14 @@ def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print
             done += len(results)
             echo(_line(results, done, len(keys), started))
     else:
-        ctx = multiprocessing.get_context("spawn")
+        ctx = worker_context()
         # more ranges than workers (a large fleet): a fresh process per range, so what a range leaves
         # allocated in a process (pandas, Arrow) never adds to the next range's peak
         fresh = {"max_tasks_per_child": 1} if len(chunks) > workers else {}
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, **fresh)
         try:
-            futures = {pool.submit(run_job, "capacity_forecast", chunk, verbose): chunk for chunk in chunks}
+            env, cwd = dict(os.environ), os.getcwd()
+            futures = {pool.submit(run_in, env, cwd, run_job, "capacity_forecast", chunk, verbose): chunk for chunk in chunks}
             for fut in as_completed(futures):
                 try:
                     results = fut.result()

@@ -139,3 +139,25 @@ def test_a_large_fleet_gets_more_smaller_ranges_and_a_small_one_a_range_per_work
     assert plan_ranges(keys, 2, servers=3 * SERVERS_PER_RUN) == [["batch_00"], ["batch_01"], ["batch_02"]]
     assert plan_ranges(keys, 1, servers=2 * SERVERS_PER_RUN) == [["batch_00"], ["batch_01"], ["batch_02"]]
     assert plan_ranges(keys, 1, servers=SERVERS_PER_RUN) == [["batch_00", "batch_01", "batch_02"]]
+
+
+
+def test_a_worker_runs_under_the_settings_of_the_moment_it_is_given_work(tmp_path, monkeypatch):
+    """Workers fork from a server started once (it holds the heavy imports); `capacity demo --weeks`
+    points CAPACITY_METRICS at each week in turn, and each week's runs must read that week's files."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from capacity_assets.pipeline.runner import run_in, worker_context
+
+    monkeypatch.setenv("CAPACITY_METRICS", "week1/*.parquet")
+    with ProcessPoolExecutor(max_workers=1, mp_context=worker_context()) as pool:
+        pool.submit(os.getpid).result()  # the fork server runs from here on (if it did not already)
+    monkeypatch.setenv("CAPACITY_METRICS", "week2/*.parquet")
+    monkeypatch.chdir(tmp_path)
+    with ProcessPoolExecutor(max_workers=1, mp_context=worker_context()) as pool:
+        # the fork server keeps the environment it started with: a bare worker would not see week 2
+        assert pool.submit(os.getenv, "CAPACITY_METRICS").result() != "week2/*.parquet"
+        env, cwd = dict(os.environ), os.getcwd()
+        assert pool.submit(run_in, env, cwd, os.getenv, "CAPACITY_METRICS").result() == "week2/*.parquet"
+        assert pool.submit(run_in, env, cwd, os.getcwd).result() == str(tmp_path)

@@ -47,6 +47,7 @@ L-BFGS stops depends on where it starts).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -56,7 +57,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from statistics import NormalDist
 
 import numpy as np
@@ -82,7 +82,9 @@ MIN_POINTS = 60          # fewer observations in a fit: the naive fallback
 WORKERS = 2              # concurrent CmdStan processes per batch
 PROGRESS_EVERY = (50, 10.0)  # log progress every 50 series or 10 s, whichever comes first
 
-STAN_BIN = str(resources.files("prophet") / "stan_model" / "prophet_model.bin")
+# the compiled model inside the installed prophet package, found without importing prophet (0.8 s)
+STAN_BIN = os.path.join(importlib.util.find_spec("prophet").submodule_search_locations[0], "stan_model",
+                        "prophet_model.bin")
 _EPOCH_DAY = np.datetime64("1970-01-01", "D")
 
 
