@@ -110,3 +110,29 @@ def test_unflagged_series_without_hierarchy_are_unassigned():
     history, rh = build()
     out = risk_call_outcomes(rh, history, processed(), risk_days=RISK_DAYS)
     assert set(out.loc[~out["flagged"], "department"]) == {"Unassigned"}
+
+
+def test_the_one_row_per_vintage_and_series_read_gives_the_outcomes_of_every_forecast_day(tmp_path):
+    """The track assets read forecast_history from the database as one row per vintage and series
+    (180 times fewer rows after 26 weeks); risk calls and the vintage register must not change."""
+    import duckdb
+
+    from capacity_assets.store.history import read_batches, read_series_vintages
+    from capacity_assets.track.vintages import vintages_of
+
+    history, rh = build()
+    history = history.sample(frac=1, random_state=1)  # stored order is not the contract's
+    db = str(tmp_path / "cap.duckdb")
+    with duckdb.connect(db) as conn:
+        conn.register("h", history)
+        conn.register("r", rh)
+        conn.execute("create table forecast_history as select * replace (cast(vintage as date) as vintage, "
+                     "cast(ds as date) as ds) from h")
+        conn.execute("create table risk_history as select * from r")
+    reduced = read_series_vintages(db, [B, "b_none"])
+    assert len(reduced[B]) == 2 * len(SERVERS) and reduced["b_none"].empty
+    risk = read_batches(db, "risk_history", [B], RISK_HISTORY)[B]
+    full = risk_call_outcomes(rh, history, processed(), risk_days=RISK_DAYS, hierarchy=HIERARCHY)
+    pd.testing.assert_frame_equal(risk_call_outcomes(risk, reduced[B], processed(), risk_days=RISK_DAYS,
+                                                     hierarchy=HIERARCHY), full)
+    pd.testing.assert_frame_equal(vintages_of(reduced[B]), vintages_of(history))

@@ -9,7 +9,7 @@ from capacity_assets.pipeline.batches import each_batch
 from capacity_assets.pipeline.partitions import PER_BATCH
 from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.risk import breaches, plan
-from capacity_assets.pipeline.assets.track import exception_status
+from capacity_assets.pipeline.assets.track import Kept, exception_status
 from capacity_assets.schema import CAPACITY_PLAN, RISK_EXCEPTIONS_STORED
 
 
@@ -20,11 +20,12 @@ from capacity_assets.schema import CAPACITY_PLAN, RISK_EXCEPTIONS_STORED
 def risk_exceptions(context: dg.AssetExecutionContext, settings: SettingsResource, forecasts: pd.DataFrame,
                     business_hierarchy: pd.DataFrame, processed_data: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     cfg = settings.get()
+    record = Kept(cfg, context.partition_keys)
 
     def at_risk(batch, forecasts, business_hierarchy, processed_data):
         risk = breaches.risk_exceptions(forecasts, business_hierarchy, processed_data, risk_days=cfg.risk_days,
                                         thresholds=levels(cfg, forecasts, business_hierarchy))
-        return exception_status(cfg, batch, risk, forecasts)
+        return exception_status(cfg, batch, risk, forecasts, record)
 
     table = each_batch(context, "risk_exceptions", {"forecasts": forecasts, "business_hierarchy": business_hierarchy,
                                                     "processed_data": processed_data}, at_risk, RISK_EXCEPTIONS_STORED)

@@ -3,7 +3,7 @@ what really happened; every risk call too, and each exception's lifecycle (new, 
 
 forecast_history and risk_history are append tables: publishing a batch replaces only this run's
 vintage and keeps the newest CAPACITY_KEEP_VINTAGES (``pipeline.io_manager``). The scoring assets
-read the vintages already published through ``store.history``, one batch at a time.
+read the vintages already published through ``store.history``.
 """
 import dagster as dg
 import pandas as pd
@@ -16,18 +16,38 @@ from capacity_assets.pipeline.partitions import BACKFILL, PER_BATCH, STORED_BY_B
 from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.schema import (FORECAST_ACCURACY, FORECAST_HISTORY, RISK_CALL_OUTCOMES, RISK_HISTORY, empty,
                                     RISK_RESOLVED)
-from capacity_assets.store.history import read_batch
+from capacity_assets.store.history import SERIES_VINTAGES, read_batch, read_batches, read_series_vintages
 from capacity_assets.track import accuracy, lifecycle, risk_calls, vintages
 
 
-def kept(cfg, table: str, batch: str, columns: dict, current) -> pd.DataFrame:
+def newest(cfg, frame: pd.DataFrame, current) -> pd.DataFrame:
     """A batch's published rows of an append table as they will be once this run publishes: only
     the newest CAPACITY_KEEP_VINTAGES vintages, counting this run's (``current``), so nothing this
     run drops is still scored or dated from."""
-    frame = read_batch(cfg.db, table, batch, columns)
-    newest = sorted({*pd.to_datetime(frame["vintage"]), *([current] if current is not None else [])},
-                    reverse=True)[:cfg.keep_vintages]
-    return frame[pd.to_datetime(frame["vintage"]).isin(newest)].reset_index(drop=True)
+    keep = sorted({*pd.to_datetime(frame["vintage"]), *([current] if current is not None else [])},
+                  reverse=True)[:cfg.keep_vintages]
+    return frame[pd.to_datetime(frame["vintage"]).isin(keep)].reset_index(drop=True)
+
+
+class Kept:
+    """What the run's batches have published in the track record, read once per asset for all of
+    them: risk_history, and forecast_history as one row per vintage and series (``store.history``)."""
+
+    def __init__(self, cfg, batches: list[str]):
+        self.cfg, self.batches, self._read = cfg, list(batches), {}
+
+    def _of(self, what: str, batch: str) -> pd.DataFrame:
+        if what not in self._read:
+            self._read[what] = (read_batches(self.cfg.db, "risk_history", self.batches, RISK_HISTORY)
+                                if what == "risk_history" else read_series_vintages(self.cfg.db, self.batches))
+        return self._read[what].get(batch, empty(RISK_HISTORY if what == "risk_history" else SERIES_VINTAGES))
+
+    def risk_history(self, batch: str, current) -> pd.DataFrame:
+        return newest(self.cfg, self._of("risk_history", batch), current)
+
+    def series_vintages(self, batch: str, current) -> pd.DataFrame:
+        """forecast_history of the batch, one row per vintage and series (its first day, threshold)."""
+        return newest(self.cfg, self._of("forecast_history", batch), current)
 
 
 def current_vintage(forecasts: pd.DataFrame):
@@ -81,8 +101,8 @@ def forecast_accuracy(context: dg.AssetExecutionContext, settings: SettingsResou
                       champions: pd.DataFrame, forecasts: pd.DataFrame):
     cfg = settings.get()
 
-    def score(batch, processed_data, champions, forecasts):
-        history = kept(cfg, "forecast_history", batch, FORECAST_HISTORY, current_vintage(forecasts))
+    def score(batch, processed_data, champions, forecasts):  # every forecast day: one batch at a time
+        history = newest(cfg, read_batch(cfg.db, "forecast_history", batch, FORECAST_HISTORY), current_vintage(forecasts))
         return accuracy.score_vintages(history, processed_data)
 
     out = each_batch(context, "forecast_accuracy", {"processed_data": processed_data, "champions": champions,
@@ -107,11 +127,11 @@ def forecast_accuracy(context: dg.AssetExecutionContext, settings: SettingsResou
 def risk_call_outcomes(context: dg.AssetExecutionContext, settings: SettingsResource, processed_data: pd.DataFrame,
                        business_hierarchy: pd.DataFrame, forecasts: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     cfg = settings.get()
+    record = Kept(cfg, context.partition_keys)
 
     def outcomes(batch, processed_data, business_hierarchy, forecasts):
         now = current_vintage(forecasts)
-        return risk_calls.risk_call_outcomes(kept(cfg, "risk_history", batch, RISK_HISTORY, now),
-                                             kept(cfg, "forecast_history", batch, FORECAST_HISTORY, now),
+        return risk_calls.risk_call_outcomes(record.risk_history(batch, now), record.series_vintages(batch, now),
                                              processed_data, cfg.risk_days, business_hierarchy)
 
     out = each_batch(context, "risk_calls", {"processed_data": processed_data, "business_hierarchy": business_hierarchy,
@@ -128,26 +148,27 @@ def risk_call_outcomes(context: dg.AssetExecutionContext, settings: SettingsReso
 def risk_resolved(context: dg.AssetExecutionContext, settings: SettingsResource, risk_exceptions: pd.DataFrame,
                   forecasts: pd.DataFrame, business_hierarchy: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     cfg = settings.get()
+    record = Kept(cfg, context.partition_keys)
 
     def gone(batch, risk_exceptions, forecasts, business_hierarchy):
         now = current_vintage(forecasts)
         if now is None:
             return empty(RISK_RESOLVED)
-        history = kept(cfg, "forecast_history", batch, FORECAST_HISTORY, now)
-        return lifecycle.resolved(kept(cfg, "risk_history", batch, RISK_HISTORY, now), risk_exceptions, forecasts,
-                                  now, vintages.vintages_of(history), levels(cfg, forecasts, business_hierarchy),
-                                  cfg.risk_days)
+        register = vintages.vintages_of(record.series_vintages(batch, now))
+        return lifecycle.resolved(record.risk_history(batch, now), risk_exceptions, forecasts, now, register,
+                                  levels(cfg, forecasts, business_hierarchy), cfg.risk_days)
 
     out = each_batch(context, "risk_resolved", {"risk_exceptions": risk_exceptions, "forecasts": forecasts,
                                                 "business_hierarchy": business_hierarchy}, gone, RISK_RESOLVED)
     return dg.Output(out, metadata={"resolved": len(out)})
 
 
-def exception_status(cfg, batch: str, risk: pd.DataFrame, forecasts: pd.DataFrame) -> pd.DataFrame:
+def exception_status(cfg, batch: str, risk: pd.DataFrame, forecasts: pd.DataFrame,
+                     record: Kept | None = None) -> pd.DataFrame:
     """risk_exceptions of a batch with its lifecycle: new or ongoing, flagged since when (the same
     column order whether or not the batch has exceptions)."""
+    record = record or Kept(cfg, [batch])
     now = current_vintage(forecasts)
-    history = kept(cfg, "forecast_history", batch, FORECAST_HISTORY, now)
-    return lifecycle.with_status(risk, kept(cfg, "risk_history", batch, RISK_HISTORY, now),
+    return lifecycle.with_status(risk, record.risk_history(batch, now),
                                  now if now is not None else pd.Timestamp.now().normalize(),
-                                 vintages.vintages_of(history))
+                                 vintages.vintages_of(record.series_vintages(batch, now)))
