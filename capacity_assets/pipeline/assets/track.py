@@ -24,9 +24,10 @@ def newest(cfg, frame: pd.DataFrame, current) -> pd.DataFrame:
     """A batch's published rows of an append table as they will be once this run publishes: only
     the newest CAPACITY_KEEP_VINTAGES vintages, counting this run's (``current``), so nothing this
     run drops is still scored or dated from."""
-    keep = sorted({*pd.to_datetime(frame["vintage"]), *([current] if current is not None else [])},
+    vintage = pd.to_datetime(frame["vintage"])
+    keep = sorted({*pd.DatetimeIndex(vintage.unique()), *([current] if current is not None else [])},
                   reverse=True)[:cfg.keep_vintages]
-    return frame[pd.to_datetime(frame["vintage"]).isin(keep)].reset_index(drop=True)
+    return frame[vintage.isin(keep)].reset_index(drop=True)
 
 
 class Kept:
