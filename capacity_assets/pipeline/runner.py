@@ -165,7 +165,9 @@ def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print
     chunks = plan_ranges(keys, workers, servers)
     workers = max(1, min(workers, len(chunks)))
     done = 0
-    if workers == 1:
+    # a fleet cut into ranges for memory runs each range in a fresh worker, even with one worker: in
+    # the command's own process what one range leaves allocated would add to the next one's peak
+    if workers == 1 and (len(chunks) == 1 or servers <= SERVERS_PER_RUN):
         for chunk in chunks:
             results = run_job("capacity_forecast", chunk, verbose)
             outcome.batches += results

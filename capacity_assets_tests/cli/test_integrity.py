@@ -234,6 +234,22 @@ def test_re_materialising_one_batch_replaces_exactly_its_rows(published, tmp_pat
 
 # --- 6 and 7. freshness per batch, and the settings a result was made with --------------------------
 
+def test_the_freshness_check_on_a_database_where_nothing_was_published_names_every_batch(tmp_path):
+    """The first run failed everywhere, or the check runs from the UI before any run: the check must
+    fail naming every batch as never published, not crash on the missing ledger."""
+    env = {**os.environ, "CAPACITY_DB": str(tmp_path / "cap.duckdb"), "DAGSTER_HOME": str(tmp_path / ".dagster")}
+    (tmp_path / ".dagster").mkdir()
+    code = ("from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
+            "r = defs.resolve_job_def('capacity_freshness').execute_in_process(instance=DagsterInstance.get(), "
+            "raise_on_error=False)\n"
+            "[e] = r.get_asset_check_evaluations()\nprint(r.success, e.passed, e.description)")
+    proc = subprocess.run([str(BIN / "python"), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("True False 3 of 3 batches are not fresh"), proc.stdout
+    assert all(f"batch_0{i}: never published" in proc.stdout for i in range(3)), proc.stdout
+
+
 def test_one_fresh_batch_does_not_make_stale_ones_look_fresh(published, tmp_path):
     from streamlit.testing.v1 import AppTest
 

@@ -161,3 +161,31 @@ def test_a_worker_runs_under_the_settings_of_the_moment_it_is_given_work(tmp_pat
         env, cwd = dict(os.environ), os.getcwd()
         assert pool.submit(run_in, env, cwd, os.getenv, "CAPACITY_METRICS").result() == "week2/*.parquet"
         assert pool.submit(run_in, env, cwd, os.getcwd).result() == str(tmp_path)
+
+
+def test_one_worker_runs_a_fleet_cut_for_memory_in_a_fresh_process_per_range(tiny_fleet, tmp_path, monkeypatch):
+    """`capacity run --workers 1` on a fleet too large for one run: each range runs in its own fresh
+    process, never in the command's, where what one range leaves allocated adds to the next's peak."""
+    import os
+    import re
+
+    from capacity_assets.pipeline import runner
+    from capacity_assets.pipeline.instance import get_instance
+
+    for name, value in {"CAPACITY_METRICS": tiny_fleet["metrics"], "CAPACITY_HIERARCHY": tiny_fleet["hierarchy"],
+                        "CAPACITY_DB": str(tmp_path / "cap.duckdb"), "DAGSTER_HOME": str(tmp_path / ".dagster")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "SERVERS_PER_RUN", 2)  # the 6-server fleet now needs three runs
+    keys = ["batch_00", "batch_01", "batch_02"]
+    assert runner.run_job("capacity_hierarchy")[0].success
+    lines = []
+    outcome = runner.run_batches(keys, 1, echo=lines.append, servers=6)
+    assert not outcome.failed and len(lines) == 3, lines
+    pids = set()
+    for run_id in {b.run_id for b in outcome.batches}:
+        for event in get_instance().all_logs(run_id):
+            found = re.search(r"Executing steps in process \(pid: (\d+)\)", event.user_message or "")
+            if found:
+                pids.add(int(found.group(1)))
+    assert len(pids) == 3 and os.getpid() not in pids

@@ -8,7 +8,7 @@ from capacity_assets.inputs.fingerprint import result_settings
 from capacity_assets.pipeline.batches import each_batch, failures
 from capacity_assets.pipeline.partitions import PER_BATCH
 from capacity_assets.pipeline.resources import SettingsResource
-from capacity_assets.schema import BATCH_LEDGER
+from capacity_assets.schema import BATCH_LEDGER, empty
 from capacity_assets.store import ledger
 
 
@@ -16,7 +16,7 @@ def _inputs_read(context: dg.AssetExecutionContext, batch: str) -> tuple[str, st
     """(fingerprint, code version) of the inputs this run's processed_data read for ``batch``."""
     found = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("processed_data"), asset_partitions=[batch]), limit=1).records
-    if not found or found[0].run_id != context.run_id:
+    if not found or found[0].run_id != context.run.run_id:
         raise dg.Failure(f"{batch}: batch_ledger records the inputs processed_data read in the same run; "
                          f"materialise it together with processed_data (the whole batch)")
     meta = found[0].asset_materialization.metadata
@@ -38,7 +38,7 @@ def batch_ledger(context: dg.AssetExecutionContext, settings: SettingsResource, 
 
     def record(batch, forecasts, business_hierarchy):
         fp, code = _inputs_read(context, batch)
-        return ledger.ledger_row(batch, context.run_id, fp, forecasts, result_settings(cfg), code,
+        return ledger.ledger_row(batch, context.run.run_id, fp, forecasts, result_settings(cfg), code,
                                  business_hierarchy, now)
 
     rows = each_batch(context, "batch_ledger", {"forecasts": forecasts, "business_hierarchy": business_hierarchy},
@@ -59,6 +59,8 @@ def batch_ledger(context: dg.AssetExecutionContext, settings: SettingsResource, 
                             "the whole golden record look fresh.")
 def every_batch_fresh(settings: SettingsResource, batch_ledger: pd.DataFrame) -> dg.AssetCheckResult:
     keys = batch_keys(settings.get().batches)
+    if batch_ledger.empty:  # nothing published yet: the IO manager has no table to hand over
+        batch_ledger = empty(BATCH_LEDGER)
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     stale = ledger.stale(batch_ledger, keys, now)
     oldest = pd.to_datetime(batch_ledger["published_at"]).min() if len(batch_ledger) else None

@@ -75,13 +75,13 @@ def forecasts(context: dg.AssetExecutionContext, settings: SettingsResource, cha
 
     def golden(batch, champions, **results):
         by_model = {name: results[f"{name}_results"] for name in TOURNAMENT}
-        return tournament.golden_record(by_model, champions, now, context.run_id, upper="consensus")
+        return tournament.golden_record(by_model, champions, now, context.run.run_id, upper="consensus")
 
     table = each_batch(context, "forecasts", {"champions": champions, **results}, golden, FORECASTS)
     yield dg.Output(table, metadata={
         "series": int(table[["batch", "server_id", "resource"]].drop_duplicates().shape[0]), "rows": len(table),
         "models": str(table.drop_duplicates(["batch", "server_id", "resource"])["model"].value_counts().to_dict()),
-        "run_id": context.run_id,
+        "run_id": context.run.run_id,
     })
     yield checks.forecast_horizon(table, cfg.horizon_days)
     yield checks.forecast_bounds_ordered(table)
