@@ -33,12 +33,13 @@ def test_definitions_raise_no_deprecation_warning():
 
 def test_a_whole_run_raises_no_deprecation_warning_from_the_project(tiny_fleet, tmp_path):
     """Every asset, check and IO-manager call of a real run, in one process with the project's
-    DeprecationWarnings as errors (a step that raises one fails, and so does the command). Dagster
-    attributes its deprecations to the caller, so they are invisible in a normal run's output."""
+    DeprecationWarnings and FutureWarnings as errors (a step that raises one fails, and so does the
+    command). Dagster attributes its deprecations to the caller, so a normal run's output hides them."""
     env = {**os.environ, "CAPACITY_METRICS": tiny_fleet["metrics"], "CAPACITY_HIERARCHY": tiny_fleet["hierarchy"],
            "CAPACITY_DB": str(tmp_path / "cap.duckdb"), "DAGSTER_HOME": str(tmp_path / ".dagster")}
     code = ("import sys, warnings; "
             "warnings.filterwarnings('error', category=DeprecationWarning, module='capacity_assets'); "
+            "warnings.filterwarnings('error', category=FutureWarning, module='capacity_assets'); "
             "from capacity_assets.cli.main import main; sys.exit(main(['run', '--workers', '1']))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
