@@ -74,7 +74,12 @@ def _horizon(frame: pd.DataFrame) -> np.ndarray:
 def factors(backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float
             ) -> tuple[dict, dict]:
     """(``{(server_id, resource): k}``, ``{resource: {block: horizon correction}}``) from backtest rows."""
-    bt = backtest.drop(columns=["y"], errors="ignore").merge(actuals[_KEY + ["ds", "y"]], on=_KEY + ["ds"])
+    if backtest.empty:
+        return {}, {}
+    # only the backtest's days can match: the rest of the history (most of it) is not merged at all
+    days = actuals["ds"]
+    actuals = actuals.loc[(days >= backtest["ds"].min()) & (days <= backtest["ds"].max()), _KEY + ["ds", "y"]]
+    bt = backtest.drop(columns=["y"], errors="ignore").merge(actuals, on=_KEY + ["ds"])
     bt = bt[np.isfinite(bt["y"].to_numpy(float)) & np.isfinite(bt["yhat"].to_numpy(float))]
     if bt.empty:
         return {}, {}
@@ -110,15 +115,17 @@ def calibrate(future: pd.DataFrame, backtest: pd.DataFrame, actuals: pd.DataFram
     if future.empty:
         return future
     k, ratios = factors(backtest, actuals, interval)
-    keys = list(zip(future["server_id"], future["resource"]))
-    known = np.array([key in k for key in keys], bool)
-    kk = np.array([k.get(key, 1.0) for key in keys])
+    rows = pd.MultiIndex.from_arrays([future["server_id"].astype(object), future["resource"].astype(object)])
+    kk = pd.Series(k, dtype=float).reindex(rows).to_numpy() if k else np.full(len(future), np.nan)
+    known = ~np.isnan(kk)
+    kk = np.where(known, kk, 1.0)
     # a block the backtest did not reach takes the farthest one it did
     table = {(r, b): ratio.get(b, ratio[max(ratio)]) for r, ratio in ratios.items() if ratio
              for b in range(len(HORIZON_BLOCKS) + 1)}
     block = _block(_horizon(future))
-    corr = np.array([table.get((r, int(b)), 1.0) for r, b in zip(future["resource"], block)])
-    corr = np.where(known, corr, 1.0)
+    at = pd.MultiIndex.from_arrays([future["resource"].astype(object).to_numpy(), block.astype(int)])
+    corr = pd.Series(table, dtype=float).reindex(at).to_numpy() if table else np.full(len(future), np.nan)
+    corr = np.where(known & ~np.isnan(corr), corr, 1.0)
     kk = np.clip(kk * corr, K_MIN, K_MAX)
     out = future.copy()
     out["yhat_lower"] = out["yhat"] - kk * (out["yhat"] - out["yhat_lower"])
