@@ -98,6 +98,8 @@ def _score_one(name: str, results: pd.DataFrame, actuals: pd.DataFrame) -> pd.Da
     act = actuals
     if "filled" in act.columns:
         act = act[~act["filled"].fillna(False).astype(bool)]
+    if len(bt):  # only the backtest's days can match: most of the history is never merged
+        act = act[(act["ds"] >= bt["ds"].min()) & (act["ds"] <= bt["ds"].max())]
     joined = bt.merge(act[KEY + ["ds", "y"]], on=KEY + ["ds"], how="inner")
     joined = joined.dropna(subset=["y", "yhat"])
     metrics = _grouped_metrics(joined)

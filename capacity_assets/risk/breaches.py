@@ -42,6 +42,8 @@ def _history_end(forecasts: pd.DataFrame, actuals: pd.DataFrame) -> pd.DataFrame
 
 
 def _last_week_mean(actuals: pd.DataFrame, ends: pd.DataFrame) -> pd.DataFrame:
+    if len(ends):  # no series' last week starts earlier: the rest of the history is never merged
+        actuals = actuals[actuals["ds"] > ends["history_end"].min() - pd.Timedelta(days=LAST_WEEK_DAYS)]
     a = actuals.merge(ends, on=KEY, how="inner")
     a = a[(a["ds"] <= a["history_end"]) & (a["ds"] > a["history_end"] - pd.Timedelta(days=LAST_WEEK_DAYS))]
     if "filled" in a.columns:
