@@ -128,7 +128,10 @@ def run_in(env: dict[str, str], cwd: str, fn, *args):
 
 
 def worker_context():
-    """Workers fork from a server that has imported the heavy libraries once (``PRELOAD``)."""
+    """Workers fork from a server that has imported the heavy libraries once (``PRELOAD``); where
+    there is no fork server (Windows) they are spawned and import them themselves."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     return ctx

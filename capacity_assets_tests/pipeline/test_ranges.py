@@ -189,3 +189,20 @@ def test_one_worker_runs_a_fleet_cut_for_memory_in_a_fresh_process_per_range(tin
             if found:
                 pids.add(int(found.group(1)))
     assert len(pids) == 3 and os.getpid() not in pids
+
+
+def test_without_a_fork_server_workers_are_spawned_and_still_get_the_callers_settings(tmp_path, monkeypatch):
+    """Windows has no fork server: `capacity run` must still start its workers there."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from capacity_assets.pipeline.runner import run_in, worker_context
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    ctx = worker_context()
+    assert ctx.get_start_method() == "spawn"
+    monkeypatch.setenv("CAPACITY_METRICS", "week3/*.parquet")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        assert pool.submit(run_in, dict(os.environ), str(tmp_path), os.getenv, "CAPACITY_METRICS").result() == \
+            "week3/*.parquet"
