@@ -177,6 +177,13 @@ def test_one_worker_runs_a_fleet_cut_for_memory_in_a_fresh_process_per_range(tin
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runner, "SERVERS_PER_RUN", 2)  # the 6-server fleet now needs three runs
+    with monkeypatch.context() as elsewhere:  # a fork server started under other settings (if none runs yet)
+        elsewhere.setenv("CAPACITY_DB", str(tmp_path / "elsewhere" / "wrong.duckdb"))
+        elsewhere.setenv("CAPACITY_METRICS", str(tmp_path / "elsewhere" / "*.csv"))
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=1, mp_context=runner.worker_context()) as pool:
+            pool.submit(os.getpid).result()
     keys = ["batch_00", "batch_01", "batch_02"]
     assert runner.run_job("capacity_hierarchy")[0].success
     lines = []
@@ -189,6 +196,7 @@ def test_one_worker_runs_a_fleet_cut_for_memory_in_a_fresh_process_per_range(tin
             if found:
                 pids.add(int(found.group(1)))
     assert len(pids) == 3 and os.getpid() not in pids
+    assert not (tmp_path / "elsewhere").exists()  # every run read and wrote this test's files
 
 
 def test_without_a_fork_server_workers_are_spawned_and_still_get_the_callers_settings(tmp_path, monkeypatch):

@@ -105,6 +105,16 @@ def factors(backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float
     return k, {r: ratio for r, (_, ratio) in pools.items()}
 
 
+def _lookup(values: dict, keys: pd.MultiIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(``values[key]`` or 1.0 per key, whether the key is in ``values``): one vectorised dict lookup."""
+    if not values:
+        return np.ones(len(keys)), np.zeros(len(keys), bool)
+    table = pd.Series(values, dtype=float)
+    pos = table.index.get_indexer(keys)
+    found = pos >= 0
+    return np.where(found, table.to_numpy()[pos], 1.0), found
+
+
 def calibrate(future: pd.DataFrame, backtest: pd.DataFrame, actuals: pd.DataFrame,
               interval: float) -> pd.DataFrame:
     """Rescale ``future`` bounds per series and horizon by the backtest's conformal factors.
@@ -116,16 +126,13 @@ def calibrate(future: pd.DataFrame, backtest: pd.DataFrame, actuals: pd.DataFram
         return future
     k, ratios = factors(backtest, actuals, interval)
     rows = pd.MultiIndex.from_arrays([future["server_id"].astype(object), future["resource"].astype(object)])
-    kk = pd.Series(k, dtype=float).reindex(rows).to_numpy() if k else np.full(len(future), np.nan)
-    known = ~np.isnan(kk)
-    kk = np.where(known, kk, 1.0)
+    kk, known = _lookup(k, rows)
     # a block the backtest did not reach takes the farthest one it did
     table = {(r, b): ratio.get(b, ratio[max(ratio)]) for r, ratio in ratios.items() if ratio
              for b in range(len(HORIZON_BLOCKS) + 1)}
     block = _block(_horizon(future))
-    at = pd.MultiIndex.from_arrays([future["resource"].astype(object).to_numpy(), block.astype(int)])
-    corr = pd.Series(table, dtype=float).reindex(at).to_numpy() if table else np.full(len(future), np.nan)
-    corr = np.where(known & ~np.isnan(corr), corr, 1.0)
+    corr, _ = _lookup(table, pd.MultiIndex.from_arrays([future["resource"].astype(object).to_numpy(), block.astype(int)]))
+    corr = np.where(known, corr, 1.0)
     kk = np.clip(kk * corr, K_MIN, K_MAX)
     out = future.copy()
     out["yhat_lower"] = out["yhat"] - kk * (out["yhat"] - out["yhat_lower"])

@@ -83,8 +83,10 @@ WORKERS = 2              # concurrent CmdStan processes per batch
 PROGRESS_EVERY = (50, 10.0)  # log progress every 50 series or 10 s, whichever comes first
 
 # the compiled model inside the installed prophet package, found without importing prophet (0.8 s)
-STAN_BIN = os.path.join(importlib.util.find_spec("prophet").submodule_search_locations[0], "stan_model",
-                        "prophet_model.bin")
+_SPEC = importlib.util.find_spec("prophet")
+if _SPEC is None or not _SPEC.submodule_search_locations:
+    raise ModuleNotFoundError("the prophet engine needs the prophet package (pip install prophet)", name="prophet")
+STAN_BIN = os.path.join(_SPEC.submodule_search_locations[0], "stan_model", "prophet_model.bin")
 _EPOCH_DAY = np.datetime64("1970-01-01", "D")
 
 
