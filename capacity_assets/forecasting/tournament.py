@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from capacity_assets.forecasting.engines.base import on_days_of
 from capacity_assets.forecasting.engines.registry import CONTENDERS, TOURNAMENT
 from capacity_assets.schema import BATCH_SERIES_KEY as KEY
 from capacity_assets.schema import FORECASTS, champions_columns, conform, escape_markdown
@@ -98,9 +99,7 @@ def _score_one(name: str, results: pd.DataFrame, actuals: pd.DataFrame) -> pd.Da
     act = actuals
     if "filled" in act.columns:
         act = act[~act["filled"].fillna(False).astype(bool)]
-    if len(bt):  # only the backtest's days can match: most of the history is never merged
-        act = act[(act["ds"] >= bt["ds"].min()) & (act["ds"] <= bt["ds"].max())]
-    joined = bt.merge(act[KEY + ["ds", "y"]], on=KEY + ["ds"], how="inner")
+    joined = bt.merge(on_days_of(act, bt)[KEY + ["ds", "y"]], on=KEY + ["ds"], how="inner")
     joined = joined.dropna(subset=["y", "yhat"])
     metrics = _grouped_metrics(joined)
     # every series the contender produced appears, scored or not (NaN metrics, n_days 0)

@@ -26,6 +26,9 @@ SERIES_VINTAGES = {
 }
 
 
+EVERY_ROW = "select * from {table} where batch in ({batches})"
+
+
 def _read(db: str, table: str, sql: str, batches: list[str]) -> pd.DataFrame | None:
     """``sql`` (``{table}`` and ``{batches}`` filled in) on the published ``table``; None when there is none."""
     if not batches or not os.path.exists(db):
@@ -49,13 +52,13 @@ def _by_batch(frame: pd.DataFrame | None, batches: list[str], columns: dict[str,
 
 def read_batch(db: str, table: str, batch: str, columns: dict[str, str]) -> pd.DataFrame:
     """``table``'s published rows of ``batch`` with the contract ``columns`` (empty when there are none)."""
-    frame = _read(db, table, "select * from {table} where batch in ({batches})", [batch])
+    frame = _read(db, table, EVERY_ROW, [batch])
     return conform(frame, columns) if frame is not None and len(frame) else empty(columns)
 
 
 def read_batches(db: str, table: str, batches: list[str], columns: dict[str, str]) -> dict[str, pd.DataFrame]:
     """``read_batch`` of every one of ``batches`` in one read: for the small tables (risk_history)."""
-    return _by_batch(_read(db, table, "select * from {table} where batch in ({batches})", batches), batches, columns)
+    return _by_batch(_read(db, table, EVERY_ROW, batches), batches, columns)
 
 
 def read_series_vintages(db: str, batches: list[str]) -> dict[str, pd.DataFrame]:

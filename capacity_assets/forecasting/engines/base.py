@@ -41,3 +41,12 @@ def future_dates(last_ds: pd.Timestamp, cfg: ForecastConfig) -> pd.DatetimeIndex
 def min_history_days(cfg: ForecastConfig) -> int:
     """Shortest history that can be backtested: approx. months in days (30.44 days a month)."""
     return int(round((cfg.backtest_months + cfg.min_train_months) * 30.44))
+
+
+def on_days_of(actuals: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``actuals`` from the first to the last day of ``rows`` (a backtest): the only ones a join on
+    ``ds`` can match, so the rest of the history (most of it) is never merged."""
+    if rows.empty:
+        return actuals
+    days = actuals["ds"]
+    return actuals[(days >= rows["ds"].min()) & (days <= rows["ds"].max())]

@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from capacity_assets.forecasting.engines.base import on_days_of
+
 K_MIN, K_MAX = 0.2, 10.0
 SHRINK = 0.5                   # weight of the pooled factor, in logs
 POOL_MIN_SERIES = 8            # fewer series of a resource in the call: pool over every resource
@@ -74,12 +76,8 @@ def _horizon(frame: pd.DataFrame) -> np.ndarray:
 def factors(backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float
             ) -> tuple[dict, dict]:
     """(``{(server_id, resource): k}``, ``{resource: {block: horizon correction}}``) from backtest rows."""
-    if backtest.empty:
-        return {}, {}
-    # only the backtest's days can match: the rest of the history (most of it) is not merged at all
-    days = actuals["ds"]
-    actuals = actuals.loc[(days >= backtest["ds"].min()) & (days <= backtest["ds"].max()), _KEY + ["ds", "y"]]
-    bt = backtest.drop(columns=["y"], errors="ignore").merge(actuals, on=_KEY + ["ds"])
+    bt = backtest.drop(columns=["y"], errors="ignore").merge(on_days_of(actuals, backtest)[_KEY + ["ds", "y"]],
+                                                             on=_KEY + ["ds"])
     bt = bt[np.isfinite(bt["y"].to_numpy(float)) & np.isfinite(bt["yhat"].to_numpy(float))]
     if bt.empty:
         return {}, {}

@@ -5,6 +5,8 @@ forecast_history and risk_history are append tables: publishing a batch replaces
 vintage and keeps the newest CAPACITY_KEEP_VINTAGES (``pipeline.io_manager``). The scoring assets
 read the vintages already published through ``store.history``.
 """
+from functools import cached_property
+
 import dagster as dg
 import pandas as pd
 
@@ -16,7 +18,7 @@ from capacity_assets.pipeline.partitions import BACKFILL, PER_BATCH, STORED_BY_B
 from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.schema import (FORECAST_ACCURACY, FORECAST_HISTORY, RISK_CALL_OUTCOMES, RISK_HISTORY, empty,
                                     RISK_RESOLVED)
-from capacity_assets.store.history import SERIES_VINTAGES, read_batch, read_batches, read_series_vintages
+from capacity_assets.store.history import read_batch, read_batches, read_series_vintages
 from capacity_assets.track import accuracy, lifecycle, risk_calls, vintages
 
 
@@ -35,20 +37,22 @@ class Kept:
     them: risk_history, and forecast_history as one row per vintage and series (``store.history``)."""
 
     def __init__(self, cfg, batches: list[str]):
-        self.cfg, self.batches, self._read = cfg, list(batches), {}
+        self.cfg, self.batches = cfg, list(batches)
 
-    def _of(self, what: str, batch: str) -> pd.DataFrame:
-        if what not in self._read:
-            self._read[what] = (read_batches(self.cfg.db, "risk_history", self.batches, RISK_HISTORY)
-                                if what == "risk_history" else read_series_vintages(self.cfg.db, self.batches))
-        return self._read[what].get(batch, empty(RISK_HISTORY if what == "risk_history" else SERIES_VINTAGES))
+    @cached_property
+    def _risk(self) -> dict[str, pd.DataFrame]:
+        return read_batches(self.cfg.db, "risk_history", self.batches, RISK_HISTORY)
+
+    @cached_property
+    def _series(self) -> dict[str, pd.DataFrame]:
+        return read_series_vintages(self.cfg.db, self.batches)
 
     def risk_history(self, batch: str, current) -> pd.DataFrame:
-        return newest(self.cfg, self._of("risk_history", batch), current)
+        return newest(self.cfg, self._risk[batch], current)
 
     def series_vintages(self, batch: str, current) -> pd.DataFrame:
         """forecast_history of the batch, one row per vintage and series (its first day, threshold)."""
-        return newest(self.cfg, self._of("forecast_history", batch), current)
+        return newest(self.cfg, self._series[batch], current)
 
 
 def current_vintage(forecasts: pd.DataFrame):
