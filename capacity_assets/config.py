@@ -27,6 +27,8 @@ ENV = {
     "CAPACITY_HIERARCHY": "hierarchy",
     "CAPACITY_DB": "db",
     "CAPACITY_BATCHES": "batches",
+    "CAPACITY_BATCHES_PER_RUN": "batches_per_run",
+    "CAPACITY_SERVERS_PER_RUN": "servers_per_run",
     "CAPACITY_DAILY_AGG": "daily_agg",
     "CAPACITY_INTERVAL": "interval",
     "CAPACITY_BACKTEST_MONTHS": "backtest_months",
@@ -82,6 +84,8 @@ class CapacitySettings:
     hierarchy: str = ""
     db: str = "data/capacity.duckdb"
     batches: int = 20
+    batches_per_run: int = 0  # batches one run of a UI backfill covers; 0: one run per core
+    servers_per_run: int = 500  # most servers one run holds (memory: about 2 GB a process at 500)
     daily_agg: str = "mean"
     interval: float = 0.80
     backtest_months: int = 4
@@ -127,6 +131,8 @@ class CapacitySettings:
             (self.executor in EXECUTORS, "CAPACITY_EXECUTOR", f"one of {', '.join(EXECUTORS)}"),
             (self.storage in STORAGES, "CAPACITY_STORAGE", f"one of {', '.join(STORAGES)}"),
             (1 <= self.batches <= 1000, "CAPACITY_BATCHES", "between 1 and 1000"),
+            (self.batches_per_run >= 0, "CAPACITY_BATCHES_PER_RUN", "0 (one run per core) or more"),
+            (self.servers_per_run >= 1, "CAPACITY_SERVERS_PER_RUN", "at least 1"),
             (0 < self.interval < 1, "CAPACITY_INTERVAL", "between 0 and 1 (e.g. 0.8)"),
             (0 < self.threshold <= 100, "CAPACITY_THRESHOLD", "a percentage between 0 and 100"),
             (self.risk_days >= 1, "CAPACITY_RISK_DAYS", "at least 1"),
@@ -201,3 +207,11 @@ def contender_names() -> tuple[str, ...]:
 def batch_count() -> int:
     """Partition count, needed when the definitions load (before any resource exists)."""
     return int(_env("CAPACITY_BATCHES"))
+
+
+def batches_per_run() -> int:
+    """The backfill policy's batches per run (0: one run per core), needed when the definitions load."""
+    value = int(_env("CAPACITY_BATCHES_PER_RUN"))
+    if value < 0:
+        raise ConfigError("CAPACITY_BATCHES_PER_RUN: expected 0 (one run per core) or more")
+    return value

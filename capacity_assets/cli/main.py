@@ -155,12 +155,44 @@ def replay_weeks(args, metrics: str, end) -> int:
     return code
 
 
+def _size_ui_runs(settings) -> None:
+    """Set CAPACITY_BATCHES_PER_RUN for the UI from the fleet size (unless the user set it), so a UI
+    backfill of a large fleet gets runs no larger than `capacity run`'s (memory), like its ranges."""
+    import duckdb
+
+    from capacity_assets.cli import preflight
+    from capacity_assets.inputs import fingerprint
+    from capacity_assets.inputs.files import InputError
+    from capacity_assets.pipeline.runner import batches_per_run
+    from capacity_assets.store.db import StorageError
+
+    if os.environ.get("CAPACITY_BATCHES_PER_RUN", "").strip():
+        return
+    if settings.uses_prometheus:
+        print("capacity ui: a UI backfill runs one range of batches per core; for a fleet of over "
+              f"{settings.servers_per_run} servers set CAPACITY_BATCHES_PER_RUN so a run holds at most that many")
+        return
+    try:
+        _, sources = preflight.check_inputs(settings)
+        with duckdb.connect() as conn:
+            servers = len(fingerprint.server_digests(conn, sources))
+    except (InputError, StorageError) as e:
+        print(f"capacity ui: could not count the fleet's servers, so a UI backfill runs one range of batches "
+              f"per core: {e}")
+        return
+    per_run = batches_per_run(settings.batches, os.cpu_count() or 1, servers)
+    os.environ["CAPACITY_BATCHES_PER_RUN"] = str(per_run)
+    print(f"capacity ui: a UI backfill runs {per_run} batch(es) per run ({servers} servers in {settings.batches} "
+          f"batches; at most {settings.servers_per_run} servers a run)")
+
+
 def cmd_ui(args) -> int:
     from capacity_assets.pipeline.instance import ensure_home
 
     _apply(args)
-    _settings()
+    settings = _settings()
     home = ensure_home()
+    _size_ui_runs(settings)
     target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "capacity_assets.pipeline.definitions"]
     cmd = ["dagster", "dev", *target, "-h", args.host, "-p", str(args.port)]
     print(f"capacity ui: http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)

@@ -18,6 +18,8 @@ class SettingsResource(dg.ConfigurableResource):
     hierarchy: str
     db: str
     batches: int
+    batches_per_run: int
+    servers_per_run: int
     daily_agg: str
     interval: float
     backtest_months: int

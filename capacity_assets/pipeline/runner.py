@@ -22,9 +22,6 @@ from dataclasses import dataclass, field
 # a worker process costs about 3 s before its first step (imports, the instance, its run): below
 # this many servers to run per worker it costs more than the fitting it takes over
 SERVERS_PER_WORKER = 25
-# a run holds its batches' inputs together (the champions step: daily history and every contender's
-# results); at about 500 servers a run that stays under 2 GB, so a large fleet gets more, smaller runs
-SERVERS_PER_RUN = 500
 # imported once by the fork server, so a worker starts already holding them (about 4 s of imports
 # each otherwise); only libraries: the project's own modules read the settings when they load
 PRELOAD = ["pandas", "pyarrow", "duckdb", "dagster", "dagster_duckdb_pandas", "xgboost", "statsforecast.models"]
@@ -137,17 +134,32 @@ def worker_context():
     return ctx
 
 
+def servers_per_run() -> int:
+    """CAPACITY_SERVERS_PER_RUN. A run holds its batches' inputs together (the champions step: daily
+    history and every contender's results); at 500 servers a run stays under about 2 GB."""
+    from capacity_assets.config import CapacitySettings
+
+    return CapacitySettings.from_env().servers_per_run
+
+
 def plan_ranges(keys: list[str], workers: int, servers: int = 0) -> list[list[str]]:
     """The batches to run as contiguous ranges, about one per worker (more where ``keys`` has gaps),
-    and more, smaller ones when a range would hold over ``SERVERS_PER_RUN`` of the ``servers``."""
+    and more, smaller ones when a range would hold over ``servers_per_run()`` of the ``servers``."""
     from capacity_assets.pipeline.jobs import ranges
     from capacity_assets.pipeline.partitions import batches
 
     order = batches.get_partition_keys()
-    per_run = max(1, math.ceil(len(keys) / max(workers, 1)))
-    if servers > SERVERS_PER_RUN:
-        per_run = min(per_run, max(1, SERVERS_PER_RUN * len(keys) // servers))
-    return [order[order.index(a):order.index(b) + 1] for a, b in ranges(keys, per_run)]
+    return [order[order.index(a):order.index(b) + 1] for a, b in ranges(keys, batches_per_run(len(keys), workers, servers))]
+
+
+def batches_per_run(batches: int, workers: int, servers: int = 0) -> int:
+    """How many of ``batches`` batches (holding ``servers`` servers) one run covers: about one run per
+    worker, and no run over ``servers_per_run()`` servers, so no process outgrows its memory."""
+    per_run = max(1, math.ceil(batches / max(workers, 1)))
+    limit = servers_per_run()
+    if servers > limit:
+        per_run = min(per_run, max(1, limit * batches // servers))
+    return per_run
 
 
 def useful_workers(servers: int, workers: int) -> int:
@@ -170,7 +182,7 @@ def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print
     done = 0
     # a fleet cut into ranges for memory runs each range in a fresh worker, even with one worker: in
     # the command's own process what one range leaves allocated would add to the next one's peak
-    if workers == 1 and (len(chunks) == 1 or servers <= SERVERS_PER_RUN):
+    if workers == 1 and (len(chunks) == 1 or servers <= servers_per_run()):
         for chunk in chunks:
             results = run_job("capacity_forecast", chunk, verbose)
             outcome.batches += results

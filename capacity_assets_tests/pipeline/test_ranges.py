@@ -128,10 +128,13 @@ def test_a_failing_batch_costs_the_others_nothing_and_is_repaired_alone(tmp_path
     assert values(db, "second") == {"b0": 20, "b1": 30, "b2": 20}
 
 
-def test_a_large_fleet_gets_more_smaller_ranges_and_a_small_one_a_range_per_worker():
-    """A run holds its batches' inputs at once: past SERVERS_PER_RUN servers a range is cut smaller
-    (memory per process stays bounded), below it each worker gets one range (the per-run cost once)."""
-    from capacity_assets.pipeline.runner import SERVERS_PER_RUN, plan_ranges
+def test_a_large_fleet_gets_more_smaller_ranges_and_a_small_one_a_range_per_worker(monkeypatch):
+    """A run holds its batches' inputs at once: past CAPACITY_SERVERS_PER_RUN servers a range is cut
+    smaller (memory per process stays bounded), below it each worker gets one range (the per-run cost once)."""
+    from capacity_assets.pipeline.runner import plan_ranges
+
+    monkeypatch.delenv("CAPACITY_SERVERS_PER_RUN", raising=False)
+    SERVERS_PER_RUN = 500  # the default
 
     keys = ["batch_00", "batch_01", "batch_02"]
     assert plan_ranges(keys, 2) == [["batch_00", "batch_01"], ["batch_02"]]
@@ -139,6 +142,8 @@ def test_a_large_fleet_gets_more_smaller_ranges_and_a_small_one_a_range_per_work
     assert plan_ranges(keys, 2, servers=3 * SERVERS_PER_RUN) == [["batch_00"], ["batch_01"], ["batch_02"]]
     assert plan_ranges(keys, 1, servers=2 * SERVERS_PER_RUN) == [["batch_00"], ["batch_01"], ["batch_02"]]
     assert plan_ranges(keys, 1, servers=SERVERS_PER_RUN) == [["batch_00", "batch_01", "batch_02"]]
+    monkeypatch.setenv("CAPACITY_SERVERS_PER_RUN", "100")  # a deployment with less memory per process
+    assert plan_ranges(keys, 2, servers=SERVERS_PER_RUN) == [["batch_00"], ["batch_01"], ["batch_02"]]
 
 
 
@@ -176,7 +181,7 @@ def test_one_worker_runs_a_fleet_cut_for_memory_in_a_fresh_process_per_range(tin
                         "CAPACITY_DB": str(tmp_path / "cap.duckdb"), "DAGSTER_HOME": str(tmp_path / ".dagster")}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(runner, "SERVERS_PER_RUN", 2)  # the 6-server fleet now needs three runs
+    monkeypatch.setenv("CAPACITY_SERVERS_PER_RUN", "2")  # the 6-server fleet now needs three runs
     with monkeypatch.context() as elsewhere:  # a fork server started under other settings (if none runs yet)
         elsewhere.setenv("CAPACITY_DB", str(tmp_path / "elsewhere" / "wrong.duckdb"))
         elsewhere.setenv("CAPACITY_METRICS", str(tmp_path / "elsewhere" / "*.csv"))
@@ -214,3 +219,36 @@ def test_without_a_fork_server_workers_are_spawned_and_still_get_the_callers_set
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         assert pool.submit(run_in, dict(os.environ), str(tmp_path), os.getenv, "CAPACITY_METRICS").result() == \
             "week3/*.parquet"
+
+
+def test_capacity_ui_sizes_a_backfills_runs_by_the_fleet_as_capacity_run_does(tiny_fleet, tmp_path, monkeypatch, capsys):
+    """A UI backfill's runs are cut by the backfill policy, fixed when the definitions load: `capacity
+    ui` counts the fleet first and sets CAPACITY_BATCHES_PER_RUN, so no run of a large fleet holds more
+    servers than `capacity run` would give one (memory); an explicit value is left alone."""
+    import os
+    import subprocess
+    import sys
+
+    from capacity_assets.cli.main import _size_ui_runs
+    from capacity_assets.config import CapacitySettings
+
+    for name, value in {"CAPACITY_METRICS": tiny_fleet["metrics"], "CAPACITY_HIERARCHY": tiny_fleet["hierarchy"],
+                        "CAPACITY_DB": str(tmp_path / "cap.duckdb"), "CAPACITY_BATCHES": "3",
+                        "CAPACITY_SERVERS_PER_RUN": "2"}.items():  # 6 servers: one batch of about 2 a run
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("CAPACITY_BATCHES_PER_RUN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    _size_ui_runs(CapacitySettings.from_env())
+    assert os.environ["CAPACITY_BATCHES_PER_RUN"] == "1"
+    assert "a UI backfill runs 1 batch(es) per run (6 servers in 3 batches; at most 2 servers a run)" in capsys.readouterr().out
+    # the code server `dagster dev` starts inherits it: the backfill policy the UI's backfills follow
+    policy = subprocess.run([sys.executable, "-c", "from capacity_assets.pipeline.partitions import BACKFILL; "
+                             "print(BACKFILL.max_partitions_per_run)"], capture_output=True, text=True, check=True)
+    assert policy.stdout.strip() == "1"
+    monkeypatch.setenv("CAPACITY_BATCHES_PER_RUN", "3")  # the user's own choice wins
+    _size_ui_runs(CapacitySettings.from_env())
+    assert os.environ["CAPACITY_BATCHES_PER_RUN"] == "3"
+    monkeypatch.setenv("CAPACITY_SERVERS_PER_RUN", "500")  # a small fleet: one range per core, as before
+    monkeypatch.delenv("CAPACITY_BATCHES_PER_RUN")
+    _size_ui_runs(CapacitySettings.from_env())
+    assert os.environ["CAPACITY_BATCHES_PER_RUN"] == str(-(-3 // (os.cpu_count() or 1)))
