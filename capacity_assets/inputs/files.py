@@ -31,6 +31,11 @@ MAGIC = [(b"PK\x03\x04", "a ZIP archive or an Excel workbook (.xlsx): save the s
          (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"%PDF", "a PDF document"),
          (b"GIF8", "a GIF image"), (b"SQLite format 3", "a SQLite database")]
 MISSING_TOKENS = "('nan', 'null', 'na', 'n/a', 'none', '-')"
+# how a raw (text) row becomes a sample; read_daily and the usable-row check share them
+TS_SQL = (f"coalesce(try_cast(trim(ts_raw) as timestamptz), "
+          f"try_strptime(trim(ts_raw), {EXTRA_TIME_FORMATS!r})::timestamptz)")
+U_SQL = "try_cast(trim(u_raw) as double)"
+RESOURCE_SQL = "lower(trim(resource_raw))"
 
 
 class InputError(ValueError):
@@ -64,7 +69,7 @@ class IngestStats:
     naive_time_rows: int = 0
     max_samples_per_day: int = 0
     fraction_files: list[str] = field(default_factory=list)
-    examples: list[str] = field(default_factory=list)  # first offending row per problem
+    examples: list[str] = field(default_factory=list)  # first offending row per problem, with what was done
 
 
 def resolve(pattern: str, what: str = "CAPACITY_METRICS") -> list[str]:
@@ -159,6 +164,9 @@ def inspect_metrics(conn, pattern: str) -> list[SourceFile]:
     files = [_with_scale(conn, inspect_file(conn, p)) for p in resolve(pattern)]
     if sum(f.rows for f in files) == 0:
         raise InputError(f"{', '.join(f.path for f in files)}: has a header row but no data rows")
+    for f in files:
+        if f.rows > f.no_server_id:
+            check_usable(conn, f)
     return files
 
 
@@ -192,18 +200,44 @@ def distinct_servers(conn, files: list[SourceFile]) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _raw_sql(files: list[SourceFile]) -> str:
-    parts = []
-    for i, f in enumerate(files):
-        c = {k: quote_ident(v) for k, v in f.columns.items()}
-        parts.append(
-            f"select cast({c['server_id']} as varchar) as server_id, "
+def _file_sql(f: SourceFile, i: int = 0) -> str:
+    """One file's rows as text columns (server_id, resource_raw, ts_raw, u_raw, scale, file_no)."""
+    c = {k: quote_ident(v) for k, v in f.columns.items()}
+    return (f"select cast({c['server_id']} as varchar) as server_id, "
             f"cast({c['resource']} as varchar) as resource_raw, "
             f"cast({c['timestamp']} as varchar) as ts_raw, "
             f"cast({c['utilization_pct']} as varchar) as u_raw, {float(f.scale)} as scale, {int(i)} as file_no "
-            f"from {_relation_sql(f.kind)} "
-            f"where cast({c['server_id']} as varchar) in (select server_id from batch_servers)")
-    return " union all ".join(parts)
+            f"from {_relation_sql(f.kind)}")
+
+
+def _raw_sql(files: list[SourceFile]) -> str:
+    return " union all ".join(f"select * from ({_file_sql(f, i)}) where server_id in (select server_id from batch_servers)"
+                              for i, f in enumerate(files))
+
+
+def check_usable(conn, f: SourceFile) -> None:
+    """Refuse a file none of whose rows can become a sample (dates in another format, values with a
+    unit, no known resource): read on, it would give every batch of its servers nothing to publish."""
+    known = repr(tuple(RESOURCES))
+    if conn.execute(f"select 1 from ({_file_sql(f)}) where {TS_SQL} is not null and isfinite({U_SQL}) "
+                    f"and {RESOURCE_SQL} in {known} limit 1", [f.path]).fetchone():
+        return  # a good file stops at its first usable row
+    ts_ok, u_ok, r_ok, ts, u, r = conn.execute(
+        f"select count(*) filter (where {TS_SQL} is not null), count(*) filter (where isfinite({U_SQL})), "
+        f"count(*) filter (where {RESOURCE_SQL} in {known}), first(ts_raw), first(u_raw), first(resource_raw) "
+        f"from ({_file_sql(f)}) where nullif(trim(server_id), '') is not null", [f.path]).fetchone()
+    col = f.columns
+    if not ts_ok:
+        why = (f"no value of column {col['timestamp']!r} is a time stamp (e.g. {ts!r}); expected ISO 8601 "
+               f"such as 2026-01-31 or 2026-01-31T14:00:00+00:00, or one of {', '.join(EXTRA_TIME_FORMATS)}")
+    elif not u_ok:
+        why = (f"no value of column {col['utilization_pct']!r} is a number (e.g. {u!r}); expected a "
+               f"percentage such as 42.5, without a unit")
+    elif not r_ok:
+        why = f"no value of column {col['resource']!r} is one of {', '.join(RESOURCES)} (e.g. {r!r})"
+    else:
+        why = "no row has a time stamp, a numeric value and a known resource at once"
+    raise InputError(f"{f.path}: none of its {f.rows:,} rows can be used: {why}")
 
 
 def read_daily(conn, files: list[SourceFile], servers: list[str], daily_agg: str = "mean"
@@ -225,12 +259,11 @@ def read_daily(conn, files: list[SourceFile], servers: list[str], daily_agg: str
     known = repr(tuple(RESOURCES))
     conn.execute(f"""
         create or replace temp table raw as
-        select server_id, resource_raw, lower(trim(resource_raw)) as resource, ts_raw, u_raw, file_no, scale,
-               coalesce(try_cast(trim(ts_raw) as timestamptz),
-                        try_strptime(trim(ts_raw), {EXTRA_TIME_FORMATS!r})::timestamptz) as ts,
+        select server_id, resource_raw, {RESOURCE_SQL} as resource, ts_raw, u_raw, file_no, scale,
+               {TS_SQL} as ts,
                regexp_matches(trim(ts_raw), '(Z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)$') as has_offset,
                u_raw is null or lower(trim(u_raw)) in ('', {MISSING_TOKENS[1:-1]}) as u_missing,
-               try_cast(trim(u_raw) as double) * scale as u
+               {U_SQL} * scale as u
         from ({_raw_sql(files)})""", params)
     (stats.rows_in, stats.bad_timestamp, stats.missing_value, stats.non_numeric_value,
      stats.utc_offset_rows, stats.naive_time_rows) = conn.execute("""
@@ -250,14 +283,10 @@ def read_daily(conn, files: list[SourceFile], servers: list[str], daily_agg: str
         select resource_raw, count(*) from raw where resource in {known} and resource_raw <> resource
         group by all order by 2 desc, 1""").fetchall()
     stats.resources_mapped = {str(k): int(n) for k, n in mapped}
-    for what, cond in [("unparseable timestamp", "ts is null"),
-                       ("non-numeric utilization_pct", "not u_missing and (u is null or isinf(u))"),
-                       ("unknown resource", f"resource not in {known} or resource is null")]:
-        row = conn.execute(f"select file_no, server_id, resource_raw, ts_raw, u_raw from raw where {cond} "
-                           f"order by file_no, ts_raw limit 1").fetchone()
-        if row:
-            stats.examples.append(f"{what}: {files[row[0]].path}: server_id={row[1]!r} resource={row[2]!r} "
-                                  f"timestamp={row[3]!r} utilization_pct={row[4]!r}")
+    for what, cond in [("dropped rows, first unparseable timestamp", "ts is null"),
+                       ("dropped rows, first non-numeric utilization_pct", "not u_missing and (u is null or isinf(u))"),
+                       ("dropped rows, first unknown resource", f"resource not in {known} or resource is null")]:
+        _example(conn, stats, files, what, cond)
     used = conn.execute(f"""
         select distinct file_no from raw
         where ts is not null and isfinite(u) and resource in {known} and scale <> 1 order by 1""").fetchall()
@@ -275,6 +304,12 @@ def read_daily(conn, files: list[SourceFile], servers: list[str], daily_agg: str
                coalesce((select max(k) from (select count(*) as k from samples
                                              group by server_id, resource, date_trunc('day', ts))), 0)
         from samples""").fetchone()
+    usable = f"ts is not null and isfinite(u) and resource in {known}"
+    if stats.clipped:
+        _example(conn, stats, files, "clipped to 0–100, first value outside it", f"{usable} and (u < 0 or u > 100)")
+    if stats.duplicates:
+        _example(conn, stats, files, "averaged duplicate samples, first", f"{usable} and (server_id, resource, ts::timestamp) "
+                 "in (select (server_id, resource, ts) from samples where n > 1 order by all limit 1)")
     daily = conn.execute(f"""
         select server_id, resource, cast(date_trunc('day', ts) as date) as ds,
                least(greatest({AGG_SQL[daily_agg]}, 0), 100) as y
@@ -284,6 +319,15 @@ def read_daily(conn, files: list[SourceFile], servers: list[str], daily_agg: str
         conn.execute(f"drop table if exists {t}")
     daily["ds"] = pd.to_datetime(daily["ds"]).astype("datetime64[ns]")
     return daily, stats
+
+
+def _example(conn, stats: IngestStats, files: list[SourceFile], what: str, cond: str) -> None:
+    """Log-ready line for the first row of ``raw`` (by file, then time stamp) matching ``cond``."""
+    row = conn.execute(f"select file_no, server_id, resource_raw, ts_raw, u_raw from raw where {cond} "
+                       f"order by file_no, ts_raw limit 1").fetchone()
+    if row:
+        stats.examples.append(f"{what}: {files[row[0]].path}: server_id={row[1]!r} resource={row[2]!r} "
+                              f"timestamp={row[3]!r} utilization_pct={row[4]!r}")
 
 
 def read_table(conn, path: str, required, what: str) -> pd.DataFrame:

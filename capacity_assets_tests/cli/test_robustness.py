@@ -139,6 +139,17 @@ CASES = {
                  "utilisation_pct — is 'utilisation_pct' meant to be 'utilization_pct'?"),
     "two_missing": (lambda p: p.write_text("host,resource,time,utilization_pct\na,cpu,2025-01-01,5\n"), "m.csv",
                     "missing required column(s) server_id, timestamp; columns found: host, resource, time, utilization_pct"),
+    # every row unusable: read on, it would publish nothing over every batch's last results
+    "day_first_dates": (lambda p: p.write_text(HEADER + "\na,cpu,31/01/2025,5\nb,cpu,01/02/2025,6\n"), "m.csv",
+                        "none of its 2 rows can be used: no value of column 'timestamp' is a time stamp (e.g. "),
+    "values_with_unit": (lambda p: p.write_text(HEADER + "\na,cpu,2025-01-01,5%\nb,cpu,2025-01-02,6 %\n"), "m.csv",
+                         "none of its 2 rows can be used: no value of column 'utilization_pct' is a number"),
+    "epoch_nanoseconds": (lambda p: pd.DataFrame({"server_id": ["a", "b"], "resource": "cpu",
+                                                  "timestamp": [1735689600 * 10**9, 1735776000 * 10**9],
+                                                  "utilization_pct": [5.0, 6.0]}).to_parquet(p), "m.parquet",
+                          "no value of column 'timestamp' is a time stamp (e.g. '1735689600000000000')"),
+    "unknown_resources": (lambda p: p.write_text(HEADER + "\na,gpu,2025-01-01,5\nb,iops,2025-01-02,6\n"), "m.csv",
+                          "no value of column 'resource' is one of cpu, memory, disk, network"),
 }
 
 
@@ -222,6 +233,10 @@ def test_the_bad_fleet_run_reports_what_it_fixed_and_forecasts_the_rest(bad_run)
     assert "unknown resources {'disk_io': 10, 'Mem': 7}" in err
     assert "fractions.csv: values look like fractions 0–1 (max <= 1): multiplied by 100" in err
     assert "non-numeric utilization_pct:" in err and "utilization_pct='abc'" in err
+    # repaired rows are shown too, with their file: a planner finds them in the export
+    main = str(Path(bad_run["fleet"]["metrics"]) / "main.csv")
+    assert re.search(f"clipped to 0–100, first value outside it: {re.escape(main)}: .*utilization_pct='(130|-5)'", err), err
+    assert f"averaged duplicate samples, first: {main}: server_id=" in err
 
 
 def test_bad_values_are_clipped_or_dropped_and_counted_in_the_materialisation(bad_run):
@@ -353,3 +368,53 @@ def test_rows_without_server_id_do_not_break_the_batch_fingerprints(tmp_path):
     assert prints("a,cpu,2025-01-01,5\n") == with_blank  # the row without a server id belongs to no batch
     changed = prints("a,cpu,2025-01-01,6\n,cpu,2025-01-01,5\n")  # ... while a's own data counts
     assert {b for b in with_blank if changed[b] != with_blank[b]} == {batch_of("a", BATCHES)}
+
+
+# --- a bad file after a good run: what was published stays --------------------------------------
+
+def _copy_of(bad_run, tmp_path) -> dict:
+    """The bad-fleet run's database and Dagster instance, copied: the tests below may not touch them."""
+    import shutil
+
+    work = tmp_path / "again"
+    shutil.copytree(bad_run["work"], work, ignore=shutil.ignore_patterns("in"))
+    return {**bad_run["env"], "CAPACITY_DB": str(work / "cap.duckdb"), "DAGSTER_HOME": str(work / ".dagster")}
+
+
+def test_a_file_without_one_usable_row_is_refused_and_the_last_results_stay(bad_run, tmp_path):
+    env = _copy_of(bad_run, tmp_path)
+    before = snapshot(env["CAPACITY_DB"])
+    eu = tmp_path / "eu.csv"
+    eu.write_text(HEADER + "\n" + "".join(f"{ODD},cpu,{d:%d/%m/%Y},{v:.2f}\n" for d, v in zip(DAYS, bad_run["fleet"]["odd"])))
+    proc = run(tmp_path, {**env, "CAPACITY_METRICS": str(eu)}, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"capacity: error: {eu}: none of its {len(DAYS)} rows can be used" in proc.stderr
+    assert "[1/" not in proc.stdout  # no batch started
+    after = snapshot(env["CAPACITY_DB"])
+    assert {k: v for k, v in after.items() if k != "forecasts"} == {k: v for k, v in before.items() if k != "forecasts"}
+    pd.testing.assert_frame_equal(after["forecasts"], before["forecasts"])
+
+
+def test_a_batch_whose_servers_lost_every_usable_row_fails_and_keeps_its_results(bad_run, tmp_path):
+    """The file still has good rows (other batches), but every row of one batch's servers is unusable:
+    that batch fails with the reason and keeps what it had; the others are unchanged."""
+    env = _copy_of(bad_run, tmp_path)
+    before = snapshot(env["CAPACITY_DB"])["forecasts"]
+    victim = batch_of(QUOTED, BATCHES)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    main = pd.read_csv(Path(bad_run["fleet"]["metrics"]) / "main.csv", dtype=str, keep_default_na=False)
+    frac = pd.read_csv(Path(bad_run["fleet"]["metrics"]) / "fractions.csv", dtype=str, keep_default_na=False)
+    hit = main["Server_ID"].map(lambda s: batch_of(s, BATCHES) == victim)
+    assert hit.any() and not hit.all() and batch_of(FRAC, BATCHES) != victim  # one batch, not the file
+    main.loc[hit, "timestamp"] = "31/12/2024"  # day first: no time stamp of that batch can be read
+    main.to_csv(metrics / "main.csv", index=False)
+    frac.to_csv(metrics / "fractions.csv", index=False)
+    proc = run(tmp_path, {**env, "CAPACITY_METRICS": str(metrics)}, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert f"{victim}" in out and "none of the input rows of its" in out and "its previous results are kept" in out
+    after = snapshot(env["CAPACITY_DB"])["forecasts"]
+    kept = lambda f: f[f["batch"] == victim].reset_index(drop=True)  # noqa: E731
+    assert len(kept(before)) > 0
+    pd.testing.assert_frame_equal(kept(after), kept(before))

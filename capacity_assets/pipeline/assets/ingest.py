@@ -94,7 +94,15 @@ def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource
     read_s = time.monotonic() - started
     fills: dict[str, dict] = {}
 
+    in_input = pd.Series(server_batch).value_counts() if server_batch else pd.Series(dtype=int)
+
     def clean(batch: str, daily: pd.DataFrame) -> pd.DataFrame:
+        if daily.empty and in_input.get(batch, 0):
+            # its servers are in the input but none of their rows is usable: publishing would replace
+            # the batch's last results with nothing, so it fails and keeps them
+            raise files.InputError(f"none of the input rows of its {in_input[batch]} server(s) can be used "
+                                   f"({'; '.join(stats.examples) or 'see the dropped-rows warnings'}); "
+                                   "its previous results are kept")
         full, fills[batch] = cleaning.complete_calendar(daily.drop(columns="batch"), cfg.backtest_months)
         return cleaning.processed_frame(full, batch)
 
@@ -136,8 +144,8 @@ def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource
 
 def _warn(context, stats, sources, skipped) -> None:
     """What a data owner should hear about: rows dropped or repaired, series too short."""
-    for p in stats.examples:
-        context.log.warning(f"dropped rows, first {p}")
+    for line in stats.examples:
+        context.log.warning(line)
     for f in stats.fraction_files:
         context.log.warning(f"{f}: values look like fractions 0–1 (max <= 1): multiplied by 100")
     if stats.unknown_resource:
