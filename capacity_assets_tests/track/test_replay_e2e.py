@@ -29,6 +29,7 @@ TRACK = {
     "processed": "select batch, server_id, resource, ds, y, filled from processed_data",
     "ledger": "select batch, run_id from batch_ledger",
     "forecast_runs": "select distinct batch, run_id from forecasts",
+    "risk_calls": "select * from risk_calls order by batch, vintage, server_id, resource",
 }
 
 
@@ -198,6 +199,16 @@ def test_re_running_the_last_week_replaces_its_vintage(replay):
     rh = replay["states"]["rerun"]["risk_history"]
     assert rh.groupby("batch")["vintage"].nunique().max() <= WEEKS
     assert set(rh.loc[rh["vintage"] == newest, "run_id"]) <= set(new["run_id"])
+
+
+def test_risk_calls_score_the_vintages_before_the_run_and_a_re_run_leaves_them_as_they_were(replay):
+    """A run's own vintage has nothing to score yet and is published only after risk_calls is
+    computed: counting it when an earlier run of the same data had published it made a re-run differ."""
+    first, again = replay["states"]["demo"]["risk_calls"], replay["states"]["rerun"]["risk_calls"]
+    mondays = [pd.Timestamp(w) for w in replay["weeks"]]
+    assert len(first) > 0 and sorted(set(first["vintage"])) == mondays[:-1]
+    assert first["flagged"].any()
+    pd.testing.assert_frame_equal(again, first)
 
 
 def test_keeping_two_vintages_drops_the_oldest(replay):

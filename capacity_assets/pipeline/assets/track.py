@@ -126,7 +126,8 @@ def forecast_accuracy(context: dg.AssetExecutionContext, settings: SettingsResou
 @dg.asset(name="risk_calls", group_name="track", **PER_BATCH,
           ins={"processed_data": dg.AssetIn(), "business_hierarchy": dg.AssetIn(), "forecasts": dg.AssetIn()},
           deps=["forecast_history", "risk_history"],
-          description="Did the risk calls come true? Per kept vintage and series: flagged or not, whether a measured "
+          description="Did the risk calls come true? Per kept vintage before this run's and series: flagged or not, "
+                      "whether a measured "
                       "actual reached the threshold within the risk window, 'final' once the window has passed "
                       "('so_far' before). Precision and recall follow by vintage and department.")
 def risk_call_outcomes(context: dg.AssetExecutionContext, settings: SettingsResource, processed_data: pd.DataFrame,
@@ -135,8 +136,12 @@ def risk_call_outcomes(context: dg.AssetExecutionContext, settings: SettingsReso
     record = Kept(cfg, context.partition_keys)
 
     def outcomes(batch, processed_data, business_hierarchy, forecasts):
+        # the kept vintages before this run's: its own has nothing to score yet, and is published only
+        # after this step, so reading it would make a re-run of the same data differ from the first run
         now = current_vintage(forecasts)
-        return risk_calls.risk_call_outcomes(record.risk_history(batch, now), record.series_vintages(batch, now),
+        before = (lambda f: f[f["vintage"] < now].reset_index(drop=True)) if now is not None else (lambda f: f)
+        return risk_calls.risk_call_outcomes(before(record.risk_history(batch, now)),
+                                             before(record.series_vintages(batch, now)),
                                              processed_data, cfg.risk_days, business_hierarchy)
 
     out = each_batch(context, "risk_calls", {"processed_data": processed_data, "business_hierarchy": business_hierarchy,
