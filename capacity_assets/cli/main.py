@@ -24,6 +24,16 @@ def _add_config_flags(p: argparse.ArgumentParser, metrics: bool = True) -> None:
     p.add_argument("--batches", type=int, help="number of server batches (CAPACITY_BATCHES, default 20)")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
 def _apply(args) -> None:
     for flag, env in FLAG_ENV.items():
         value = getattr(args, flag, None)
@@ -269,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def run_flags(p):
-        p.add_argument("--workers", type=int, default=None,
+        p.add_argument("--workers", type=_positive, default=None,
                        help="worker processes that run batches in parallel (at most the number of cores); "
                             "default: one per core, or one per 25 servers to run for a small fleet")
         p.add_argument("--batch", action="append", help="run only this batch (repeatable), e.g. batch_03")

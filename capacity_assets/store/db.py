@@ -20,9 +20,23 @@ import duckdb
 
 from capacity_assets.schema import quote_ident
 
-DEFAULT_TIMEOUT_S = float(os.environ.get("CAPACITY_LOCK_TIMEOUT", "600"))
+DEFAULT_TIMEOUT_S = 600.0
 NOTICE_AFTER_S = 10.0
 log = logging.getLogger(__name__)
+
+
+def lock_timeout() -> float:
+    """CAPACITY_LOCK_TIMEOUT: seconds a process waits for the database before giving up."""
+    raw = os.environ.get("CAPACITY_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise StorageError(f"CAPACITY_LOCK_TIMEOUT={raw!r}: expected the seconds to wait for the database, e.g. 600")
+    return value
 
 
 class DatabaseBusy(RuntimeError):
@@ -37,7 +51,7 @@ def lock_path(db: str | os.PathLike) -> Path:
 def db_lock(db: str | os.PathLike, exclusive: bool = True, timeout: float | None = None):
     path = lock_path(db)
     path.parent.mkdir(parents=True, exist_ok=True)
-    timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
+    timeout = lock_timeout() if timeout is None else timeout
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     started = time.monotonic()
@@ -75,7 +89,7 @@ def connect(db: str, read_only: bool = False, timeout: float | None = None) -> d
     the file is never changed by a refusal."""
     if not read_only:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + (DEFAULT_TIMEOUT_S if timeout is None else timeout)
+    deadline = time.monotonic() + (lock_timeout() if timeout is None else timeout)
     delay = 0.05
     while True:
         try:

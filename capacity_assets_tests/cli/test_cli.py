@@ -197,3 +197,18 @@ def test_new_batch_count_and_a_new_hierarchy_column_leave_one_consistent_set_of_
     for table in ("business_hierarchy", "risk_exceptions"):
         got = conn.execute(f"select server_id, cost_center from {table}").fetchall()
         assert got and all(cc == expected[s] for s, cc in got), (table, got)
+
+
+@pytest.mark.parametrize("args,env,expected", [
+    (["run", "--workers", "0"], {}, "argument --workers: expected a whole number of at least 1, not '0'"),
+    (["run", "--workers", "-1"], {}, "argument --workers: expected a whole number of at least 1, not '-1'"),
+    (["report", "--out", "reports"], {"CAPACITY_LOCK_TIMEOUT": "abc"},
+     "capacity: error: CAPACITY_LOCK_TIMEOUT='abc': expected the seconds to wait for the database, e.g. 600"),
+])
+def test_a_bad_flag_or_operational_setting_is_refused_with_exit_2_and_a_message(tmp_path, args, env, expected):
+    """Not a traceback, not taken silently as the default: the setting is named."""
+    db = tmp_path / "cap.duckdb"
+    duckdb.connect(str(db)).execute("create table risk_exceptions as select 1 as a").close()
+    proc = capacity(*args, cwd=tmp_path, env={"CAPACITY_DB": str(db), **env}, check=False)
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
