@@ -12,10 +12,8 @@ days above the upper bound, WAPE / stock, risk TP/FP/FN and F1 (stock Prophet's 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
-import pickle
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,6 +23,7 @@ logging.disable(logging.WARNING)
 import pandas as pd  # noqa: E402
 
 import accuracy as A  # noqa: E402
+import ets_variants  # noqa: E402
 from capacity_assets.forecasting import combination, tournament  # noqa: E402
 from capacity_assets.forecasting.engines import intervals, registry  # noqa: E402
 from capacity_assets.forecasting.engines.base import ForecastConfig  # noqa: E402
@@ -49,19 +48,8 @@ def per_tail(future, backtest, actuals, interval):
 VARIANTS = {"two-sided": _SHIPPED, "per-tail": per_tail}
 
 
-def _hash(df: pd.DataFrame) -> str:
-    return hashlib.sha1(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()[:16]
-
-
 def _cached(tag: str, fn):
-    path = os.path.join(CACHE, f"{tag}.pkl")
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    out = fn()
-    with open(path, "wb") as f:
-        pickle.dump(out, f)
-    return out
+    return ets_variants.cached(tag, "raw", fn, folder=CACHE)
 
 
 def install_raw_cache():
@@ -71,7 +59,7 @@ def install_raw_cache():
         real = mod.predict
 
         def predict(history, cfg, log=None, _real=real, _name=name):
-            return _cached(f"{_name}_{_hash(history)}_{cfg.seed}", lambda: _real(history, cfg, log=log))
+            return _cached(f"{_name}_{ets_variants._hash(history)}_{cfg.seed}", lambda: _real(history, cfg, log=log))
         mod.predict = predict
 
 

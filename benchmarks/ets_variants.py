@@ -101,18 +101,20 @@ def _hash(df: pd.DataFrame) -> str:
     return hashlib.sha1(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()[:16]
 
 
+def cached(tag, key, fn, folder=CACHE):
+    """``fn()``, pickled under ``folder`` as ``tag_key`` the first time and read back after."""
+    path = os.path.join(folder, f"{tag}_{key}.pkl")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    out = fn()
+    with open(path, "wb") as f:
+        pickle.dump(out, f)
+    return out
+
+
 def install_cache():
     real_run, real_stock = accuracy.run, accuracy.stock_prophet
-
-    def cached(tag, key, fn):
-        path = os.path.join(CACHE, f"{tag}_{key}.pkl")
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                return pickle.load(f)
-        out = fn()
-        with open(path, "wb") as f:
-            pickle.dump(out, f)
-        return out
 
     def run(name, history, cfg, log=None):
         if name == "ets":
