@@ -103,13 +103,14 @@ def _levels(thresholds, series: pd.DataFrame) -> np.ndarray:
 
 
 def resolved(risk_history: pd.DataFrame, risk_now: pd.DataFrame, forecasts_now: pd.DataFrame, vintage,
-             vintages: pd.DataFrame, thresholds, risk_days: int = 90) -> pd.DataFrame:
+             vintages: pd.DataFrame, thresholds, risk_days: int = 90, batches=()) -> pd.DataFrame:
     """risk_resolved (RISK_RESOLVED): series flagged in the previous vintage and not in ``vintage``,
     with the reason when known. ``forecasts_now``: today's golden record; ``thresholds``: today's
     per-series thresholds as given to risk_exceptions (a number, or ``levels_table``'s frame);
-    ``vintages``: the register, as in ``with_status``."""
+    ``vintages``: the register, as in ``with_status``; ``batches``: batches judged at ``vintage``
+    even without a row now (every server of a batch left the fleet)."""
     v = _day(vintage)
-    batches = set(vintages.loc[vintages["vintage"].astype("datetime64[ns]") == v, "batch"].astype(str))
+    batches = set(map(str, batches)) | set(vintages.loc[vintages["vintage"].astype("datetime64[ns]") == v, "batch"].astype(str))
     batches |= set(forecasts_now["batch"].astype(str)) | set(risk_now["batch"].astype(str))
     prev = _previous(_register(vintages, sorted(batches), v), v)
     prev = prev[prev["batch"].isin(batches)]

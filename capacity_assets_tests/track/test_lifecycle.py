@@ -108,3 +108,15 @@ def test_no_risk_now_gives_an_empty_frame_with_the_new_columns():
     history, rh = past([(V1, ["a"])])
     got = with_status(no_risk(), rh, V2, history)
     assert got.empty and list(got.columns) == list(schema.RISK_EXCEPTIONS) + list(RISK_EXCEPTIONS_LIFECYCLE)
+
+
+def test_every_server_of_a_batch_leaving_resolves_its_flags_as_left_the_fleet():
+    """The batch has no row now (no forecast, no risk, no vintage of its own): judged at the run's
+    vintage, its flagged series left the fleet instead of vanishing without a resolved row."""
+    history, rh = past([(V1, ["a", "c"])])
+    nothing = record(V2, "r9", ["a"]).iloc[0:0]
+    got = resolved(rh, no_risk(), nothing, V2, vintages_of(history), 95.0, batches=[B])
+    assert got["server_id"].tolist() == ["a", "c"] and set(got["reason"]) == {"left the fleet"}
+    assert set(got["batch"]) == {B} and set(got["resolved_in"]) == {day(V2)}
+    # without saying which batch is judged, an empty batch is invisible (the old behaviour)
+    assert resolved(rh, no_risk(), nothing, V2, vintages_of(history), 95.0).empty

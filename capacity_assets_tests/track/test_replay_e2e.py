@@ -30,6 +30,7 @@ TRACK = {
     "ledger": "select batch, run_id from batch_ledger",
     "forecast_runs": "select distinct batch, run_id from forecasts",
     "risk_calls": "select * from risk_calls order by batch, vintage, server_id, resource",
+    "resolved": "select * from risk_resolved",
 }
 
 
@@ -69,8 +70,17 @@ def replay(tmp_path_factory) -> dict:
     states["rerun"] = snapshot(env["CAPACITY_DB"])
     capacity("run", "--force", cwd=work, env={**last, "CAPACITY_KEEP_VINTAGES": "2"})
     states["kept2"] = snapshot(env["CAPACITY_DB"])
+    # every server of the batch with the most exceptions leaves the fleet
+    from capacity_assets.inputs.batching import batch_of
+
+    victim = states["kept2"]["risk"]["batch"].value_counts().idxmax()
+    metrics = pd.read_parquet(last["CAPACITY_METRICS"])
+    metrics[metrics["server_id"].map(lambda s: batch_of(s, BATCHES)) != victim].to_parquet(work / "emptied.parquet")
+    capacity("run", "--force", cwd=work, env={**last, "CAPACITY_KEEP_VINTAGES": "2",
+                                             "CAPACITY_METRICS": str(work / "emptied.parquet")})
+    states["emptied"] = snapshot(env["CAPACITY_DB"])
     return {"work": work, "demo": demo, "weeks": weeks, "states": states, "demo_stdout": shown,
-            "unchanged_stdout": unchanged}
+            "unchanged_stdout": unchanged, "victim": victim}
 
 
 def test_the_demo_replays_three_mondays_one_week_apart(replay):
@@ -209,6 +219,17 @@ def test_risk_calls_score_the_vintages_before_the_run_and_a_re_run_leaves_them_a
     assert len(first) > 0 and sorted(set(first["vintage"])) == mondays[:-1]
     assert first["flagged"].any()
     pd.testing.assert_frame_equal(again, first)
+
+
+def test_a_batch_whose_servers_all_left_resolves_its_exceptions_as_left_the_fleet(replay):
+    """The emptied batch has no forecast of its own now: its exceptions must not vanish unreported."""
+    victim, before, after = replay["victim"], replay["states"]["kept2"], replay["states"]["emptied"]
+    flagged = before["risk"][before["risk"]["batch"] == victim]
+    assert len(flagged) > 0 and not (after["risk"]["batch"] == victim).any()
+    res = after["resolved"][after["resolved"]["batch"] == victim]
+    assert sorted(zip(res["server_id"], res["resource"])) == sorted(zip(flagged["server_id"], flagged["resource"]))
+    assert set(res["reason"]) == {"left the fleet"}
+    assert set(pd.to_datetime(res["resolved_in"])) == {pd.Timestamp(replay["weeks"][-1])}
 
 
 def test_keeping_two_vintages_drops_the_oldest(replay):

@@ -159,14 +159,16 @@ def risk_resolved(context: dg.AssetExecutionContext, settings: SettingsResource,
                   forecasts: pd.DataFrame, business_hierarchy: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     cfg = settings.get()
     record = Kept(cfg, context.partition_keys)
+    run_now = current_vintage(forecasts)
 
     def gone(batch, risk_exceptions, forecasts, business_hierarchy):
-        now = current_vintage(forecasts)
+        # a batch whose servers all left has no vintage of its own: it is judged at the run's
+        now = current_vintage(forecasts) or run_now
         if now is None:
             return empty(RISK_RESOLVED)
         register = vintages.vintages_of(record.series_vintages(batch, now))
         return lifecycle.resolved(record.risk_history(batch, now), risk_exceptions, forecasts, now, register,
-                                  levels(cfg, forecasts, business_hierarchy), cfg.risk_days)
+                                  levels(cfg, forecasts, business_hierarchy), cfg.risk_days, batches=[batch])
 
     out = each_batch(context, "risk_resolved", {"risk_exceptions": risk_exceptions, "forecasts": forecasts,
                                                 "business_hierarchy": business_hierarchy}, gone, RISK_RESOLVED)
