@@ -157,7 +157,7 @@ def series_levels(series: pd.DataFrame, hierarchy: pd.DataFrame | None, default:
     row per series or per day, any index) and the problems found in the hierarchy's per-server columns.
 
     Returns a float Series aligned to ``series.index``, named after the prefix ('threshold', 'target').
-    Problems only concern servers that appear in ``series``; ``hierarchy_problems`` checks the whole file.
+    Problems only concern servers that appear in ``series`` (the hierarchy asset checks the whole fleet once).
     ``default`` and ``per_resource`` values must be in (0, 100] (ValueError otherwise: a setting is wrong).
     """
     name = column_prefix.strip("_")
@@ -224,16 +224,16 @@ def levels_table(series: pd.DataFrame, hierarchy: pd.DataFrame | None,
     return out, problems
 
 
-def hierarchy_problems(hierarchy: pd.DataFrame | None) -> list[str]:
-    """Every invalid per-server threshold, target or size in the whole hierarchy (for the hierarchy asset)."""
-    hier = _hierarchy(hierarchy)
-    problems: list[str] = []
-    for prefix in (THRESHOLD_PREFIX, TARGET_PREFIX):
-        problems += _server_values(hier, None, level_columns(prefix), 100.0, True, "a percentage in (0, 100]",
-                                   lambda r, p=prefix: f"{setting_name(p, r)} or {setting_name(p)} used instead")[1]
-    problems += _server_values(hier, None, SIZE_COLUMNS, None, False, "a positive number",
-                               lambda r: "planned in percent only")[1]
-    return problems
+def fleet_problems(servers, hierarchy: pd.DataFrame | None, threshold: float = DEFAULT_THRESHOLD,
+                   threshold_per_resource: Mapping[str, float | None] | None = None, target: float = DEFAULT_TARGET,
+                   target_per_resource: Mapping[str, float | None] | None = None) -> list[str]:
+    """Every unusable per-server threshold, target or size, and every target above its threshold, for
+    each resource of ``servers``: checked once per run for the whole fleet (the hierarchy asset),
+    where the per-batch calls only see their own servers."""
+    servers = sorted({str(x) for x in servers})
+    grid = pd.DataFrame({"server_id": [x for x in servers for _ in RESOURCES], "resource": list(RESOURCES) * len(servers)})
+    levels = levels_table(grid, hierarchy, threshold, threshold_per_resource, target, target_per_resource)[1]
+    return levels + series_sizes(grid, hierarchy)[1]
 
 
 def per_series(levels, series: pd.DataFrame, name: str) -> pd.Series:

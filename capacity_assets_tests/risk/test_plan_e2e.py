@@ -60,6 +60,7 @@ def planned(tmp_path_factory) -> dict:
         hier[column] = [None if s == UNSIZED_SERVER else size for s in servers]
     hier["threshold_cpu"] = [99 if s == THRESHOLD_SERVER else None for s in servers]
     hier["target_memory"] = [70 if s == TARGET_SERVER else None for s in servers]
+    hier["threshold_network"] = ["abc" if s == UNSIZED_SERVER else None for s in servers]  # unusable: reported
     hier.to_csv(fleet["hierarchy"], index=False)
     env = {"CAPACITY_METRICS": fleet["metrics"], "CAPACITY_HIERARCHY": fleet["hierarchy"],
            "CAPACITY_DB": str(work / "cap.duckdb"), "CAPACITY_BATCHES": str(BATCHES),
@@ -70,10 +71,11 @@ def planned(tmp_path_factory) -> dict:
         env[name] = ""  # unset for this run: the defaults are what the expectations assume
     # two worker processes by request (a fleet this small would get one): this is the suite's run
     # through the process pool, with both batches staged at the same time
-    out = capacity("run", "--workers", "2", cwd=work, env=env).stdout
+    proc = capacity("run", "--workers", "2", cwd=work, env=env)
+    out = proc.stdout
     assert "with 2 worker(s)" in out and "[1/2]" in out and "[2/2]" in out, out
     db = env["CAPACITY_DB"]
-    return {"work": work, "env": env, "db": db, "servers": servers,
+    return {"work": work, "env": env, "db": db, "servers": servers, "stderr": proc.stderr,
             "plan": sql(db, "select * from capacity_plan"),
             "forecasts": sql(db, "select batch, server_id, resource, ds, yhat_upper, demand_upper from forecasts"),
             "risk": sql(db, "select * from risk_exceptions"),
@@ -306,3 +308,15 @@ def test_risk_exceptions_holds_what_each_batch_run_reported(planned):
     assert set(reported) == {f"batch_{i:02d}" for i in range(BATCHES)}
     stored = planned["risk"].groupby("batch").size().to_dict()
     assert {b: stored.get(b, 0) for b in reported} == reported
+
+
+def test_an_unusable_level_and_targets_above_thresholds_are_reported_once(planned):
+    """The README promises both are reported: the hierarchy's bad cell with its server and column, and
+    the targets capped at their threshold (CAPACITY_TARGET 80 over CAPACITY_THRESHOLD 75)."""
+    err = planned["stderr"]
+    bad = (f"hierarchy column 'threshold_network': 1 invalid value(s) ignored (expected a percentage in (0, 100]), "
+           f"CAPACITY_THRESHOLD ({THRESHOLD:g}) used instead: '{UNSIZED_SERVER}' = 'abc'")
+    assert err.count(bad) == 1, err
+    capped = [(s, r) for s in planned["servers"] for r in ("cpu", "memory", "disk", "network")
+              if expected_target(s, r) < DEFAULT_TARGET and not (s == TARGET_SERVER and r == "memory")]
+    assert err.count(f"target above threshold for {len(capped)} series, capped at the threshold: ") == 1, err

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capacity_assets.risk.thresholds import (hierarchy_problems, levels_table, per_series, series_levels,
+from capacity_assets.risk.thresholds import (fleet_problems, levels_table, per_series, series_levels,
                                              series_sizes, setting_name)
 
 SERIES = pd.DataFrame({"server_id": ["a", "a", "b", "b", "c", "ghost"],
@@ -51,11 +51,15 @@ def test_problems_only_for_servers_in_the_series_and_whole_file_separately():
     h = hier(threshold_cpu=[None, None, "x"], memory_gb=["lots", 64, None])
     _, problems = series_levels(SERIES[SERIES["server_id"] == "a"], h, 95.0)
     assert problems == []
-    assert hierarchy_problems(h) == [
+    assert fleet_problems(["a", "b", "c"], h) == [
         "hierarchy column 'threshold_cpu': 1 invalid value(s) ignored (expected a percentage in (0, 100]), "
-        "CAPACITY_THRESHOLD_CPU or CAPACITY_THRESHOLD used instead: 'c' = 'x'",
+        "CAPACITY_THRESHOLD (95) used instead: 'c' = 'x'",
         "hierarchy column 'memory_gb': 1 invalid value(s) ignored (expected a positive number), "
         "planned in percent only: 'a' = 'lots'"]
+    # a target over its threshold, from the settings alone, for servers the hierarchy does not list too
+    assert fleet_problems(["a", "zz"], None, threshold=90.0, target=92.0, target_per_resource={"disk": 85.0}) == [
+        "target above threshold for 6 series, capped at the threshold: a/cpu (92 > 90), a/memory (92 > 90), "
+        "a/network (92 > 90), zz/cpu (92 > 90), zz/memory (92 > 90), zz/network (92 > 90)"]
 
 
 def test_many_invalid_values_are_summarised():

@@ -15,6 +15,7 @@ from capacity_assets.pipeline import checks
 from capacity_assets.pipeline.batches import each_batch, failures, mark
 from capacity_assets.pipeline.partitions import BACKFILL, STORED_BY_BATCH, batches
 from capacity_assets.pipeline.resources import SettingsResource
+from capacity_assets.risk.thresholds import fleet_problems
 from capacity_assets.schema import PROCESSED_DATA
 
 SHOW = 5  # server ids named in a warning
@@ -58,6 +59,9 @@ def business_hierarchy(context: dg.AssetExecutionContext, settings: SettingsReso
         problems.append(f"{len(extra)} server(s) in the hierarchy have no metrics: {_some(extra)}")
     if note:
         problems.append(note)
+    # bad per-server levels and sizes, targets above thresholds: once for the fleet, not per batch
+    problems += fleet_problems([*table["server_id"], *missing], table, cfg.threshold, cfg.threshold_per_resource,
+                               cfg.target, cfg.target_per_resource)
     for p in problems:
         context.log.warning(p)
     return dg.Output(table, metadata={
