@@ -24,14 +24,30 @@ def _add_config_flags(p: argparse.ArgumentParser, metrics: bool = True) -> None:
     p.add_argument("--batches", type=int, help="number of server batches (CAPACITY_BATCHES, default 20)")
 
 
-def _positive(text: str) -> int:
+def _at_least(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``, refused with a message otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, not {text!r}")
+        return value
+    return parse
+
+
+_positive = _at_least(1)
+
+
+def _day(text: str) -> str:
+    import datetime
+
     try:
-        value = int(text)
+        datetime.date.fromisoformat(text.strip())
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, not {text!r}") from None
+    return text.strip()
 
 
 def _apply(args) -> None:
@@ -238,7 +254,7 @@ def cmd_notify(args) -> int:
     import json
     import logging
 
-    from capacity_assets.notify.run import NotifyError, notify
+    from capacity_assets.notify.run import NothingToRead, NotifyError, notify
     from capacity_assets.notify.smtp import SmtpSettings, SmtpUnavailable
 
     _apply(args)
@@ -255,6 +271,8 @@ def cmd_notify(args) -> int:
     try:
         summary = notify(settings.db, smtp, settings.dashboard_url, dry_run=args.dry_run, out_dir=args.out,
                          rollup=args.rollup)
+    except NothingToRead as e:
+        return _fail(str(e))
     except (SmtpUnavailable, NotifyError) as e:
         return _fail(str(e), code=1)
     print(json.dumps(summary, indent=2, default=str))
@@ -288,13 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="re-run every batch, even those unchanged since they were last published")
 
     p = sub.add_parser("demo", help="write the built-in demo fleet (Parquet + hierarchy) and run the whole pipeline on it")
-    p.add_argument("--servers", type=int, default=200)
-    p.add_argument("--months", type=int, default=36)
+    p.add_argument("--servers", type=_positive, default=200)
+    p.add_argument("--months", type=_positive, default=36)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--end", help="last day of history, YYYY-MM-DD (default: yesterday); same seed and end, same fleet")
+    p.add_argument("--end", type=_day, help="last day of history, YYYY-MM-DD (default: yesterday); same seed and end, same fleet")
     p.add_argument("--out", default=os.environ.get("CAPACITY_DEMO_DIR", "data/demo"), help="folder for the demo files")
     p.add_argument("--no-run", action="store_true", help="only write the files")
-    p.add_argument("--weeks", type=int, default=0,
+    p.add_argument("--weeks", type=_at_least(0), default=0,
                    help="replay: run the graph on the same fleet once per week, history ending before each of the "
                         "last N Mondays, so forecast_history and forecast_accuracy fill as in production")
     _add_config_flags(p, metrics=False)

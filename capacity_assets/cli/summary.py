@@ -66,7 +66,8 @@ def run_summary(settings, outcome) -> Summary:
         r = query(db, "select severity, count(*) as n from risk_exceptions group by 1 order by 1")
         total = int(r["n"].sum())
         sev = ", ".join(f"{x.severity} {int(x.n)}" for x in r.itertuples()) or "none"
-        lines.append(f"  at risk within {settings.risk_days} days (upper bound >= {settings.threshold:g}%): {total} series ({sev})")
+        lines.append(f"  at risk within {settings.risk_days} days (upper bound >= {_thresholds(db, settings.threshold)}): "
+                     f"{total} series ({sev})")
         d = query(db, """select department, count(*) filter (where severity = 'critical') as critical,
                                 count(*) filter (where severity = 'warning') as warning
                          from risk_exceptions group by 1 order by critical desc, warning desc, department limit 10""")
@@ -74,3 +75,12 @@ def run_summary(settings, outcome) -> Summary:
             lines.append(f"    {x.department}: {int(x.critical)} critical, {int(x.warning)} warning")
         lines.append("  department lists: capacity report --out reports/   dashboard: capacity dashboard")
     return Summary("\n".join(lines), series)
+
+
+def _thresholds(db: str, default: float) -> str:
+    """The thresholds the at-risk series were judged against: per-resource or per-server levels
+    (CAPACITY_THRESHOLD_<RESOURCE>, the hierarchy) make them differ from CAPACITY_THRESHOLD."""
+    t = query(db, "select threshold, count(*) as n from risk_exceptions group by 1 order by 2 desc, 1")
+    if len(t) <= 1:
+        return f"{float(t['threshold'].iloc[0]) if len(t) else default:g}%"
+    return "its threshold: " + ", ".join(f"{float(x.threshold):g}% for {int(x.n)}" for x in t.itertuples())

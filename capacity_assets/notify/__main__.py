@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from capacity_assets.notify.run import NotifyError, notify
+from capacity_assets.notify.run import NothingToRead, NotifyError, notify
 from capacity_assets.notify.smtp import SmtpSettings, SmtpUnavailable
 
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                          rollup=args.rollup)
     except (SmtpUnavailable, NotifyError) as e:
         print(f"capacity notify: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, NothingToRead) else 1
     print(json.dumps(summary, indent=2, default=str))
     return 1 if summary["failures"] else 0
 

@@ -35,14 +35,18 @@ class NotifyError(RuntimeError):
         self.summary = summary or {}
 
 
+class NothingToRead(NotifyError):
+    """No database, or no risk list in it yet: unusable input, not a failed delivery."""
+
+
 def _read(db: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not Path(db).exists():
-        raise NotifyError(f"{db} does not exist: run `capacity run` (or `capacity demo`) first")
+        raise NothingToRead(f"{db} does not exist: run `capacity run` (or `capacity demo`) first")
     with db_lock(db, exclusive=False):
         conn = connect(db, read_only=True)
         try:
             if not table_exists(conn, "main", RISK_TABLE):
-                raise NotifyError(f"{db} has no {RISK_TABLE} table yet: run `capacity run` (or `capacity demo`) first")
+                raise NothingToRead(f"{db} has no {RISK_TABLE} table yet: run `capacity run` (or `capacity demo`) first")
             risk = conn.execute(f"select * from main.{RISK_TABLE}").fetchdf()
             return risk, ledger.read_sent(conn)
         finally:

@@ -73,7 +73,9 @@ class SmtpSettings:
         try:
             timeout = float(get("TIMEOUT") or DEFAULT_TIMEOUT_S)
         except ValueError:
-            raise ValueError(f"CAPACITY_SMTP_TIMEOUT must be seconds, not {get('TIMEOUT')!r}") from None
+            timeout = float("nan")
+        if not 0 < timeout < float("inf"):  # 0 would be a non-blocking socket, NaN or below 0 refused by it
+            raise ValueError(f"CAPACITY_SMTP_TIMEOUT must be seconds above 0, not {get('TIMEOUT')!r}") from None
         user = get("USER")
         sender = get("FROM") or (user if "@" in user else f"capacity@{socket.getfqdn()}")
         return cls(host=get("HOST"), port=port, user=user, password=env.get("CAPACITY_SMTP_PASSWORD", ""),

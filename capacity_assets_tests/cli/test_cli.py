@@ -204,9 +204,18 @@ def test_new_batch_count_and_a_new_hierarchy_column_leave_one_consistent_set_of_
     (["run", "--workers", "-1"], {}, "argument --workers: expected a whole number of at least 1, not '-1'"),
     (["report", "--out", "reports"], {"CAPACITY_LOCK_TIMEOUT": "abc"},
      "capacity: error: CAPACITY_LOCK_TIMEOUT='abc': expected the seconds to wait for the database, e.g. 600"),
+    (["demo", "--no-run", "--servers", "0"], {}, "argument --servers: expected a whole number of at least 1, not '0'"),
+    (["demo", "--no-run", "--weeks", "-1"], {}, "argument --weeks: expected a whole number of at least 0, not '-1'"),
+    (["demo", "--no-run", "--end", "2026-13-45"], {}, "argument --end: expected a day as YYYY-MM-DD, not '2026-13-45'"),
+    (["notify", "--dry-run", "--out", "mail"], {"CAPACITY_DB": "nowhere.duckdb"},
+     "capacity: error: nowhere.duckdb does not exist: run `capacity run` (or `capacity demo`) first"),
+    (["notify"], {"CAPACITY_SMTP_HOST": "127.0.0.1", "CAPACITY_SMTP_TIMEOUT": "0"},
+     "capacity: error: CAPACITY_SMTP_TIMEOUT must be seconds above 0, not '0'"),
+    (["notify"], {"CAPACITY_SMTP_HOST": "127.0.0.1", "CAPACITY_SMTP_TIMEOUT": "-1"},
+     "capacity: error: CAPACITY_SMTP_TIMEOUT must be seconds above 0, not '-1'"),
 ])
 def test_a_bad_flag_or_operational_setting_is_refused_with_exit_2_and_a_message(tmp_path, args, env, expected):
-    """Not a traceback, not taken silently as the default: the setting is named."""
+    """Not a traceback, not taken silently as the default or as nothing to do: the setting is named."""
     db = tmp_path / "cap.duckdb"
     duckdb.connect(str(db)).execute("create table risk_exceptions as select 1 as a").close()
     proc = capacity(*args, cwd=tmp_path, env={"CAPACITY_DB": str(db), **env}, check=False)

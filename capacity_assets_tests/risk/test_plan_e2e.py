@@ -75,7 +75,7 @@ def planned(tmp_path_factory) -> dict:
     out = proc.stdout
     assert "with 2 worker(s)" in out and "[1/2]" in out and "[2/2]" in out, out
     db = env["CAPACITY_DB"]
-    return {"work": work, "env": env, "db": db, "servers": servers, "stderr": proc.stderr,
+    return {"work": work, "env": env, "db": db, "servers": servers, "stderr": proc.stderr, "stdout": out,
             "plan": sql(db, "select * from capacity_plan"),
             "forecasts": sql(db, "select batch, server_id, resource, ds, yhat_upper, demand_upper from forecasts"),
             "risk": sql(db, "select * from risk_exceptions"),
@@ -320,3 +320,12 @@ def test_an_unusable_level_and_targets_above_thresholds_are_reported_once(planne
     capped = [(s, r) for s in planned["servers"] for r in ("cpu", "memory", "disk", "network")
               if expected_target(s, r) < DEFAULT_TARGET and not (s == TARGET_SERVER and r == "memory")]
     assert err.count(f"target above threshold for {len(capped)} series, capped at the threshold: ") == 1, err
+
+
+def test_the_summary_names_the_thresholds_the_risk_list_was_judged_against(planned):
+    """Per-resource and per-server thresholds differ from CAPACITY_THRESHOLD: the summary says so."""
+    counts = planned["risk"]["threshold"].value_counts()
+    assert len(counts) > 1, counts  # 75 (the setting) and 90 (disk) at least
+    order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    said = "its threshold: " + ", ".join(f"{t:g}% for {n}" for t, n in order)
+    assert f"(upper bound >= {said}): {len(planned['risk'])} series" in planned["stdout"], planned["stdout"]
