@@ -569,6 +569,20 @@ def sync(url: str, cache_dir: str, end, history_days: int, queries: dict[str, st
     return str(cache / CACHE_GLOB)
 
 
+LATE_DAYS = 7  # a server this many days behind the newest one has stopped reporting; it is not waited for
+
+
+def complete_until(raw: pd.DataFrame, start: date) -> date:
+    """The last day of a fetched span that every server still reporting has data for (the day before
+    ``start`` when the span brought nothing). A server silent for over LATE_DAYS is taken as gone,
+    not late, so one decommissioned server does not make every sync fetch its silence again."""
+    if raw.empty:
+        return start - timedelta(days=1)
+    last_day = pd.to_datetime(raw.groupby("server_id")["timestamp"].max()).dt.date
+    newest = last_day.max()
+    return min(d for d in last_day if d >= newest - timedelta(days=LATE_DAYS))
+
+
 def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, expr: str, declared, agg: str,
                    server_label: str, first: date, last: date, max_points: int, base: str, say) -> None:
     began = time.monotonic()
@@ -602,7 +616,7 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
                "query settings changed" if entry.get("setting") != setting else "cache out of range or unreadable")
         kept, scale, before, after, new_last = None, declared, (first, last), None, last
     fetched, asked, series, requests_made = [], [], 0, 0
-    for span, incremental in ((before, False), (after, True)):
+    for span in (before, after):
         if span is None:
             continue
         raw, info = _fetch_resource(client, resource, expr, agg, server_label, *span, max_points, empty_ok=valid)
@@ -610,12 +624,13 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
         series = max(series, info["series"])
         asked.append(span)
         fetched.append(raw)
-        if incremental:
-            # trailing days without any data yet (late data, an outage) are asked again next time
-            if len(raw):
-                new_last = raw["timestamp"].max().date()
-            else:
-                say(f"{resource}: no data yet for {span[0]}..{span[1]}; will ask again on the next sync")
+        if span[1] == last:
+            # trailing days some reporting server has no data for yet (late data, an outage) are asked
+            # again next time, whether this was the first fetch or a later one
+            new_last = complete_until(raw, span[0])
+            if new_last < span[1]:
+                say(f"{resource}: no data yet for every server for {new_last + timedelta(days=1)}..{span[1]}; "
+                    "will ask again on the next sync")
     raw = pd.concat(fetched, ignore_index=True) if fetched else _empty_raw()  # nothing new: only trimmed
     if scale is None:
         scale = _scale_of(raw, None)
