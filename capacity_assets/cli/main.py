@@ -124,8 +124,9 @@ def cmd_run(args) -> int:
         if dropped:
             print(f"capacity run: removed {len(dropped)} batch(es) left by an earlier CAPACITY_BATCHES: "
                   f"{', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}")
-    if todo:  # so the Dagster UI shows the batch_ledger freshness check for the state just published
-        run_job("capacity_freshness")
+    # after every run, even one with nothing to do: published batches go stale while nothing changes,
+    # and the Dagster UI must show that as the summary does
+    run_job("capacity_freshness")
     report = summary.run_summary(settings, outcome)
     print(report.text)
     if outcome.failed:

@@ -281,3 +281,23 @@ def test_one_fresh_batch_does_not_make_stale_ones_look_fresh(published, tmp_path
     assert "Data is stale" in warnings and ("batch\\_01" in warnings or "batch\\_02" in warnings), warnings
     assert not any("fresh" in x.value for x in at.success)
     assert any(c.value.startswith("Threshold 50 %") for c in at.caption), [c.value for c in at.caption]
+
+
+def test_a_run_with_nothing_to_do_still_checks_freshness_for_the_ui(published, tmp_path):
+    """Batches go stale while nothing changes: the UI's freshness check must say so after a
+    `capacity run` that skipped every batch, as the run's summary does."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    w = copy_of(published, tmp_path)
+    conn = duckdb.connect(w["db"])
+    conn.execute("update batch_ledger set published_at = published_at - interval 20 day where batch <> 'batch_00'")
+    conn.close()
+    out = capacity("run", cwd=w["work"], env=w["env"]).stdout
+    assert f"{BATCHES} batch(es) unchanged" in out and "NOT FRESH" in out, out
+    with DagsterInstance.from_config(w["env"]["DAGSTER_HOME"]) as instance:
+        runs = [r for r in instance.get_runs() if r.job_name == "capacity_freshness"]
+        assert len(runs) == 1, [r.job_name for r in instance.get_runs()]
+        [check] = [e.dagster_event.event_specific_data
+                   for e in instance.all_logs(runs[0].run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
+    assert not check.passed and "batch_01" in check.description and "batch_02" in check.description
+    assert "batch_00" not in check.description
