@@ -369,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, InputError, StorageError, DatabaseBusy, PrometheusError) as e:
         return _fail(str(e))
+    except OSError as e:  # a folder or file a setting names cannot be used (CAPACITY_DB, DAGSTER_HOME, --out ...)
+        if e.filename is None:
+            raise
+        return _fail(f"{e.filename}: {e.strerror or e}")
     except KeyboardInterrupt:
         if args.command not in ("run", "demo"):
             return 130

@@ -354,7 +354,8 @@ def _check_args(agg: str, server_label: str) -> None:
     if agg not in AGGS:
         raise ValueError(f"daily aggregation {agg!r} is not one of {', '.join(AGGS)}")
     if not isinstance(server_label, str) or not _LABEL.match(server_label):
-        raise ValueError(f"server label {server_label!r} is not a Prometheus label name")
+        raise PrometheusError(f"CAPACITY_PROM_SERVER_LABEL: {server_label!r} is not a Prometheus label name "
+                              "(letters, digits and underscores, not starting with a digit)")
 
 
 def _fetch_resource(client: _Client, resource: str, expr: str, agg: str, server_label: str,

@@ -213,11 +213,17 @@ def test_new_batch_count_and_a_new_hierarchy_column_leave_one_consistent_set_of_
      "capacity: error: CAPACITY_SMTP_TIMEOUT must be seconds above 0, not '0'"),
     (["notify"], {"CAPACITY_SMTP_HOST": "127.0.0.1", "CAPACITY_SMTP_TIMEOUT": "-1"},
      "capacity: error: CAPACITY_SMTP_TIMEOUT must be seconds above 0, not '-1'"),
+    # a path a setting or flag names runs into a file ('afile'): the path is named, no traceback
+    (["report", "--out", "afile/reports"], {}, "capacity: error: afile/reports: Not a directory"),
+    (["run"], {"DAGSTER_HOME": "afile/home"}, "afile/home: Not a directory"),
+    (["run"], {"CAPACITY_METRICS": "prometheus+http://127.0.0.1:9", "CAPACITY_PROM_SERVER_LABEL": "host-name"},
+     "capacity: error: CAPACITY_PROM_SERVER_LABEL: 'host-name' is not a Prometheus label name"),
 ])
 def test_a_bad_flag_or_operational_setting_is_refused_with_exit_2_and_a_message(tmp_path, args, env, expected):
     """Not a traceback, not taken silently as the default or as nothing to do: the setting is named."""
     db = tmp_path / "cap.duckdb"
     duckdb.connect(str(db)).execute("create table risk_exceptions as select 1 as a").close()
+    (tmp_path / "afile").write_text("not a folder\n")
     proc = capacity(*args, cwd=tmp_path, env={"CAPACITY_DB": str(db), **env}, check=False)
     assert proc.returncode == 2 and expected in proc.stderr, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
