@@ -73,6 +73,7 @@ def cmd_run(args) -> int:
 
     from capacity_assets.inputs import fingerprint
     from capacity_assets.cli import preflight
+    from capacity_assets.store import history
     from capacity_assets.store.db import drop_other_batches
     from capacity_assets.cli import summary
     from capacity_assets.inputs.batching import batch_keys, batch_of
@@ -120,6 +121,10 @@ def cmd_run(args) -> int:
     outcome = run_batches(todo, workers, verbose=args.verbose, servers=servers)
     outcome.unchanged = sorted(unchanged)
     if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
+        moved, removed = history.rekey(settings.db, settings.batches)
+        if moved or removed:
+            print(f"capacity run: the track record follows CAPACITY_BATCHES={settings.batches}: {moved:,} rows moved "
+                  f"to their servers' batches, {removed:,} rows under an old batch removed (kept under the new one)")
         dropped = drop_other_batches(settings.db, batch_keys(settings.batches))
         if dropped:
             print(f"capacity run: removed {len(dropped)} batch(es) left by an earlier CAPACITY_BATCHES: "

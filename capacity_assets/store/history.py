@@ -66,3 +66,40 @@ def read_series_vintages(db: str, batches: list[str]) -> dict[str, pd.DataFrame]
     sql = ("select batch, vintage, run_id, server_id, resource, min(ds) as ds, min(threshold) as threshold "
            "from {table} where batch in ({batches}) group by all order by all")
     return _by_batch(_read(db, "forecast_history", sql, batches), batches, SERIES_VINTAGES)
+
+
+KEPT = ("forecast_history", "risk_history")  # the append tables: vintages outlive a batching
+
+
+def rekey(db: str, batches: int) -> tuple[int, int]:
+    """Move the kept vintages of servers that CAPACITY_BATCHES put in another batch to that batch, in
+    one transaction, so the track record is neither lost with a batch key that no longer exists nor
+    counted twice under two keys. Where a series' vintage is already kept under its new key (this
+    run published it), the copy under the old key goes. Returns (rows moved, old copies removed)."""
+    from capacity_assets.inputs.batching import batch_of
+
+    if not os.path.exists(db):
+        return 0, 0
+    with db_lock(db):
+        conn = connect(db)
+        try:
+            tables = [t for t in KEPT if table_exists(conn, "main", t)]
+            servers = sorted({s for t in tables for (s,) in conn.execute(
+                f"select distinct server_id from main.{quote_ident(t)}").fetchall()})
+            home = pd.DataFrame({"server_id": servers, "home": [batch_of(s, batches) for s in servers]})
+            conn.register("home", home)
+            moved = removed = 0
+            conn.execute("begin transaction").fetchall()
+            for t in tables:
+                name = f"main.{quote_ident(t)}"
+                removed += conn.execute(f"""delete from {name} as t using home h
+                                 where t.server_id = h.server_id and t.batch <> h.home
+                                   and exists (select 1 from {name} u where u.batch = h.home and u.vintage = t.vintage
+                                               and u.server_id = t.server_id and u.resource = t.resource)""").fetchone()[0]
+                moved += conn.execute(f"""update {name} as t set batch = h.home from home h
+                                          where t.server_id = h.server_id and t.batch <> h.home""").fetchone()[0]
+            conn.execute("commit").fetchall()
+            conn.unregister("home")
+            return moved, removed
+        finally:
+            conn.close()

@@ -178,6 +178,8 @@ def test_new_batch_count_and_a_new_hierarchy_column_leave_one_consistent_set_of_
     old = duckdb.connect(tiny_run["db"], read_only=True)
     series = {t: old.execute(f"select count(distinct (server_id, resource)) from {t}").fetchone()[0]
               for t in ("processed_data", "forecasts", "champions", "risk_exceptions", "skipped_series")}
+    kept = {t: old.execute(f"select count(distinct (vintage, server_id, resource)) from {t}").fetchone()[0]
+            for t in ("forecast_history", "risk_history")}
     old.close()
     out = capacity("run", cwd=work, env=env).stdout
     assert "removed 1 batch(es) left by an earlier CAPACITY_BATCHES: batch_02" in out
@@ -192,11 +194,43 @@ def test_new_batch_count_and_a_new_hierarchy_column_leave_one_consistent_set_of_
     assert conn.execute("select count(*) from (select server_id from forecasts group by server_id "
                         "having count(distinct batch) > 1)").fetchone()[0] == 0
     assert not set(run_ids(env["CAPACITY_DB"]).values()) & first_run_ids  # every batch was re-written
+    # the track record keeps every vintage of every series, once, under the server's new batch
+    from capacity_assets.inputs.batching import batch_of
+
+    for table, n in kept.items():
+        rows = conn.execute(f"select distinct batch, vintage, server_id, resource from {table}").df()
+        assert n > 0 and len(rows) == n == len(rows.drop_duplicates(["vintage", "server_id", "resource"])), (table, n, rows)
+        assert (rows["batch"] == rows["server_id"].map(lambda s: batch_of(s, 2))).all(), (table, rows)
     # the new column is filled in, not merely declared
     expected = dict(zip(hierarchy["server_id"], hierarchy["cost_center"]))
     for table in ("business_hierarchy", "risk_exceptions"):
         got = conn.execute(f"select server_id, cost_center from {table}").fetchall()
         assert got and all(cc == expected[s] for s, cc in got), (table, got)
+
+
+def test_more_batches_keep_the_track_record_once_under_each_servers_new_batch(tiny_run, tmp_path):
+    """3 -> 20 batches: keys batch_00..02 survive, but most of the 20 hold no server. A key left empty
+    used to keep its old vintages (the servers' rows counted twice, under the old and the new key)."""
+    import shutil
+
+    from capacity_assets.inputs.batching import batch_of
+
+    work = tmp_path / "more"
+    shutil.copytree(tiny_run["cwd"], work)
+    env = {**tiny_run["env"], "CAPACITY_BATCHES": "20", "CAPACITY_DB": str(work / "cap.duckdb"),
+           "DAGSTER_HOME": str(work / ".dagster")}
+    servers = duckdb.connect(tiny_run["db"], read_only=True).execute(
+        "select distinct server_id from forecast_history").fetchall()
+    homes = {batch_of(s, 20) for (s,) in servers}
+    assert {"batch_00", "batch_01", "batch_02"} - homes, homes  # a surviving key the new batching leaves empty
+    out = capacity("run", cwd=work, env=env).stdout
+    conn = duckdb.connect(env["CAPACITY_DB"], read_only=True)
+    for table in ("forecast_history", "risk_history"):
+        rows = conn.execute(f"select distinct batch, vintage, server_id, resource from {table}").df()
+        assert len(rows) > 0 and not rows.duplicated(["vintage", "server_id", "resource"]).any(), (table, rows)
+        assert (rows["batch"] == rows["server_id"].map(lambda s: batch_of(s, 20))).all(), (table, rows)
+    conn.close()
+    assert "the track record follows CAPACITY_BATCHES=20: " in out, out
 
 
 @pytest.mark.parametrize("args,env,expected", [

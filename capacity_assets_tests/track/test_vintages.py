@@ -92,3 +92,34 @@ def test_history_read_back_from_duckdb_appends_and_replaces_the_same():
     again = append_vintage(loaded, as_vintage(record("b1", "2026-01-01", "r2")))
     assert len(again) == len(h) and set(again["run_id"]) == {"r2"}
     assert again.dtypes.astype(str).to_dict() == FORECAST_HISTORY
+
+
+def test_a_new_batch_count_moves_old_vintages_to_the_servers_batches_and_drops_copies(tmp_path):
+    """store.history.rekey: an old vintage under an old key moves (not lost with a key that goes);
+    a vintage already kept under the new key loses its old copy; a second call changes nothing."""
+    import duckdb
+
+    from capacity_assets.inputs.batching import batch_of
+    from capacity_assets.store.history import rekey
+
+    servers = ("s1", "s2", "s3", "s4")
+    old = {s: f"old_{i % 2}" for i, s in enumerate(servers)}
+    rows = [as_vintage(record(old[s], "2026-01-01", "r1", servers=(s,))) for s in servers]  # old batching
+    rows += [as_vintage(record(batch_of("s1", 3), "2026-01-08", "r2", servers=("s1",))),  # the new run: s1
+             as_vintage(record(old["s2"], "2026-01-08", "r0", servers=("s2",))),  # its old copy of the same vintage
+             as_vintage(record(batch_of("s2", 3), "2026-01-08", "r2", servers=("s2",)))]
+    history = pd.concat(rows, ignore_index=True)
+    db = str(tmp_path / "cap.duckdb")
+    con = duckdb.connect(db)
+    con.register("obj", history)
+    con.execute("create table forecast_history as select * from obj")
+    con.close()
+    moved, removed = rekey(db, 3)
+    got = duckdb.connect(db, read_only=True).execute("select distinct batch, vintage, server_id, run_id "
+                                                     "from forecast_history").df()
+    first = history["vintage"] == pd.Timestamp("2026-01-01")
+    copy = (history["server_id"] == "s2") & (history["run_id"] == "r0")
+    assert removed == copy.sum() > 0 and moved == first.sum()  # s2's old copy; the 01-01 vintage of all four
+    assert (got["batch"] == got["server_id"].map(lambda s: batch_of(s, 3))).all()
+    assert len(got) == 6 and set(got.loc[got["vintage"] == pd.Timestamp("2026-01-08"), "run_id"]) == {"r2"}
+    assert rekey(db, 3) == (0, 0)
