@@ -51,7 +51,7 @@ def run_summary(settings, outcome) -> Summary:
     if "skipped_series" in have:
         k = int(query(db, "select count(*) as n from skipped_series").iloc[0]["n"])
         if k:
-            lines.append(f"  series skipped (too short to forecast, see table skipped_series): {k}")
+            lines.append(f"  series skipped (too short to forecast, or no recent data; see table skipped_series): {k}")
     if "champions" in have and int(query(db, "select count(*) as n from champions").iloc[0]["n"]):
         c = query(db, "select champion, count(*) as n from champions group by 1 order by 2 desc")
         series = int(c["n"].sum())

@@ -80,3 +80,26 @@ def short_series(processed: pd.DataFrame, min_days: int) -> pd.DataFrame:
                    f"(backtest months plus 6 months of training)" for n in short["count"]],
     })
     return conform(out, SKIPPED_SERIES)
+
+
+STALE_DAYS = 30  # a series without a measured day in the data's last this many days is not forecast
+
+
+def stale_series(processed: pd.DataFrame, newest, stale_days: int = STALE_DAYS) -> pd.DataFrame:
+    """Series whose last measured day is over ``stale_days`` before ``newest`` (the newest day of the
+    run's data), with the reason: a server that stopped reporting or left the fleet would otherwise be
+    forecast from its last day, with breach dates already past, and never leave the risk list."""
+    if processed.empty or pd.isna(newest):
+        return empty(SKIPPED_SERIES)
+    measured = processed[~processed["filled"].fillna(False).astype(bool)]
+    g = measured.groupby(["batch", "server_id", "resource"], sort=True, observed=True).agg(
+        min=("ds", "min"), max=("ds", "max"), count=("ds", "size")).reset_index()
+    newest = pd.Timestamp(newest)
+    old = g[g["max"] < newest - pd.Timedelta(days=stale_days)]
+    out = pd.DataFrame({
+        "batch": old["batch"], "server_id": old["server_id"], "resource": old["resource"],
+        "first_ds": old["min"], "last_ds": old["max"], "days": old["count"].astype("int64"),
+        "reason": [f"no measured day since {last:%Y-%m-%d}, {(newest - last).days} days before the newest data "
+                   f"({newest:%Y-%m-%d}): stopped reporting or left the fleet" for last in old["max"]],
+    })
+    return conform(out, SKIPPED_SERIES)

@@ -229,7 +229,7 @@ def test_the_bad_fleet_run_reports_what_it_fixed_and_forecasts_the_rest(bad_run)
     out, err = bad_run["first"].stdout, bad_run["first"].stderr
     assert "1 given as fractions 0–1, scaled x100" in out
     assert all_succeeded(out) and "series forecast: 4" in out
-    assert "series skipped (too short to forecast, see table skipped_series): 1" in out
+    assert "series skipped (too short to forecast, or no recent data; see table skipped_series): 1" in out
     assert "unknown resources {'disk_io': 10, 'Mem': 7}" in err
     assert "fractions.csv: values look like fractions 0–1 (max <= 1): multiplied by 100" in err
     assert "non-numeric utilization_pct:" in err and "utilization_pct='abc'" in err

@@ -96,3 +96,29 @@ def test_two_batches_written_at_the_same_moment_into_one_file(tiny_fleet, tmp_pa
     counts = dict(duckdb.connect(db, read_only=True).execute(
         "select batch, count(distinct server_id) from processed_data group by 1").fetchall())
     assert sum(counts.values()) == 6 and set(counts) <= set(batch_keys(3))
+
+
+def test_a_server_that_stopped_reporting_is_skipped_with_the_reason_and_a_brief_gap_is_not(tiny_fleet, tmp_path):
+    """Forecast from a last day weeks ago, a silent server's breach dates would be past and it would
+    never leave the risk list: without a measured day in the data's last 30 days it is not forecast."""
+    from capacity_assets.inputs.cleaning import STALE_DAYS
+
+    metrics = duckdb.connect().execute("select * from read_parquet(?)", [tiny_fleet["metrics"]]).df()
+    metrics["timestamp"] = pd.to_datetime(metrics["timestamp"])
+    servers = sorted(set(metrics["server_id"]) - {TINY_NEW_SERVER})
+    silent, paused = servers[0], servers[1]
+    newest = metrics["timestamp"].max()
+    cut = {silent: newest - pd.Timedelta(days=STALE_DAYS + 10), paused: newest - pd.Timedelta(days=STALE_DAYS - 10)}
+    keep = ~metrics["server_id"].map(cut).notna() | (metrics["timestamp"] <= metrics["server_id"].map(cut))
+    (tmp_path / "in").mkdir()
+    metrics[keep].to_parquet(tmp_path / "in" / "metrics.parquet")
+    fleet = {**tiny_fleet, "metrics": str(tmp_path / "in" / "metrics.parquet")}
+    db = str(tmp_path / "cap.duckdb")
+    for key in batch_keys(3):
+        assert materialize_processed(fleet, db, key)
+    skipped = duckdb.connect(db, read_only=True).execute(
+        "select server_id, resource, reason from skipped_series where server_id <> ? order by all",
+        [TINY_NEW_SERVER]).fetchall()
+    assert [(s, r) for s, r, _ in skipped] == [(silent, r) for r in ("cpu", "disk", "memory", "network")]
+    assert all(reason.startswith("no measured day since") and "stopped reporting or left the fleet" in reason
+               for *_, reason in skipped)

@@ -111,8 +111,12 @@ def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource
         return cleaning.processed_frame(full, batch)
 
     processed = each_batch(context, "processed_data", {"daily": daily}, clean, PROCESSED_DATA)
-    skipped = mark(cleaning.short_series(processed, min_history_days(cfg.forecast_config)),
-                   failures(processed))
+    short = cleaning.short_series(processed, min_history_days(cfg.forecast_config))
+    stale = cleaning.stale_series(processed, daily["ds"].max() if len(daily) else None)
+    stale = stale.merge(short[["server_id", "resource"]], how="left", indicator=True)
+    stale = stale[stale.pop("_merge") == "left_only"]
+    skipped = mark(pd.concat([short, stale], ignore_index=True).sort_values(["batch", "server_id", "resource"],
+                                                                          ignore_index=True), failures(processed))
     _warn(context, stats, sources, skipped)
     context.log.info(f"{len(keys)} batch(es): {len(servers)} servers, {stats.rows_in:,} rows read in {read_s:.1f}s -> "
                      f"{len(processed):,} daily values ({sum(f['days_filled'] for f in fills.values()):,} filled) "
@@ -167,6 +171,10 @@ def _warn(context, stats, sources, skipped) -> None:
     no_id = sum(f.no_server_id for f in sources)
     if no_id:
         context.log.warning(f"{no_id} rows of the input have no server_id and belong to no batch: ignored")
-    if len(skipped):
-        context.log.warning(f"{len(skipped)} series too short to forecast, e.g. {skipped['batch'].iloc[0]} "
-                            f"{skipped['server_id'].iloc[0]}/{skipped['resource'].iloc[0]}: {skipped['reason'].iloc[0]}")
+    for what, rows in (("too short to forecast", ~skipped["reason"].str.startswith("no measured day since")),
+                       (f"without a measured day in the data's last {cleaning.STALE_DAYS} days, not forecast",
+                        skipped["reason"].str.startswith("no measured day since"))):
+        some = skipped[rows.fillna(False).to_numpy(bool)]
+        if len(some):
+            context.log.warning(f"{len(some)} series {what}, e.g. {some['batch'].iloc[0]} "
+                                f"{some['server_id'].iloc[0]}/{some['resource'].iloc[0]}: {some['reason'].iloc[0]}")
