@@ -64,22 +64,29 @@ def processed_frame(full: pd.DataFrame, batch: str) -> pd.DataFrame:
     return conform(out, PROCESSED_DATA)
 
 
+def _measured_spans(processed: pd.DataFrame) -> pd.DataFrame:
+    """Per series: first and last measured (not gap-filled) day and the number of measured days."""
+    measured = processed[~processed["filled"].fillna(False).astype(bool)]
+    return measured.groupby(["batch", "server_id", "resource"], sort=True, observed=True).agg(
+        min=("ds", "min"), max=("ds", "max"), count=("ds", "size")).reset_index()
+
+
+def _skipped(spans: pd.DataFrame, reasons) -> pd.DataFrame:
+    return conform(pd.DataFrame({
+        "batch": spans["batch"], "server_id": spans["server_id"], "resource": spans["resource"],
+        "first_ds": spans["min"], "last_ds": spans["max"], "days": spans["count"].astype("int64"),
+        "reason": list(reasons)}), SKIPPED_SERIES)
+
+
 def short_series(processed: pd.DataFrame, min_days: int) -> pd.DataFrame:
     """Series with fewer than ``min_days`` measured (not gap-filled) days, with the reason they are not
     forecast: interpolated days are our own invention and prove no history."""
     if processed.empty:
         return empty(SKIPPED_SERIES)
-    measured = processed.assign(count=~processed["filled"].fillna(False).astype(bool))
-    g = measured.groupby(["batch", "server_id", "resource"], sort=True, observed=True).agg(
-        min=("ds", "min"), max=("ds", "max"), count=("count", "sum")).reset_index()
-    short = g[g["count"] < min_days]
-    out = pd.DataFrame({
-        "batch": short["batch"], "server_id": short["server_id"], "resource": short["resource"],
-        "first_ds": short["min"], "last_ds": short["max"], "days": short["count"].astype("int64"),
-        "reason": [f"history of {n} measured days is shorter than the {min_days} days needed "
-                   f"(backtest months plus 6 months of training)" for n in short["count"]],
-    })
-    return conform(out, SKIPPED_SERIES)
+    spans = _measured_spans(processed)
+    short = spans[spans["count"] < min_days]
+    return _skipped(short, [f"history of {n} measured days is shorter than the {min_days} days needed "
+                            f"(backtest months plus 6 months of training)" for n in short["count"]])
 
 
 STALE_DAYS = 30  # a series without a measured day in the data's last this many days is not forecast
@@ -91,15 +98,7 @@ def stale_series(processed: pd.DataFrame, newest, stale_days: int = STALE_DAYS) 
     forecast from its last day, with breach dates already past, and never leave the risk list."""
     if processed.empty or pd.isna(newest):
         return empty(SKIPPED_SERIES)
-    measured = processed[~processed["filled"].fillna(False).astype(bool)]
-    g = measured.groupby(["batch", "server_id", "resource"], sort=True, observed=True).agg(
-        min=("ds", "min"), max=("ds", "max"), count=("ds", "size")).reset_index()
-    newest = pd.Timestamp(newest)
-    old = g[g["max"] < newest - pd.Timedelta(days=stale_days)]
-    out = pd.DataFrame({
-        "batch": old["batch"], "server_id": old["server_id"], "resource": old["resource"],
-        "first_ds": old["min"], "last_ds": old["max"], "days": old["count"].astype("int64"),
-        "reason": [f"no measured day since {last:%Y-%m-%d}, {(newest - last).days} days before the newest data "
-                   f"({newest:%Y-%m-%d}): stopped reporting or left the fleet" for last in old["max"]],
-    })
-    return conform(out, SKIPPED_SERIES)
+    spans, newest = _measured_spans(processed), pd.Timestamp(newest)
+    old = spans[spans["max"] < newest - pd.Timedelta(days=stale_days)]
+    return _skipped(old, [f"no measured day since {last:%Y-%m-%d}, {(newest - last).days} days before the newest "
+                          f"data ({newest:%Y-%m-%d}): stopped reporting or left the fleet" for last in old["max"]])
