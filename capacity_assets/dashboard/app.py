@@ -531,6 +531,7 @@ SHOWN_SETTINGS = ("threshold", "risk_days", "mape_warn")
 def main() -> None:
     try:
         settings = CapacitySettings.from_env()
+        data.lock_timeout()
     except ConfigError as e:
         st.error(f"Configuration error: {e}")
         return

@@ -35,7 +35,17 @@ ALL = "All"
 
 def lock_timeout() -> float:
     """How long a view waits for a writing run before falling back to the last loaded data."""
-    return float(os.environ.get("CAPACITY_DASHBOARD_LOCK_TIMEOUT", "8"))
+    from capacity_assets.config import ConfigError
+
+    raw = os.environ.get("CAPACITY_DASHBOARD_LOCK_TIMEOUT", "").strip() or "8"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise ConfigError(f"CAPACITY_DASHBOARD_LOCK_TIMEOUT={raw!r}: expected the seconds a view waits for a "
+                          "writing run, e.g. 8")
+    return value
 
 
 def version(db: str) -> tuple | None:

@@ -209,6 +209,13 @@ def test_no_database_explains_how_to_get_data(tmp_path, monkeypatch):
     assert not (tmp_path / "missing.duckdb").exists(), "a reader must not create the database"
 
 
+def test_a_bad_lock_timeout_is_a_configuration_error_not_a_traceback(risky_db, monkeypatch):
+    at = app(risky_db, monkeypatch, CAPACITY_DASHBOARD_LOCK_TIMEOUT="abc").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Configuration error: CAPACITY_DASHBOARD_LOCK_TIMEOUT='abc': expected the "
+                                          "seconds a view waits for a writing run, e.g. 8"]
+
+
 def test_database_without_tables_explains_how_to_get_data(tmp_path, monkeypatch):
     import duckdb
 
