@@ -126,6 +126,22 @@ def base_url(url: str) -> str:
 
 # ------------------------------------------------------------------------------------------ queries
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last, silently:
+    a query file edited by appending a second `cpu:` would run a query nobody reviewed)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_queries(path: str | None) -> Queries:
     """resource -> PromQL from a YAML file (CAPACITY_PROMQL); ``None`` reads the shipped node_exporter file.
 
@@ -138,7 +154,7 @@ def load_queries(path: str | None) -> Queries:
     if not p.is_file():
         raise QueryFileError(f"{p}: is a folder, not a PromQL query file (CAPACITY_PROMQL)")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        doc = yaml.load(p.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except UnicodeDecodeError:
         raise QueryFileError(f"{p}: not a text file (CAPACITY_PROMQL must be a YAML file)") from None
     except yaml.YAMLError as e:

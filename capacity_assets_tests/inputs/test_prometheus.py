@@ -458,6 +458,8 @@ def test_short_form_query_file(tmp_path):
     ("memory:\n  scale: 100\n", "memory: missing expr"),
     ("disk: ''\n", "disk: the PromQL expression is empty"),
     ("network: 42\n", "network: expected a PromQL expression as text"),
+    ("cpu: a\nmemory: m\ncpu: b\n", r"not valid YAML at line 3, column 1: 'cpu' is given twice \(lines 1 and 3\)"),
+    ("cpu:\n  expr: a\n  expr: b\n", "'expr' is given twice"),
 ])
 def test_bad_query_files_name_the_file_and_the_key(tmp_path, content, says):
     path = tmp_path / "promql.yaml"
