@@ -71,11 +71,17 @@ def champion_mape(champions: pd.DataFrame, warn_mape: float, error_share: float)
     mape = champions["champion_mape"].astype(float)
     over = champions[mape > warn_mape].sort_values("champion_mape", ascending=False)
     share = len(over) / len(champions) if len(champions) else 0.0
+    # judged per batch, as documented: a run covering many batches must not dilute a broken one
+    by_batch = (mape > warn_mape).groupby(champions["batch"] if "batch" in champions else 0).mean()
+    broken = by_batch[by_batch > error_share].sort_values(ascending=False)
     worst = "\n".join(f"- {r.server_id}/{r.resource}: {float(r.champion_mape):.2f}%" for r in over.head(SHOW).itertuples())
-    return _result("champions", "champion_mape", over,
-                   f"{len(over)} of {len(champions)} series ({share:.0%}) have a champion MAPE above {warn_mape:g}%",
-                   severity=ERROR if share > error_share else WARN,
-                   series_over=len(over), share_over=round(share, 3), worst=dg.MetadataValue.md(worst or "none"))
+    problem = f"{len(over)} of {len(champions)} series ({share:.0%}) have a champion MAPE above {warn_mape:g}%"
+    if len(broken):
+        problem += (f"; more than {error_share:.0%} of batch(es) "
+                    + ", ".join(f"{b} ({v:.0%})" for b, v in broken.head(SHOW).items()))
+    return _result("champions", "champion_mape", over, problem, severity=ERROR if len(broken) else WARN,
+                   series_over=len(over), share_over=round(share, 3),
+                   batches_over_share=", ".join(map(str, broken.index)) or "none", worst=dg.MetadataValue.md(worst or "none"))
 
 
 CHAMPIONS_CHECKS = [

@@ -49,6 +49,16 @@ def test_champion_mape_passes_warns_and_errors():
     assert err.metadata["series"].value == "s1/cpu, s0/cpu"  # worst first
 
 
+def test_champion_mape_errors_on_a_broken_batch_even_when_the_run_as_a_whole_is_fine():
+    """A ranged run checks many batches at once: 2 of 10 series (20 %) overall, but 2 of 4 in batch_b."""
+    fine = _champ([1.0] * 6).assign(batch="batch_a")
+    broken = _champ([30.0, 40.0, 1.0, 1.0]).assign(batch="batch_b", server_id=lambda f: "t" + f["server_id"])
+    result = checks.champion_mape(pd.concat([fine, broken], ignore_index=True), 20.0, 0.25)
+    assert result.severity == checks.ERROR and result.metadata["share_over"].value == 0.2
+    assert result.metadata["batches_over_share"].value == "batch_b"
+    assert "more than 25% of batch(es) batch_b (50%)" in result.description
+
+
 def _forecast(server, days, start=END + pd.Timedelta(days=1)):
     ds = pd.date_range(start, periods=days)
     return pd.DataFrame({"batch": BATCH, "server_id": server, "resource": "cpu", "ds": ds,
