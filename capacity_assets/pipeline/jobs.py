@@ -51,8 +51,9 @@ def weekly_forecast(context: dg.ScheduleEvaluationContext):
 freshness_job = dg.define_asset_job(
     "capacity_freshness", selection=dg.AssetSelection.checks(FRESHNESS_CHECK),
     description="Check that every batch was published recently (batch_ledger.every_batch_fresh).")
-daily_freshness = dg.ScheduleDefinition(job=freshness_job, cron_schedule="0 7 * * *", execution_timezone="UTC",
-                                        default_status=dg.DefaultScheduleStatus.RUNNING)
+# named as the README names them (Dagster would call them <job>_schedule)
+daily_freshness = dg.ScheduleDefinition(name="daily_freshness", job=freshness_job, cron_schedule="0 7 * * *",
+                                        execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
 
-weekly_hierarchy = dg.ScheduleDefinition(job=hierarchy_job, cron_schedule="30 5 * * 1", execution_timezone="UTC",
-                                         default_status=dg.DefaultScheduleStatus.RUNNING)
+weekly_hierarchy = dg.ScheduleDefinition(name="weekly_hierarchy", job=hierarchy_job, cron_schedule="30 5 * * 1",
+                                         execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)

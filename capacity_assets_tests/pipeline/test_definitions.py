@@ -21,6 +21,8 @@ def test_definitions_load_in_dagster():
                     "challenger_results", "combination_results", "champions", "forecasts", "risk_exceptions",
                     "capacity_plan", "forecast_history", "risk_history", "forecast_accuracy", "risk_calls",
                     "risk_resolved", "batch_ledger"}
+    # the schedules the README names, by those names (the UI shows these)
+    assert {s.name for s in defs.schedules} == {"weekly_forecast", "weekly_hierarchy", "daily_freshness"}
 
 
 def test_definitions_raise_no_deprecation_warning():
