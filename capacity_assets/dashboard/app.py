@@ -98,13 +98,13 @@ def header(ov: data.Overview, settings: CapacitySettings, mixed: dict) -> None:
                    help=f"newest generated_at: {ov.generated_at}")
     cols[1].metric("Forecast starts", f"{ov.forecast_start:%Y-%m-%d}" if ov.forecast_start is not None else "–",
                    help=f"first forecast day of most series; horizon until {ov.forecast_end:%Y-%m-%d}" if ov.forecast_end is not None else None)
-    cols[2].metric("Servers", f"{ov.servers:,}")
+    cols[2].metric("Servers", f"{ov.servers:,}", help="every server of the published batches, forecast or skipped")
     cols[3].metric("Series", f"{ov.series:,}", help=f"server × resource with a forecast; {ov.skipped:,} skipped as too short")
     cols[4].metric("Batches", f"{ov.batches:,}")
     cols[5].metric(f"At risk ≤ {settings.risk_days} days", f"{ov.critical + ov.warning:,} series",
                    delta=f"{ov.critical:,} critical", delta_color="red" if ov.critical else "off",
                    delta_arrow="off",
-                   help=f"{ov.servers_at_risk:,} servers; upper bound reaches {settings.threshold:g} %")
+                   help=f"{ov.servers_at_risk:,} servers; upper bound reaches the series' threshold")
     kept = f" · {vintages_kept(ov.vintages)} (see Track record)."
     if age is None:
         st.warning("No forecast date found." + kept)
@@ -146,9 +146,9 @@ def _safe_filename(*parts: str) -> str:
 
 def risk_view(db: str, ver, settings: CapacitySettings) -> None:
     st.subheader("Risk heatmap")
-    st.caption(f"Series whose forecast upper bound reaches {settings.threshold:g} % within "
-               f"{settings.risk_days} days. Critical: the forecast itself gets there; warning: only the "
-               "upper bound does.")
+    st.caption(f"Series whose forecast upper bound reaches their threshold ({settings.threshold:g} % unless set "
+               f"per resource or per server) within {settings.risk_days} days. Critical: the forecast itself gets "
+               "there; warning: only the upper bound does.")
     severity = st.radio("Severity", SEVERITIES, horizontal=True, key="risk_severity",
                         format_func=lambda s: s.capitalize())
     try:
@@ -463,7 +463,7 @@ def deep_dive_view(db: str, ver, settings: CapacitySettings, present: set[str]) 
     c1, c2 = st.columns([1, 2])
     search = c1.text_input("Search server id", key="deep_search", placeholder="part of a server id")
     try:
-        options = load("servers", data.servers, db, ver, search)
+        options = load("servers", data.servers, db, ver, search, "skipped_series" in present)
         urgent = load("urgent", data.most_urgent_server, db, ver)
     except NotLoaded:
         return not_loaded_note()
@@ -486,9 +486,12 @@ def deep_dive_view(db: str, ver, settings: CapacitySettings, present: set[str]) 
     st.markdown(f"### {escape_markdown(server)}" + (f"\n{owner}" if owner else ""))
     risk = detail.risk.sort_values(["days_to_breach"]) if not detail.risk.empty else detail.risk
     if risk.empty:
-        st.success(f"No resource is forecast to reach {settings.threshold:g} % within {settings.risk_days} days.")
+        st.success(f"No resource is forecast to reach its threshold within {settings.risk_days} days.")
     else:
-        lines = [f"**{RES(r.resource)}** reaches {settings.threshold:g} % on **{pd.Timestamp(r.first_breach_date):%Y-%m-%d}** "
+        # the series' own threshold (per resource or per server); a database from before has none
+        level = lambda r: float(getattr(r, "threshold", float("nan")))  # noqa: E731
+        lines = [f"**{RES(r.resource)}** reaches {level(r) if pd.notna(level(r)) else settings.threshold:g} % on "
+                 f"**{pd.Timestamp(r.first_breach_date):%Y-%m-%d}** "
                  f"({_days(int(r.days_to_breach))}, {r.severity}; peak upper bound {r.peak_upper:.1f} %)"
                  for r in risk.itertuples()]
         (st.error if (risk["severity"] == "critical").any() else st.warning)("At risk: " + "; ".join(lines))

@@ -134,6 +134,9 @@ def overview(db: str, ver, has_skipped: bool, has_ledger: bool = False, has_hist
               "(select max(ds) from forecasts) e from s", []),
         "c": ("select count(distinct server_id) servers, count(*) series, count(distinct batch) batches "
               "from champions", []),
+        # every server of the fleet: forecast, or only skipped (too short, no recent data)
+        "n": ("select count(distinct server_id) n from (select server_id from champions"
+              + (" union all select server_id from skipped_series" if has_skipped else "") + ")", []),
         "r": ("select count(*) filter (where severity = 'critical') critical, "
               "count(*) filter (where severity = 'warning') warning, count(distinct server_id) servers "
               "from risk_exceptions", []),
@@ -142,6 +145,7 @@ def overview(db: str, ver, has_skipped: bool, has_ledger: bool = False, has_hist
         stmts["s"] = ("select count(*) n from skipped_series", [])
     if has_ledger:
         stmts["l"] = ("select batch, published_at from batch_ledger order by published_at, batch limit 1", [])
+        stmts["b"] = ("select count(*) n from batch_ledger", [])  # published batches, empty ones too
     else:  # a database from before the ledger: the oldest batch's newest forecast
         stmts["l"] = ("select batch, max(generated_at) published_at from forecasts group by batch "
                       "order by published_at, batch limit 1", [])
@@ -154,8 +158,9 @@ def overview(db: str, ver, has_skipped: bool, has_ledger: bool = False, has_hist
         return None if pd.isna(v) else pd.Timestamp(v)
 
     oldest = out["l"].iloc[0] if len(out["l"]) else None
-    return Overview(ts(f["g"]), ts(f["s"]), ts(f["e"]), int(c["servers"]), int(c["series"]),
-                    int(c["batches"]), int(out["s"].iloc[0]["n"]) if has_skipped else 0,
+    return Overview(ts(f["g"]), ts(f["s"]), ts(f["e"]), int(out["n"].iloc[0]["n"]), int(c["series"]),
+                    int(out["b"].iloc[0]["n"]) if has_ledger else int(c["batches"]),
+                    int(out["s"].iloc[0]["n"]) if has_skipped else 0,
                     int(r["critical"]), int(r["warning"]), int(r["servers"]),
                     None if oldest is None else str(oldest["batch"]),
                     None if oldest is None else ts(oldest["published_at"]),
@@ -239,10 +244,13 @@ def tournament(db: str, ver, mape_warn: float, has_hierarchy: bool, bin_width: f
 
 # --- deep dive --------------------------------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=64)
-def servers(db: str, ver, search: str) -> list[str]:
-    """Server ids containing ``search`` (case-insensitive), at-risk ones first."""
+def servers(db: str, ver, search: str, has_skipped: bool = True) -> list[str]:
+    """Server ids containing ``search`` (case-insensitive), at-risk ones first: every server of the
+    fleet, forecast or only skipped (the deep dive then says why it has no forecast)."""
+    skipped = " union all select server_id from skipped_series" if has_skipped else ""
     out = _many(db, {"s": (
-        "with s as (select distinct server_id from champions where contains(lower(server_id), lower(?))), "
+        f"with s as (select distinct server_id from (select server_id from champions{skipped}) "
+        "where contains(lower(server_id), lower(?))), "
         "r as (select server_id, min(case severity when 'critical' then 0 else 1 end) sev, "
         "min(days_to_breach) d from risk_exceptions group by all) "
         f"select s.server_id from s left join r using (server_id) "

@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 from capacity_assets.store import queries
 from capacity_assets.store.db import db_lock
 from capacity_assets.track.risk_calls import risk_call_scores
-from capacity_assets_tests.conftest import TINY_SATURATING
+from capacity_assets_tests.conftest import TINY_NEW_SERVER, TINY_SATURATING
 
 APP = str(Path(__file__).resolve().parents[2] / "capacity_assets" / "dashboard" / "app.py")
 NASTY_ID = "o'brien\"; drop table forecasts; -- ünïcødé ✓"
@@ -119,8 +119,12 @@ def test_every_view_renders_on_pipeline_db(tiny_pipeline_db, monkeypatch):
     assert [t.label for t in at.tabs] == ["Risk heatmap", "Capacity plan", "Track record", "Tournament summary",
                                           "Deep dive"]
     metrics = {m.label: m.value for m in at.metric}
-    n = queries.query(tiny_pipeline_db, "select count(distinct server_id) s, count(*) n from champions").iloc[0]
-    assert metrics["Servers"] == f"{n['s']:,}" and metrics["Series"] == f"{n['n']:,}"
+    n = queries.query(tiny_pipeline_db, "select count(*) n from champions").iloc[0]
+    fleet = queries.query(tiny_pipeline_db, "select count(distinct server_id) s from processed_data").iloc[0]
+    # every server, also one only skipped (the tiny fleet's new server), and every published batch
+    assert metrics["Servers"] == f"{fleet['s']:,}" and metrics["Series"] == f"{n['n']:,}"
+    batches = queries.query(tiny_pipeline_db, "select count(*) n from batch_ledger").iloc[0, 0]
+    assert metrics["Batches"] == f"{batches:,}"
     assert "Data is fresh" in texts(at)
     # the tiny fleet has a saturating server, so the heatmap has a cell to get right (not {} == {})
     counts = risk_counts(tiny_pipeline_db)
@@ -189,6 +193,31 @@ def test_deep_dive_search_with_quotes_and_a_normal_server(risky_db, monkeypatch)
     assert "No resource is forecast to reach" in texts(at)
     assert figures(at)
     assert queries.query(risky_db["db"], "select count(*) from forecasts").iloc[0, 0] > 0  # still there
+
+
+def test_deep_dive_states_the_series_own_threshold(risky_db, tmp_path, monkeypatch):
+    """A per-server threshold (40 %) is what the series was judged against: the banner must say so,
+    not the viewer's CAPACITY_THRESHOLD."""
+    import duckdb
+
+    db = copy_db(risky_db["db"], tmp_path / "cap.duckdb")
+    con = duckdb.connect(db)
+    con.execute("update risk_exceptions set threshold = 40 where server_id = ? and resource = 'cpu'", [NASTY_ID])
+    con.close()
+    at = open_view(app(db, monkeypatch).run(), "Deep dive")
+    assert not at.exception
+    banner = "\n".join(e.value for e in at.error)
+    assert "**CPU** reaches 40 % on" in banner and "reaches 95 %" not in banner, banner
+
+
+def test_deep_dive_search_finds_a_server_that_has_no_forecast(tiny_pipeline_db, monkeypatch):
+    """The tiny fleet's new server is only in skipped_series (too short): found by search, and the deep
+    dive says why it has no forecast."""
+    at = open_view(app(tiny_pipeline_db, monkeypatch).run(), "Deep dive")
+    at.text_input(key="deep_search").set_value(TINY_NEW_SERVER).run()
+    assert not at.exception
+    assert at.selectbox(key="deep_select").options == [TINY_NEW_SERVER]
+    assert "shorter than the" in texts(at)
 
 
 def test_risk_list_opens_deep_dive(risky_db, monkeypatch):
