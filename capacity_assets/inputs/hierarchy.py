@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from capacity_assets.schema import DATE_COLUMNS, FORECASTS, RISK_EXCEPTIONS
+from capacity_assets.schema import DATE_COLUMNS, FORECASTS, RISK_EXCEPTIONS, RISK_LIFECYCLE
 
 UNASSIGNED = "Unassigned"
 HIERARCHY_REQUIRED = ["server_id", "department", "app_manager"]
-# names an extra hierarchy column may not take: every pipeline column and every date column
-RESERVED_COLUMNS = {*FORECASTS, *RISK_EXCEPTIONS, *DATE_COLUMNS, "y", "split", "filled"}
+# names an extra hierarchy column may not take, in any case (DuckDB's names are case-insensitive):
+# every pipeline column, the exceptions' lifecycle (status, first_flagged) and every date column
+RESERVED_COLUMNS = {*FORECASTS, *RISK_EXCEPTIONS, *RISK_LIFECYCLE, *DATE_COLUMNS, "y", "split", "filled"}
 
 
 def hierarchy_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -26,7 +27,7 @@ def hierarchy_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     out = df[HIERARCHY_REQUIRED + extra].copy()
     # an extra column named like a pipeline column (a CMDB's hardware 'model', a 'resource' tag)
     # would collide in risk_exceptions: keep it, under a prefixed name
-    clash = {c: f"hierarchy_{c}" for c in extra if c in RESERVED_COLUMNS}
+    clash = {c: f"hierarchy_{c}" for c in extra if c.lower() in RESERVED_COLUMNS}
     out = out.rename(columns=clash)
     for c in HIERARCHY_REQUIRED:
         s = out[c].astype("string").str.strip()

@@ -183,3 +183,14 @@ def test_explicit_thresholds_frame_and_gaps_refused():
     assert "d90" not in r.index and r.loc["d1", "threshold"] == 96.0 and r.loc["upper", "severity"] == "warning"
     with pytest.raises(ValueError, match=r"no threshold for series \['calm/cpu'\]"):
         risk_exceptions(fc, HIER, act, thresholds=table[table["server_id"] != "calm"])
+
+
+def test_hierarchy_columns_named_like_pipeline_columns_get_one_prefixed_name_in_any_case():
+    """'Resource' would collide with 'resource' in DuckDB (names are case-insensitive: it became
+    Resource_1), and 'status' was renamed in risk_exceptions only: one name, in every table."""
+    raw = pd.DataFrame({"server_id": ["a"], "department": ["d"], "app_manager": ["m"], "model": ["R740"],
+                        "Resource": ["rack 4"], "status": ["in service"], "First_Flagged": ["x"], "rack": ["r4"]})
+    table, issues = hierarchy_table(raw)
+    assert list(table.columns) == ["server_id", "department", "app_manager", "hierarchy_model", "hierarchy_Resource",
+                                   "hierarchy_status", "hierarchy_First_Flagged", "rack"]
+    assert sum("is named like a pipeline column" in i for i in issues) == 4
