@@ -589,13 +589,13 @@ def sync(url: str, cache_dir: str, end, history_days: int, queries: dict[str, st
 LATE_DAYS = 7  # a server this many days behind the newest one has stopped reporting; it is not waited for
 
 
-def complete_until(raw: pd.DataFrame, start: date) -> date:
-    """The last day of a fetched span that every server still reporting has data for (the day before
-    ``start`` when the span brought nothing). A server silent for over LATE_DAYS is taken as gone,
+def complete_until(rows: pd.DataFrame, start: date) -> date:
+    """The last day every server still reporting has data for in ``rows`` (server_id, timestamp; the
+    day before ``start`` when there are none). A server silent for over LATE_DAYS is taken as gone,
     not late, so one decommissioned server does not make every sync fetch its silence again."""
-    if raw.empty:
+    if rows.empty:
         return start - timedelta(days=1)
-    last_day = pd.to_datetime(raw.groupby("server_id")["timestamp"].max()).dt.date
+    last_day = pd.to_datetime(rows.groupby("server_id")["timestamp"].max()).dt.date
     newest = last_day.max()
     return min(d for d in last_day if d >= newest - timedelta(days=LATE_DAYS))
 
@@ -632,7 +632,7 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
         why = ("first fetch" if not isinstance(entry, dict) else
                "query settings changed" if entry.get("setting") != setting else "cache out of range or unreadable")
         kept, scale, before, after, new_last = None, declared, (first, last), None, last
-    fetched, asked, series, requests_made = [], [], 0, 0
+    fetched, asked, series, requests_made, trailing = [], [], 0, 0, False
     for span in (before, after):
         if span is None:
             continue
@@ -641,13 +641,7 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
         series = max(series, info["series"])
         asked.append(span)
         fetched.append(raw)
-        if span[1] == last:
-            # trailing days some reporting server has no data for yet (late data, an outage) are asked
-            # again next time, whether this was the first fetch or a later one
-            new_last = complete_until(raw, span[0])
-            if new_last < span[1]:
-                say(f"{resource}: no data yet for every server for {new_last + timedelta(days=1)}..{span[1]}; "
-                    "will ask again on the next sync")
+        trailing = trailing or span[1] == last
     raw = pd.concat(fetched, ignore_index=True) if fetched else _empty_raw()  # nothing new: only trimmed
     if scale is None:
         scale = _scale_of(raw, None)
@@ -658,6 +652,13 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
     data = pd.concat([f for f in (kept, new) if f is not None and len(f)] or [_empty()], ignore_index=True)
     data = data.drop_duplicates(["server_id", "timestamp"], keep="last")
     data = data.sort_values(["server_id", "timestamp"], ignore_index=True)[COLUMNS]
+    if trailing:
+        # days some reporting server has no data for yet (late data, an outage) are asked again next
+        # time: judged on the cache as it now is, so a server missing from a one-day span counts too
+        new_last = complete_until(data, first)
+        if new_last < last:
+            say(f"{resource}: no data yet for every server for {new_last + timedelta(days=1)}..{last}; "
+                "will ask again on the next sync")
     _write_atomic(path, lambda p: data.to_parquet(p, index=False))
     manifest[resource] = {"setting": setting, "first_day": first.isoformat(), "last_day": new_last.isoformat(),
                           "scale": scale, "rows": int(len(data)), "series": int(data["server_id"].nunique()),

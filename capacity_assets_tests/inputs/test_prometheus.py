@@ -477,29 +477,37 @@ def test_a_missing_server_binary_fails_with_how_to_install_it(monkeypatch):
         victoria.binary()
 
 
-def test_days_a_reporting_server_lacks_are_asked_again_from_the_first_sync_on(tmp_path):
-    """Late data: 'late' has nothing for the last two days when the cache is first filled. Those days
-    must be asked for again (they used to be marked fetched by a first sync, and never asked again);
-    'gone' stopped reporting weeks ago and is not waited for."""
+def test_days_a_reporting_server_lacks_are_asked_again_until_it_has_them(tmp_path):
+    """Late data: 'late' has nothing for the newest day when a daily sync asks for it. That day must
+    be asked for again until 'late' has it: a first sync, and a one-day span that simply lacks the
+    server, used to mark it fetched for good. 'gone' stopped reporting weeks ago and is not waited for."""
     start, days = date(2024, 5, 1), 30
     last = start + timedelta(days=days - 1)
     samples = node_exporter_samples(["ok", "late", "gone"], start, days, seed=8)
-    cut_late = (pd.Timestamp(last - timedelta(days=1)).value // 10**6)  # ms: 'late' has nothing from here
-    cut_gone = (pd.Timestamp(start + timedelta(days=10)).value // 10**6)
+    ms = lambda d: pd.Timestamp(d).value // 10**6  # noqa: E731
     now, later = [], []
     for line in samples.text.splitlines():
         t = int(line.rsplit(" ", 1)[1])
-        if 'instance="gone"' in line and t >= cut_gone:
+        if 'instance="gone"' in line and t >= ms(start + timedelta(days=10)):
             continue
-        (later if 'instance="late"' in line and t >= cut_late else now).append(line)
+        (later if 'instance="late"' in line and t >= ms(last - timedelta(days=1)) else now).append(line)
     queries = prom.load_queries(None)
     lines = []
+
+    def last_days():
+        return {m["last_day"] for m in json.loads((tmp_path / "manifest.json").read_text())["resources"].values()}
+
     with VictoriaMetrics() as vm:
         vm.import_prometheus("\n".join(now) + "\n")
-        pattern = prom.sync(vm.metrics_url, tmp_path, last, days, queries, log=lines.append)
-        manifest = json.loads((tmp_path / "manifest.json").read_text())["resources"]
-        assert {m["last_day"] for m in manifest.values()} == {(last - timedelta(days=2)).isoformat()}, manifest
+        # a first sync: 'late' lacks the last two days
+        pattern = prom.sync(vm.metrics_url, tmp_path, last - timedelta(days=1), days, queries, log=lines.append)
+        assert last_days() == {(last - timedelta(days=2)).isoformat()}
         assert any("no data yet for every server for" in line for line in lines), lines
+        # the next day's sync: a span of days 'late' is absent from altogether
+        daily = Recorder()
+        prom.sync(vm.metrics_url, tmp_path, last, days, queries, log=lines.append, session=daily.session)
+        assert set(daily.days_asked()) == {((last - timedelta(days=1)).isoformat(), last.isoformat())}
+        assert last_days() == {(last - timedelta(days=2)).isoformat()}
         vm.import_prometheus("\n".join(later) + "\n")
         again = Recorder()
         prom.sync(vm.metrics_url, tmp_path, last, days, queries, log=lines.append, session=again.session)
@@ -507,5 +515,4 @@ def test_days_a_reporting_server_lacks_are_asked_again_from_the_first_sync_on(tm
         cache = _read_cache(pattern)
         late = cache[cache["server_id"] == "late"]
         assert late["timestamp"].max() == pd.Timestamp(last) and len(late) == 4 * days
-        manifest = json.loads((tmp_path / "manifest.json").read_text())["resources"]
-        assert {m["last_day"] for m in manifest.values()} == {last.isoformat()}
+        assert last_days() == {last.isoformat()}
