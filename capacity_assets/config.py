@@ -207,11 +207,3 @@ def contender_names() -> tuple[str, ...]:
 def batch_count() -> int:
     """Partition count, needed when the definitions load (before any resource exists)."""
     return int(_env("CAPACITY_BATCHES"))
-
-
-def batches_per_run() -> int:
-    """The backfill policy's batches per run (0: one run per core), needed when the definitions load."""
-    value = int(_env("CAPACITY_BATCHES_PER_RUN"))
-    if value < 0:
-        raise ConfigError("CAPACITY_BATCHES_PER_RUN: expected 0 (one run per core) or more")
-    return value

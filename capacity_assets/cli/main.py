@@ -118,13 +118,16 @@ def cmd_run(args) -> int:
     if todo and workers < cores and not args.workers:
         print(f"capacity run: {workers} worker(s) for {servers} server(s) to run: a worker costs about 3 s to "
               f"start, worth it from {SERVERS_PER_WORKER} servers each")
-    outcome = run_batches(todo, workers, verbose=args.verbose, servers=servers)
-    outcome.unchanged = sorted(unchanged)
-    if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
+    if todo and not args.batch:
+        # a new CAPACITY_BATCHES re-runs every batch: their steps then read each server's kept vintages
+        # under its new batch (risk calls, accuracy, lifecycles), none lost with a key that goes
         moved, removed = history.rekey(settings.db, settings.batches)
         if moved or removed:
             print(f"capacity run: the track record follows CAPACITY_BATCHES={settings.batches}: {moved:,} rows moved "
                   f"to their servers' batches, {removed:,} rows under an old batch removed (kept under the new one)")
+    outcome = run_batches(todo, workers, verbose=args.verbose, servers=servers)
+    outcome.unchanged = sorted(unchanged)
+    if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
         dropped = drop_other_batches(settings.db, batch_keys(settings.batches))
         if dropped:
             print(f"capacity run: removed {len(dropped)} batch(es) left by an earlier CAPACITY_BATCHES: "
@@ -192,11 +195,8 @@ def _size_ui_runs(settings) -> None:
     backfill of a large fleet gets runs no larger than `capacity run`'s (memory), like its ranges."""
     import duckdb
 
-    from capacity_assets.cli import preflight
-    from capacity_assets.inputs import fingerprint
-    from capacity_assets.inputs.files import InputError
+    from capacity_assets.inputs import files
     from capacity_assets.pipeline.runner import batches_per_run
-    from capacity_assets.store.db import StorageError
 
     if os.environ.get("CAPACITY_BATCHES_PER_RUN", "").strip():
         return
@@ -204,11 +204,10 @@ def _size_ui_runs(settings) -> None:
         print("capacity ui: a UI backfill runs one range of batches per core; for a fleet of over "
               f"{settings.servers_per_run} servers set CAPACITY_BATCHES_PER_RUN so a run holds at most that many")
         return
-    try:
-        _, sources = preflight.check_inputs(settings)
+    try:  # the input files only: the database may be busy with a run, and the UI must start anyway
         with duckdb.connect() as conn:
-            servers = len(fingerprint.server_digests(conn, sources))
-    except (InputError, StorageError) as e:
+            servers = len(files.distinct_servers(conn, files.inspect_metrics(conn, settings.metrics_glob)))
+    except files.InputError as e:
         print(f"capacity ui: could not count the fleet's servers, so a UI backfill runs one range of batches "
               f"per core: {e}")
         return

@@ -99,7 +99,7 @@ def header(ov: data.Overview, settings: CapacitySettings, mixed: dict) -> None:
     cols[1].metric("Forecast starts", f"{ov.forecast_start:%Y-%m-%d}" if ov.forecast_start is not None else "–",
                    help=f"first forecast day of most series; horizon until {ov.forecast_end:%Y-%m-%d}" if ov.forecast_end is not None else None)
     cols[2].metric("Servers", f"{ov.servers:,}", help="every server of the published batches, forecast or skipped")
-    cols[3].metric("Series", f"{ov.series:,}", help=f"server × resource with a forecast; {ov.skipped:,} skipped as too short")
+    cols[3].metric("Series", f"{ov.series:,}", help=f"server × resource with a forecast; {ov.skipped:,} skipped (too short, or no recent data)")
     cols[4].metric("Batches", f"{ov.batches:,}")
     cols[5].metric(f"At risk ≤ {settings.risk_days} days", f"{ov.critical + ov.warning:,} series",
                    delta=f"{ov.critical:,} critical", delta_color="red" if ov.critical else "off",

@@ -72,7 +72,7 @@ def champion_mape(champions: pd.DataFrame, warn_mape: float, error_share: float)
     over = champions[mape > warn_mape].sort_values("champion_mape", ascending=False)
     share = len(over) / len(champions) if len(champions) else 0.0
     # judged per batch, as documented: a run covering many batches must not dilute a broken one
-    by_batch = (mape > warn_mape).groupby(champions["batch"] if "batch" in champions else 0).mean()
+    by_batch = (mape > warn_mape).groupby(champions["batch"]).mean()
     broken = by_batch[by_batch > error_share].sort_values(ascending=False)
     worst = "\n".join(f"- {r.server_id}/{r.resource}: {float(r.champion_mape):.2f}%" for r in over.head(SHOW).itertuples())
     problem = f"{len(over)} of {len(champions)} series ({share:.0%}) have a champion MAPE above {warn_mape:g}%"

@@ -8,7 +8,7 @@ import warnings
 
 import dagster as dg
 
-from capacity_assets.config import batch_count, batches_per_run
+from capacity_assets.config import CapacitySettings, batch_count
 from capacity_assets.inputs.batching import batch_keys
 
 batches = dg.StaticPartitionsDefinition(batch_keys(batch_count()))
@@ -18,7 +18,8 @@ STORED_BY_BATCH = {"partition_expr": "batch"}
 # batches, so Dagster's per-run cost (process, imports, run bookkeeping, IO manager connections)
 # is paid once per worker, not once per batch; CAPACITY_BATCHES_PER_RUN makes the runs smaller
 # (`capacity ui` sets it from the fleet size, so no run covers more servers than `capacity run`'s)
-BATCHES_PER_RUN = batches_per_run() or max(1, math.ceil(batch_count() / (os.cpu_count() or 1)))
+BATCHES_PER_RUN = (CapacitySettings.from_env().batches_per_run
+                   or max(1, math.ceil(batch_count() / (os.cpu_count() or 1))))
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=BATCHES_PER_RUN)
 # Dagster marks backfill policies (and a sensor's owners) beta; they are its documented way to batch
 # partitions, chosen knowingly here, so their notices are noise in every process that loads the code

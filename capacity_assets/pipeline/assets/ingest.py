@@ -112,12 +112,14 @@ def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource
 
     processed = each_batch(context, "processed_data", {"daily": daily}, clean, PROCESSED_DATA)
     short = cleaning.short_series(processed, min_history_days(cfg.forecast_config))
+    # judged against the run's newest day, not the published batches': re-running an older export
+    # must not find the whole fleet silent
     stale = cleaning.stale_series(processed, daily["ds"].max() if len(daily) else None)
     stale = stale.merge(short[["server_id", "resource"]], how="left", indicator=True)
     stale = stale[stale.pop("_merge") == "left_only"]
     skipped = mark(pd.concat([short, stale], ignore_index=True).sort_values(["batch", "server_id", "resource"],
                                                                           ignore_index=True), failures(processed))
-    _warn(context, stats, sources, skipped)
+    _warn(context, stats, sources, short, stale)
     context.log.info(f"{len(keys)} batch(es): {len(servers)} servers, {stats.rows_in:,} rows read in {read_s:.1f}s -> "
                      f"{len(processed):,} daily values ({sum(f['days_filled'] for f in fills.values()):,} filled) "
                      f"in {time.monotonic() - started:.1f}s")
@@ -150,7 +152,7 @@ def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource
     yield checks.batch_not_empty(processed, keys)
 
 
-def _warn(context, stats, sources, skipped) -> None:
+def _warn(context, stats, sources, short: pd.DataFrame, stale: pd.DataFrame) -> None:
     """What a data owner should hear about: rows dropped or repaired, series too short."""
     for line in stats.examples:
         context.log.warning(line)
@@ -171,10 +173,8 @@ def _warn(context, stats, sources, skipped) -> None:
     no_id = sum(f.no_server_id for f in sources)
     if no_id:
         context.log.warning(f"{no_id} rows of the input have no server_id and belong to no batch: ignored")
-    for what, rows in (("too short to forecast", ~skipped["reason"].str.startswith("no measured day since")),
-                       (f"without a measured day in the data's last {cleaning.STALE_DAYS} days, not forecast",
-                        skipped["reason"].str.startswith("no measured day since"))):
-        some = skipped[rows.fillna(False).to_numpy(bool)]
+    for what, some in (("too short to forecast", short),
+                       (f"without a measured day in the data's last {cleaning.STALE_DAYS} days, not forecast", stale)):
         if len(some):
             context.log.warning(f"{len(some)} series {what}, e.g. {some['batch'].iloc[0]} "
                                 f"{some['server_id'].iloc[0]}/{some['resource'].iloc[0]}: {some['reason'].iloc[0]}")
