@@ -132,8 +132,7 @@ def overview(db: str, ver, has_skipped: bool, has_ledger: bool = False, has_hist
         "f": ("with s as (select min(ds) s from forecasts group by server_id, resource) "
               "select (select max(generated_at) from forecasts) g, mode(s) s, "
               "(select max(ds) from forecasts) e from s", []),
-        "c": ("select count(distinct server_id) servers, count(*) series, count(distinct batch) batches "
-              "from champions", []),
+        "c": ("select count(*) series, count(distinct batch) batches from champions", []),
         # every server of the fleet: forecast, or only skipped (too short, no recent data)
         "n": ("select count(distinct server_id) n from (select server_id from champions"
               + (" union all select server_id from skipped_series" if has_skipped else "") + ")", []),

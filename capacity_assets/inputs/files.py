@@ -36,6 +36,7 @@ TS_SQL = (f"coalesce(try_cast(trim(ts_raw) as timestamptz), "
           f"try_strptime(trim(ts_raw), {EXTRA_TIME_FORMATS!r})::timestamptz)")
 U_SQL = "try_cast(trim(u_raw) as double)"
 RESOURCE_SQL = "lower(trim(resource_raw))"
+KNOWN_SQL = repr(tuple(RESOURCES))  # the resources a sample may have, as an SQL list
 
 
 class InputError(ValueError):
@@ -218,13 +219,12 @@ def _raw_sql(files: list[SourceFile]) -> str:
 def check_usable(conn, f: SourceFile) -> None:
     """Refuse a file none of whose rows can become a sample (dates in another format, values with a
     unit, no known resource): read on, it would give every batch of its servers nothing to publish."""
-    known = repr(tuple(RESOURCES))
     if conn.execute(f"select 1 from ({_file_sql(f)}) where {TS_SQL} is not null and isfinite({U_SQL}) "
-                    f"and {RESOURCE_SQL} in {known} limit 1", [f.path]).fetchone():
+                    f"and {RESOURCE_SQL} in {KNOWN_SQL} limit 1", [f.path]).fetchone():
         return  # a good file stops at its first usable row
     ts_ok, u_ok, r_ok, ts, u, r = conn.execute(
         f"select count(*) filter (where {TS_SQL} is not null), count(*) filter (where isfinite({U_SQL})), "
-        f"count(*) filter (where {RESOURCE_SQL} in {known}), first(ts_raw), first(u_raw), first(resource_raw) "
+        f"count(*) filter (where {RESOURCE_SQL} in {KNOWN_SQL}), first(ts_raw), first(u_raw), first(resource_raw) "
         f"from ({_file_sql(f)}) where nullif(trim(server_id), '') is not null", [f.path]).fetchone()
     col = f.columns
     if not ts_ok:
@@ -256,7 +256,8 @@ def read_daily(conn, files: list[SourceFile], servers: list[str], daily_agg: str
     if servers:
         conn.executemany("insert into batch_servers values (?)", [[s] for s in servers])
     params = [f.path for f in files]
-    known = repr(tuple(RESOURCES))
+    known = KNOWN_SQL
+    usable = f"ts is not null and isfinite(u) and resource in {known}"  # a row that becomes a sample
     conn.execute(f"""
         create or replace temp table raw as
         select server_id, resource_raw, {RESOURCE_SQL} as resource, ts_raw, u_raw, file_no, scale,
@@ -289,14 +290,14 @@ def read_daily(conn, files: list[SourceFile], servers: list[str], daily_agg: str
         _example(conn, stats, files, what, cond)
     used = conn.execute(f"""
         select distinct file_no from raw
-        where ts is not null and isfinite(u) and resource in {known} and scale <> 1 order by 1""").fetchall()
+        where {usable} and scale <> 1 order by 1""").fetchall()
     stats.fraction_files = [files[i].path for (i,) in used]
     conn.execute(f"""
         create or replace temp table samples as
         select server_id, resource, ts::timestamp as ts, avg(u) as u, count(*) as n,
                count(distinct u) as n_values
         from raw
-        where ts is not null and isfinite(u) and resource in {known}
+        where {usable}
         group by all""")
     stats.duplicates, stats.duplicate_conflicts, stats.clipped, stats.max_samples_per_day = conn.execute("""
         select coalesce(sum(n - 1), 0), count(*) filter (where n_values > 1),
@@ -304,7 +305,6 @@ def read_daily(conn, files: list[SourceFile], servers: list[str], daily_agg: str
                coalesce((select max(k) from (select count(*) as k from samples
                                              group by server_id, resource, date_trunc('day', ts))), 0)
         from samples""").fetchone()
-    usable = f"ts is not null and isfinite(u) and resource in {known}"
     if stats.clipped:
         _example(conn, stats, files, "clipped to 0–100, first value outside it", f"{usable} and (u < 0 or u > 100)")
     if stats.duplicates:

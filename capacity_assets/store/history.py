@@ -74,8 +74,9 @@ KEPT = ("forecast_history", "risk_history")  # the append tables: vintages outli
 def rekey(db: str, batches: int) -> tuple[int, int]:
     """Move the kept vintages of servers that CAPACITY_BATCHES put in another batch to that batch, in
     one transaction, so the track record is neither lost with a batch key that no longer exists nor
-    counted twice under two keys. Where a series' vintage is already kept under its new key (this
-    run published it), the copy under the old key goes. Returns (rows moved, old copies removed)."""
+    counted twice under two keys. Where a series' vintage is already kept under its new key (published
+    by an earlier run under this batching), the copy under the old key goes. Returns (rows moved, old
+    copies removed)."""
     from capacity_assets.inputs.batching import batch_of
 
     if not os.path.exists(db):

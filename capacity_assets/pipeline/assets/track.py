@@ -139,10 +139,10 @@ def risk_call_outcomes(context: dg.AssetExecutionContext, settings: SettingsReso
         # the kept vintages before this run's: its own has nothing to score yet, and is published only
         # after this step, so reading it would make a re-run of the same data differ from the first run
         now = current_vintage(forecasts)
-        before = (lambda f: f[f["vintage"] < now].reset_index(drop=True)) if now is not None else (lambda f: f)
-        return risk_calls.risk_call_outcomes(before(record.risk_history(batch, now)),
-                                             before(record.series_vintages(batch, now)),
-                                             processed_data, cfg.risk_days, business_hierarchy)
+        risk, series = record.risk_history(batch, now), record.series_vintages(batch, now)
+        if now is not None:
+            risk, series = (f[f["vintage"] < now].reset_index(drop=True) for f in (risk, series))
+        return risk_calls.risk_call_outcomes(risk, series, processed_data, cfg.risk_days, business_hierarchy)
 
     out = each_batch(context, "risk_calls", {"processed_data": processed_data, "business_hierarchy": business_hierarchy,
                                              "forecasts": forecasts}, outcomes, RISK_CALL_OUTCOMES)
