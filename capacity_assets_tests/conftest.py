@@ -24,6 +24,16 @@ TINY_NEW_SERVER = "file-dev-00001"
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(autouse=True)
+def _settings_do_not_leak():
+    """A test that leaves a CAPACITY_* setting in os.environ changes every later test in its worker
+    (a leaked CAPACITY_BATCHES_PER_RUN once split a UI backfill into one run more): fail it."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("CAPACITY_")}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith("CAPACITY_")}
+    assert after == before, f"the test left its settings behind: {set(after.items()) ^ set(before.items())}"
+
+
 def capacity(*args, cwd, env=None, timeout=600, check=True):
     """Run the real `capacity` console script; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}

@@ -236,7 +236,8 @@ def test_capacity_ui_sizes_a_backfills_runs_by_the_fleet_as_capacity_run_does(ti
                         "CAPACITY_DB": str(tmp_path / "cap.duckdb"), "CAPACITY_BATCHES": "3",
                         "CAPACITY_SERVERS_PER_RUN": "2"}.items():  # 6 servers: one batch of about 2 a run
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("CAPACITY_BATCHES_PER_RUN", raising=False)
+    # set, not deleted, so monkeypatch undoes what _size_ui_runs writes to os.environ itself
+    monkeypatch.setenv("CAPACITY_BATCHES_PER_RUN", "")
     monkeypatch.chdir(tmp_path)
     _size_ui_runs(CapacitySettings.from_env())
     assert os.environ["CAPACITY_BATCHES_PER_RUN"] == "1"
