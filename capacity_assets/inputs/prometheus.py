@@ -88,6 +88,11 @@ def is_prometheus(url: str) -> bool:
     return isinstance(url, str) and url.strip().lower().startswith(PREFIX)
 
 
+def has_password(url: str) -> bool:
+    """Whether a CAPACITY_METRICS value carries credentials that must not be shown."""
+    return is_prometheus(url) and _redact(url) != url
+
+
 def _redact(text: str) -> str:
     return re.sub(r"//[^/@\s]*@", "//***@", str(text))
 

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from capacity_assets.config import CapacitySettings
+from capacity_assets.inputs.prometheus import has_password
 from capacity_assets.pipeline.io_manager import build_io_manager
 
 
@@ -55,7 +56,12 @@ class SettingsResource(dg.ConfigurableResource):
 
     @classmethod
     def wrap(cls, settings: CapacitySettings) -> "SettingsResource":
-        return cls(**dataclasses.asdict(settings))
+        values = dataclasses.asdict(settings)
+        # a Prometheus URL with a password in it is bound by name, so the UI's resource page shows
+        # "CAPACITY_METRICS" instead of the password; the run reads the value when it starts
+        if has_password(settings.metrics) and os.environ.get("CAPACITY_METRICS") == settings.metrics:
+            values["metrics"] = dg.EnvVar("CAPACITY_METRICS")
+        return cls(**values)
 
     def get(self) -> CapacitySettings:
         return CapacitySettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CapacitySettings)})

@@ -77,3 +77,34 @@ def test_only_the_pipeline_package_imports_dagster():
         if "import dagster" in text or "from dagster" in text:
             offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+def test_a_password_in_the_prometheus_url_is_not_shown_by_the_ui_and_a_run_still_gets_it(monkeypatch):
+    """The UI's resource page shows what the code server sends it (the repository snapshot): a password
+    written into CAPACITY_METRICS must not be in it, while the run's assets still read the whole URL."""
+    import dagster as dg
+
+    url = "prometheus+http://capacity:Right-Pa55word@127.0.0.1:9090"
+    code = ("from dagster._core.remote_representation.external_data import RepositorySnap; "
+            "from dagster._serdes import serialize_value; "
+            "from capacity_assets.pipeline.definitions import defs; "
+            "print(serialize_value(RepositorySnap.from_def(defs.get_repository_def())))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "CAPACITY_METRICS": url},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Right-Pa55word" not in proc.stdout and "CAPACITY_METRICS" in proc.stdout
+
+    from capacity_assets.pipeline.resources import SettingsResource
+
+    monkeypatch.setenv("CAPACITY_METRICS", url)
+    seen = {}
+
+    @dg.asset
+    def probe(settings: SettingsResource) -> None:
+        seen["metrics"] = settings.get().metrics
+
+    assert dg.materialize([probe], resources={"settings": SettingsResource.wrap(CapacitySettings(metrics=url))}).success
+    assert seen["metrics"] == url
+    # without a password the value is shown as it is
+    plain = SettingsResource.wrap(CapacitySettings(metrics="prometheus+http://127.0.0.1:9090"))
+    assert plain.metrics == "prometheus+http://127.0.0.1:9090"
