@@ -15,6 +15,7 @@ from capacity_assets.pipeline.assets.track import (forecast_accuracy, forecast_h
                                                    risk_resolved)
 from capacity_assets.pipeline.jobs import (daily_freshness, forecast_job, freshness_job, hierarchy_job, weekly_forecast,
                                            weekly_hierarchy)
+from capacity_assets.pipeline.loggers import console
 from capacity_assets.pipeline.notify import capacity_notify, digests_after_risk
 from capacity_assets.pipeline.resources import build_executor, build_resources
 
@@ -31,6 +32,7 @@ defs = dg.Definitions(
     schedules=[weekly_forecast, weekly_hierarchy, daily_freshness],
     resources=build_resources(settings),
     executor=build_executor(settings),
+    loggers={"console": console},
 )
 
 
