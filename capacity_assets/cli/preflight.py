@@ -5,6 +5,7 @@ import duckdb
 
 from capacity_assets.demo.ensure import ensure_demo_fleet
 from capacity_assets.inputs import files, prometheus
+from capacity_assets.inputs.hierarchy import read_hierarchy
 from capacity_assets.inputs.sources import prepare_metrics
 from capacity_assets.store.db import connect
 from capacity_assets.store.db import db_lock
@@ -20,7 +21,7 @@ def check_inputs(settings) -> tuple[str, list[files.SourceFile]]:
     conn = duckdb.connect()
     sources = files.inspect_metrics(conn, prepare_metrics(settings, log=lambda m: print(f"capacity: {m}")))
     if settings.hierarchy_path:
-        files.read_table(conn, settings.hierarchy_path, files.HIERARCHY_COLUMNS, "CAPACITY_HIERARCHY")
+        read_hierarchy(conn, settings.hierarchy_path)
     with db_lock(settings.db):  # a file that is not DuckDB is refused here, untouched
         connect(settings.db).close()
     notes = [f"{len(sources)} file{'s' if len(sources) != 1 else ''}", f"{sum(f.rows for f in sources):,} rows"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from capacity_assets.inputs import files
 from capacity_assets.schema import DATE_COLUMNS, FORECASTS, RISK_EXCEPTIONS, RISK_LIFECYCLE
 
 UNASSIGNED = "Unassigned"
@@ -48,3 +49,13 @@ def hierarchy_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                       f"first: {servers[0]!r} ({vals})")
     out = out.drop_duplicates("server_id", keep="first").reset_index(drop=True)
     return out, issues
+
+
+def read_hierarchy(conn, path: str) -> tuple[pd.DataFrame, list[str]]:
+    """The hierarchy file(s) at ``path``, normalised. A file in which no row names a server (a
+    truncated export) is refused: stored, it would take every server's owner away."""
+    table, problems = hierarchy_table(files.read_table(conn, path, files.HIERARCHY_COLUMNS, "CAPACITY_HIERARCHY"))
+    if table.empty:
+        raise files.InputError(f"CAPACITY_HIERARCHY {path}: no row has a server_id (only a header, or server_id empty "
+                               f"in every row); storing it would leave every server Unassigned, so nothing was run")
+    return table, problems

@@ -395,6 +395,26 @@ def test_a_file_without_one_usable_row_is_refused_and_the_last_results_stay(bad_
     pd.testing.assert_frame_equal(after["forecasts"], before["forecasts"])
 
 
+def test_a_hierarchy_without_one_server_row_is_refused_and_every_owner_stays(bad_run, tmp_path):
+    """A truncated hierarchy export (only its header, or no server_id filled in) used to be stored:
+    every server went Unassigned in business_hierarchy and the risk list, with exit 0."""
+    env = _copy_of(bad_run, tmp_path)
+    owners = "select * from business_hierarchy order by all"
+    before, owners_before = snapshot(env["CAPACITY_DB"]), sql(env["CAPACITY_DB"], owners)
+    for name, text in {"header_only.csv": "server_id,department,app_manager\n",
+                       "no_ids.csv": "server_id,department,app_manager\n ,Payments,ann\n,Search,bob\n"}.items():
+        hier = tmp_path / name
+        hier.write_text(text)
+        proc = run(tmp_path, {**env, "CAPACITY_HIERARCHY": str(hier)}, "--force", check=False)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert f"capacity: error: CAPACITY_HIERARCHY {hier}: no row has a server_id" in proc.stderr, proc.stderr
+        assert "[1/" not in proc.stdout  # no batch started
+        after = snapshot(env["CAPACITY_DB"])
+        assert {k: v for k, v in after.items() if k != "forecasts"} == {k: v for k, v in before.items() if k != "forecasts"}
+        pd.testing.assert_frame_equal(after["forecasts"], before["forecasts"])
+        pd.testing.assert_frame_equal(sql(env["CAPACITY_DB"], owners), owners_before)
+
+
 def test_a_batch_whose_servers_lost_every_usable_row_fails_and_keeps_its_results(bad_run, tmp_path):
     """The file still has good rows (other batches), but every row of one batch's servers is unusable:
     that batch fails with the reason and keeps what it had; the others are unchanged."""

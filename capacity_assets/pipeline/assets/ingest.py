@@ -9,7 +9,7 @@ import pandas as pd
 from capacity_assets.forecasting.engines.base import min_history_days
 from capacity_assets.inputs import cleaning, files, fingerprint
 from capacity_assets.inputs.batching import batch_of
-from capacity_assets.inputs.hierarchy import UNASSIGNED, hierarchy_table
+from capacity_assets.inputs.hierarchy import UNASSIGNED, hierarchy_table, read_hierarchy
 from capacity_assets.inputs.sources import prepare_metrics
 from capacity_assets.pipeline import checks
 from capacity_assets.pipeline.batches import each_batch, failures, mark
@@ -46,11 +46,11 @@ def business_hierarchy(context: dg.AssetExecutionContext, settings: SettingsReso
     metrics = prepare_metrics(cfg, log=context.log.info)
     path = cfg.hierarchy_path
     conn = duckdb.connect()
-    raw = (files.read_table(conn, path, files.HIERARCHY_COLUMNS, "CAPACITY_HIERARCHY") if path
-           else pd.DataFrame(columns=list(files.HIERARCHY_COLUMNS)))
-    if not path:
+    if path:
+        table, problems = read_hierarchy(conn, path)
+    else:
         context.log.warning("No CAPACITY_HIERARCHY given: every server will be reported as Unassigned")
-    table, problems = hierarchy_table(raw)
+        table, problems = hierarchy_table(pd.DataFrame(columns=list(files.HIERARCHY_COLUMNS)))
     missing, extra, note = _coverage(conn, metrics, table)
     if missing and path:
         problems.append(f"{len(missing)} server(s) in the metrics are missing from the hierarchy and will be "
