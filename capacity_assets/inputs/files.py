@@ -162,7 +162,8 @@ def _looks_like_data(names: list[str]) -> bool:
 
 
 def inspect_metrics(conn, pattern: str) -> list[SourceFile]:
-    files = [_with_scale(conn, inspect_file(conn, p)) for p in resolve(pattern)]
+    found = [inspect_file(conn, p) for p in resolve(pattern)]
+    files = _with_scales([(f, _value_facts(conn, f)) for f in found])
     if sum(f.rows for f in files) == 0:
         raise InputError(f"{', '.join(f.path for f in files)}: has a header row but no data rows")
     for f in files:
@@ -171,16 +172,22 @@ def inspect_metrics(conn, pattern: str) -> list[SourceFile]:
     return files
 
 
-def _with_scale(conn, f: SourceFile) -> SourceFile:
-    """Detect a file given as fractions 0–1 rather than percentages.
+@dataclass(frozen=True)
+class _Facts:
+    largest: float | None  # the largest finite value
+    non_network: int  # rows of cpu, memory or disk
+    rows: int
+    no_server_id: int
 
-    A file whose largest value is at most 1.0 while it holds non-network series is read as
-    fractions (real CPU/memory/disk never stays below 1 % for a whole export); idle network alone is
-    not enough evidence.
-    """
+    @property
+    def fraction_like(self) -> bool:
+        return self.largest is not None and 0 < self.largest <= 1.0
+
+
+def _value_facts(conn, f: SourceFile) -> _Facts:
     u, r, s = (quote_ident(f.columns[c]) for c in ("utilization_pct", "resource", "server_id"))
     try:
-        mx, non_network, rows, no_id = conn.execute(
+        row = conn.execute(
             f"select max(v) filter (where isfinite(v)), count(*) filter (where lower(trim(cast({r} as varchar))) "
             f"in ('cpu', 'memory', 'disk')), count(*), "
             f"count(*) filter (where nullif(trim(cast({s} as varchar)), '') is null) "
@@ -188,8 +195,22 @@ def _with_scale(conn, f: SourceFile) -> SourceFile:
             [f.path]).fetchone()
     except duckdb.Error as e:
         raise InputError(f"{f.path}: cannot be read as {f.kind.upper()} ({str(e).splitlines()[0]})") from None
-    scale = 100.0 if mx is not None and 0 < mx <= 1.0 and non_network > 0 else 1.0
-    return SourceFile(f.path, f.kind, f.columns, scale=scale, rows=int(rows), no_server_id=int(no_id))
+    return _Facts(row[0], int(row[1]), int(row[2]), int(row[3]))
+
+
+def _with_scales(inspected: list[tuple[SourceFile, _Facts]]) -> list[SourceFile]:
+    """Detect files given as fractions 0–1 rather than percentages.
+
+    A file whose largest value is at most 1.0 while it holds cpu, memory or disk is read as fractions
+    (real servers rarely stay below 1 % for a whole export). Idle network alone is not enough evidence,
+    unless every file of the input looks like fractions: then it is one export in fractions, and a
+    network-only file (a per-resource export) is scaled with the rest.
+    """
+    valued = [facts for _, facts in inspected if facts.largest is not None and facts.largest > 0]
+    all_fractions = bool(valued) and all(x.fraction_like for x in valued) and any(x.non_network for x in valued)
+    return [SourceFile(f.path, f.kind, f.columns, rows=facts.rows, no_server_id=facts.no_server_id,
+                       scale=100.0 if facts.fraction_like and (facts.non_network or all_fractions) else 1.0)
+            for f, facts in inspected]
 
 
 def distinct_servers(conn, files: list[SourceFile]) -> list[str]:

@@ -71,3 +71,23 @@ def test_short_series_are_listed_with_a_reason_not_dropped():
     skipped = cleaning.short_series(processed, min_days=304)
     assert list(skipped["server_id"]) == ["short"]
     assert skipped["days"].iloc[0] == 20 and "shorter than the 304 days" in skipped["reason"].iloc[0]
+
+
+def test_an_export_in_fractions_is_scaled_whole_and_idle_network_alone_is_not(tmp_path):
+    """A per-resource export in fractions 0–1 has network-only files, whose values prove nothing
+    alone: they were left at 1/100 of their value, so a saturated link could never be flagged."""
+    days = [f"2024-01-{d:02d}" for d in range(1, 6)]
+    folder = tmp_path / "fractions"
+    folder.mkdir()
+    for resource, level in {"cpu": 0.6, "memory": 0.7, "disk": 0.5, "network": 0.97}.items():
+        write_csv(folder / f"a_{resource}.csv", [("a", resource, d, level) for d in days])
+    daily, _ = daily_of(str(folder / "*.csv"), servers=("a",))
+    assert daily.groupby("resource")["y"].max().round(6).to_dict() == \
+        {"cpu": 60.0, "memory": 70.0, "disk": 50.0, "network": 97.0}
+    # the same network file next to an export in percent: a quiet link, kept as it is
+    percent = tmp_path / "percent"
+    percent.mkdir()
+    write_csv(percent / "a_cpu.csv", [("a", "cpu", d, 60) for d in days])
+    write_csv(percent / "a_network.csv", [("a", "network", d, 0.97) for d in days])
+    daily, _ = daily_of(str(percent / "*.csv"), servers=("a",))
+    assert daily.groupby("resource")["y"].max().round(6).to_dict() == {"cpu": 60.0, "network": 0.97}
