@@ -23,7 +23,10 @@ HIERARCHY_COLUMNS = ("server_id", "department", "app_manager")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 # besides ISO 8601 (with or without a UTC offset), which DuckDB parses natively
-EXTRA_TIME_FORMATS = ["%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d", "%Y%m%d", "%Y-%m-%d %H:%M:%S%z"]
+EXTRA_TIME_FORMATS = ["%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d", "%Y%m%d", "%Y-%m-%d %H:%M:%S%z",
+                      "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f %z"]  # 'date time +02:00', a log's habit
+# a UTC offset ends a time of day ('…14:00:00+02:00', '…14:00 Z'); a date's '-31' is no offset
+OFFSET_SQL = "regexp_matches(trim(ts_raw), '[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)? ?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$')"
 AGG_SQL = {"mean": "avg(u)", "max": "max(u)", "p95": "quantile_cont(u, 0.95)"}
 # first bytes of files people export by mistake, so the message says what the file actually is
 MAGIC = [(b"PK\x03\x04", "a ZIP archive or an Excel workbook (.xlsx): save the sheet as CSV"),
@@ -283,7 +286,7 @@ def read_daily(conn, files: list[SourceFile], servers: list[str], daily_agg: str
         create or replace temp table raw as
         select server_id, resource_raw, {RESOURCE_SQL} as resource, ts_raw, u_raw, file_no, scale,
                {TS_SQL} as ts,
-               regexp_matches(trim(ts_raw), '(Z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)$') as has_offset,
+               {OFFSET_SQL} as has_offset,
                u_raw is null or lower(trim(u_raw)) in ('', {MISSING_TOKENS[1:-1]}) as u_missing,
                {U_SQL} * scale as u
         from ({_raw_sql(files)})""", params)

@@ -91,3 +91,18 @@ def test_an_export_in_fractions_is_scaled_whole_and_idle_network_alone_is_not(tm
     write_csv(percent / "a_network.csv", [("a", "network", d, 0.97) for d in days])
     daily, _ = daily_of(str(percent / "*.csv"), servers=("a",))
     assert daily.groupby("resource")["y"].max().round(6).to_dict() == {"cpu": 60.0, "network": 0.97}
+
+
+def test_utc_offsets_are_counted_only_after_a_time_of_day_and_a_spaced_offset_is_read(tmp_path):
+    """A plain date's '-31' was counted as a UTC offset, so an export mixing dates and naive times
+    never got the mixed-time-zone warning; '14:00:00 +02:00' (a space before the offset) was dropped."""
+    rows = [("a", "cpu", "2024-01-31", 10),  # a date: naive
+            ("a", "cpu", "2024-02-01 23:00:00", 20),  # naive
+            ("a", "cpu", "2024-02-02 14:00:00 +02:00", 30),  # 12:00 UTC
+            ("a", "cpu", "2024-02-03 01:00:00.250 +0200", 40),  # 23:00 UTC on Feb 2
+            ("a", "cpu", "2024-02-04T10:00:00Z", 50)]
+    daily, stats = daily_of(write_csv(tmp_path / "m.csv", rows), servers=("a",))
+    assert stats.bad_timestamp == 0
+    assert (stats.utc_offset_rows, stats.naive_time_rows) == (3, 2)
+    assert daily.set_index(daily["ds"].dt.strftime("%m-%d"))["y"].to_dict() == \
+        {"01-31": 10.0, "02-01": 20.0, "02-02": 35.0, "02-04": 50.0}
