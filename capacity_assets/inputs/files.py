@@ -134,7 +134,7 @@ def inspect_file(conn, path: str, required=METRIC_COLUMNS) -> SourceFile:
     try:
         found = [d[0] for d in conn.execute(f"select * from {_relation_sql(kind)} limit 0", [path]).description]
     except duckdb.Error as e:
-        raise InputError(f"{path}: cannot be read as {kind.upper()} ({str(e).splitlines()[0]})") from None
+        raise _unreadable(path, kind, e) from None
     by_lower = {c.strip().lower(): c for c in found}
     missing = [c for c in required if c not in by_lower]
     if missing:
@@ -152,6 +152,22 @@ def inspect_file(conn, path: str, required=METRIC_COLUMNS) -> SourceFile:
         if name.strip().lower() not in required:
             columns.setdefault(name.strip(), name)
     return SourceFile(path=path, kind=kind, columns=columns)
+
+
+def _unreadable(path: str, kind: str, error: Exception) -> InputError:
+    """Why DuckDB could not read a file, said the way its owner can fix it: a CSV saved by a
+    spreadsheet in a Windows code page fails as 'CSV Error on Line: N', which names no cause."""
+    why = str(error).splitlines()[0]
+    if kind == "csv" and not path.endswith(".gz"):
+        with open(path, "rb") as fh:
+            data = fh.read()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            line = data.count(b"\n", 0, bad.start) + 1
+            return InputError(f"{path}: is not UTF-8 text (byte 0x{data[bad.start]:02x} on line {line}, e.g. a name "
+                              f"with an accent saved in a Windows code page): save it as 'CSV UTF-8'")
+    return InputError(f"{path}: cannot be read as {kind.upper()} ({why})")
 
 
 def _looks_like_data(names: list[str]) -> bool:
@@ -197,7 +213,7 @@ def _value_facts(conn, f: SourceFile) -> _Facts:
             f"from (select *, try_cast(trim(cast({u} as varchar)) as double) as v from {_relation_sql(f.kind)})",
             [f.path]).fetchone()
     except duckdb.Error as e:
-        raise InputError(f"{f.path}: cannot be read as {f.kind.upper()} ({str(e).splitlines()[0]})") from None
+        raise _unreadable(f.path, f.kind, e) from None
     return _Facts(row[0], int(row[1]), int(row[2]), int(row[3]))
 
 

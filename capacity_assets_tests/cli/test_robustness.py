@@ -150,6 +150,9 @@ CASES = {
                           "no value of column 'timestamp' is a time stamp (e.g. '1735689600000000000')"),
     "unknown_resources": (lambda p: p.write_text(HEADER + "\na,gpu,2025-01-01,5\nb,iops,2025-01-02,6\n"), "m.csv",
                           "no value of column 'resource' is one of cpu, memory, disk, network"),
+    # a spreadsheet's Windows code page: DuckDB only says 'CSV Error on Line: 2'
+    "not_utf8": (lambda p: p.write_bytes((HEADER + "\ncaf\xe9-01,cpu,2025-01-01,5\n").encode("cp1252")), "m.csv",
+                 "is not UTF-8 text (byte 0xe9 on line 2"),
 }
 
 
