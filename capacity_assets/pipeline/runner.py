@@ -49,6 +49,19 @@ class RunOutcome:
         return [b for b in self.batches if not b.success]
 
 
+def _interrupted(result) -> bool:
+    """Whether a run failed because it was interrupted (Ctrl-C, SIGTERM): Dagster turns the signal
+    into a step failure, so without this the command would go on to the next range and exit 1."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data.error:
+            err = event.step_failure_data.error
+            while err is not None:
+                if err.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+                    return True
+                err = err.cause
+    return False
+
+
 def _failure_text(result) -> str:
     lines = []
     for event in result.all_events:
@@ -104,6 +117,8 @@ def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False)
     except Exception as e:  # noqa: BLE001 - one run's crash is reported, never the whole command's
         error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
         return [BatchResult(n, False, "", time.monotonic() - started, error) for n in names]
+    if not result.success and _interrupted(result):
+        raise KeyboardInterrupt  # the command stops here, and a worker's caller sees it too
     seconds = time.monotonic() - started
     if result.success or not keys:
         return [BatchResult(n, result.success, result.run_id, seconds, "" if result.success else _failure_text(result))

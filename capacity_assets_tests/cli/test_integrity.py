@@ -301,3 +301,25 @@ def test_a_run_with_nothing_to_do_still_checks_freshness_for_the_ui(published, t
                    for e in instance.all_logs(runs[0].run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
     assert not check.passed and "batch_01" in check.description and "batch_02" in check.description
     assert "batch_00" not in check.description
+
+
+@pytest.mark.parametrize("how", ["ctrl_c", "sigterm"])
+def test_an_interrupted_run_exits_130_and_keeps_the_previous_results(published, tmp_path, how):
+    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM to the command (systemd, a cron
+    timeout) while a batch runs in the command's own process: Dagster turned the signal into a failed
+    step, so the command went on and exited 1 as if a batch had failed."""
+    w = copy_of(published, tmp_path)
+    target = "batch_01"
+    before = snapshot(w["db"], target)
+    run = start(["run", "--batch", target, "--workers", "1", "--force"], w["work"], w["env"])
+    wait_until_staged(w["db"], target, run)
+    if how == "ctrl_c":
+        os.killpg(run.pid, signal.SIGINT)
+    else:
+        os.kill(run.pid, signal.SIGTERM)
+    out = run.communicate(timeout=120)[0]
+    assert run.returncode == 130, out[-3000:]
+    assert "capacity: error: interrupted: batches that finished are published whole" in out
+    after = snapshot(w["db"], target)
+    for t in TABLES:
+        pd.testing.assert_frame_equal(after[t], before[t], obj=t)
