@@ -194,3 +194,18 @@ def test_hierarchy_columns_named_like_pipeline_columns_get_one_prefixed_name_in_
     assert list(table.columns) == ["server_id", "department", "app_manager", "hierarchy_model", "hierarchy_Resource",
                                    "hierarchy_status", "hierarchy_First_Flagged", "rack"]
     assert sum("is named like a pipeline column" in i for i in issues) == 4
+
+
+def test_reports_are_readable_by_whoever_the_umask_lets_read_a_new_file(tmp_path):
+    """The department lists are handed on (a share, a web server); written through mkstemp they were
+    owner-only (0600) whatever the umask."""
+    import os
+    import stat
+
+    fc, act = scenario()
+    old = os.umask(0o022)
+    try:
+        paths = write_department_reports(risk_exceptions(fc, HIER, act), tmp_path)
+    finally:
+        os.umask(old)
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in paths} == {oct(0o644)}
