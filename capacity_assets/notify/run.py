@@ -116,7 +116,13 @@ def notify(db: str, smtp: SmtpSettings, dashboard_url: str = "", dry_run: bool =
                         digest.rollup_messages(digest.rollup_rows(risk, sent, now), sender, dashboard_url, now)]
         summary["messages"] = len(planned)
         if not planned:
-            log.info(f"notify: nothing new or worsened in {RISK_TABLE} ({len(risk)} exceptions): no mail")
+            unaddressed = sum(e["exceptions"] for e in summary["without_address"])
+            if unaddressed:  # 'nothing new' would hide exceptions that reached nobody
+                log.warning(f"notify: no mail: {unaddressed} exception(s) of {len(summary['without_address'])} "
+                            f"owner(s) without a usable address (named above) reached nobody; nothing new or "
+                            f"worsened for the owners with one")
+            else:
+                log.info(f"notify: nothing new or worsened in {RISK_TABLE} ({len(risk)} exceptions): no mail")
             return summary
 
         if dry_run:
