@@ -137,3 +137,9 @@ def test_ui_shows_partitions_and_a_backfill_of_every_batch_keeps_one_set_of_rows
     assert set(runs_after) == batches and all(runs_after[b] != runs_before[b] for b in batches), \
         (runs_before, runs_after)
     assert ledger_run_ids(ui["db"]) == runs_after
+    # the freshness check the backfill ran with batch_ledger sees the batches it just published
+    executions = graphql(ui["port"], '{ assetCheckExecutions(assetKey: {path: ["batch_ledger"]}, checkName: '
+                         '"every_batch_fresh", limit: 20) { runId status evaluation { description } } }'
+                         )["assetCheckExecutions"]
+    ours = [e for e in executions if e["runId"] in {r["runId"] for r in runs}]
+    assert ours and all(e["status"] == "SUCCEEDED" for e in ours), executions

@@ -8,7 +8,7 @@ from capacity_assets.inputs.fingerprint import result_settings
 from capacity_assets.pipeline.batches import each_batch, failures
 from capacity_assets.pipeline.partitions import PER_BATCH
 from capacity_assets.pipeline.resources import SettingsResource
-from capacity_assets.schema import BATCH_LEDGER, empty
+from capacity_assets.schema import BATCH_LEDGER
 from capacity_assets.store import ledger
 
 
@@ -73,10 +73,12 @@ def batch_ledger(context: dg.AssetExecutionContext, settings: SettingsResource, 
                 description=f"Every batch was published within {ledger.STALE_AFTER_DAYS} days; fails naming the "
                             "batches that are stale or were never published, so one fresh batch never makes "
                             "the whole golden record look fresh.")
-def every_batch_fresh(settings: SettingsResource, batch_ledger: pd.DataFrame) -> dg.AssetCheckResult:
-    keys = batch_keys(settings.get().batches)
-    if batch_ledger.empty:  # nothing published yet: the IO manager has no table to hand over
-        batch_ledger = empty(BATCH_LEDGER)
+def every_batch_fresh(settings: SettingsResource) -> dg.AssetCheckResult:
+    # the published ledger, every batch of it: handed over as an input, a UI backfill's run gave the
+    # check only its own range's rows, not yet published, and every batch looked "never published"
+    cfg = settings.get()
+    keys = batch_keys(cfg.batches)
+    batch_ledger = ledger.read(cfg.db)
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     stale = ledger.stale(batch_ledger, keys, now)
     oldest = pd.to_datetime(batch_ledger["published_at"]).min() if len(batch_ledger) else None
