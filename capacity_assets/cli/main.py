@@ -154,6 +154,8 @@ def cmd_demo(args) -> int:
 
     from capacity_assets.demo.ensure import yesterday
 
+    if args.no_run and args.weeks:
+        return _fail("--weeks replays runs and --no-run runs nothing: give one of them")
     end = pd.Timestamp(args.end) if args.end else yesterday()
     info = write_fleet(out, servers=args.servers, months=args.months, seed=args.seed, end=end)
     print(f"capacity demo: wrote {info['rows']:,} rows for {args.servers} servers x 4 resources x "
@@ -246,7 +248,8 @@ def cmd_report(args) -> int:
     plan = read_table(settings.db, "capacity_plan")
     if plan is not None:
         paths += write_department_reports(sort_plan(plan), args.out, prefix=PLAN_PREFIX)
-    print(f"capacity report: {len(risk)} series at risk in {risk['department'].nunique()} departments"
+    deps = risk["department"].nunique()
+    print(f"capacity report: {len(risk)} series at risk in {deps} department{'' if deps == 1 else 's'}"
           + (f"; capacity plan: {int((plan['action'] == 'add').sum())} to add, "
              f"{int((plan['action'] == 'reclaim').sum())} to reclaim" if plan is not None else "")
           + f"; wrote {len(paths)} files to {args.out}")
@@ -311,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="re-run every batch, even those unchanged since they were last published")
 
     p = sub.add_parser("demo", help="write the built-in demo fleet (Parquet + hierarchy) and run the whole pipeline on it")
-    p.add_argument("--servers", type=_positive, default=200)
-    p.add_argument("--months", type=_positive, default=36)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--servers", type=_positive, default=200, help="servers in the demo fleet (default 200)")
+    p.add_argument("--months", type=_positive, default=36, help="months of daily history (default 36)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same seed and end, same fleet (default 0)")
     p.add_argument("--end", type=_day, help="last day of history, YYYY-MM-DD (default: yesterday); same seed and end, same fleet")
     p.add_argument("--out", default=os.environ.get("CAPACITY_DEMO_DIR", "data/demo"), help="folder for the demo files")
     p.add_argument("--no-run", action="store_true", help="only write the files")
@@ -331,11 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the same instance `capacity run` records to")
     _add_config_flags(p)
-    p.add_argument("--port", type=int, default=3000)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000, help="port of the UI (default 3000)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.set_defaults(func=cmd_ui)
 
-    p = sub.add_parser("report", help="write the risk exception lists: one CSV per department plus risk_all.csv")
+    p = sub.add_parser("report", help="write the risk exception lists and the capacity plan: one CSV per department "
+                                      "plus risk_all.csv and plan_all.csv")
     p.add_argument("--out", required=True, help="folder to write the CSV files to")
     _add_config_flags(p, metrics=False)
     p.set_defaults(func=cmd_report)
@@ -348,9 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="with --dry-run: the folder for the .eml files")
     p.set_defaults(func=cmd_notify)
 
-    p = sub.add_parser("dashboard", help="start the executive dashboard (Streamlit) on a port it prints")
-    p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--host", default="127.0.0.1")
+    p = sub.add_parser("dashboard", help="start the executive dashboard (Streamlit), read-only on CAPACITY_DB")
+    p.add_argument("--port", type=int, default=8501, help="port of the dashboard (default 8501)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     _add_config_flags(p, metrics=False)
     p.set_defaults(func=cmd_dashboard)
     return parser

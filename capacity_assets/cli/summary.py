@@ -44,7 +44,9 @@ def run_summary(settings, outcome) -> Summary:
             oldest = book.sort_values("published_at").iloc[0]
             lines.append(f"  oldest batch: {oldest['batch']}, published {pd.Timestamp(oldest['published_at']):%Y-%m-%d %H:%M} UTC")
         if stale:
-            lines.append(f"  NOT FRESH: {len(stale)} batch(es): " + "; ".join(f"{b} {why}" for b, why in list(stale.items())[:5]))
+            lines.append(f"  NOT FRESH: {len(stale)} batch(es): " + "; ".join(f"{b} {why}" for b, why in list(stale.items())[:5])
+                         + " (unchanged input is not re-run: `capacity run --force` re-publishes it; or check that "
+                           "the export is still being updated)")
     if "processed_data" in have:
         n = query(db, "select count(distinct (server_id, resource)) as n, count(distinct server_id) as s from processed_data").iloc[0]
         lines.append(f"  series processed: {int(n['n'])} on {int(n['s'])} servers")
@@ -66,7 +68,7 @@ def run_summary(settings, outcome) -> Summary:
         r = query(db, "select severity, count(*) as n from risk_exceptions group by 1 order by 1")
         total = int(r["n"].sum())
         sev = ", ".join(f"{x.severity} {int(x.n)}" for x in r.itertuples()) or "none"
-        lines.append(f"  at risk within {settings.risk_days} days (upper bound >= {_thresholds(db, settings.threshold)}): "
+        lines.append(f"  at risk within {settings.risk_days} days (upper bound >= {_thresholds(db, settings)}): "
                      f"{total} series ({sev})")
         d = query(db, """select department, count(*) filter (where severity = 'critical') as critical,
                                 count(*) filter (where severity = 'warning') as warning
@@ -77,10 +79,12 @@ def run_summary(settings, outcome) -> Summary:
     return Summary("\n".join(lines), series)
 
 
-def _thresholds(db: str, default: float) -> str:
-    """The thresholds the at-risk series were judged against: per-resource or per-server levels
-    (CAPACITY_THRESHOLD_<RESOURCE>, the hierarchy) make them differ from CAPACITY_THRESHOLD."""
-    t = query(db, "select threshold, count(*) as n from risk_exceptions group by 1 order by 2 desc, 1")
-    if len(t) <= 1:
-        return f"{float(t['threshold'].iloc[0]) if len(t) else default:g}%"
-    return "its threshold: " + ", ".join(f"{float(x.threshold):g}% for {int(x.n)}" for x in t.itertuples())
+def _thresholds(db: str, settings) -> str:
+    """The thresholds the series were judged against: CAPACITY_THRESHOLD, the per-resource levels
+    that differ from it, and how many at-risk series had a level of their own from the hierarchy."""
+    overrides = {r: v for r, v in settings.threshold_per_resource.items() if v is not None and v != settings.threshold}
+    text = f"{settings.threshold:g}%" + "".join(f", {r} {v:g}%" for r, v in overrides.items())
+    t = query(db, "select resource, threshold from risk_exceptions")
+    expected = t["resource"].map(lambda r: overrides.get(r, settings.threshold))
+    own = int((t["threshold"].astype(float) - expected.astype(float)).abs().gt(1e-9).sum())
+    return text + (f"; {own} at-risk series at their server's own level" if own else "")

@@ -21,7 +21,8 @@ def complete_calendar(daily: pd.DataFrame, backtest_months: int | None = None) -
     """Every day from each series' first to last observed day; returns (frame, stats). With
     ``backtest_months``, days up to each series' backtest cut are filled from training days only."""
     if daily.empty:
-        return daily.assign(filled=pd.Series(dtype=bool)), {"days_filled": 0, "long_gaps": 0, "series": 0}
+        return daily.assign(filled=pd.Series(dtype=bool)), {"days_filled": 0, "long_gaps": 0, "series": 0,
+                                                            "long_gap_example": ""}
     daily = daily.sort_values(["server_id", "resource", "ds"])
     keys = daily.groupby(["server_id", "resource"], sort=False)["ds"].agg(["min", "max"])
     lengths = ((keys["max"] - keys["min"]).dt.days + 1).to_numpy()
@@ -50,10 +51,16 @@ def complete_calendar(daily: pd.DataFrame, backtest_months: int | None = None) -
         interpolated = interpolated.where(~train, from_training)
     full["y"] = interpolated
     full["filled"] = missing
+    long_gaps = np.flatnonzero((run_len > SHORT_GAP_DAYS) & run_start)
+    first = long_gaps[0] if len(long_gaps) else None
     stats = {
         "series": int(len(keys)),
         "days_filled": int(missing.sum()),
-        "long_gaps": int(((run_len > SHORT_GAP_DAYS) & run_start).sum()),
+        "long_gaps": int(len(long_gaps)),
+        # the first one, so the data owner can look it up in the export
+        "long_gap_example": "" if first is None else (
+            f"{full['server_id'].iat[first]}/{full['resource'].iat[first]}: {int(run_len[first])} days "
+            f"from {pd.Timestamp(full['ds'].iat[first]):%Y-%m-%d}"),
     }
     return full, stats
 

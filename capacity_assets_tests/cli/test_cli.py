@@ -241,6 +241,7 @@ def test_more_batches_keep_the_track_record_once_under_each_servers_new_batch(ti
     (["demo", "--no-run", "--servers", "0"], {}, "argument --servers: expected a whole number of at least 1, not '0'"),
     (["demo", "--no-run", "--weeks", "-1"], {}, "argument --weeks: expected a whole number of at least 0, not '-1'"),
     (["demo", "--no-run", "--end", "2026-13-45"], {}, "argument --end: expected a day as YYYY-MM-DD, not '2026-13-45'"),
+    (["demo", "--no-run", "--weeks", "2"], {}, "capacity: error: --weeks replays runs and --no-run runs nothing"),
     (["notify", "--dry-run", "--out", "mail"], {"CAPACITY_DB": "nowhere.duckdb"},
      "capacity: error: nowhere.duckdb does not exist: run `capacity run` (or `capacity demo`) first"),
     (["notify"], {"CAPACITY_SMTP_HOST": "127.0.0.1", "CAPACITY_SMTP_TIMEOUT": "0"},

@@ -41,7 +41,7 @@ def test_gaps_are_filled_on_a_complete_calendar_and_flagged(tmp_path):
     a = full[full["server_id"] == "a"]
     assert list(a["y"]) == [10, 20, 30, 40, 50]
     assert list(a["filled"]) == [False, True, True, True, False]
-    assert stats == {"series": 2, "days_filled": 3, "long_gaps": 0}
+    assert stats == {"series": 2, "days_filled": 3, "long_gaps": 0, "long_gap_example": ""}
 
 
 def test_duplicates_offsets_and_out_of_range_values_are_handled_and_counted(tmp_path):
@@ -106,3 +106,12 @@ def test_utc_offsets_are_counted_only_after_a_time_of_day_and_a_spaced_offset_is
     assert (stats.utc_offset_rows, stats.naive_time_rows) == (3, 2)
     assert daily.set_index(daily["ds"].dt.strftime("%m-%d"))["y"].to_dict() == \
         {"01-31": 10.0, "02-01": 20.0, "02-02": 35.0, "02-04": 50.0}
+
+
+def test_a_long_gap_is_counted_with_its_first_example():
+    """A gap over a week is an outage or a missing export: the run names the first one."""
+    days = pd.date_range("2024-01-01", periods=40, freq="D")
+    keep = (days < "2024-01-05") | (days > "2024-01-20")  # 16 days missing from Jan 5
+    daily = pd.DataFrame({"server_id": "a", "resource": "disk", "ds": days[keep], "y": 50.0})
+    _, stats = cleaning.complete_calendar(daily)
+    assert stats["long_gaps"] == 1 and stats["long_gap_example"] == "a/disk: 16 days from 2024-01-05"

@@ -120,6 +120,11 @@ def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource
     skipped = mark(pd.concat([short, stale], ignore_index=True).sort_values(["batch", "server_id", "resource"],
                                                                           ignore_index=True), failures(processed))
     _warn(context, stats, sources, short, stale)
+    gaps = [f for f in fills.values() if f["long_gaps"]]
+    if gaps:
+        context.log.warning(f"{sum(f['long_gaps'] for f in gaps)} gap(s) longer than {cleaning.SHORT_GAP_DAYS} days "
+                            f"interpolated (an outage or a missing export: the models see a straight line there), "
+                            f"e.g. {gaps[0]['long_gap_example']}")
     context.log.info(f"{len(keys)} batch(es): {len(servers)} servers, {stats.rows_in:,} rows read in {read_s:.1f}s -> "
                      f"{len(processed):,} daily values ({sum(f['days_filled'] for f in fills.values()):,} filled) "
                      f"in {time.monotonic() - started:.1f}s")
