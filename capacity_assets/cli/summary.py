@@ -44,9 +44,10 @@ def run_summary(settings, outcome) -> Summary:
             oldest = book.sort_values("published_at").iloc[0]
             lines.append(f"  oldest batch: {oldest['batch']}, published {pd.Timestamp(oldest['published_at']):%Y-%m-%d %H:%M} UTC")
         if stale:
+            old = any("never" not in why for why in stale.values())  # published once, not since
             lines.append(f"  NOT FRESH: {len(stale)} batch(es): " + "; ".join(f"{b} {why}" for b, why in list(stale.items())[:5])
-                         + " (unchanged input is not re-run: `capacity run --force` re-publishes it; or check that "
-                           "the export is still being updated)")
+                         + (" (unchanged input is not re-run: `capacity run --force` re-publishes it; or check that "
+                            "the export is still being updated)" if old else ""))
     if "processed_data" in have:
         n = query(db, "select count(distinct (server_id, resource)) as n, count(distinct server_id) as s from processed_data").iloc[0]
         lines.append(f"  series processed: {int(n['n'])} on {int(n['s'])} servers")

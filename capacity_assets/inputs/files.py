@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import glob as globlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +25,11 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 # besides ISO 8601 (with or without a UTC offset), which DuckDB parses natively
 EXTRA_TIME_FORMATS = ["%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d", "%Y%m%d", "%Y-%m-%d %H:%M:%S%z",
-                      "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f %z"]  # 'date time +02:00', a log's habit
+                      # 'date time +02:00', a log's habit
+                      "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%d %H:%M %z",
+                      "%Y-%m-%dT%H:%M:%S %z", "%Y-%m-%dT%H:%M:%S.%f %z"]
 # a UTC offset ends a time of day ('…14:00:00+02:00', '…14:00 Z'); a date's '-31' is no offset
-OFFSET_SQL = "regexp_matches(trim(ts_raw), '[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)? ?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$')"
+OFFSET_SQL = "regexp_matches(trim(ts_raw), '[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)? ?([Zz]|UTC|[+-][0-9]{2}(:?[0-9]{2})?)$')"
 AGG_SQL = {"mean": "avg(u)", "max": "max(u)", "p95": "quantile_cont(u, 0.95)"}
 # first bytes of files people export by mistake, so the message says what the file actually is
 MAGIC = [(b"PK\x03\x04", "a ZIP archive or an Excel workbook (.xlsx): save the sheet as CSV"),
@@ -156,18 +159,13 @@ def inspect_file(conn, path: str, required=METRIC_COLUMNS) -> SourceFile:
 
 def _unreadable(path: str, kind: str, error: Exception) -> InputError:
     """Why DuckDB could not read a file, said the way its owner can fix it: a CSV saved by a
-    spreadsheet in a Windows code page fails as 'CSV Error on Line: N', which names no cause."""
-    why = str(error).splitlines()[0]
-    if kind == "csv" and not path.endswith(".gz"):
-        with open(path, "rb") as fh:
-            data = fh.read()
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            line = data.count(b"\n", 0, bad.start) + 1
-            return InputError(f"{path}: is not UTF-8 text (byte 0x{data[bad.start]:02x} on line {line}, e.g. a name "
-                              f"with an accent saved in a Windows code page): save it as 'CSV UTF-8'")
-    return InputError(f"{path}: cannot be read as {kind.upper()} ({why})")
+    spreadsheet in a Windows code page is otherwise 'CSV Error on Line: N', which names no cause."""
+    text = str(error)
+    if "not utf-8 encoded" in text.lower() or "invalid unicode" in text.lower():
+        line = re.search(r"Line: (\d+)", text)
+        return InputError(f"{path}: is not UTF-8 text (line {line.group(1) if line else '?'}: e.g. a name with an "
+                          f"accent saved in a Windows code page): save it as 'CSV UTF-8'")
+    return InputError(f"{path}: cannot be read as {kind.upper()} ({text.splitlines()[0]})")
 
 
 def _looks_like_data(names: list[str]) -> bool:
@@ -377,5 +375,8 @@ def read_table(conn, path: str, required, what: str) -> pd.DataFrame:
     for p in paths:
         f = inspect_file(conn, p, required)
         cols = ", ".join(f"cast({quote_ident(v)} as varchar) as {quote_ident(k)}" for k, v in f.columns.items())
-        frames.append(conn.execute(f"select {cols} from {_relation_sql(f.kind)}", [p]).fetchdf())
+        try:  # the sniffer reads the start of a file only: a bad byte further down fails here
+            frames.append(conn.execute(f"select {cols} from {_relation_sql(f.kind)}", [p]).fetchdf())
+        except duckdb.Error as e:
+            raise _unreadable(p, f.kind, e) from None
     return pd.concat(frames, ignore_index=True)

@@ -116,11 +116,13 @@ def notify(db: str, smtp: SmtpSettings, dashboard_url: str = "", dry_run: bool =
                         digest.rollup_messages(digest.rollup_rows(risk, sent, now), sender, dashboard_url, now)]
         summary["messages"] = len(planned)
         if not planned:
-            unaddressed = sum(e["exceptions"] for e in summary["without_address"])
-            if unaddressed:  # 'nothing new' would hide exceptions that reached nobody
-                log.warning(f"notify: no mail: {unaddressed} exception(s) of {len(summary['without_address'])} "
-                            f"owner(s) without a usable address (named above) reached nobody; nothing new or "
-                            f"worsened for the owners with one")
+            managers = [e for e in summary["without_address"] if e["kind"] == "digest"]
+            heads = [e for e in summary["without_address"] if e["kind"] == "rollup"]
+            if managers or heads:  # 'nothing new' would hide exceptions that reached nobody
+                log.warning(f"notify: no mail: {sum(e['exceptions'] for e in managers)} exception(s) of "
+                            f"{len(managers)} app manager(s) without a usable address (named above) reached nobody"
+                            + (f", and {len(heads)} department(s) have no head to send the roll-up to" if heads else "")
+                            + "; nothing new or worsened for the owners with one")
             else:
                 log.info(f"notify: nothing new or worsened in {RISK_TABLE} ({len(risk)} exceptions): no mail")
             return summary

@@ -59,12 +59,14 @@ class SettingsResource(dg.ConfigurableResource):
         values = dataclasses.asdict(settings)
         # a Prometheus URL with a password in it is bound by name, so the UI's resource page shows
         # "CAPACITY_METRICS" instead of the password; the run reads the value when it starts
-        if has_password(settings.metrics) and os.environ.get("CAPACITY_METRICS") == settings.metrics:
+        if has_password(settings.metrics) and os.environ.get("CAPACITY_METRICS", "").strip() == settings.metrics:
             values["metrics"] = dg.EnvVar("CAPACITY_METRICS")
         return cls(**values)
 
     def get(self) -> CapacitySettings:
-        return CapacitySettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CapacitySettings)})
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(CapacitySettings)}
+        values["metrics"] = values["metrics"].strip()  # read by name, as the environment has it
+        return CapacitySettings(**values)
 
 
 def build_executor(settings: CapacitySettings) -> dg.ExecutorDefinition:

@@ -100,12 +100,15 @@ def test_utc_offsets_are_counted_only_after_a_time_of_day_and_a_spaced_offset_is
             ("a", "cpu", "2024-02-01 23:00:00", 20),  # naive
             ("a", "cpu", "2024-02-02 14:00:00 +02:00", 30),  # 12:00 UTC
             ("a", "cpu", "2024-02-03 01:00:00.250 +0200", 40),  # 23:00 UTC on Feb 2
-            ("a", "cpu", "2024-02-04T10:00:00Z", 50)]
+            ("a", "cpu", "2024-02-04T10:00:00Z", 50),
+            ("a", "cpu", "2024-02-05 01:00 +02:00", 60),  # no seconds: 23:00 UTC on Feb 4
+            ("a", "cpu", "2024-02-06T12:00:00 -01:00", 70),
+            ("a", "cpu", "2024-02-07 12:00:00 UTC", 80)]
     daily, stats = daily_of(write_csv(tmp_path / "m.csv", rows), servers=("a",))
     assert stats.bad_timestamp == 0
-    assert (stats.utc_offset_rows, stats.naive_time_rows) == (3, 2)
+    assert (stats.utc_offset_rows, stats.naive_time_rows) == (6, 2)
     assert daily.set_index(daily["ds"].dt.strftime("%m-%d"))["y"].to_dict() == \
-        {"01-31": 10.0, "02-01": 20.0, "02-02": 35.0, "02-04": 50.0}
+        {"01-31": 10.0, "02-01": 20.0, "02-02": 35.0, "02-04": 55.0, "02-06": 70.0, "02-07": 80.0}
 
 
 def test_a_long_gap_is_counted_with_its_first_example():
@@ -115,3 +118,13 @@ def test_a_long_gap_is_counted_with_its_first_example():
     daily = pd.DataFrame({"server_id": "a", "resource": "disk", "ds": days[keep], "y": 50.0})
     _, stats = cleaning.complete_calendar(daily)
     assert stats["long_gaps"] == 1 and stats["long_gap_example"] == "a/disk: 16 days from 2024-01-05"
+
+
+def test_a_hierarchy_not_in_utf8_past_the_sniffed_start_is_named_with_its_line(tmp_path):
+    """DuckDB sniffs a file's start only: an accented name saved in a Windows code page further down
+    escaped the check and ended the command with DuckDB's own traceback."""
+    rows = "".join(f"web-{i:05d},Ops,Ann\n" for i in range(60000))
+    path = tmp_path / "owners.csv"
+    path.write_bytes(b"server_id,department,app_manager\n" + rows.encode() + "web-x,Caf\xe9,Ren\xe9e\n".encode("cp1252"))
+    with pytest.raises(files.InputError, match=r"owners.csv: is not UTF-8 text \(line 60002: .*save it as 'CSV UTF-8'"):
+        files.read_table(duckdb.connect(), str(path), files.HIERARCHY_COLUMNS, "CAPACITY_HIERARCHY")

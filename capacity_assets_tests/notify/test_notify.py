@@ -78,7 +78,7 @@ def test_managers_without_an_address_are_reported_and_not_recorded(risk_db, mail
     assert again["sent"] == 0 and len(again["without_address"]) == 2
     # and the run does not end by calling them 'nothing new'
     assert "nothing new or worsened in risk_exceptions" not in caplog.text
-    assert "no mail: 2 exception(s) of 2 owner(s) without a usable address (named above) reached nobody" in caplog.text
+    assert "no mail: 2 exception(s) of 2 app manager(s) without a usable address (named above) reached nobody" in caplog.text
 
 
 def test_second_run_sends_nothing(risk_db, mail_server):

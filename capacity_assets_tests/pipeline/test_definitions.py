@@ -96,14 +96,16 @@ def test_a_password_in_the_prometheus_url_is_not_shown_by_the_ui_and_a_run_still
 
     from capacity_assets.pipeline.resources import SettingsResource
 
-    monkeypatch.setenv("CAPACITY_METRICS", url)
+    monkeypatch.setenv("CAPACITY_METRICS", url + " \n")  # a .env file's trailing blank: still hidden
+    settings = CapacitySettings.from_env()
+    assert isinstance(SettingsResource.wrap(settings).metrics, dg.EnvVar)
     seen = {}
 
     @dg.asset
     def probe(settings: SettingsResource) -> None:
         seen["metrics"] = settings.get().metrics
 
-    assert dg.materialize([probe], resources={"settings": SettingsResource.wrap(CapacitySettings(metrics=url))}).success
+    assert dg.materialize([probe], resources={"settings": SettingsResource.wrap(settings)}).success
     assert seen["metrics"] == url
     # without a password the value is shown as it is
     plain = SettingsResource.wrap(CapacitySettings(metrics="prometheus+http://127.0.0.1:9090"))

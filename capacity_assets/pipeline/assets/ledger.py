@@ -9,7 +9,8 @@ from capacity_assets.pipeline.batches import each_batch, failures
 from capacity_assets.pipeline.partitions import PER_BATCH
 from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.schema import BATCH_LEDGER
-from capacity_assets.store import ledger
+from capacity_assets.store import ledger, staging
+from capacity_assets.store.db import connect, db_lock
 
 
 BACKFILL_TAG = "dagster/backfill"
@@ -27,7 +28,17 @@ def _same_work(context: dg.AssetExecutionContext, run_id: str) -> bool:
             and other.status == dg.DagsterRunStatus.SUCCESS)
 
 
-def _inputs_read(context: dg.AssetExecutionContext, batch: str) -> tuple[str, str]:
+def _failed_in(db: str, run_id: str, batch: str) -> str:
+    """Why run ``run_id`` did not compute ``batch`` (a step failed for it), or ''."""
+    with db_lock(db, exclusive=False):
+        conn = connect(db, read_only=True)
+        try:
+            return staging.failure_reasons(conn, run_id, [batch]).get(batch, "")
+        finally:
+            conn.close()
+
+
+def _inputs_read(context: dg.AssetExecutionContext, db: str, batch: str) -> tuple[str, str]:
     """(fingerprint, code version) of the inputs the published processed_data read for ``batch``."""
     found = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("processed_data"), asset_partitions=[batch]), limit=1).records
@@ -35,6 +46,11 @@ def _inputs_read(context: dg.AssetExecutionContext, batch: str) -> tuple[str, st
         raise dg.Failure(f"{batch}: batch_ledger records the inputs processed_data read in the same run (or an "
                          f"earlier run of the same backfill); materialise it together with processed_data (the "
                          f"whole batch)")
+    # an earlier run of the backfill that could not compute the batch published nothing of it, so what
+    # this run read is last week's: its fingerprint would call stale results current
+    why = _failed_in(db, found[0].run_id, batch) if found[0].run_id != context.run.run_id else ""
+    if why:
+        raise dg.Failure(f"{batch}: failed in run {found[0].run_id} of this backfill ({why}); not published")
     meta = found[0].asset_materialization.metadata
     return meta["fingerprints"].value[batch], meta["code_version"].value
 
@@ -53,7 +69,7 @@ def batch_ledger(context: dg.AssetExecutionContext, settings: SettingsResource, 
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
 
     def record(batch, forecasts, business_hierarchy):
-        fp, code = _inputs_read(context, batch)
+        fp, code = _inputs_read(context, cfg.db, batch)
         return ledger.ledger_row(batch, context.run.run_id, fp, forecasts, result_settings(cfg), code,
                                  business_hierarchy, now)
 
