@@ -243,6 +243,10 @@ class _Client:
         self._secrets = [s for s in (token, password, url_creds[1] if url_creds else None) if s and len(s) >= 4]
         if token and user:
             raise self.error(f"both {ENV_TOKEN} and {ENV_USER} are set: set one of them (bearer token or basic auth)")
+        in_url = bool(url_creds and url_creds[0])
+        if in_url and (token or user):  # one would be dropped silently, and a 401 would blame the wrong one
+            raise self.error(f"the URL carries credentials and {ENV_TOKEN if token else ENV_USER} is set too: "
+                             f"give them one way only")
         if user and password is None:
             raise self.error(f"{ENV_USER} is set but {ENV_PASSWORD} is not")
         self.session = session or requests.Session()
@@ -583,12 +587,27 @@ def sync(url: str, cache_dir: str, end, history_days: int, queries: dict[str, st
                 say(f"{resource}: no longer queried; removed from the cache")
         client = _Client(url, timeout, retries, session)
         try:
-            for resource, expr in queries.items():
-                _sync_resource(client, cache, manifest, resource, expr, scales.get(resource), agg, server_label,
-                               first, last, max_points, base, say)
+            newest = {resource: _sync_resource(client, cache, manifest, resource, expr, scales.get(resource), agg,
+                                               server_label, first, last, max_points, base, say)
+                      for resource, expr in queries.items()}
+            _refuse_silent_queries(client, newest)
         finally:
             client.close()
     return str(cache / CACHE_GLOB)
+
+
+def _refuse_silent_queries(client: _Client, newest: dict) -> None:
+    """A query that stops matching after the first sync (a renamed metric or recording rule) would
+    otherwise leave its resource's data ending that day, with every run green: when the newest days
+    asked for have series for other resources but none for it, the sync stops and names it."""
+    answered = {r: got for r, got in newest.items() if got and got[1]}
+    for resource, got in newest.items():
+        if got and not got[1] and answered:
+            (lo, hi), _, query = got
+            other, (_, n, _) = next(iter(answered.items()))
+            raise client.error(f"no series at all for {lo}..{hi}, while the {other} query has {n} server(s) for "
+                               f"those days: was a metric or recording rule renamed? Check the expression in the "
+                               f"server's query UI", resource, query, cls=NoSeriesError)
 
 
 LATE_DAYS = 7  # a server this many days behind the newest one has stopped reporting; it is not waited for
@@ -606,7 +625,8 @@ def complete_until(rows: pd.DataFrame, start: date) -> date:
 
 
 def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, expr: str, declared, agg: str,
-                   server_label: str, first: date, last: date, max_points: int, base: str, say) -> None:
+                   server_label: str, first: date, last: date, max_points: int, base: str, say):
+    """Sync one resource; returns (span, series, query) of the newest days asked for, or None."""
     began = time.monotonic()
     path = cache / f"daily_{resource}.parquet"
     setting = {"format": CACHE_FORMAT, "url": base, "expr": expr, "agg": agg, "server_label": server_label,
@@ -624,7 +644,7 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
             after = (have_last + timedelta(days=1), last)
         if before is None and after is None and (have_first, have_last) == (first, last):
             say(f"{resource}: cache up to date ({first}..{last}, {entry.get('rows')} rows)")
-            return
+            return None
         try:
             kept = pd.read_parquet(path)
         except Exception as e:  # pyarrow raises several types for a damaged file
@@ -637,7 +657,7 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
         why = ("first fetch" if not isinstance(entry, dict) else
                "query settings changed" if entry.get("setting") != setting else "cache out of range or unreadable")
         kept, scale, before, after, new_last = None, declared, (first, last), None, last
-    fetched, asked, series, requests_made, trailing = [], [], 0, 0, False
+    fetched, asked, series, requests_made, trailing = [], [], 0, 0, None
     for span in (before, after):
         if span is None:
             continue
@@ -646,7 +666,8 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
         series = max(series, info["series"])
         asked.append(span)
         fetched.append(raw)
-        trailing = trailing or span[1] == last
+        if span[1] == last:
+            trailing = (span, info["series"], info["query"])
     raw = pd.concat(fetched, ignore_index=True) if fetched else _empty_raw()  # nothing new: only trimmed
     if scale is None:
         scale = _scale_of(raw, None)
@@ -657,7 +678,7 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
     data = pd.concat([f for f in (kept, new) if f is not None and len(f)] or [_empty()], ignore_index=True)
     data = data.drop_duplicates(["server_id", "timestamp"], keep="last")
     data = data.sort_values(["server_id", "timestamp"], ignore_index=True)[COLUMNS]
-    if trailing:
+    if trailing is not None:
         # days some reporting server has no data for yet (late data, an outage) are asked again next
         # time: judged on the cache as it now is, so a server missing from a one-day span counts too
         new_last = complete_until(data, first)
@@ -673,3 +694,4 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
     say(f"{resource}: {why}: fetched {days} day(s) ({', '.join(f'{lo}..{hi}' for lo, hi in asked) or 'none'}), "
         f"{series} series, {len(new)} rows, {requests_made} request(s), {time.monotonic() - began:.1f} s; "
         f"cache {first}..{new_last}, {len(data)} rows")
+    return trailing

@@ -516,3 +516,40 @@ def test_days_a_reporting_server_lacks_are_asked_again_until_it_has_them(tmp_pat
         late = cache[cache["server_id"] == "late"]
         assert late["timestamp"].max() == pd.Timestamp(last) and len(late) == 4 * days
         assert last_days() == {last.isoformat()}
+
+
+def test_a_query_that_stops_matching_after_the_first_sync_stops_the_sync(tmp_path):
+    """A renamed recording rule: the first sync had data, later ones got 0 series for the new days while
+    the other resources had theirs. The sync said so in one quiet line and every run stayed green on
+    data that ended the day of the rename."""
+    start, days = date(2024, 5, 1), 20
+    samples = node_exporter_samples(["a", "b"], start, days, seed=9)
+    cutoff = start + timedelta(days=15)
+    old, new = _split_text(samples.text, cutoff)
+    renamed = "\n".join(line for line in new.splitlines() if not line.startswith(victoria.CPU)) + "\n"
+    queries = prom.load_queries(None)
+    last = start + timedelta(days=days - 1)
+    with VictoriaMetrics() as vm:
+        vm.import_prometheus(old)
+        prom.sync(vm.metrics_url, tmp_path, cutoff - timedelta(days=1), days, queries)
+        vm.import_prometheus(renamed)
+        with pytest.raises(prom.NoSeriesError) as e:
+            prom.sync(vm.metrics_url, tmp_path, last, days, queries)
+    text = str(e.value)
+    assert f"no series at all for {cutoff}..{last}, while the memory query has 2 server(s)" in text, text
+    assert "renamed" in text and f"cpu query: avg_over_time({victoria.CPU}[1d])" in text
+
+
+@pytest.mark.parametrize("env", [{prom.ENV_TOKEN: "tok-3141592653"},
+                                 {prom.ENV_USER: "capacity", prom.ENV_PASSWORD: "Env-Pa55word"}])
+def test_credentials_in_the_url_and_the_environment_are_refused_together(monkeypatch, env):
+    """The URL's basic auth silently won over a token (and the environment's user over the URL's), and
+    a 401 then named the credentials that were never sent."""
+    for name in (prom.ENV_TOKEN, prom.ENV_USER, prom.ENV_PASSWORD):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(prom.PrometheusError, match="the URL carries credentials and CAPACITY_PROM_") as e:
+        prom.fetch_daily("prometheus+http://ops:Url-Pa55word@127.0.0.1:9", {"cpu": victoria.CPU},
+                         START, START + timedelta(days=1))
+    assert "Url-Pa55word" not in str(e.value) and not any(v in str(e.value) for v in env.values() if len(v) > 8)
