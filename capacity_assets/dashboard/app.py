@@ -75,7 +75,7 @@ def no_data_page(db: str, detail: str) -> None:
     st.info(f"**No forecasts to show yet.** {detail}")
     st.markdown(
         "The dashboard reads the tables the pipeline writes. To produce them:\n\n"
-        "* try it on a synthetic fleet (about 10 minutes for 200 servers):\n\n"
+        "* try it on a synthetic fleet (about a minute and a half for 200 servers on 2 cores):\n\n"
         "  ```\n  capacity demo\n  ```\n"
         "* or forecast your own metrics:\n\n"
         "  ```\n  capacity run --metrics 'metrics/*.parquet' --hierarchy hierarchy.csv\n  ```\n\n"
@@ -179,9 +179,9 @@ def risk_view(db: str, ver, settings: CapacitySettings) -> None:
         return not_loaded_note()
 
     n_servers = exceptions["server_id"].nunique()
-    st.markdown(f"**{len(exceptions):,} series on {n_servers:,} servers** at risk"
-                + (f" in {department}" if department != data.ALL else "")
-                + (f" managed by {manager}" if manager != data.ALL else ""))
+    st.markdown(f"**{len(exceptions):,} series on {n_servers:,} server{'' if n_servers == 1 else 's'}** at risk"
+                + (f" in {escape_markdown(department)}" if department != data.ALL else "")
+                + (f" managed by {escape_markdown(manager)}" if manager != data.ALL else ""))
     # colour is a cue, not the information (the word stays); styling thousands of rows costs seconds
     shown = (exceptions.style.map(lambda v: SEVERITY_STYLE.get(v, ""), subset=["severity"])
              if len(exceptions) <= 2000 else exceptions)
@@ -235,8 +235,9 @@ def plan_view(db: str, ver, settings: CapacitySettings, present: set[str]) -> No
     st.plotly_chart(charts.plan_totals_bar(totals, "Series to add and to reclaim by department"),
                     key="plan_chart", config={"displayModeBar": False})
     if not totals.empty:
-        shown = totals.assign(change=[f"{u:+,.0f} {unit}" if pd.notna(u) else "–" for u, unit in
-                                      zip(totals["units"], totals["unit"])])
+        # in the plan's own steps: a Gbps total rounded to whole units read -9.8 on a 10 Gbps link as -10
+        shown = totals.assign(change=[f"{u:+,.{1 if unit == 'Gbps' else 0}f} {unit}" if pd.notna(u) else "–"
+                                      for u, unit in zip(totals["units"], totals["unit"])])
         st.dataframe(shown[["department", "resource", "action", "series", "change", "series_in_percent_only"]],
                      hide_index=True, key="plan_totals_table",
                      column_config={"series_in_percent_only": st.column_config.NumberColumn(
@@ -485,8 +486,11 @@ def deep_dive_view(db: str, ver, settings: CapacitySettings, present: set[str]) 
                       for k, v in detail.owner.items() if pd.notna(v))
     st.markdown(f"### {escape_markdown(server)}" + (f"\n{owner}" if owner else ""))
     risk = detail.risk.sort_values(["days_to_breach"]) if not detail.risk.empty else detail.risk
-    if risk.empty:
+    if risk.empty and not detail.forecast.empty:
         st.success(f"No resource is forecast to reach its threshold within {settings.risk_days} days.")
+    elif risk.empty and not detail.skipped.empty:  # nobody watches it: no all-clear
+        st.warning("Not forecast: none of this server's series could be forecast (the reason is under each "
+                   "chart), so nothing is known about its next days.")
     else:
         # the series' own threshold (per resource or per server); a database from before has none
         level = lambda r: float(getattr(r, "threshold", float("nan")))  # noqa: E731

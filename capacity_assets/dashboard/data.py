@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from capacity_assets.store import ledger, queries
-from capacity_assets.forecasting.engines.registry import CONTENDERS
+from capacity_assets.forecasting.engines.registry import TOURNAMENT
 from capacity_assets.schema import RESOURCES, RISK_EXCEPTIONS_STORED
 from capacity_assets.track.contracts import HORIZON_BUCKETS
 from capacity_assets.track.risk_calls import FINAL
@@ -274,8 +274,8 @@ def server_detail(db: str, ver, server_id: str, present: frozenset) -> ServerDet
     """One server's rows from each table, under one lock so they belong to the same run."""
     p = [server_id]
     stmts = {
-        "forecast": ("select resource, ds, yhat, yhat_lower, yhat_upper, model, champion, champion_mape, trust, "
-                     "demand, demand_upper from forecasts where server_id = ? order by resource, ds", p),
+        # every column: a database from before demand/demand_upper has the others (filled in below)
+        "forecast": ("select * exclude (batch) from forecasts where server_id = ? order by resource, ds", p),
         "risk": ("select * exclude (batch) from risk_exceptions where server_id = ?", p),
         "champions": ("select * exclude (batch) from champions where server_id = ?", p),
     }
@@ -286,7 +286,7 @@ def server_detail(db: str, ver, server_id: str, present: frozenset) -> ServerDet
             "order by resource, ds", p + p)
     # table names come from the contender registry, never from the user
     parts = [f"select '{name}' as contender, resource, ds, yhat from main.\"{name}_results\" "
-             f"where server_id = ? and split = 'backtest'" for name in CONTENDERS if f"{name}_results" in present]
+             f"where server_id = ? and split = 'backtest'" for name in TOURNAMENT if f"{name}_results" in present]
     if parts:
         stmts["backtest"] = (" union all ".join(parts) + " order by contender, resource, ds", p * len(parts))
     if "business_hierarchy" in present:
@@ -298,6 +298,9 @@ def server_detail(db: str, ver, server_id: str, present: frozenset) -> ServerDet
     out = _many(db, stmts)
     empty = pd.DataFrame()
     owner = out.get("owner", empty)
+    for column in ("demand", "demand_upper"):  # a database from before the capacity plan
+        if column not in out["forecast"].columns:
+            out["forecast"][column] = float("nan")
     return ServerDetail(
         history=out.get("history", pd.DataFrame(columns=["resource", "ds", "y", "filled"])),
         backtest=out.get("backtest", pd.DataFrame(columns=["contender", "resource", "ds", "yhat"])),

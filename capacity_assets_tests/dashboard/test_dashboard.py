@@ -218,6 +218,29 @@ def test_deep_dive_search_finds_a_server_that_has_no_forecast(tiny_pipeline_db, 
     assert not at.exception
     assert at.selectbox(key="deep_select").options == [TINY_NEW_SERVER]
     assert "shorter than the" in texts(at)
+    # nobody forecasts it: no all-clear, but a warning that nothing is known
+    assert not [e.value for e in at.success if "No resource is forecast" in e.value]
+    assert "Not forecast: none of this server's series could be forecast" in "\n".join(e.value for e in at.warning)
+
+
+def test_deep_dive_draws_every_tournament_contenders_backtest_and_opens_an_older_database(
+        tiny_pipeline_db, tmp_path, monkeypatch):
+    """The combination can be a series' champion, yet its backtest was never drawn; and a database
+    from before the capacity plan (no demand columns) crashed the deep dive."""
+    import duckdb
+
+    db = copy_db(tiny_pipeline_db, tmp_path / "cap.duckdb")
+    at = open_view(app(db, monkeypatch).run(), "Deep dive")
+    assert not at.exception, at.exception
+    names = {t.get("name") for f in figures(at) for t in f["data"]}
+    assert "combination backtest" in names, names
+    con = duckdb.connect(db)
+    con.execute("alter table forecasts drop column demand")
+    con.execute("alter table forecasts drop column demand_upper")
+    con.close()
+    at = open_view(app(db, monkeypatch).run(), "Deep dive")
+    assert not at.exception, at.exception
+    assert figures(at)
 
 
 def test_risk_list_opens_deep_dive(risky_db, monkeypatch):
@@ -507,3 +530,26 @@ def test_a_digest_link_opens_that_server_in_the_deep_dive(tiny_pipeline_db, monk
     at.run()
     assert not at.exception, at.exception
     assert at.session_state["deep_select"] == target and at.session_state["view"] == "Deep dive"
+
+
+def test_names_are_shown_as_written_and_plan_totals_in_the_plans_own_steps(risky_db, tmp_path, monkeypatch):
+    """'R&D <Ops> *Team*' lost its asterisks to Markdown in the risk list's summary line, and plan totals
+    rounded Gbps to whole units: -9.8 Gbps on a 10 Gbps link read as giving the whole link back."""
+    import duckdb
+
+    db = copy_db(risky_db["db"], tmp_path / "cap.duckdb")
+    con = duckdb.connect(db)
+    con.execute("update risk_exceptions set department = 'R&D <Ops> *Team*' where server_id = ?", [NASTY_ID])
+    con.execute("update capacity_plan set action = 'reclaim', change_units = -9.8, unit = 'Gbps', "
+                "department = 'Net' where resource = 'network'")
+    con.close()
+    at = app(db, monkeypatch).run()
+    at.selectbox(key="risk_department").set_value("R&D <Ops> *Team*").run()
+    assert not at.exception, at.exception
+    line = next(e.value for e in at.markdown if "at risk" in e.value)
+    assert line.endswith("at risk in R&D \\<Ops\\> \\*Team\\*"), line  # escaped: shown as written
+    at = open_view(app(db, monkeypatch).run(), "Capacity plan")
+    assert not at.exception, at.exception
+    totals = next(d.value for d in at.dataframe if "change" in d.value.columns)
+    changes = set(totals.loc[totals["resource"] == "network", "change"])
+    assert changes and all(c.endswith(" Gbps") and "." in c for c in changes), changes
