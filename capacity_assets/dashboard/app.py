@@ -40,15 +40,28 @@ def _is_lock_error(e: Exception) -> bool:
     return isinstance(e, DatabaseBusy) or (isinstance(e, StorageError) and "lock" in str(e).lower())
 
 
+@st.cache_resource(show_spinner=False)
+def _last_good() -> dict:
+    """The last value any session loaded, per database, view and arguments: shared by the process, so
+    a reload or a new visitor during a long write sees the last data instead of a blank page."""
+    return {}
+
+
+LAST_GOOD_MAX = 256  # entries kept (the oldest go first): a deep dive per server viewed adds one
+
+
 def load(name: str, fn, db: str, ver, *args):
-    """``fn(db, ver, *args)``, or the last value this session loaded for ``name``/``args`` while a run
-    holds the database; the fallback lives in session_state so a refresh never blanks the page."""
-    last = st.session_state.setdefault("_last_good", {})
-    key = (name, args)
+    """``fn(db, ver, *args)``, or the last value loaded for ``name``/``args`` while a run holds the
+    database (``_last_good``)."""
+    last = _last_good()
+    key = (db, name, args)
     if not _busy["hit"]:
         try:
             value = fn(db, ver, *args)
+            last.pop(key, None)
             last[key] = value
+            while len(last) > LAST_GOOD_MAX:
+                last.pop(next(iter(last)), None)
             return value
         except (DatabaseBusy, StorageError) as e:
             if not _is_lock_error(e):
