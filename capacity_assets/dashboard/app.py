@@ -264,9 +264,12 @@ def plan_view(db: str, ver, settings: CapacitySettings, present: set[str]) -> No
     except NotLoaded:
         return not_loaded_note()
     st.markdown(f"**{len(rows):,} actions**, the most urgent purchase first")
-    st.dataframe(rows, hide_index=True, key="plan_table", height=_table_height(len(rows)),
+    shown = rows.assign(unit=rows["unit"].astype("string").fillna("% only")) if "unit" in rows.columns else rows
+    st.dataframe(shown, hide_index=True, key="plan_table", height=_table_height(len(rows)),
                  column_config={
-                     "server_id": st.column_config.TextColumn("Server"),
+                     "server_id": st.column_config.TextColumn("Server"), "resource": "Resource",
+                     "department": "Department", "app_manager": "App manager", "action": "Action",
+                     "trust": "Trust", "unit": "Unit",
                      "needed_by": st.column_config.DateColumn("Needed by", format="YYYY-MM-DD"),
                      "change_pct": st.column_config.NumberColumn("Change", format="%+.0f %%"),
                      "change_units": st.column_config.NumberColumn("Change (units)", format="%+g"),
