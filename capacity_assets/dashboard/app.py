@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 
 import pandas as pd
 import streamlit as st
@@ -41,10 +42,11 @@ def _is_lock_error(e: Exception) -> bool:
 
 
 @st.cache_resource(show_spinner=False)
-def _last_good() -> dict:
+def _last_good() -> tuple[dict, threading.Lock]:
     """The last value any session loaded, per database, view and arguments: shared by the process, so
-    a reload or a new visitor during a long write sees the last data instead of a blank page."""
-    return {}
+    a reload or a new visitor during a long write sees the last data instead of a blank page. Sessions
+    run in threads: the lock keeps the eviction from seeing the dict change under it."""
+    return {}, threading.Lock()
 
 
 LAST_GOOD_MAX = 256  # entries kept (the oldest go first): a deep dive per server viewed adds one
@@ -53,23 +55,31 @@ LAST_GOOD_MAX = 256  # entries kept (the oldest go first): a deep dive per serve
 def load(name: str, fn, db: str, ver, *args):
     """``fn(db, ver, *args)``, or the last value loaded for ``name``/``args`` while a run holds the
     database (``_last_good``)."""
-    last = _last_good()
+    last, lock = _last_good()
     key = (db, name, args)
     if not _busy["hit"]:
         try:
             value = fn(db, ver, *args)
-            last.pop(key, None)
-            last[key] = value
-            while len(last) > LAST_GOOD_MAX:
-                last.pop(next(iter(last)), None)
+            with lock:
+                last.pop(key, None)
+                last[key] = value
+                while len(last) > LAST_GOOD_MAX:
+                    last.pop(next(iter(last)), None)
             return value
         except (DatabaseBusy, StorageError) as e:
             if not _is_lock_error(e):
                 raise
             _busy["hit"] = True
-    if key in last:
-        return last[key]
+    with lock:
+        if key in last:
+            return last[key]
     raise NotLoaded(name)
+
+
+def _signed(units: float) -> str:
+    """A plan total as its steps add up (+16, -9.8, +2.5 with CAPACITY_ROUND_GB=0.5): never rounded to
+    whole units, which read -9.8 Gbps on a 10 Gbps link as giving the whole link back."""
+    return f"{units:+,.2f}".rstrip("0").rstrip(".")
 
 
 def refreshing_note() -> None:
@@ -249,7 +259,7 @@ def plan_view(db: str, ver, settings: CapacitySettings, present: set[str]) -> No
                     key="plan_chart", config={"displayModeBar": False})
     if not totals.empty:
         # in the plan's own steps: a Gbps total rounded to whole units read -9.8 on a 10 Gbps link as -10
-        shown = totals.assign(change=[f"{u:+,.{1 if unit == 'Gbps' else 0}f} {unit}" if pd.notna(u) else "–"
+        shown = totals.assign(change=[f"{_signed(u)} {unit}" if pd.notna(u) else "–"
                                       for u, unit in zip(totals["units"], totals["unit"])])
         st.dataframe(shown[["department", "resource", "action", "series", "change", "series_in_percent_only"]],
                      hide_index=True, key="plan_totals_table",
@@ -502,11 +512,12 @@ def deep_dive_view(db: str, ver, settings: CapacitySettings, present: set[str]) 
                       for k, v in detail.owner.items() if pd.notna(v))
     st.markdown(f"### {escape_markdown(server)}" + (f"\n{owner}" if owner else ""))
     risk = detail.risk.sort_values(["days_to_breach"]) if not detail.risk.empty else detail.risk
-    if risk.empty and not detail.forecast.empty:
-        st.success(f"No resource is forecast to reach its threshold within {settings.risk_days} days.")
-    elif risk.empty and not detail.skipped.empty:  # nobody watches it: no all-clear
-        st.warning("Not forecast: none of this server's series could be forecast (the reason is under each "
-                   "chart), so nothing is known about its next days.")
+    if risk.empty:
+        if not detail.forecast.empty:
+            st.success(f"No resource is forecast to reach its threshold within {settings.risk_days} days.")
+        elif not detail.skipped.empty:  # nobody watches it: no all-clear
+            st.warning("Not forecast: none of this server's series could be forecast (the reason is under each "
+                       "chart), so nothing is known about its next days.")
     else:
         # the series' own threshold (per resource or per server); a database from before has none
         level = lambda r: float(getattr(r, "threshold", float("nan")))  # noqa: E731

@@ -243,7 +243,7 @@ class _Client:
         self._secrets = [s for s in (token, password, url_creds[1] if url_creds else None) if s and len(s) >= 4]
         if token and user:
             raise self.error(f"both {ENV_TOKEN} and {ENV_USER} are set: set one of them (bearer token or basic auth)")
-        in_url = bool(url_creds and url_creds[0])
+        in_url = bool(url_creds and any(url_creds))  # 'https://:password@host' counts too
         if in_url and (token or user):  # one would be dropped silently, and a 401 would blame the wrong one
             raise self.error(f"the URL carries credentials and {ENV_TOKEN if token else ENV_USER} is set too: "
                              f"give them one way only")
@@ -251,7 +251,7 @@ class _Client:
             raise self.error(f"{ENV_USER} is set but {ENV_PASSWORD} is not")
         self.session = session or requests.Session()
         self.own_session = session is None
-        self.auth = (user, password) if user else (url_creds if url_creds and url_creds[0] else None)
+        self.auth = (user, password) if user else (url_creds if in_url else None)
         self.headers = {"Accept": "application/json", "User-Agent": "capacity_assets"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
@@ -598,16 +598,18 @@ def sync(url: str, cache_dir: str, end, history_days: int, queries: dict[str, st
 
 def _refuse_silent_queries(client: _Client, newest: dict) -> None:
     """A query that stops matching after the first sync (a renamed metric or recording rule) would
-    otherwise leave its resource's data ending that day, with every run green: when the newest days
-    asked for have series for other resources but none for it, the sync stops and names it."""
-    answered = {r: got for r, got in newest.items() if got and got[1]}
+    otherwise leave its resource's data ending that day, with every run green: when another resource
+    has data on a day of the newest span asked for it, yet it matched nothing there, the sync stops."""
     for resource, got in newest.items():
-        if got and not got[1] and answered:
-            (lo, hi), _, query = got
-            other, (_, n, _) = next(iter(answered.items()))
-            raise client.error(f"no series at all for {lo}..{hi}, while the {other} query has {n} server(s) for "
-                               f"those days: was a metric or recording rule renamed? Check the expression in the "
-                               f"server's query UI", resource, query, cls=NoSeriesError)
+        if not got or got[1]:
+            continue
+        (lo, hi), _, query, _ = got
+        others = {r: g[3] for r, g in newest.items() if g and g[3] is not None and g[3] >= lo}
+        if others:
+            other, day = next(iter(others.items()))
+            raise client.error(f"no series at all for {lo}..{hi}, while the {other} query has data up to {day}: was "
+                               f"a metric or recording rule renamed, or do none of its servers report any more? "
+                               f"Check the expression in the server's query UI", resource, query, cls=NoSeriesError)
 
 
 LATE_DAYS = 7  # a server this many days behind the newest one has stopped reporting; it is not waited for
@@ -626,7 +628,8 @@ def complete_until(rows: pd.DataFrame, start: date) -> date:
 
 def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, expr: str, declared, agg: str,
                    server_label: str, first: date, last: date, max_points: int, base: str, say):
-    """Sync one resource; returns (span, series, query) of the newest days asked for, or None."""
+    """Sync one resource; returns (span, series, query, newest day with data) of the newest days asked
+    for, or None when it asked for none."""
     began = time.monotonic()
     path = cache / f"daily_{resource}.parquet"
     setting = {"format": CACHE_FORMAT, "url": base, "expr": expr, "agg": agg, "server_label": server_label,
@@ -667,7 +670,8 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
         asked.append(span)
         fetched.append(raw)
         if span[1] == last:
-            trailing = (span, info["series"], info["query"])
+            newest_day = pd.Timestamp(raw["timestamp"].max()).date() if len(raw) else None
+            trailing = (span, info["series"], info["query"], newest_day)
     raw = pd.concat(fetched, ignore_index=True) if fetched else _empty_raw()  # nothing new: only trimmed
     if scale is None:
         scale = _scale_of(raw, None)

@@ -536,7 +536,7 @@ def test_a_query_that_stops_matching_after_the_first_sync_stops_the_sync(tmp_pat
         with pytest.raises(prom.NoSeriesError) as e:
             prom.sync(vm.metrics_url, tmp_path, last, days, queries)
     text = str(e.value)
-    assert f"no series at all for {cutoff}..{last}, while the memory query has 2 server(s)" in text, text
+    assert f"no series at all for {cutoff}..{last}, while the memory query has data up to {last}" in text, text
     assert "renamed" in text and f"cpu query: avg_over_time({victoria.CPU}[1d])" in text
 
 
@@ -553,3 +553,29 @@ def test_credentials_in_the_url_and_the_environment_are_refused_together(monkeyp
         prom.fetch_daily("prometheus+http://ops:Url-Pa55word@127.0.0.1:9", {"cpu": victoria.CPU},
                          START, START + timedelta(days=1))
     assert "Url-Pa55word" not in str(e.value) and not any(v in str(e.value) for v in env.values() if len(v) > 8)
+
+
+
+def test_a_day_without_any_data_is_not_taken_for_a_renamed_query(tmp_path):
+    """The server had nothing for the newest day (an outage): each resource's newest span is empty
+    there, while one resource's span also covers older days a late server just filled. No resource
+    has data on the empty day, so nothing was renamed: the sync carries on and asks again."""
+    start, days = date(2024, 5, 1), 20
+    last = start + timedelta(days=days - 1)
+    samples = node_exporter_samples(["a", "b"], start, days, seed=10)
+    ms = lambda d: pd.Timestamp(d).value // 10**6  # noqa: E731
+    t = lambda ln: int(ln.rsplit(" ", 1)[1])  # noqa: E731
+    b_memory_late = lambda ln: ('instance="b"' in ln and ln.startswith(victoria.MEMORY)  # noqa: E731
+                                and ms(last - timedelta(days=2)) <= t(ln) < ms(last))
+    every = samples.text.splitlines()
+    # nobody has the newest day; b's memory lacks the two days before it (memory's span starts earlier)
+    vm_text = "\n".join(ln for ln in every if t(ln) < ms(last) and not b_memory_late(ln)) + "\n"
+    late_b = "\n".join(ln for ln in every if b_memory_late(ln)) + "\n"
+    queries = prom.load_queries(None)
+    lines = []
+    with VictoriaMetrics() as vm:
+        vm.import_prometheus(vm_text)
+        prom.sync(vm.metrics_url, tmp_path, last - timedelta(days=1), days, queries, log=lines.append)
+        vm.import_prometheus(late_b)  # b's memory for the two days it lacked; nobody has the newest day
+        prom.sync(vm.metrics_url, tmp_path, last, days, queries, log=lines.append)
+    assert any("no data yet for every server" in line for line in lines), lines
