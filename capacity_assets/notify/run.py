@@ -20,7 +20,7 @@ import pandas as pd
 
 from capacity_assets.notify import digest, ledger
 from capacity_assets.notify.smtp import SmtpSettings, SmtpUnavailable
-from capacity_assets.store.db import connect, db_lock, table_exists
+from capacity_assets.store.db import connect, db_lock, reading, table_exists
 
 RISK_TABLE = "risk_exceptions"
 _log = logging.getLogger(__name__)
@@ -42,15 +42,11 @@ class NothingToRead(NotifyError):
 def _read(db: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not Path(db).exists():
         raise NothingToRead(f"{db} does not exist: run `capacity run` (or `capacity demo`) first")
-    with db_lock(db, exclusive=False):
-        conn = connect(db, read_only=True)
-        try:
-            if not table_exists(conn, "main", RISK_TABLE):
-                raise NothingToRead(f"{db} has no {RISK_TABLE} table yet: run `capacity run` (or `capacity demo`) first")
-            risk = conn.execute(f"select * from main.{RISK_TABLE}").fetchdf()
-            return risk, ledger.read_sent(conn)
-        finally:
-            conn.close()
+    with reading(db) as conn:
+        if not table_exists(conn, "main", RISK_TABLE):
+            raise NothingToRead(f"{db} has no {RISK_TABLE} table yet: run `capacity run` (or `capacity demo`) first")
+        risk = conn.execute(f"select * from main.{RISK_TABLE}").fetchdf()
+        return risk, ledger.read_sent(conn)
 
 
 def _ledger_rows(rows: pd.DataFrame, kind: str, message_id: str, sent_at: datetime) -> pd.DataFrame:

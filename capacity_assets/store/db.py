@@ -78,6 +78,18 @@ def db_lock(db: str | os.PathLike, exclusive: bool = True, timeout: float | None
         os.close(fd)  # closing releases the lock
 
 
+@contextmanager
+def reading(db: str, timeout: float | None = None):
+    """A read-only connection to ``db`` under its shared lock, closed on exit: a writing run waits
+    for at most this one read."""
+    with db_lock(db, exclusive=False, timeout=timeout):
+        conn = connect(db, read_only=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
 class StorageError(RuntimeError):
     """The database file cannot be used; the message names it."""
 

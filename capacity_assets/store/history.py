@@ -17,7 +17,7 @@ import os
 import pandas as pd
 
 from capacity_assets.schema import conform, empty, quote_ident
-from capacity_assets.store.db import connect, db_lock, fetch_frame, table_exists
+from capacity_assets.store.db import connect, db_lock, fetch_frame, reading, table_exists
 
 # one row per batch, vintage and series of forecast_history: what risk calls and lifecycles read
 SERIES_VINTAGES = {
@@ -33,15 +33,11 @@ def _read(db: str, table: str, sql: str, batches: list[str]) -> pd.DataFrame | N
     """``sql`` (``{table}`` and ``{batches}`` filled in) on the published ``table``; None when there is none."""
     if not batches or not os.path.exists(db):
         return None
-    with db_lock(db, exclusive=False):
-        conn = connect(db, read_only=True)
-        try:
-            if not table_exists(conn, "main", table):
-                return None
-            marks = ", ".join("?" for _ in batches)
-            return fetch_frame(conn, sql.format(table=f"main.{quote_ident(table)}", batches=marks), list(batches))
-        finally:
-            conn.close()
+    with reading(db) as conn:
+        if not table_exists(conn, "main", table):
+            return None
+        marks = ", ".join("?" for _ in batches)
+        return fetch_frame(conn, sql.format(table=f"main.{quote_ident(table)}", batches=marks), list(batches))
 
 
 def _by_batch(frame: pd.DataFrame | None, batches: list[str], columns: dict[str, str]) -> dict[str, pd.DataFrame]:

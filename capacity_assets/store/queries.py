@@ -9,9 +9,8 @@ import os
 
 import pandas as pd
 
-from capacity_assets.store.db import db_lock
 from capacity_assets.schema import quote_ident
-from capacity_assets.store.db import connect
+from capacity_assets.store.db import reading
 
 
 def query(db: str, sql: str, params: list | None = None, timeout: float = 60) -> pd.DataFrame:
@@ -36,9 +35,5 @@ def query_many(db: str, statements: dict[str, tuple[str, list]], timeout: float 
     """Several queries under one shared lock and one connection, so a view's numbers come from the
     same pipeline state (a batch cannot commit between the header and the heatmap) and a page pays
     for one open instead of one per query."""
-    with db_lock(db, exclusive=False, timeout=timeout):
-        conn = connect(db, read_only=True)
-        try:
-            return {name: conn.execute(sql, params or []).fetchdf() for name, (sql, params) in statements.items()}
-        finally:
-            conn.close()
+    with reading(db, timeout) as conn:
+        return {name: conn.execute(sql, params or []).fetchdf() for name, (sql, params) in statements.items()}

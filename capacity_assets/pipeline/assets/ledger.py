@@ -10,7 +10,7 @@ from capacity_assets.pipeline.partitions import PER_BATCH
 from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.schema import BATCH_LEDGER
 from capacity_assets.store import ledger, staging
-from capacity_assets.store.db import connect, db_lock
+from capacity_assets.store.db import reading
 
 
 BACKFILL_TAG = "dagster/backfill"
@@ -30,12 +30,8 @@ def _same_work(context: dg.AssetExecutionContext, run_id: str) -> bool:
 
 def _failed_in(db: str, run_id: str, batch: str) -> str:
     """Why run ``run_id`` did not compute ``batch`` (a step failed for it), or ''."""
-    with db_lock(db, exclusive=False):
-        conn = connect(db, read_only=True)
-        try:
-            return staging.failure_reasons(conn, run_id, [batch]).get(batch, "")
-        finally:
-            conn.close()
+    with reading(db) as conn:
+        return staging.failure_reasons(conn, run_id, [batch]).get(batch, "")
 
 
 def _inputs_read(context: dg.AssetExecutionContext, db: str, batch: str) -> tuple[str, str]:
