@@ -22,7 +22,7 @@ import re
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -596,20 +596,29 @@ def sync(url: str, cache_dir: str, end, history_days: int, queries: dict[str, st
     return str(cache / CACHE_GLOB)
 
 
-def _refuse_silent_queries(client: _Client, newest: dict) -> None:
+class _Newest(NamedTuple):
+    """What a resource's sync asked for last: its newest days, and what came back."""
+    span: tuple[date, date]
+    series: int
+    query: str
+    last_day: date | None  # the newest day with data
+
+
+def _refuse_silent_queries(client: _Client, newest: dict[str, _Newest | None]) -> None:
     """A query that stops matching after the first sync (a renamed metric or recording rule) would
     otherwise leave its resource's data ending that day, with every run green: when another resource
     has data on a day of the newest span asked for it, yet it matched nothing there, the sync stops."""
     for resource, got in newest.items():
-        if not got or got[1]:
+        if not got or got.series:
             continue
-        (lo, hi), _, query, _ = got
-        others = {r: g[3] for r, g in newest.items() if g and g[3] is not None and g[3] >= lo}
+        lo, hi = got.span
+        others = {r: g.last_day for r, g in newest.items() if g and g.last_day is not None and g.last_day >= lo}
         if others:
             other, day = next(iter(others.items()))
             raise client.error(f"no series at all for {lo}..{hi}, while the {other} query has data up to {day}: was "
                                f"a metric or recording rule renamed, or do none of its servers report any more? "
-                               f"Check the expression in the server's query UI", resource, query, cls=NoSeriesError)
+                               f"Check the expression in the server's query UI", resource, got.query,
+                               cls=NoSeriesError)
 
 
 LATE_DAYS = 7  # a server this many days behind the newest one has stopped reporting; it is not waited for
@@ -627,9 +636,8 @@ def complete_until(rows: pd.DataFrame, start: date) -> date:
 
 
 def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, expr: str, declared, agg: str,
-                   server_label: str, first: date, last: date, max_points: int, base: str, say):
-    """Sync one resource; returns (span, series, query, newest day with data) of the newest days asked
-    for, or None when it asked for none."""
+                   server_label: str, first: date, last: date, max_points: int, base: str, say) -> _Newest | None:
+    """Sync one resource; returns what its newest days asked for gave, or None when it asked for none."""
     began = time.monotonic()
     path = cache / f"daily_{resource}.parquet"
     setting = {"format": CACHE_FORMAT, "url": base, "expr": expr, "agg": agg, "server_label": server_label,
@@ -671,7 +679,7 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
         fetched.append(raw)
         if span[1] == last:
             newest_day = pd.Timestamp(raw["timestamp"].max()).date() if len(raw) else None
-            trailing = (span, info["series"], info["query"], newest_day)
+            trailing = _Newest(span, info["series"], info["query"], newest_day)
     raw = pd.concat(fetched, ignore_index=True) if fetched else _empty_raw()  # nothing new: only trimmed
     if scale is None:
         scale = _scale_of(raw, None)

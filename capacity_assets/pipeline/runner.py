@@ -49,27 +49,30 @@ class RunOutcome:
         return [b for b in self.batches if not b.success]
 
 
+def _step_errors(result):
+    """(step key, error) of every failed step of a run, the error with its chain of causes."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data.error:
+            yield event.step_key, event.step_failure_data.error
+
+
 def _interrupted(result) -> bool:
     """Whether a run failed because it was interrupted (Ctrl-C, SIGTERM): Dagster turns the signal
     into a step failure, so without this the command would go on to the next range and exit 1."""
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data.error:
-            err = event.step_failure_data.error
-            while err is not None:
-                if err.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
-                    return True
-                err = err.cause
+    for _, err in _step_errors(result):
+        while err is not None:
+            if err.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+                return True
+            err = err.cause
     return False
 
 
 def _failure_text(result) -> str:
     lines = []
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data.error:
-            err = event.step_failure_data.error
-            while err.cause is not None and "capacity_assets" not in (err.message or ""):
-                err = err.cause
-            lines.append(f"{event.step_key}: {err.message.strip()}")
+    for step, err in _step_errors(result):
+        while err.cause is not None and "capacity_assets" not in (err.message or ""):
+            err = err.cause
+        lines.append(f"{step}: {err.message.strip()}")
     return "\n".join(lines) or "run failed"
 
 

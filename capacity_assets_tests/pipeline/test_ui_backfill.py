@@ -40,13 +40,17 @@ def rows_per_batch(db: str) -> dict:
         conn.close()
 
 
-def run_ids(db: str) -> dict:
-    """{batch: the run that wrote its golden record}."""
+def _by_batch(db: str, sql: str) -> dict:
     conn = duckdb.connect(db, read_only=True)
     try:
-        return dict(conn.execute("select batch, any_value(run_id) from forecasts group by 1").fetchall())
+        return dict(conn.execute(sql).fetchall())
     finally:
         conn.close()
+
+
+def run_ids(db: str) -> dict:
+    """{batch: the run that wrote its golden record}."""
+    return _by_batch(db, "select batch, any_value(run_id) from forecasts group by 1")
 
 
 # the backfill policy packs the 3 batches into ranges of BATCHES_PER_RUN: one run per core
@@ -88,11 +92,8 @@ def ui(tiny_run, tmp_path):
 
 
 def ledger_run_ids(db: str) -> dict:
-    conn = duckdb.connect(db, read_only=True)
-    try:
-        return dict(conn.execute("select batch, run_id from batch_ledger").fetchall())
-    finally:
-        conn.close()
+    """{batch: the run its ledger row names}."""
+    return _by_batch(db, "select batch, run_id from batch_ledger")
 
 
 def test_ui_shows_partitions_and_a_backfill_of_every_batch_keeps_one_set_of_rows(ui):
