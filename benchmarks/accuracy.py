@@ -24,13 +24,13 @@ Risk calls: a series is called at risk when its upper bound reaches ``--threshol
 (a daily mean) reaches the threshold within the same days. MAPE divides by max(|actual|, 5) (the
 tournament's definition).
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import os
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -38,9 +38,9 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from capacity_assets.config import CapacitySettings  # noqa: E402
 from capacity_assets.forecasting import combination, tournament  # noqa: E402
 from capacity_assets.forecasting.engines.base import ForecastConfig, min_history_days  # noqa: E402
-from capacity_assets.config import CapacitySettings  # noqa: E402
 from capacity_assets.forecasting.engines.registry import COMBINERS, run  # noqa: E402
 
 FITTED: tuple[str, ...] = CapacitySettings().contenders  # set from --engines
@@ -65,10 +65,12 @@ def raw_fleet(family: str, servers: int, seed: int) -> tuple[pd.DataFrame, pd.Ti
     """(metrics with history and hidden months, last history day)."""
     if family == "demo":
         from capacity_assets.demo import fleet as demo
+
         metrics, _ = demo.generate_fleet(servers, 36, seed, future_months=HIDDEN_MONTHS)
         return metrics, pd.Timestamp(demo.DEFAULT_END).normalize()
     if family == "wild":
         import fleets
+
         metrics, _ = fleets.generate(servers, seed, future_months=HIDDEN_MONTHS)
         return metrics, fleets.DEFAULT_END
     raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
@@ -77,7 +79,11 @@ def raw_fleet(family: str, servers: int, seed: int) -> tuple[pd.DataFrame, pd.Ti
 def daily(metrics: pd.DataFrame) -> pd.DataFrame:
     """Daily means of the observed samples (hourly servers averaged, as CAPACITY_DAILY_AGG=mean)."""
     df = metrics.assign(ds=pd.to_datetime(metrics["timestamp"]).dt.normalize())
-    out = df.groupby(KEY + ["ds"], as_index=False)["utilization_pct"].mean().rename(columns={"utilization_pct": "y"})
+    out = (
+        df.groupby(KEY + ["ds"], as_index=False)["utilization_pct"]
+        .mean()
+        .rename(columns={"utilization_pct": "y"})
+    )
     out[KEY] = out[KEY].astype(str)
     return out
 
@@ -91,13 +97,23 @@ def load_family(family: str, servers: int, seed: int, cfg: ForecastConfig) -> di
     observed = days[days["ds"] <= end]
     full = complete_calendar(observed)[0][KEY + ["ds", "y", "filled"]]
     length = full.groupby(KEY)["ds"].transform("size")
-    full = full[length >= min_history_days(cfg)]  # the pipeline lists shorter ones in skipped_series
+    full = full[
+        length >= min_history_days(cfg)
+    ]  # the pipeline lists shorter ones in skipped_series
     full = full.sort_values(KEY + ["ds"]).reset_index(drop=True)
     series = full[KEY].drop_duplicates()
     observed = observed.merge(series, on=KEY)
-    hidden = days[(days["ds"] > end) & (days["ds"] <= end + pd.Timedelta(days=SCORED_DAYS))].merge(series, on=KEY)
-    return {"family": family, "end": end, "history": full[KEY + ["ds", "y"]], "actuals": full,
-            "history_obs": observed, "hidden": hidden}
+    hidden = days[(days["ds"] > end) & (days["ds"] <= end + pd.Timedelta(days=SCORED_DAYS))].merge(
+        series, on=KEY
+    )
+    return {
+        "family": family,
+        "end": end,
+        "history": full[KEY + ["ds", "y"]],
+        "actuals": full,
+        "history_obs": observed,
+        "hidden": hidden,
+    }
 
 
 def stock_prophet(observed: pd.DataFrame, cfg: ForecastConfig) -> pd.DataFrame:
@@ -117,66 +133,119 @@ def stock_prophet(observed: pd.DataFrame, cfg: ForecastConfig) -> pd.DataFrame:
             yhat, lo, hi = (p[c].to_numpy() for c in ("yhat", "yhat_lower", "yhat_upper"))
         except Exception:  # noqa: BLE001 - a constant series: a flat line, no band
             yhat = lo = hi = np.full(len(ds), float(g["y"].iloc[-1]))
-        parts.append(pd.DataFrame({"server_id": server, "resource": resource, "ds": ds, "split": "future",
-                                   "yhat": np.clip(yhat, 0, 100), "yhat_lower": np.clip(lo, 0, 100),
-                                   "yhat_upper": np.clip(hi, 0, 100), "model": "stock prophet"}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "server_id": server,
+                    "resource": resource,
+                    "ds": ds,
+                    "split": "future",
+                    "yhat": np.clip(yhat, 0, 100),
+                    "yhat_lower": np.clip(lo, 0, 100),
+                    "yhat_upper": np.clip(hi, 0, 100),
+                    "model": "stock prophet",
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
 # --- scoring ---------------------------------------------------------------------------------------
 
+
 def held_out(fc: pd.DataFrame, hidden: pd.DataFrame) -> pd.DataFrame:
     """Future rows joined with the observed hidden days."""
     return fc.loc[fc["split"] == "future", KEY + ["ds", "yhat", "yhat_lower", "yhat_upper"]].merge(
-        hidden[KEY + ["ds", "y"]], on=KEY + ["ds"])
+        hidden[KEY + ["ds", "y"]], on=KEY + ["ds"]
+    )
 
 
 def accuracy(fc: pd.DataFrame, hidden: pd.DataFrame) -> dict:
     m = held_out(fc, hidden)
     err = (m["y"] - m["yhat"]).abs()
-    mape = (err / np.maximum(m["y"].abs(), 5.0) * 100).groupby([m["server_id"], m["resource"]]).mean()
+    mape = (
+        (err / np.maximum(m["y"].abs(), 5.0) * 100).groupby([m["server_id"], m["resource"]]).mean()
+    )
     inside = (m["y"] >= m["yhat_lower"]) & (m["y"] <= m["yhat_upper"])
-    out = {"series": len(mape), "mape_median": mape.median(), "mape_mean": mape.mean(),
-           "wape": err.sum() / m["y"].abs().sum() * 100, "coverage": inside.mean(),
-           "below_upper": (m["y"] <= m["yhat_upper"]).mean(), "_mape": mape}
+    out = {
+        "series": len(mape),
+        "mape_median": mape.median(),
+        "mape_mean": mape.mean(),
+        "wape": err.sum() / m["y"].abs().sum() * 100,
+        "coverage": inside.mean(),
+        "below_upper": (m["y"] <= m["yhat_upper"]).mean(),
+        "_mape": mape,
+    }
     for r in RESOURCES:
         out[f"coverage_{r}"] = inside[m["resource"] == r].mean()
     return out
 
 
-def risk_calls(fc: pd.DataFrame, hidden: pd.DataFrame, end: pd.Timestamp, threshold: float,
-               risk_days: int) -> dict:
+def risk_calls(
+    fc: pd.DataFrame, hidden: pd.DataFrame, end: pd.Timestamp, threshold: float, risk_days: int
+) -> dict:
     """Precision and recall of 'yhat_upper >= threshold within risk_days' against the hidden days."""
-    window = (fc["split"] == "future") & (fc["ds"] > end) & (fc["ds"] <= end + pd.Timedelta(days=risk_days))
+    window = (
+        (fc["split"] == "future")
+        & (fc["ds"] > end)
+        & (fc["ds"] <= end + pd.Timedelta(days=risk_days))
+    )
     f = fc[window]
     called = f.assign(hit=f["yhat_upper"] >= threshold).groupby(KEY)["hit"].any()
     h = hidden[(hidden["ds"] > end) & (hidden["ds"] <= end + pd.Timedelta(days=risk_days))]
     truth = h.assign(hit=h["y"] >= threshold).groupby(KEY)["hit"].any()
     called, truth = called.align(truth, join="left", fill_value=False)
-    tp, fp, fn = int((called & truth).sum()), int((called & ~truth).sum()), int((~called & truth).sum())
+    tp, fp, fn = (
+        int((called & truth).sum()),
+        int((called & ~truth).sum()),
+        int((~called & truth).sum()),
+    )
     p = tp / (tp + fp) if tp + fp else float("nan")
     r = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * p * r / (p + r) if tp else 0.0
-    return {"called": int(called.sum()), "true": int(truth.sum()), "tp": tp, "fp": fp, "fn": fn,
-            "precision": p, "recall": r, "f1": f1}
+    return {
+        "called": int(called.sum()),
+        "true": int(truth.sum()),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": p,
+        "recall": r,
+        "f1": f1,
+    }
 
 
 # --- one family ------------------------------------------------------------------------------------
 
+
 def _md(rows: list[list], header: list[str]) -> str:
-    fmt = lambda v: (f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}") if isinstance(v, float) and np.isfinite(v) else ("" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    def fmt(v):
+        return (
+            (f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}")
+            if isinstance(v, float) and np.isfinite(v)
+            else ("" if isinstance(v, float) else str(v))
+        )  # noqa: E731
+
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
     return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows])
 
 
-def run_family(family: str, servers: int, seed: int, cfg: ForecastConfig, threshold: float, risk_days: int) -> dict:
+def run_family(
+    family: str, servers: int, seed: int, cfg: ForecastConfig, threshold: float, risk_days: int
+) -> dict:
     data = load_family(family, servers, seed, cfg)
     history, hidden, end = data["history"], data["hidden"], data["end"]
     n_series = history.groupby(KEY).ngroups
-    print(f"\n## {family}: {FAMILIES[family]}\n\n{servers} servers, seed {seed}: {n_series} series forecast, history "
-          f"{history['ds'].min():%Y-%m-%d}..{end:%Y-%m-%d}, scored on {hidden['ds'].nunique()} hidden days "
-          f"({len(hidden):,} series-days); nominal interval {cfg.interval:.0%}, risk = upper >= {threshold:g} "
-          f"within {risk_days} days\n", flush=True)
+    print(
+        f"\n## {family}: {FAMILIES[family]}\n\n{servers} servers, seed {seed}: {n_series} series forecast, history "
+        f"{history['ds'].min():%Y-%m-%d}..{end:%Y-%m-%d}, scored on {hidden['ds'].nunique()} hidden days "
+        f"({len(hidden):,} series-days); nominal interval {cfg.interval:.0%}, risk = upper >= {threshold:g} "
+        f"within {risk_days} days\n",
+        flush=True,
+    )
     results, cpu = {}, {}
     for name in ["naive", *FITTED]:
         c = _cpu()
@@ -194,40 +263,101 @@ def run_family(family: str, servers: int, seed: int, cfg: ForecastConfig, thresh
     c = _cpu()
     champs = tournament.champions(by, actuals, threshold=threshold, risk_days=risk_days)
     mape_rule = tournament.champions(by, actuals)
-    gold = {upper: tournament.golden_record(by, champs, pd.Timestamp.now(), "bench", upper=upper).assign(split="future")
-            for upper in ("champion", "consensus")}
+    gold = {
+        upper: tournament.golden_record(
+            by, champs, pd.Timestamp.now(), "bench", upper=upper
+        ).assign(split="future")
+        for upper in ("champion", "consensus")
+    }
     cpu["golden record"] = _cpu() - c
 
-    table = {"naive": results["naive"], **{n: results[n] for n in (*FITTED, *COMBINERS)},
-             "golden record (champion bounds)": gold["champion"], "golden record": gold["consensus"],
-             "stock prophet": stock}
-    scores = {n: {**accuracy(fc, hidden), **risk_calls(fc, hidden, end, threshold, risk_days)} for n, fc in table.items()}
+    table = {
+        "naive": results["naive"],
+        **{n: results[n] for n in (*FITTED, *COMBINERS)},
+        "golden record (champion bounds)": gold["champion"],
+        "golden record": gold["consensus"],
+        "stock prophet": stock,
+    }
+    scores = {
+        n: {**accuracy(fc, hidden), **risk_calls(fc, hidden, end, threshold, risk_days)}
+        for n, fc in table.items()
+    }
     anchor = scores["stock prophet"]
     rows = []
     for n, s in scores.items():
         ms = 1000 * cpu.get(n, np.nan) / n_series if n in cpu else float("nan")
-        rows.append([n, s["mape_median"], s["wape"], s["wape"] / anchor["wape"], s["coverage"],
-                     *[s[f"coverage_{r}"] for r in RESOURCES], f"{s['tp']}/{s['fp']}/{s['fn']}",
-                     s["precision"], s["recall"], s["f1"], ms])
-    print(_md(rows, ["model", "MAPE med", "WAPE", "WAPE / stock", "coverage", *[f"cov {r}" for r in RESOURCES],
-                     "risk TP/FP/FN", "precision", "recall", "F1", "ms CPU/series"]))
+        rows.append(
+            [
+                n,
+                s["mape_median"],
+                s["wape"],
+                s["wape"] / anchor["wape"],
+                s["coverage"],
+                *[s[f"coverage_{r}"] for r in RESOURCES],
+                f"{s['tp']}/{s['fp']}/{s['fn']}",
+                s["precision"],
+                s["recall"],
+                s["f1"],
+                ms,
+            ]
+        )
+    print(
+        _md(
+            rows,
+            [
+                "model",
+                "MAPE med",
+                "WAPE",
+                "WAPE / stock",
+                "coverage",
+                *[f"cov {r}" for r in RESOURCES],
+                "risk TP/FP/FN",
+                "precision",
+                "recall",
+                "F1",
+                "ms CPU/series",
+            ],
+        )
+    )
 
     wins = tournament.wins(champs)
     per_res = champs.groupby("resource")["champion_mape"].median()
     win_res = champs.groupby(["resource", "champion"]).size().unstack(fill_value=0)
     print("\nWins (champion per series) and median champion backtest MAPE, per resource:\n")
     names = list(wins)
-    print(_md([[r, per_res.get(r, np.nan), *[int(win_res.loc[r].get(n, 0)) if r in win_res.index else 0 for n in names]]
-               for r in RESOURCES] + [["all", champs["champion_mape"].median(), *[wins[n] for n in names]]],
-              ["resource", "champion MAPE med", *[f"wins {n}" for n in names]]))
+    print(
+        _md(
+            [
+                [
+                    r,
+                    per_res.get(r, np.nan),
+                    *[int(win_res.loc[r].get(n, 0)) if r in win_res.index else 0 for n in names],
+                ]
+                for r in RESOURCES
+            ]
+            + [["all", champs["champion_mape"].median(), *[wins[n] for n in names]]],
+            ["resource", "champion MAPE med", *[f"wins {n}" for n in names]],
+        )
+    )
 
     # trust: the MAPE rule against the capacity rule; near = the champion's error could move it across
     low_new = champs["trust"].eq("low")
     low_old = mape_rule["trust"].eq("low")
     print("\nTrust (low share):\n")
-    print(_md([["MAPE rule (champion MAPE > 20)", low_old.mean(), int((low_old & low_new).sum()), int((low_old & ~low_new).sum())],
-               ["capacity rule (error vs headroom)", low_new.mean(), int(low_new.sum()), 0]],
-              ["rule", "low share", "low and near the threshold", "low and far from it"]))
+    print(
+        _md(
+            [
+                [
+                    "MAPE rule (champion MAPE > 20)",
+                    low_old.mean(),
+                    int((low_old & low_new).sum()),
+                    int((low_old & ~low_new).sum()),
+                ],
+                ["capacity rule (error vs headroom)", low_new.mean(), int(low_new.sum()), 0],
+            ],
+            ["rule", "low share", "low and near the threshold", "low and far from it"],
+        )
+    )
     s = scores["golden record"]
     checks = {
         "WAPE <= 0.9 x stock": s["wape"] <= 0.9 * anchor["wape"],
@@ -235,7 +365,10 @@ def run_family(family: str, servers: int, seed: int, cfg: ForecastConfig, thresh
         "risk F1 >= stock": s["f1"] >= anchor["f1"],
         "risk recall >= stock": s["recall"] >= anchor["recall"],
     }
-    print("\nTargets (golden record against stock Prophet): " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in checks.items()))
+    print(
+        "\nTargets (golden record against stock Prophet): "
+        + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in checks.items())
+    )
     return {"scores": scores, "checks": checks, "wins": wins, "cpu": cpu, "n_series": n_series}
 
 
@@ -246,8 +379,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threshold", type=float, default=95.0)
     ap.add_argument("--risk-days", type=int, default=90)
-    ap.add_argument("--engines", default=CapacitySettings().engines,
-                    help="fitted contenders, as CAPACITY_ENGINES (default: the pipeline's default)")
+    ap.add_argument(
+        "--engines",
+        default=CapacitySettings().engines,
+        help="fitted contenders, as CAPACITY_ENGINES (default: the pipeline's default)",
+    )
     args = ap.parse_args(argv)
     global FITTED
     FITTED = CapacitySettings(engines=args.engines).contenders

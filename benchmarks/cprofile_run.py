@@ -10,6 +10,7 @@ the profile (they show as the Python around them). Prints the CPU seconds per to
 (own time of its functions), then the functions with the most cumulative and own time, and writes
 the stats to cprofile.out for snakeviz/pstats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,9 +49,15 @@ def main() -> int:
     work = Path(args.out) / f"cprofile_{fleet.name}_b{args.batches}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    os.environ.update({"CAPACITY_METRICS": str(fleet / "metrics" / "*.parquet"),
-                       "CAPACITY_HIERARCHY": str(fleet / "hierarchy.csv"), "CAPACITY_DB": str(work / "capacity.duckdb"),
-                       "CAPACITY_BATCHES": str(args.batches), "DAGSTER_HOME": str(work / ".dagster")})
+    os.environ.update(
+        {
+            "CAPACITY_METRICS": str(fleet / "metrics" / "*.parquet"),
+            "CAPACITY_HIERARCHY": str(fleet / "hierarchy.csv"),
+            "CAPACITY_DB": str(work / "capacity.duckdb"),
+            "CAPACITY_BATCHES": str(args.batches),
+            "DAGSTER_HOME": str(work / ".dagster"),
+        }
+    )
     os.chdir(work)
     prof = cProfile.Profile(time.process_time)
     t0, c0 = time.monotonic(), time.process_time()
@@ -61,8 +68,10 @@ def main() -> int:
     prof.disable()
     wall, cpu = time.monotonic() - t0, time.process_time() - c0
     prof.dump_stats(str(work / "cprofile.out"))
-    print(f"\ncapacity run --workers 1 --force: exit {rc}, {wall:.1f}s wall, {cpu:.1f}s CPU in this process "
-          f"(CmdStan children not included); load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"\ncapacity run --workers 1 --force: exit {rc}, {wall:.1f}s wall, {cpu:.1f}s CPU in this process "
+        f"(CmdStan children not included); load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
     st = pstats.Stats(prof)
     own = defaultdict(float)
     for (filename, _, _), (_, _, tottime, _, _) in st.stats.items():

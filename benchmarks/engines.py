@@ -7,6 +7,7 @@ engine's work happens in CmdStan child processes. The 8,000-series estimate assu
 layout: 2 batch processes in parallel on 2 cores, so it is bounded both by total CPU over 2 cores and
 by one process's own throughput times 2, plus each batch process's start-up (imports, ~2 s).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,13 @@ def synthetic_fleet(servers: int, months: int, seed: int = 0) -> pd.DataFrame:
             brk = rng.integers(n // 3, n)
             trend = level + slope * t + rng.normal(0, 0.02) * np.maximum(t - brk, 0)
             weekly = rng.uniform(0, 8) * np.where(weekend, -1.0, 0.4)
-            yearly = rng.uniform(0, 6) * np.sin(2 * np.pi * doy / 365.25 + rng.uniform(0, 2 * np.pi))
+            yearly = rng.uniform(0, 6) * np.sin(
+                2 * np.pi * doy / 365.25 + rng.uniform(0, 2 * np.pi)
+            )
             y = np.clip(trend + weekly + yearly + rng.normal(0, rng.uniform(0.5, 5), n), 0, 100)
-            frames.append(pd.DataFrame({"server_id": f"srv{s:05d}", "resource": res, "ds": ds, "y": y}))
+            frames.append(
+                pd.DataFrame({"server_id": f"srv{s:05d}", "resource": res, "ds": ds, "y": y})
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -63,7 +68,10 @@ def fleet(servers: int, months: int, seed: int) -> tuple[pd.DataFrame, str]:
 
 
 def cpu_seconds() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
@@ -81,7 +89,9 @@ def main(argv=None) -> int:
 
     history, source = fleet(args.servers, args.months, args.seed)
     n_series = history.groupby(["server_id", "resource"]).ngroups
-    print(f"fleet: {n_series} series x {history.groupby(['server_id', 'resource']).size().median():.0f} days from {source}")
+    print(
+        f"fleet: {n_series} series x {history.groupby(['server_id', 'resource']).size().median():.0f} days from {source}"
+    )
     cfg = ForecastConfig(seed=args.seed)
     for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
         mod = engine(name)
@@ -90,17 +100,23 @@ def main(argv=None) -> int:
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
         out = run(name, history, cfg, log=logging.getLogger(f"bench.{name}"))
         wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
-        fallbacks = out.loc[out["model"].str.endswith(":fallback"), ["server_id", "resource"]].drop_duplicates()
+        fallbacks = out.loc[
+            out["model"].str.endswith(":fallback"), ["server_id", "resource"]
+        ].drop_duplicates()
         cpu_ms = 1000 * cpu / n_series
-        est = max(TARGET_SERIES * cpu / n_series / BATCH_PROCESSES,
-                  TARGET_SERIES * wall / n_series / BATCH_PROCESSES)
+        est = max(
+            TARGET_SERIES * cpu / n_series / BATCH_PROCESSES,
+            TARGET_SERIES * wall / n_series / BATCH_PROCESSES,
+        )
         est += PROCESS_START_S * TARGET_SERIES / BATCH_SERIES / BATCH_PROCESSES
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"{name}: {n_series} series, {len(fallbacks)} fallbacks, wall {wall:.1f} s, "
-              f"{n_series / wall:.1f} series/s, CPU {cpu_ms:.0f} ms/series (self+children), "
-              f"peak RSS self {own:.0f} MB / largest child {kids:.0f} MB (a forked child counts its parent's pages), "
-              f"8,000 series with {BATCH_PROCESSES} batch processes: ~{est / 60:.1f} min")
+        print(
+            f"{name}: {n_series} series, {len(fallbacks)} fallbacks, wall {wall:.1f} s, "
+            f"{n_series / wall:.1f} series/s, CPU {cpu_ms:.0f} ms/series (self+children), "
+            f"peak RSS self {own:.0f} MB / largest child {kids:.0f} MB (a forked child counts its parent's pages), "
+            f"8,000 series with {BATCH_PROCESSES} batch processes: ~{est / 60:.1f} min"
+        )
     return 0
 
 

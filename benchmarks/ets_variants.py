@@ -8,24 +8,24 @@ full:   accuracy.run_family with --engines prophet,challenger,ets; prophet, chal
         Prophet results are cached on disk (keyed on the history's hash; all deterministic) so that
         only ETS is refitted per configuration. Tournament, combination, golden record run as is.
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
-import contextlib
 import logging
 import os
 import pickle
-import sys
 import time
 import warnings
 
+import accuracy  # benchmarks/accuracy.py
 import numpy as np
 import pandas as pd
 
-import accuracy  # benchmarks/accuracy.py
 from capacity_assets.forecasting.engines import ets
 from capacity_assets.forecasting.engines.base import ForecastConfig
 
@@ -68,6 +68,7 @@ NO_NATIVE_INTERVALS = {"SeasonalExponentialSmoothingOptimized"}
 def make_fit(name: str):
     cls_name, kwargs, window = CONFIGS[name]
     import statsforecast.models as sm
+
     cls = getattr(sm, cls_name)
 
     def _fit_forecast(y, h, interval):
@@ -89,7 +90,9 @@ def make_fit(name: str):
                 lo, hi = mean - half, mean + half
             else:
                 fc = cls(**kwargs).forecast(y=y.astype(float), h=h, level=[level])
-                mean, lo, hi = (np.asarray(fc[k], float) for k in ("mean", f"lo-{level}", f"hi-{level}"))
+                mean, lo, hi = (
+                    np.asarray(fc[k], float) for k in ("mean", f"lo-{level}", f"hi-{level}")
+                )
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
             raise ValueError("non-finite forecast")
         return mean, np.minimum(lo, mean), np.maximum(hi, mean)
@@ -98,7 +101,9 @@ def make_fit(name: str):
 
 
 def _hash(df: pd.DataFrame) -> str:
-    return hashlib.sha1(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()[:16]
+    return hashlib.sha1(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()[
+        :16
+    ]
 
 
 def cached(tag, key, fn, folder=CACHE):
@@ -129,6 +134,7 @@ def install_cache():
 
 def screen(configs, families, servers, seed):
     from capacity_assets.forecasting.engines.registry import run
+
     cfg = ForecastConfig(seed=seed)
     out = []
     for fam in families:
@@ -136,16 +142,33 @@ def screen(configs, families, servers, seed):
         n = data["history"].groupby(accuracy.KEY).ngroups
         for c in configs:
             ets._fit_forecast = make_fit(c)
-            failed = []
             h = logging.getLogger("screen")
             t0 = time.process_time()
             res = run("ets", data["history"], cfg, log=h)
             ms = 1000 * (time.process_time() - t0) / n
             s = accuracy.accuracy(res, data["hidden"])
-            fb = int(res["model"].astype(str).str.contains("fallback").groupby([res["server_id"], res["resource"]]).any().sum()) \
-                if "model" in res else -1
-            row = dict(config=c, family=fam, series=n, ms=ms, wape=s["wape"], mape_med=s["mape_median"],
-                       coverage=s["coverage"], fallback=fb)
+            fb = (
+                int(
+                    res["model"]
+                    .astype(str)
+                    .str.contains("fallback")
+                    .groupby([res["server_id"], res["resource"]])
+                    .any()
+                    .sum()
+                )
+                if "model" in res
+                else -1
+            )
+            row = dict(
+                config=c,
+                family=fam,
+                series=n,
+                ms=ms,
+                wape=s["wape"],
+                mape_med=s["mape_median"],
+                coverage=s["coverage"],
+                fallback=fb,
+            )
             print(json.dumps(row), flush=True)
             out.append(row)
     return out
@@ -167,18 +190,32 @@ def full(configs, families, servers, seed):
             with contextlib.redirect_stdout(buf):
                 r = accuracy.run_family(fam, servers, seed, cfg, 95.0, 90)
             text = buf.getvalue()
-            with open(os.path.join(os.path.dirname(CACHE), f"ets_full_{c}_{fam}_{servers}_s{seed}.md"), "w") as f:
+            with open(
+                os.path.join(os.path.dirname(CACHE), f"ets_full_{c}_{fam}_{servers}_s{seed}.md"),
+                "w",
+            ) as f:
                 f.write(text)
             sc = r["scores"]
             g, st = sc["golden record"], sc["stock prophet"]
             e = sc.get("ets", {"wape": float("nan")})
             r["cpu"].setdefault("ets", float("nan"))
-            row = dict(config=c, family=fam, ets_ms=1000 * r["cpu"]["ets"] / r["n_series"], ets_wape=e["wape"],
-                       ets_wape_stock=e["wape"] / st["wape"],
-                       gold_wape_stock=g["wape"] / st["wape"], gold_cov=g["coverage"],
-                       gold_tpfpfn=f"{g['tp']}/{g['fp']}/{g['fn']}", gold_p=g["precision"], gold_r=g["recall"],
-                       gold_f1=g["f1"], stock_f1=st["f1"], stock_r=st["recall"], ets_wins=int(r["wins"].get("ets", 0)),
-                       checks={k: bool(v) for k, v in r["checks"].items()})
+            row = dict(
+                config=c,
+                family=fam,
+                ets_ms=1000 * r["cpu"]["ets"] / r["n_series"],
+                ets_wape=e["wape"],
+                ets_wape_stock=e["wape"] / st["wape"],
+                gold_wape_stock=g["wape"] / st["wape"],
+                gold_cov=g["coverage"],
+                gold_tpfpfn=f"{g['tp']}/{g['fp']}/{g['fn']}",
+                gold_p=g["precision"],
+                gold_r=g["recall"],
+                gold_f1=g["f1"],
+                stock_f1=st["f1"],
+                stock_r=st["recall"],
+                ets_wins=int(r["wins"].get("ets", 0)),
+                checks={k: bool(v) for k, v in r["checks"].items()},
+            )
             print(json.dumps(row), flush=True)
             summary.append(row)
     return summary
@@ -195,11 +232,14 @@ def main():
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     t = time.process_time()
     import statsforecast.models  # noqa: F401 - import cost kept out of the per-config timing
+
     print(json.dumps({"statsforecast_import_cpu_s": time.process_time() - t}), flush=True)
     configs = [c.strip() for c in a.configs.split(",") if c.strip()]
     fams = [f.strip() for f in a.family.split(",") if f.strip()]
     rows = (screen if a.mode == "screen" else full)(configs, fams, a.servers, a.seed)
-    with open(os.path.join(os.path.dirname(CACHE), f"ets_{a.mode}_{int(time.time())}.json"), "w") as f:
+    with open(
+        os.path.join(os.path.dirname(CACHE), f"ets_{a.mode}_{int(time.time())}.json"), "w"
+    ) as f:
         json.dump(rows, f, indent=1, default=str)
 
 

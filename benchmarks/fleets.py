@@ -21,6 +21,7 @@ history day, and as many come close without crossing, so risk calls can be score
 
     python benchmarks/fleets.py --servers 40 --seed 0    # prints a summary
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ HIDDEN_MONTHS = 6
 HOURLY_SHARE = 0.35
 OUTAGE_SHARE = 0.35
 SATURATING_SHARE = 0.17  # servers with one resource that crosses 95 % within 90 days of `end`
-NEAR_MISS_SHARE = 0.12   # servers with one resource that climbs to 85-92 % and stays there
+NEAR_MISS_SHARE = 0.12  # servers with one resource that climbs to 85-92 % and stays there
 _SALT = 0x5EED_F1EE7  # a stream of its own: never the demo fleet's draws
 
 
@@ -55,7 +56,9 @@ def _logistic(t: np.ndarray, start: float, plateau: float, mid: float, width: fl
     return start + (plateau - start) / (1 + np.exp(-(t - mid) / width))
 
 
-def _trend(rng, kind: str, t: np.ndarray, n_hist: int, level: float, target: float | None) -> np.ndarray:
+def _trend(
+    rng, kind: str, t: np.ndarray, n_hist: int, level: float, target: float | None
+) -> np.ndarray:
     """Level path over days ``t`` (0 = first history day). ``target``: value reached ~day n_hist+45."""
     end = n_hist - 1
     if kind == "flat":
@@ -78,8 +81,9 @@ def _trend(rng, kind: str, t: np.ndarray, n_hist: int, level: float, target: flo
     raise ValueError(kind)
 
 
-def generate(servers: int = 40, seed: int = 0, end=None, future_months: int = HIDDEN_MONTHS
-             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate(
+    servers: int = 40, seed: int = 0, end=None, future_months: int = HIDDEN_MONTHS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics, series info) of a fleet; metrics has the pipeline's input columns (server_id,
     resource, timestamp, utilization_pct), history ending at ``end`` plus ``future_months`` hidden.
 
@@ -90,8 +94,12 @@ def generate(servers: int = 40, seed: int = 0, end=None, future_months: int = HI
     end = DEFAULT_END if end is None else pd.Timestamp(end).normalize()
     stop = end + pd.DateOffset(months=future_months)
     frames, info = [], []
-    n_sat = np.floor(np.arange(1, servers + 1) * SATURATING_SHARE) - np.floor(np.arange(servers) * SATURATING_SHARE)
-    n_near = np.floor(np.arange(1, servers + 1) * NEAR_MISS_SHARE + 0.5) - np.floor(np.arange(servers) * NEAR_MISS_SHARE + 0.5)
+    n_sat = np.floor(np.arange(1, servers + 1) * SATURATING_SHARE) - np.floor(
+        np.arange(servers) * SATURATING_SHARE
+    )
+    n_near = np.floor(np.arange(1, servers + 1) * NEAR_MISS_SHARE + 0.5) - np.floor(
+        np.arange(servers) * NEAR_MISS_SHARE + 0.5
+    )
     for i in range(servers):
         rng = np.random.default_rng([_SALT, seed, i])
         months = int(rng.integers(20, 27))
@@ -111,10 +119,10 @@ def generate(servers: int = 40, seed: int = 0, end=None, future_months: int = HI
         if rng.random() < OUTAGE_SHARE:  # a week or more without samples, anywhere in history
             length = int(rng.integers(7, 22))
             at = int(rng.integers(30, n_hist - length - 10))
-            observed[at:at + length] = False
+            observed[at : at + length] = False
         if rng.random() < 0.1:  # a few also lose a week in the hidden months
             at = int(rng.integers(n_hist + 5, n - 10))
-            observed[at:at + int(rng.integers(7, 10))] = False
+            observed[at : at + int(rng.integers(7, 10))] = False
         observed &= rng.random(n) > rng.uniform(0.0, 0.02)  # scattered missing days
 
         for r, resource in enumerate(RESOURCES):
@@ -125,12 +133,16 @@ def generate(servers: int = 40, seed: int = 0, end=None, future_months: int = HI
                 target = rng.uniform(97, 112) if special == "saturate" else rng.uniform(84, 91)
             if resource == "cpu":
                 level = rng.uniform(8, 45) if target is None else rng.uniform(30, 55)
-                kind = rng.choice(["flat", "linear", "logistic", "accelerating"], p=[0.35, 0.25, 0.2, 0.2])
+                kind = rng.choice(
+                    ["flat", "linear", "logistic", "accelerating"], p=[0.35, 0.25, 0.2, 0.2]
+                )
                 if target is not None:
                     kind = rng.choice(["logistic", "accelerating", "linear"])
                 path = _trend(rng, kind, t, n_hist, level, target)
                 amp = rng.uniform(0.15, 0.55) if business else rng.uniform(0.0, 0.1)
-                y = path * (1 + amp * np.where(weekend, -1.0, 0.4))  # amplitude grows with the level
+                y = path * (
+                    1 + amp * np.where(weekend, -1.0, 0.4)
+                )  # amplitude grows with the level
                 y += path * rng.uniform(0.0, 0.25) * qe * (rng.random() < 0.4)
                 df_ = rng.uniform(2.5, 5.0)
                 y += (0.6 + 0.06 * path) * rng.uniform(0.6, 1.6) * _student_t(rng, df_, n)
@@ -153,7 +165,9 @@ def generate(servers: int = 40, seed: int = 0, end=None, future_months: int = HI
                 kind = f"{kind}+leak" if leak else kind
             elif resource == "disk":
                 level = rng.uniform(20, 70) if target is None else rng.uniform(35, 60)
-                kind = rng.choice(["flat", "linear", "logistic", "accelerating"], p=[0.25, 0.4, 0.25, 0.1])
+                kind = rng.choice(
+                    ["flat", "linear", "logistic", "accelerating"], p=[0.25, 0.4, 0.25, 0.1]
+                )
                 if target is not None:
                     kind = rng.choice(["logistic", "linear", "accelerating"])
                 path = _trend(rng, kind, t, n_hist, level, target)
@@ -164,33 +178,73 @@ def generate(servers: int = 40, seed: int = 0, end=None, future_months: int = HI
                     y[at:] -= rng.uniform(5, 15)
             else:  # network
                 idle = rng.random() < 0.25 and target is None
-                level = rng.uniform(0.3, 2.5) if idle else (rng.uniform(5, 40) if target is None else rng.uniform(30, 50))
-                kind = "flat" if idle else rng.choice(["flat", "linear", "logistic"], p=[0.5, 0.3, 0.2])
+                level = (
+                    rng.uniform(0.3, 2.5)
+                    if idle
+                    else (rng.uniform(5, 40) if target is None else rng.uniform(30, 50))
+                )
+                kind = (
+                    "flat"
+                    if idle
+                    else rng.choice(["flat", "linear", "logistic"], p=[0.5, 0.3, 0.2])
+                )
                 if target is not None:
                     kind = rng.choice(["logistic", "accelerating", "linear"])
                 path = _trend(rng, kind, t, n_hist, level, target)
                 amp = rng.uniform(0.2, 0.7) if business else rng.uniform(0.0, 0.15)
-                y = path * (1 + amp * np.where(weekend, -1.0, 0.4)) * (1 + 0.3 * qe * (rng.random() < 0.5))
+                y = (
+                    path
+                    * (1 + amp * np.where(weekend, -1.0, 0.4))
+                    * (1 + 0.3 * qe * (rng.random() < 0.5))
+                )
                 y *= np.exp(rng.uniform(0.03, 0.15) * _student_t(rng, rng.uniform(2.5, 5), n))
                 bursts = rng.random(n) < rng.uniform(0.002, 0.01)
                 y[bursts] *= rng.uniform(1.3, 2.2, bursts.sum())
                 kind = "idle" if idle else kind
             y = np.clip(y, 0.0, 100.0)
-            info.append({"server_id": sid, "resource": resource, "kind": str(kind), "special": special if r == special_res else "",
-                         "months": months, "hourly": hourly})
+            info.append(
+                {
+                    "server_id": sid,
+                    "resource": resource,
+                    "kind": str(kind),
+                    "special": special if r == special_res else "",
+                    "months": months,
+                    "hourly": hourly,
+                }
+            )
             keep = np.flatnonzero(observed)
             if hourly:  # 24 samples a day around the daily value: business-hours hump, own noise
                 hours = np.arange(24)
-                hump = np.where((hours >= 8) & (hours <= 18), 1.0, -11 / 13) * (0.25 if business else 0.08)
+                hump = np.where((hours >= 8) & (hours <= 18), 1.0, -11 / 13) * (
+                    0.25 if business else 0.08
+                )
                 hump = hump - hump.mean()
                 vals = y[keep][:, None] * (1 + hump[None, :])
                 vals += rng.normal(0, 0.5 + 0.03 * y[keep][:, None], (len(keep), 24))
-                ts = (days[keep].to_numpy()[:, None] + (hours * np.timedelta64(1, "h"))[None, :]).ravel()
-                frames.append(pd.DataFrame({"server_id": sid, "resource": resource, "timestamp": ts,
-                                            "utilization_pct": np.clip(vals.ravel(), 0.0, 100.0)}))
+                ts = (
+                    days[keep].to_numpy()[:, None] + (hours * np.timedelta64(1, "h"))[None, :]
+                ).ravel()
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "server_id": sid,
+                            "resource": resource,
+                            "timestamp": ts,
+                            "utilization_pct": np.clip(vals.ravel(), 0.0, 100.0),
+                        }
+                    )
+                )
             else:
-                frames.append(pd.DataFrame({"server_id": sid, "resource": resource, "timestamp": days[keep],
-                                            "utilization_pct": y[keep]}))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "server_id": sid,
+                            "resource": resource,
+                            "timestamp": days[keep],
+                            "utilization_pct": y[keep],
+                        }
+                    )
+                )
     metrics = pd.concat(frames, ignore_index=True)
     return metrics, pd.DataFrame(info)
 
@@ -201,7 +255,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     metrics, info = generate(a.servers, a.seed)
-    print(f"{len(metrics):,} samples, {len(info)} series, {info['hourly'].mean():.0%} hourly series")
+    print(
+        f"{len(metrics):,} samples, {len(info)} series, {info['hourly'].mean():.0%} hourly series"
+    )
     print(info.groupby(["resource", "kind"]).size().to_string())
     print(info[info["special"] != ""].to_string())
 

@@ -11,6 +11,7 @@ input scan: inspect, fingerprints, daily aggregation), its step time, and the wh
 The input should be read once per run whatever the number of batches, so read seconds should stay
 flat from 5 to 80 batches.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,16 +44,34 @@ def child(runs: int) -> None:
     for first, last in ranges(keys, per_run):
         t = time.monotonic()
         result = job.execute_in_process(
-            instance=instance, run_config=QUIET_RUN_CONFIG, tags=range_tags(first, last), raise_on_error=True,
-            asset_selection=[dg.AssetKey("processed_data"), dg.AssetKey("skipped_series")])
+            instance=instance,
+            run_config=QUIET_RUN_CONFIG,
+            tags=range_tags(first, last),
+            raise_on_error=True,
+            asset_selection=[dg.AssetKey("processed_data"), dg.AssetKey("skipped_series")],
+        )
         wall = time.monotonic() - t
-        stats = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(result.run_id)}
-        mats = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
-                and e.asset_key.path[-1] == "processed_data"]
+        stats = {
+            s.step_key: s.end_time - s.start_time
+            for s in instance.get_run_step_stats(result.run_id)
+        }
+        mats = [
+            e
+            for e in result.all_events
+            if e.event_type_value == "ASSET_MATERIALIZATION"
+            and e.asset_key.path[-1] == "processed_data"
+        ]
         meta = mats[0].event_specific_data.materialization.metadata
-        out.append({"range": f"{first}..{last}", "wall": wall, "step": stats.get("processed_data"),
-                    "read_seconds": float(meta["read_seconds"].value), "rows_in": int(meta["rows_in"].value),
-                    "servers": int(meta["servers"].value)})
+        out.append(
+            {
+                "range": f"{first}..{last}",
+                "wall": wall,
+                "step": stats.get("processed_data"),
+                "read_seconds": float(meta["read_seconds"].value),
+                "rows_in": int(meta["rows_in"].value),
+                "servers": int(meta["servers"].value),
+            }
+        )
     print("RESULT " + json.dumps(out))
 
 
@@ -62,7 +81,9 @@ def main() -> int:
     ap.add_argument("--months", type=int, default=36)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batches", default="5,20,80")
-    ap.add_argument("--runs", type=int, default=1, help="Dagster runs per configuration (ranges of batches)")
+    ap.add_argument(
+        "--runs", type=int, default=1, help="Dagster runs per configuration (ranges of batches)"
+    )
     ap.add_argument("--out", default=str(HERE / "out"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -76,19 +97,33 @@ def main() -> int:
     fleet = out / f"fleet_{args.servers}_{args.months}_{args.seed}"  # shared with full_fleet.py
     if not (fleet / "hierarchy.csv").exists():
         write_fleet(fleet, servers=args.servers, months=args.months, seed=args.seed)
-    print(f"fleet: {fleet} ({args.servers} servers, {args.months} months); load average "
-          f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
-    print(f"{'batches':>7} {'runs':>4} {'read s':>7} {'step s':>7} {'run wall s':>10} {'process s':>9}  per run")
+    print(
+        f"fleet: {fleet} ({args.servers} servers, {args.months} months); load average "
+        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores"
+    )
+    print(
+        f"{'batches':>7} {'runs':>4} {'read s':>7} {'step s':>7} {'run wall s':>10} {'process s':>9}  per run"
+    )
     for n in [int(x) for x in args.batches.split(",")]:
         work = out / f"ingest_{args.servers}_b{n}_r{args.runs}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        env = {**os.environ, "CAPACITY_METRICS": str(fleet / "metrics" / "*.parquet"),
-               "CAPACITY_HIERARCHY": str(fleet / "hierarchy.csv"), "CAPACITY_DB": str(work / "capacity.duckdb"),
-               "CAPACITY_BATCHES": str(n), "DAGSTER_HOME": str(work / ".dagster")}
+        env = {
+            **os.environ,
+            "CAPACITY_METRICS": str(fleet / "metrics" / "*.parquet"),
+            "CAPACITY_HIERARCHY": str(fleet / "hierarchy.csv"),
+            "CAPACITY_DB": str(work / "capacity.duckdb"),
+            "CAPACITY_BATCHES": str(n),
+            "DAGSTER_HOME": str(work / ".dagster"),
+        }
         t = time.monotonic()
-        proc = subprocess.run([sys.executable, __file__, "--child", "--runs", str(args.runs)], cwd=work, env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", "--runs", str(args.runs)],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         total = time.monotonic() - t
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not lines:
@@ -96,9 +131,14 @@ def main() -> int:
             return 1
         res = json.loads(lines[-1][7:])
         read, step, wall = (sum(r[k] for r in res) for k in ("read_seconds", "step", "wall"))
-        print(f"{n:>7} {len(res):>4} {read:7.2f} {step:7.2f} {wall:10.2f} {total:9.1f}  "
-              + "; ".join(f"{r['range']}: read {r['read_seconds']:.2f}s, step {r['step']:.2f}s, {r['servers']} servers"
-                          for r in res), flush=True)
+        print(
+            f"{n:>7} {len(res):>4} {read:7.2f} {step:7.2f} {wall:10.2f} {total:9.1f}  "
+            + "; ".join(
+                f"{r['range']}: read {r['read_seconds']:.2f}s, step {r['step']:.2f}s, {r['servers']} servers"
+                for r in res
+            ),
+            flush=True,
+        )
     print(f"load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 

@@ -5,6 +5,7 @@ it, so neither the command's rusage nor a plain RUSAGE_CHILDREN of the benchmark
 child subreaper (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``) the benchmark inherits such orphans and,
 by reaping them, adds their CPU (and their children's) to its own RUSAGE_CHILDREN.
 """
+
 from __future__ import annotations
 
 import ctypes

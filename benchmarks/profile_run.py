@@ -23,6 +23,7 @@ imports, definitions), the gap after them, and the freshness run and the summary
 
 Run as a script it prints the table; ``breakdown(home)`` returns it for other benchmarks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,17 +57,24 @@ def run_breakdown(instance, run, fitted: set[str]) -> dict:
             continue
         # the run's start plans every step's materialisations under that step's key: start at STEP_START
         starts = [i for i, e in enumerate(events) if _type(e) == "STEP_START"]
-        events = events[starts[0]:] if starts else []
+        events = events[starts[0] :] if starts else []
         cat, phase = defaultdict(float), "inputs"
         compute = "fitting" if step in fitted else "other"
         for prev, e in zip(events, events[1:]):
             t, gap = _type(e), e.timestamp - prev.timestamp
             if t == "LOADED_INPUT":
                 cat["io_read"] += gap
-            elif t in ("STEP_INPUT", "STEP_SUCCESS", "STEP_FAILURE", "HANDLED_OUTPUT") or t.endswith("_PLANNED"):
+            elif t in (
+                "STEP_INPUT",
+                "STEP_SUCCESS",
+                "STEP_FAILURE",
+                "HANDLED_OUTPUT",
+            ) or t.endswith("_PLANNED"):
                 cat["dagster"] += gap
             elif phase == "output" and t in ("LOG", "ASSET_MATERIALIZATION"):
-                cat["io_write"] += gap  # the IO manager's handle_output ends where the first materialisation is written
+                cat["io_write"] += (
+                    gap  # the IO manager's handle_output ends where the first materialisation is written
+                )
             elif phase == "events":
                 cat["dagster"] += gap  # one materialisation event per asset and batch
             else:  # compute: the asset's code (and a check's, for ASSET_CHECK_EVALUATION)
@@ -79,8 +87,12 @@ def run_breakdown(instance, run, fitted: set[str]) -> dict:
                 phase = "compute"  # a generator step resumes: its next output or its checks
             elif t not in ("LOADED_INPUT", "STEP_INPUT") and phase == "inputs":
                 phase = "compute"
-            if (t == "ASSET_MATERIALIZATION" and step == "processed_data" and not read_meta
-                    and e.dagster_event.asset_key.path[-1] == "processed_data"):
+            if (
+                t == "ASSET_MATERIALIZATION"
+                and step == "processed_data"
+                and not read_meta
+                and e.dagster_event.asset_key.path[-1] == "processed_data"
+            ):
                 meta = e.dagster_event.event_specific_data.materialization.metadata
                 if "read_seconds" in meta:
                     read_meta = float(meta["read_seconds"].value)
@@ -99,13 +111,19 @@ def run_breakdown(instance, run, fitted: set[str]) -> dict:
     return {"total": dict(total), "steps": steps, "span": (first, last), "read_seconds": read_meta}
 
 
-def breakdown(home: str | os.PathLike, started: float | None = None, ended: float | None = None) -> dict:
+def breakdown(
+    home: str | os.PathLike, started: float | None = None, ended: float | None = None
+) -> dict:
     os.environ["DAGSTER_HOME"] = str(Path(home).resolve())
     from dagster import DagsterInstance
 
     fitted = _engines()
-    out = {"runs": [], "by_category": defaultdict(float), "by_step": defaultdict(lambda: defaultdict(float)),
-           "timeline": []}
+    out = {
+        "runs": [],
+        "by_category": defaultdict(float),
+        "by_step": defaultdict(lambda: defaultdict(float)),
+        "timeline": [],
+    }
     with DagsterInstance.get() as instance:
         runs = list(instance.get_runs())
         spans = {}
@@ -113,10 +131,18 @@ def breakdown(home: str | os.PathLike, started: float | None = None, ended: floa
             b = run_breakdown(instance, run, fitted)
             spans[run.run_id] = (run.job_name, *b["span"])
             if run.job_name == "capacity_forecast":
-                out["runs"].append({"run_id": run.run_id, "range": (run.tags.get("dagster/asset_partition_range_start"),
-                                                                    run.tags.get("dagster/asset_partition_range_end")),
-                                    "seconds": b["span"][1] - b["span"][0], **b["total"],
-                                    "read_seconds": b["read_seconds"]})
+                out["runs"].append(
+                    {
+                        "run_id": run.run_id,
+                        "range": (
+                            run.tags.get("dagster/asset_partition_range_start"),
+                            run.tags.get("dagster/asset_partition_range_end"),
+                        ),
+                        "seconds": b["span"][1] - b["span"][0],
+                        **b["total"],
+                        "read_seconds": b["read_seconds"],
+                    }
+                )
                 for k, v in b["total"].items():
                     out["by_category"][k] += v
                 for step, cat in b["steps"].items():
@@ -130,7 +156,9 @@ def breakdown(home: str | os.PathLike, started: float | None = None, ended: floa
         f0, f1 = min(s[1] for s in forecast), max(s[2] for s in forecast)
         t = []
         if started is not None and hier:
-            t.append(("CLI start: imports, preflight, fingerprints, instance", hier[0][1] - started))
+            t.append(
+                ("CLI start: imports, preflight, fingerprints, instance", hier[0][1] - started)
+            )
         if hier:
             t.append(("hierarchy run", hier[0][2] - hier[0][1]))
             t.append(("until the first batch run starts (worker spawn + imports)", f0 - hier[0][2]))
@@ -149,17 +177,24 @@ def breakdown(home: str | os.PathLike, started: float | None = None, ended: floa
 def report(b: dict, print_=print) -> None:
     cats = b["by_category"]
     total = sum(cats.values()) or 1.0
-    print_(f"batch runs: {len(b['runs'])}; step-seconds by category, summed over the runs "
-           f"(wall of the parallel part ~ sum / workers):")
+    print_(
+        f"batch runs: {len(b['runs'])}; step-seconds by category, summed over the runs "
+        f"(wall of the parallel part ~ sum / workers):"
+    )
     for k in CATEGORIES:
         print_(f"  {k:<9} {cats.get(k, 0.0):8.1f}s  {cats.get(k, 0.0) / total:6.1%}")
     print_(f"  {'total':<9} {total:8.1f}s")
     for r in b["runs"]:
-        print_(f"  run {r['range'][0]}..{r['range'][1]}: {r['seconds']:.1f}s (input read {r['read_seconds']:.2f}s)")
+        print_(
+            f"  run {r['range'][0]}..{r['range'][1]}: {r['seconds']:.1f}s (input read {r['read_seconds']:.2f}s)"
+        )
     print_("by step (summed over runs): " + ", ".join(f"{k}" for k in CATEGORIES))
     rows = sorted(b["by_step"].items(), key=lambda kv: -sum(kv[1].values()))
     for step, cat in rows:
-        print_(f"  {step:<22} {sum(cat.values()):7.1f}s  " + "  ".join(f"{cat.get(k, 0.0):6.1f}" for k in CATEGORIES))
+        print_(
+            f"  {step:<22} {sum(cat.values()):7.1f}s  "
+            + "  ".join(f"{cat.get(k, 0.0):6.1f}" for k in CATEGORIES)
+        )
     if b["timeline"]:
         print_("command timeline (wall):")
         for what, s in b["timeline"]:

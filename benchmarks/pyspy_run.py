@@ -10,6 +10,7 @@ shares are those of a normal run. Runs `capacity run --workers W --force` on the
 the first matching layer below (most specific first) and prints CPU seconds per layer. CmdStan is
 a native child program that py-spy does not sample: Prophet's fits show only as their Python side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,21 @@ LAYERS = [
     ("check batch_not_empty (set() rebuilt per batch)", r"batch_not_empty"),
     ("imports (process start)", r"_find_and_load"),
     ("Dagster event log (SQLite writes/reads)", r"sqlalchemy|sqlite_event_log|store_event|sqlite3"),
-    ("input read (DuckDB scan, fingerprints)", r"files\.py|fingerprint\.py|preflight\.py|sources\.py"),
-    ("DuckDB IO: staging, publish, loads, history reads", r"io_manager\.py|staging\.py|store/db\.py|store/history\.py|store/ledger\.py|db_io_manager"),
+    (
+        "input read (DuckDB scan, fingerprints)",
+        r"files\.py|fingerprint\.py|preflight\.py|sources\.py",
+    ),
+    (
+        "DuckDB IO: staging, publish, loads, history reads",
+        r"io_manager\.py|staging\.py|store/db\.py|store/history\.py|store/ledger\.py|db_io_manager",
+    ),
     ("prophet engine (Python side; CmdStan not sampled)", r"engines/prophet\.py"),
     ("challenger engine (XGBoost)", r"engines/challenger\.py"),
     ("ets engine", r"engines/ets\.py"),
-    ("engine ending: calibration, fallback, conform", r"engines/(intervals|registry|naive|base)\.py"),
+    (
+        "engine ending: calibration, fallback, conform",
+        r"engines/(intervals|registry|naive|base)\.py",
+    ),
     ("combination", r"forecasting/combination\.py"),
     ("tournament (champions, golden record)", r"forecasting/tournament\.py"),
     ("thresholds / hierarchy normalisation", r"risk/thresholds\.py|inputs/hierarchy\.py"),
@@ -73,20 +83,46 @@ def main() -> int:
     work = Path(args.out) / f"pyspy_{fleet.name}_w{args.workers}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    env = {**os.environ, "CAPACITY_METRICS": str(fleet / "metrics" / "*.parquet"),
-           "CAPACITY_HIERARCHY": str(fleet / "hierarchy.csv"), "CAPACITY_DB": str(work / "capacity.duckdb"),
-           "DAGSTER_HOME": str(work / ".dagster")}
+    env = {
+        **os.environ,
+        "CAPACITY_METRICS": str(fleet / "metrics" / "*.parquet"),
+        "CAPACITY_HIERARCHY": str(fleet / "hierarchy.csv"),
+        "CAPACITY_DB": str(work / "capacity.duckdb"),
+        "DAGSTER_HOME": str(work / ".dagster"),
+    }
     raw = work / "pyspy.txt"
     t = time.monotonic()
     with open(work / "capacity_run.log", "w") as log:
-        rc = subprocess.run([str(spy), "record", "--subprocesses", "--rate", str(args.rate), "--format", "raw",
-                             "--output", str(raw), "--", str(BIN / "capacity"), "run", "--workers", str(args.workers),
-                             "--force"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(
+            [
+                str(spy),
+                "record",
+                "--subprocesses",
+                "--rate",
+                str(args.rate),
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--",
+                str(BIN / "capacity"),
+                "run",
+                "--workers",
+                str(args.workers),
+                "--force",
+            ],
+            cwd=work,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ).returncode
     wall = time.monotonic() - t
     if rc != 0 or not raw.exists():
         raise SystemExit(f"py-spy/capacity run failed ({rc}); see {work / 'capacity_run.log'}")
-    print(f"capacity run --workers {args.workers} --force under py-spy: {wall:.1f}s wall; load average "
-          f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"capacity run --workers {args.workers} --force under py-spy: {wall:.1f}s wall; load average "
+        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
     summarise(raw, args.rate)
     return 0
 

@@ -27,6 +27,7 @@ only, into the git-ignored benchmarks/out/seed_deps, which the script appends to
 
     .venv/bin/pip install --target benchmarks/out/seed_deps --no-deps scikit-learn joblib
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,11 +54,17 @@ LAGS = (364, 371)
 
 def load(metrics: str) -> pd.DataFrame:
     files = sorted(glob.glob(metrics)) or [metrics]
-    raw = pd.concat([pd.read_csv(f) if f.endswith(".csv") else pd.read_parquet(f) for f in files], ignore_index=True)
+    raw = pd.concat(
+        [pd.read_csv(f) if f.endswith(".csv") else pd.read_parquet(f) for f in files],
+        ignore_index=True,
+    )
     raw["ds"] = pd.to_datetime(raw["timestamp"]).dt.tz_localize(None).dt.normalize()
     raw["resource"] = raw["resource"].str.lower()
-    return raw.groupby(["server_id", "resource", "ds"], as_index=False)["utilization_pct"].mean() \
-              .rename(columns={"utilization_pct": "y"})
+    return (
+        raw.groupby(["server_id", "resource", "ds"], as_index=False)["utilization_pct"]
+        .mean()
+        .rename(columns={"utilization_pct": "y"})
+    )
 
 
 def mape(y: np.ndarray, yhat: np.ndarray) -> float:
@@ -66,8 +73,17 @@ def mape(y: np.ndarray, yhat: np.ndarray) -> float:
 
 def features(ds: pd.DatetimeIndex, y: pd.Series, start: pd.Timestamp) -> pd.DataFrame:
     """Calendar features and yearly lags of ``y`` (indexed by day) for the days ``ds``."""
-    X = pd.DataFrame({"dow": ds.dayofweek, "dom": ds.day, "month": ds.month, "doy": ds.dayofyear,
-                      "woy": ds.isocalendar().week.to_numpy().astype(int), "t": (ds - start).days}, index=ds)
+    X = pd.DataFrame(
+        {
+            "dow": ds.dayofweek,
+            "dom": ds.day,
+            "month": ds.month,
+            "doy": ds.dayofyear,
+            "woy": ds.isocalendar().week.to_numpy().astype(int),
+            "t": (ds - start).days,
+        },
+        index=ds,
+    )
     for lag in LAGS:
         X[f"lag{lag}"] = y.reindex(ds - pd.Timedelta(days=lag)).to_numpy()
     X["mean28_364"] = y.rolling("28D").mean().reindex(ds - pd.Timedelta(days=364)).to_numpy()
@@ -84,7 +100,9 @@ def forecast_one(item):
     cut = last - pd.DateOffset(months=BACKTEST_MONTHS)
     train, test = s[s["ds"] <= cut], s[s["ds"] > cut]
     future_ds = pd.date_range(last + pd.Timedelta(days=1), periods=HORIZON_DAYS, freq="D")
-    ahead = pd.date_range(cut + pd.Timedelta(days=1), future_ds[-1], freq="D")  # backtest + future days
+    ahead = pd.date_range(
+        cut + pd.Timedelta(days=1), future_ds[-1], freq="D"
+    )  # backtest + future days
 
     m = Prophet()
     m.fit(train[["ds", "y"]])
@@ -99,16 +117,28 @@ def forecast_one(item):
     xa = pd.Series(xgb.predict(features(ahead, y, train["ds"].iloc[0])), index=ahead)
 
     t = test.set_index("ds")["y"]
-    scores = {"prophet": mape(t.to_numpy(), p.loc[t.index, "yhat"].to_numpy()),
-              "xgboost": mape(t.to_numpy(), xa.loc[t.index].to_numpy())}
+    scores = {
+        "prophet": mape(t.to_numpy(), p.loc[t.index, "yhat"].to_numpy()),
+        "xgboost": mape(t.to_numpy(), xa.loc[t.index].to_numpy()),
+    }
     winner = min(scores, key=scores.get)
     if winner == "prophet":
         f = p.loc[future_ds, ["yhat", "yhat_lower", "yhat_upper"]]
     else:
-        f = pd.DataFrame({"yhat": xa.loc[future_ds], "yhat_lower": xa.loc[future_ds] + lo,
-                          "yhat_upper": xa.loc[future_ds] + hi})
-    return f.reset_index(names="ds").assign(server_id=server_id, resource=resource, model=winner,
-                                            prophet_mape=scores["prophet"], xgboost_mape=scores["xgboost"])
+        f = pd.DataFrame(
+            {
+                "yhat": xa.loc[future_ds],
+                "yhat_lower": xa.loc[future_ds] + lo,
+                "yhat_upper": xa.loc[future_ds] + hi,
+            }
+        )
+    return f.reset_index(names="ds").assign(
+        server_id=server_id,
+        resource=resource,
+        model=winner,
+        prophet_mape=scores["prophet"],
+        xgboost_mape=scores["xgboost"],
+    )
 
 
 def _quiet():
@@ -135,8 +165,10 @@ def main(argv=None) -> int:
     result.to_parquet(args.out)
     wins = result.drop_duplicates(["server_id", "resource"])["model"].value_counts().to_dict()
     wall = time.monotonic() - started
-    print(f"seed-style: {len(series)} series forecast ({daily.groupby(['server_id', 'resource']).ngroups - len(series)} "
-          f"too short) with {args.processes} processes in {wall:.1f}s (read {read:.1f}s); wins {wins}; {args.out}")
+    print(
+        f"seed-style: {len(series)} series forecast ({daily.groupby(['server_id', 'resource']).ngroups - len(series)} "
+        f"too short) with {args.processes} processes in {wall:.1f}s (read {read:.1f}s); wins {wins}; {args.out}"
+    )
     return 0
 
 

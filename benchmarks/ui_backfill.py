@@ -15,6 +15,7 @@ DuckDB file and DAGSTER_HOME:
 The backfill policy makes it about one run per core, each over a range of batches; queued runs start
 at most one per core (dagster.yaml). The UI is stopped at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,11 @@ BIN = Path(sys.executable).parent
 
 
 def graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         body = json.load(r)
     if body.get("errors"):
@@ -80,26 +84,42 @@ def main() -> int:
     work.mkdir(parents=True)
     shutil.copy(REPO / "workspace.yaml", work / "workspace.yaml")
     home = work / ".dagster"
-    env = {**os.environ, "CAPACITY_METRICS": str(fleet / "metrics" / "*.parquet"),
-           "CAPACITY_HIERARCHY": str(fleet / "hierarchy.csv"), "CAPACITY_DB": str(work / "capacity.duckdb"),
-           "DAGSTER_HOME": str(home)}
-    print(f"fleet {fleet}; load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    env = {
+        **os.environ,
+        "CAPACITY_METRICS": str(fleet / "metrics" / "*.parquet"),
+        "CAPACITY_HIERARCHY": str(fleet / "hierarchy.csv"),
+        "CAPACITY_DB": str(work / "capacity.duckdb"),
+        "DAGSTER_HOME": str(home),
+    }
+    print(
+        f"fleet {fleet}; load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores"
+    )
     run = [str(BIN / "capacity"), "run", "--workers", str(args.workers)]
     with open(work / "first_run.log", "w") as log:
         subprocess.run(run, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
 
     t0 = time.time()
     with open(work / "forced_run.log", "w") as log:
-        subprocess.run([*run, "--force"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(
+            [*run, "--force"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=True
+        )
     cli_wall = time.time() - t0
     first, last, n_cli = batch_span(home, t0)
     cli_batches = last - first
-    print(f"capacity run --force --workers {args.workers}: {cli_wall:.1f}s (its {n_cli} batch runs: {cli_batches:.1f}s)",
-          flush=True)
+    print(
+        f"capacity run --force --workers {args.workers}: {cli_wall:.1f}s (its {n_cli} batch runs: {cli_batches:.1f}s)",
+        flush=True,
+    )
 
     log = open(work / "ui.log", "wb")
-    ui = subprocess.Popen([str(BIN / "capacity"), "ui", "--port", str(args.port)], cwd=work, env=env, stdout=log,
-                          stderr=subprocess.STDOUT, start_new_session=True)
+    ui = subprocess.Popen(
+        [str(BIN / "capacity"), "ui", "--port", str(args.port)],
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 180
         while True:
@@ -108,33 +128,55 @@ def main() -> int:
                 break
             except OSError:
                 if time.time() > deadline or ui.poll() is not None:
-                    raise SystemExit("capacity ui did not start; see " + str(work / "ui.log"))
+                    raise SystemExit(
+                        "capacity ui did not start; see " + str(work / "ui.log")
+                    ) from None
                 time.sleep(1)
-        nodes = graphql(args.port, "{ assetNodes { assetKey { path } jobNames isPartitioned } }")["assetNodes"]
-        assets = [n["assetKey"]["path"] for n in nodes if "capacity_forecast" in n["jobNames"] and n["isPartitioned"]]
+        nodes = graphql(args.port, "{ assetNodes { assetKey { path } jobNames isPartitioned } }")[
+            "assetNodes"
+        ]
+        assets = [
+            n["assetKey"]["path"]
+            for n in nodes
+            if "capacity_forecast" in n["jobNames"] and n["isPartitioned"]
+        ]
         os.environ["CAPACITY_BATCHES"] = env.get("CAPACITY_BATCHES", "20")
-        from capacity_assets.inputs.batching import batch_keys
         from capacity_assets.config import batch_count
+        from capacity_assets.inputs.batching import batch_keys
 
         keys = batch_keys(batch_count())
         selection = ", ".join("{path: %s}" % json.dumps(p) for p in assets)
         time.sleep(5)  # let the daemon settle after start-up
         launched_at = time.time()
-        res = graphql(args.port, 'mutation { launchPartitionBackfill(backfillParams: { assetSelection: [%s], '
-                      'partitionNames: %s }) { __typename ... on LaunchBackfillSuccess { backfillId } '
-                      '... on PythonError { message } } }' % (selection, json.dumps(keys)))["launchPartitionBackfill"]
+        res = graphql(
+            args.port,
+            "mutation { launchPartitionBackfill(backfillParams: { assetSelection: [%s], "
+            "partitionNames: %s }) { __typename ... on LaunchBackfillSuccess { backfillId } "
+            "... on PythonError { message } } }" % (selection, json.dumps(keys)),
+        )["launchPartitionBackfill"]
         if res["__typename"] != "LaunchBackfillSuccess":
             raise SystemExit(f"backfill not launched: {res}")
         backfill = res["backfillId"]
         print(f"backfill {backfill}: {len(assets)} assets x {len(keys)} batches", flush=True)
         runs_done = backfill_done = None
         while time.time() < launched_at + 3600:
-            runs = graphql(args.port, '{ runsOrError(filter: {tags: [{key: "dagster/backfill", value: "%s"}]}) '
-                           '{ ... on Runs { results { runId status startTime endTime } } } }' % backfill
-                           )["runsOrError"]["results"]
-            status = graphql(args.port, '{ partitionBackfillOrError(backfillId: "%s") { ... on PartitionBackfill '
-                             '{ status } } }' % backfill)["partitionBackfillOrError"]["status"]
-            if status in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+            runs = graphql(
+                args.port,
+                '{ runsOrError(filter: {tags: [{key: "dagster/backfill", value: "%s"}]}) '
+                "{ ... on Runs { results { runId status startTime endTime } } } }" % backfill,
+            )["runsOrError"]["results"]
+            status = graphql(
+                args.port,
+                '{ partitionBackfillOrError(backfillId: "%s") { ... on PartitionBackfill '
+                "{ status } } }" % backfill,
+            )["partitionBackfillOrError"]["status"]
+            if status in (
+                "COMPLETED",
+                "COMPLETED_SUCCESS",
+                "COMPLETED_FAILED",
+                "FAILED",
+                "CANCELED",
+            ):
                 backfill_done = time.time()
                 if runs_done is None:
                     runs_done = backfill_done
@@ -145,8 +187,11 @@ def main() -> int:
         ends = [r["endTime"] for r in runs if r["endTime"]]
         if backfill_done is not None and ends:
             runs_done = max(ends)  # the runs' own end (the server's clock is this machine's)
-        spans = "; ".join(f"{r['startTime'] - launched_at:.1f}s..{r['endTime'] - launched_at:.1f}s"
-                          for r in sorted(runs, key=lambda r: r["startTime"] or 0) if r["startTime"] and r["endTime"])
+        spans = "; ".join(
+            f"{r['startTime'] - launched_at:.1f}s..{r['endTime'] - launched_at:.1f}s"
+            for r in sorted(runs, key=lambda r: r["startTime"] or 0)
+            if r["startTime"] and r["endTime"]
+        )
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         try:
@@ -159,12 +204,16 @@ def main() -> int:
     ui_wall = runs_done - launched_at
     print(f"\n== {args.servers} servers, every batch, {args.workers} cores ==")
     print(f"capacity run --force: {cli_wall:.1f}s whole command; its batch runs {cli_batches:.1f}s")
-    print(f"UI backfill: {ui_wall:.1f}s from launch to the last run's end ({len(runs)} runs: {statuses}); "
-          f"backfill marked {status} after {backfill_done - launched_at:.1f}s; runs themselves "
-          f"{max(ends) - min(starts):.1f}s from first start to last end; first run started "
-          f"{min(starts) - launched_at:.1f}s after the launch; each run from/to (after the launch): {spans}")
-    print(f"ratio UI backfill / capacity run: {ui_wall / cli_wall:.2f} (target <= 1.20); "
-          f"against its batch runs alone {ui_wall / cli_batches:.2f}")
+    print(
+        f"UI backfill: {ui_wall:.1f}s from launch to the last run's end ({len(runs)} runs: {statuses}); "
+        f"backfill marked {status} after {backfill_done - launched_at:.1f}s; runs themselves "
+        f"{max(ends) - min(starts):.1f}s from first start to last end; first run started "
+        f"{min(starts) - launched_at:.1f}s after the launch; each run from/to (after the launch): {spans}"
+    )
+    print(
+        f"ratio UI backfill / capacity run: {ui_wall / cli_wall:.2f} (target <= 1.20); "
+        f"against its batch runs alone {ui_wall / cli_batches:.2f}"
+    )
     print(f"load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 

@@ -14,6 +14,7 @@ Arrow with deduplicated strings.
 
     .venv/bin/python benchmarks/vintage_storage.py [--servers 2000] [--batches 20] [--churn 4] [--compare]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,11 +35,15 @@ from capacity_assets.track.vintages import FORECAST_DECIMALS
 RESOURCES = ("cpu", "memory", "disk", "network")
 FULL_FLEET = 2000
 DDL = {"string": "VARCHAR", "datetime64[ns]": "DATE", "float32": "FLOAT", "float64": "DOUBLE"}
-CASTS = ("select * replace (cast(vintage as date) as vintage, cast(ds as date) as ds, batch::varchar as batch, "
-         "server_id::varchar as server_id, resource::varchar as resource, model::varchar as model) from obj")
+CASTS = (
+    "select * replace (cast(vintage as date) as vintage, cast(ds as date) as ds, batch::varchar as batch, "
+    "server_id::varchar as server_id, resource::varchar as resource, model::varchar as model) from obj"
+)
 
 
-def batch_history(batch: str, servers: np.ndarray, vintages: list[pd.Timestamp], days: int, rng, decimals, dtype):
+def batch_history(
+    batch: str, servers: np.ndarray, vintages: list[pd.Timestamp], days: int, rng, decimals, dtype
+):
     """A batch's history: every vintage of its series, sorted by vintage, series, day (as stored)."""
     parts = []
     for vint in vintages:
@@ -54,16 +59,31 @@ def batch_history(batch: str, servers: np.ndarray, vintages: list[pd.Timestamp],
         sid = np.repeat(servers, len(RESOURCES))
         res = np.tile(np.arange(len(RESOURCES)), len(servers))
         models = rng.choice(3, n, p=[0.6, 0.38, 0.02])
-        parts.append(pd.DataFrame({
-            "batch": batch, "vintage": vint, "run_id": f"{vint:%Y%m%d}-0000-0000-0000-000000000000",
-            "server_id": pd.Categorical.from_codes(np.repeat(sid, days),
-                                                   [f"srv-{i:05d}.prod.example.com" for i in range(sid.max() + 1)]),
-            "resource": pd.Categorical.from_codes(np.repeat(res, days), list(RESOURCES)),
-            "ds": np.tile(pd.date_range(vint, periods=days).values, n),
-            **{c: a.ravel().astype(dtype) for c, a in zip(("yhat", "yhat_lower", "yhat_upper"), arrays)},
-            "model": pd.Categorical.from_codes(np.repeat(models, days), ["prophet", "challenger", "prophet:fallback"]),
-            "threshold": np.repeat(np.where(rng.random(n) < 0.05, 90.0, 95.0), days),  # a few per-server overrides
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "batch": batch,
+                    "vintage": vint,
+                    "run_id": f"{vint:%Y%m%d}-0000-0000-0000-000000000000",
+                    "server_id": pd.Categorical.from_codes(
+                        np.repeat(sid, days),
+                        [f"srv-{i:05d}.prod.example.com" for i in range(sid.max() + 1)],
+                    ),
+                    "resource": pd.Categorical.from_codes(np.repeat(res, days), list(RESOURCES)),
+                    "ds": np.tile(pd.date_range(vint, periods=days).values, n),
+                    **{
+                        c: a.ravel().astype(dtype)
+                        for c, a in zip(("yhat", "yhat_lower", "yhat_upper"), arrays)
+                    },
+                    "model": pd.Categorical.from_codes(
+                        np.repeat(models, days), ["prophet", "challenger", "prophet:fallback"]
+                    ),
+                    "threshold": np.repeat(
+                        np.where(rng.random(n) < 0.05, 90.0, 95.0), days
+                    ),  # a few per-server overrides
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -88,25 +108,37 @@ def measure(args, decimals, dtype, seed: int = 0) -> dict:
     keys = [f"batch_{b:02d}" for b in range(args.batches)]
     started, rows = time.perf_counter(), 0
     for b, key in enumerate(keys):  # one insert per batch, as a publish does
-        df = batch_history(key, servers[servers % args.batches == b], vintages, args.days, rng, decimals, dtype)
+        df = batch_history(
+            key, servers[servers % args.batches == b], vintages, args.days, rng, decimals, dtype
+        )
         conn.register("obj", df)
         conn.execute(f"insert into forecast_history {CASTS}")
         conn.unregister("obj")
         rows += len(df)
     conn.execute("checkpoint")
     out = {"rows": rows, "size": os.path.getsize(db), "write_s": time.perf_counter() - started}
-    for w in range(args.churn):  # a weekly run per batch: newest vintage in, oldest out, batch replaced whole
+    for w in range(
+        args.churn
+    ):  # a weekly run per batch: newest vintage in, oldest out, batch replaced whole
         newest = first + pd.Timedelta(weeks=args.vintages + w)
         oldest_kept = newest - pd.Timedelta(weeks=args.vintages - 1)
         for b, key in enumerate(keys):
-            df = batch_history(key, servers[servers % args.batches == b], [newest], args.days, rng, decimals, dtype)
+            df = batch_history(
+                key, servers[servers % args.batches == b], [newest], args.days, rng, decimals, dtype
+            )
             conn.register("obj", df)
             conn.execute("begin transaction")
-            conn.execute("insert into staging.forecast_history select * from forecast_history "
-                         "where batch = ? and vintage >= ?", [key, oldest_kept.date()])
+            conn.execute(
+                "insert into staging.forecast_history select * from forecast_history "
+                "where batch = ? and vintage >= ?",
+                [key, oldest_kept.date()],
+            )
             conn.execute(f"insert into staging.forecast_history {CASTS}")
             conn.execute("delete from forecast_history where batch = ?", [key])
-            conn.execute("insert into forecast_history select * from staging.forecast_history where batch = ?", [key])
+            conn.execute(
+                "insert into forecast_history select * from staging.forecast_history where batch = ?",
+                [key],
+            )
             conn.execute("delete from staging.forecast_history where batch = ?", [key])
             conn.execute("commit")
             conn.execute("checkpoint")  # the IO manager closes its connection after each publish
@@ -135,31 +167,56 @@ def main(argv=None) -> None:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--vintages", type=int, default=26)
     ap.add_argument("--days", type=int, default=180)
-    ap.add_argument("--churn", type=int, default=0, help="weekly whole-batch replacements to replay after the load")
-    ap.add_argument("--compare", action="store_true", help="also measure unrounded float32 and float64")
+    ap.add_argument(
+        "--churn",
+        type=int,
+        default=0,
+        help="weekly whole-batch replacements to replay after the load",
+    )
+    ap.add_argument(
+        "--compare", action="store_true", help="also measure unrounded float32 and float64"
+    )
     args = ap.parse_args(argv)
-    forms = [(f"compact (chosen): float32 rounded to {FORECAST_DECIMALS} decimals", FORECAST_DECIMALS, "float32")]
+    forms = [
+        (
+            f"compact (chosen): float32 rounded to {FORECAST_DECIMALS} decimals",
+            FORECAST_DECIMALS,
+            "float32",
+        )
+    ]
     if args.compare:
         forms += [("float32, unrounded", None, "float32"), ("float64, unrounded", None, "float64")]
     scale = FULL_FLEET / args.servers
-    print(f"{args.servers:,} servers x {len(RESOURCES)} resources x {args.days} days x {args.vintages} vintages, "
-          f"{args.batches} batches")
+    print(
+        f"{args.servers:,} servers x {len(RESOURCES)} resources x {args.days} days x {args.vintages} vintages, "
+        f"{args.batches} batches"
+    )
     for name, decimals, dtype in forms:
         m = measure(args, decimals, dtype)
         mb = m["size"] / 2**20
         print(f"\n[{name}]")
         print(f"  rows                 {m['rows']:,}")
-        print(f"  DuckDB file          {mb:,.1f} MB ({m['size'] / m['rows']:.2f} bytes/row), "
-              f"written in {m['write_s']:.1f} s")
+        print(
+            f"  DuckDB file          {mb:,.1f} MB ({m['size'] / m['rows']:.2f} bytes/row), "
+            f"written in {m['write_s']:.1f} s"
+        )
         if scale != 1:
             print(f"  extrapolated to {FULL_FLEET:,} servers: {mb * scale:,.0f} MB")
         if m["churned"] is not None:
             churned = m["churned"] / 2**20
-            print(f"  after {args.churn} weekly run(s) replacing every batch: {churned:,.1f} MB"
-                  + (f" (extrapolated: {churned * scale:,.0f} MB)" if scale != 1 else ""))
-            print("  size after each week: " + ", ".join(f"{s / 2**20:,.1f}" for s in m["weekly"]) + " MB")
-        print(f"  one batch ({m['one_rows']:,} rows) loaded into pandas: fetchdf +{m['fetchdf_mb']:,.0f} MB RSS, "
-              f"Arrow with shared strings +{m['arrow_mb']:,.0f} MB")
+            print(
+                f"  after {args.churn} weekly run(s) replacing every batch: {churned:,.1f} MB"
+                + (f" (extrapolated: {churned * scale:,.0f} MB)" if scale != 1 else "")
+            )
+            print(
+                "  size after each week: "
+                + ", ".join(f"{s / 2**20:,.1f}" for s in m["weekly"])
+                + " MB"
+            )
+        print(
+            f"  one batch ({m['one_rows']:,} rows) loaded into pandas: fetchdf +{m['fetchdf_mb']:,.0f} MB RSS, "
+            f"Arrow with shared strings +{m['arrow_mb']:,.0f} MB"
+        )
 
 
 if __name__ == "__main__":

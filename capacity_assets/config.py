@@ -5,6 +5,7 @@ importing Dagster; ``pipeline.resources`` wraps it as a Dagster resource (the UI
 run used). It also names the storage (IO manager) and the executor, so a deployment swaps DuckDB
 for a warehouse or the in-process executor for a distributed one by configuration alone.
 """
+
 from __future__ import annotations
 
 import os
@@ -98,7 +99,9 @@ class CapacitySettings:
     storage: str = "duckdb"
     demo_dir: str = DEMO_DIR
     seed: int = 0
-    engines: str = "prophet,challenger,ets"  # fitted contenders; the combination of them always runs
+    engines: str = (
+        "prophet,challenger,ets"  # fitted contenders; the combination of them always runs
+    )
     threshold_cpu: float | None = None  # per-resource overrides of threshold (unset: threshold)
     threshold_memory: float | None = None
     threshold_disk: float | None = None
@@ -120,7 +123,7 @@ class CapacitySettings:
     dashboard_url: str = ""  # links in digests to the dashboard's deep dive
 
     @classmethod
-    def from_env(cls) -> "CapacitySettings":
+    def from_env(cls) -> CapacitySettings:
         settings = cls(**{field: _env(name) for name, field in ENV.items()})
         settings.validate()
         return settings
@@ -136,19 +139,37 @@ class CapacitySettings:
             (0 < self.interval < 1, "CAPACITY_INTERVAL", "between 0 and 1 (e.g. 0.8)"),
             (0 < self.threshold <= 100, "CAPACITY_THRESHOLD", "a percentage between 0 and 100"),
             (self.risk_days >= 1, "CAPACITY_RISK_DAYS", "at least 1"),
-            (self.horizon_days >= self.risk_days, "CAPACITY_HORIZON_DAYS", "at least CAPACITY_RISK_DAYS"),
+            (
+                self.horizon_days >= self.risk_days,
+                "CAPACITY_HORIZON_DAYS",
+                "at least CAPACITY_RISK_DAYS",
+            ),
             (self.backtest_months >= 1, "CAPACITY_BACKTEST_MONTHS", "at least 1"),
-            (bool(self.contenders) and set(self.contenders) <= set(FITTED), "CAPACITY_ENGINES",
-             f"a comma-separated list of {', '.join(FITTED)}"),
+            (
+                bool(self.contenders) and set(self.contenders) <= set(FITTED),
+                "CAPACITY_ENGINES",
+                f"a comma-separated list of {', '.join(FITTED)}",
+            ),
             (0 < self.target <= 100, "CAPACITY_TARGET", "a percentage between 0 and 100"),
             (self.lead_days >= 0, "CAPACITY_LEAD_DAYS", "at least 0"),
-            (0 <= self.reclaim_below <= 100, "CAPACITY_RECLAIM_BELOW", "a percentage between 0 and 100"),
+            (
+                0 <= self.reclaim_below <= 100,
+                "CAPACITY_RECLAIM_BELOW",
+                "a percentage between 0 and 100",
+            ),
             (self.round_gb > 0, "CAPACITY_ROUND_GB", "more than 0"),
             (self.keep_vintages >= 1, "CAPACITY_KEEP_VINTAGES", "at least 1"),
             (self.drift_factor >= 1, "CAPACITY_DRIFT_FACTOR", "at least 1"),
             (self.prom_history_days >= 1, "CAPACITY_PROM_HISTORY_DAYS", "at least 1"),
-            *[(v is None or 0 < v <= 100, f"CAPACITY_{f.upper()}", "a percentage between 0 and 100")
-              for f in sorted(OPTIONAL_FLOATS) for v in [getattr(self, f)]],
+            *[
+                (
+                    v is None or 0 < v <= 100,
+                    f"CAPACITY_{f.upper()}",
+                    "a percentage between 0 and 100",
+                )
+                for f in sorted(OPTIONAL_FLOATS)
+                for v in [getattr(self, f)]
+            ],
         ]
         for ok, name, expected in checks:
             if not ok:
@@ -192,8 +213,12 @@ class CapacitySettings:
 
     @property
     def forecast_config(self) -> ForecastConfig:
-        return ForecastConfig(backtest_months=self.backtest_months, horizon_days=self.horizon_days,
-                              interval=self.interval, seed=self.seed)
+        return ForecastConfig(
+            backtest_months=self.backtest_months,
+            horizon_days=self.horizon_days,
+            interval=self.interval,
+            seed=self.seed,
+        )
 
 
 DEFAULTS = {f.name: f.default for f in fields(CapacitySettings)}

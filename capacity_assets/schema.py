@@ -4,6 +4,7 @@ The DuckDB IO manager inserts by column position, so every producer returns its 
 this order (``conform``). Users' SQL and dashboards depend on these names: change them only with
 the README.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -12,21 +13,37 @@ RESOURCES = ("cpu", "memory", "disk", "network")
 SERIES_KEY = ["server_id", "resource"]
 BATCH_SERIES_KEY = ["batch", *SERIES_KEY]  # a series as stored: batch tables are keyed by this
 
-TIMESTAMP = "timestamp"  # contract type of a moment (UTC, naive); every other datetime64 column is a day
+TIMESTAMP = (
+    "timestamp"  # contract type of a moment (UTC, naive); every other datetime64 column is a day
+)
 
 # name -> pandas dtype, in table order
 PROCESSED_DATA = {
-    "batch": "string", "server_id": "string", "resource": "string",
-    "ds": "datetime64[ns]", "y": "float64", "filled": "bool",
+    "batch": "string",
+    "server_id": "string",
+    "resource": "string",
+    "ds": "datetime64[ns]",
+    "y": "float64",
+    "filled": "bool",
 }
 SKIPPED_SERIES = {
-    "batch": "string", "server_id": "string", "resource": "string",
-    "first_ds": "datetime64[ns]", "last_ds": "datetime64[ns]", "days": "int64", "reason": "string",
+    "batch": "string",
+    "server_id": "string",
+    "resource": "string",
+    "first_ds": "datetime64[ns]",
+    "last_ds": "datetime64[ns]",
+    "days": "int64",
+    "reason": "string",
 }
 # what an engine's predict returns: uncalibrated, unclipped
 RAW_RESULTS = {
-    "server_id": "string", "resource": "string", "ds": "datetime64[ns]",
-    "yhat": "float64", "yhat_lower": "float64", "yhat_upper": "float64", "split": "string",
+    "server_id": "string",
+    "resource": "string",
+    "ds": "datetime64[ns]",
+    "yhat": "float64",
+    "yhat_lower": "float64",
+    "yhat_upper": "float64",
+    "split": "string",
 }
 # a contender's finished rows (assets prepend `batch`): bounds calibrated, yhat* clipped to 0–100,
 # demand* the same forecast before clipping (what the workload would use if it could)
@@ -34,8 +51,20 @@ ENGINE_RESULTS = {**RAW_RESULTS, "model": "string", "demand": "float64", "demand
 MODEL_RESULTS = {"batch": "string", **ENGINE_RESULTS}
 
 # table name -> columns that are DATEs (stored as DATE, not TIMESTAMP)
-DATE_COLUMNS = ("ds", "first_ds", "last_ds", "first_breach_date", "history_end", "needed_by",
-                "vintage", "first_flagged", "last_flagged", "resolved_in", "first_crossed", "window_end")
+DATE_COLUMNS = (
+    "ds",
+    "first_ds",
+    "last_ds",
+    "first_breach_date",
+    "history_end",
+    "needed_by",
+    "vintage",
+    "first_flagged",
+    "last_flagged",
+    "resolved_in",
+    "first_crossed",
+    "window_end",
+)
 
 
 def quote_ident(name: str) -> str:
@@ -58,7 +87,9 @@ def series_names(df: pd.DataFrame, limit: int = 10) -> list[str]:
 
 
 def empty(columns: dict[str, str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if t == TIMESTAMP else t) for c, t in columns.items()})
+    return pd.DataFrame(
+        {c: pd.Series(dtype="datetime64[ns]" if t == TIMESTAMP else t) for c, t in columns.items()}
+    )
 
 
 def conform(df: pd.DataFrame, columns: dict[str, str], extra: bool = False) -> pd.DataFrame:
@@ -86,42 +117,89 @@ def champions_columns(contenders) -> dict[str, str]:
     """CHAMPIONS for any list of contenders: a new contender adds its columns, in registry order."""
     names = list(contenders)
     return {
-        "batch": "string", "server_id": "string", "resource": "string",
+        "batch": "string",
+        "server_id": "string",
+        "resource": "string",
         **{f"{n}_mape": "float64" for n in names},
-        "champion": "string", "champion_mape": "float64", "trust": "string",
-        **{f"{n}_{m}": t for n in names
-           for m, t in (("wape", "float64"), ("mae", "float64"), ("coverage", "float64"), ("model", "string"))},
+        "champion": "string",
+        "champion_mape": "float64",
+        "trust": "string",
+        **{
+            f"{n}_{m}": t
+            for n in names
+            for m, t in (
+                ("wape", "float64"),
+                ("mae", "float64"),
+                ("coverage", "float64"),
+                ("model", "string"),
+            )
+        },
     }
 
 
 FORECASTS = {
-    "batch": "string", "server_id": "string", "resource": "string", "ds": "datetime64[ns]",
-    "yhat": "float64", "yhat_lower": "float64", "yhat_upper": "float64",
-    "model": "string", "champion": "string", "champion_mape": "float64", "trust": "string",
-    "run_id": "string", "generated_at": TIMESTAMP, "demand": "float64", "demand_upper": "float64",
+    "batch": "string",
+    "server_id": "string",
+    "resource": "string",
+    "ds": "datetime64[ns]",
+    "yhat": "float64",
+    "yhat_lower": "float64",
+    "yhat_upper": "float64",
+    "model": "string",
+    "champion": "string",
+    "champion_mape": "float64",
+    "trust": "string",
+    "run_id": "string",
+    "generated_at": TIMESTAMP,
+    "demand": "float64",
+    "demand_upper": "float64",
 }
 # hierarchy attributes beyond department/app_manager follow these columns (conform(extra=True))
 RISK_EXCEPTIONS = {
-    "batch": "string", "server_id": "string", "resource": "string",
-    "department": "string", "app_manager": "string",
-    "first_breach_date": "datetime64[ns]", "days_to_breach": "int64",
-    "peak_upper": "float64", "peak_yhat": "float64",
-    "model": "string", "champion_mape": "float64", "trust": "string", "severity": "string",
+    "batch": "string",
+    "server_id": "string",
+    "resource": "string",
+    "department": "string",
+    "app_manager": "string",
+    "first_breach_date": "datetime64[ns]",
+    "days_to_breach": "int64",
+    "peak_upper": "float64",
+    "peak_yhat": "float64",
+    "model": "string",
+    "champion_mape": "float64",
+    "trust": "string",
+    "severity": "string",
     "threshold": "float64",
 }
 # one row per batch: what its last publication was made from (store/ledger.py)
 BATCH_LEDGER = {
-    "batch": "string", "run_id": "string", "fingerprint": "string", "published_at": TIMESTAMP,
-    "series": "int64", "rows": "int64", "code_version": "string", "settings": "string",
+    "batch": "string",
+    "run_id": "string",
+    "fingerprint": "string",
+    "published_at": TIMESTAMP,
+    "series": "int64",
+    "rows": "int64",
+    "code_version": "string",
+    "settings": "string",
     "hierarchy_version": "string",
 }
 # one row per forecast series: how much capacity to add or reclaim, and by when (risk/plan.py)
 CAPACITY_PLAN = {
-    "batch": "string", "server_id": "string", "resource": "string",
-    "department": "string", "app_manager": "string",
-    "threshold": "float64", "target": "float64", "peak_demand_upper": "float64",
-    "needed_by": "datetime64[ns]", "action": "string", "change_pct": "float64",
-    "change_units": "float64", "unit": "string", "trust": "string", "review": "bool",
+    "batch": "string",
+    "server_id": "string",
+    "resource": "string",
+    "department": "string",
+    "app_manager": "string",
+    "threshold": "float64",
+    "target": "float64",
+    "peak_demand_upper": "float64",
+    "needed_by": "datetime64[ns]",
+    "action": "string",
+    "change_pct": "float64",
+    "change_units": "float64",
+    "unit": "string",
+    "trust": "string",
+    "review": "bool",
 }
 
 # --- track record (track/) ---------------------------------------------------------------------
@@ -132,41 +210,79 @@ CAPACITY_PLAN = {
 # threshold when the vintage was made (risk calls are judged against it); constant per series, it
 # costs next to nothing in DuckDB, and float64 keeps 92.3 exactly 92.3 for the `>=` comparison.
 FORECAST_HISTORY = {
-    "batch": "string", "vintage": "datetime64[ns]", "run_id": "string",
-    "server_id": "string", "resource": "string", "ds": "datetime64[ns]",
-    "yhat": "float32", "yhat_lower": "float32", "yhat_upper": "float32", "model": "string",
+    "batch": "string",
+    "vintage": "datetime64[ns]",
+    "run_id": "string",
+    "server_id": "string",
+    "resource": "string",
+    "ds": "datetime64[ns]",
+    "yhat": "float32",
+    "yhat_lower": "float32",
+    "yhat_upper": "float32",
+    "model": "string",
     "threshold": "float64",
 }
 
 # forecast_accuracy: one row per batch x vintage x series x horizon bucket that has a scored day
 FORECAST_ACCURACY = {
-    "batch": "string", "vintage": "datetime64[ns]", "server_id": "string", "resource": "string",
-    "model": "string", "horizon_bucket": "string", "days_scored": "int64",
-    "mape": "float64", "wape": "float64", "bias": "float64", "band_coverage": "float64",
+    "batch": "string",
+    "vintage": "datetime64[ns]",
+    "server_id": "string",
+    "resource": "string",
+    "model": "string",
+    "horizon_bucket": "string",
+    "days_scored": "int64",
+    "mape": "float64",
+    "wape": "float64",
+    "bias": "float64",
+    "band_coverage": "float64",
 }
 
 # risk_history: one row per batch x vintage x series flagged in that vintage's risk_exceptions
 RISK_HISTORY = {
-    "batch": "string", "vintage": "datetime64[ns]", "run_id": "string",
-    "server_id": "string", "resource": "string", "severity": "string", "threshold": "float64",
-    "first_breach_date": "datetime64[ns]", "department": "string", "app_manager": "string",
+    "batch": "string",
+    "vintage": "datetime64[ns]",
+    "run_id": "string",
+    "server_id": "string",
+    "resource": "string",
+    "severity": "string",
+    "threshold": "float64",
+    "first_breach_date": "datetime64[ns]",
+    "department": "string",
+    "app_manager": "string",
 }
 
 # risk_call_outcomes(): one row per batch x vintage x series forecast in that vintage
 RISK_CALL_OUTCOMES = {
-    "batch": "string", "vintage": "datetime64[ns]", "server_id": "string", "resource": "string",
-    "department": "string", "app_manager": "string", "flagged": "bool", "severity": "string",
-    "threshold": "float64", "first_breach_date": "datetime64[ns]", "crossed": "bool",
-    "first_crossed": "datetime64[ns]", "window_end": "datetime64[ns]", "days_measured": "int64",
+    "batch": "string",
+    "vintage": "datetime64[ns]",
+    "server_id": "string",
+    "resource": "string",
+    "department": "string",
+    "app_manager": "string",
+    "flagged": "bool",
+    "severity": "string",
+    "threshold": "float64",
+    "first_breach_date": "datetime64[ns]",
+    "crossed": "bool",
+    "first_crossed": "datetime64[ns]",
+    "window_end": "datetime64[ns]",
+    "days_measured": "int64",
     "status": "string",
 }
 
 # risk_resolved: one row per series flagged in the previous vintage and not in this one
 RISK_RESOLVED = {
-    "batch": "string", "server_id": "string", "resource": "string",
-    "department": "string", "app_manager": "string",
-    "last_flagged": "datetime64[ns]", "resolved_in": "datetime64[ns]", "reason": "string",
-    "threshold_before": "float64", "threshold_now": "float64",
+    "batch": "string",
+    "server_id": "string",
+    "resource": "string",
+    "department": "string",
+    "app_manager": "string",
+    "last_flagged": "datetime64[ns]",
+    "resolved_in": "datetime64[ns]",
+    "reason": "string",
+    "threshold_before": "float64",
+    "threshold_now": "float64",
 }
 # risk_exceptions as stored: the risk list, then its lifecycle (track/lifecycle.py), then hierarchy extras
 RISK_LIFECYCLE = {"status": "string", "first_flagged": "datetime64[ns]"}

@@ -3,6 +3,7 @@
 Partitions are fixed when the definitions load, so the batch count is set here, before any
 capacity_assets module is imported by a test.
 """
+
 import os
 import subprocess
 import sys
@@ -31,16 +32,26 @@ def _settings_do_not_leak():
     before = {k: v for k, v in os.environ.items() if k.startswith("CAPACITY_")}
     yield
     after = {k: v for k, v in os.environ.items() if k.startswith("CAPACITY_")}
-    assert after == before, f"the test left its settings behind: {set(after.items()) ^ set(before.items())}"
+    assert after == before, (
+        f"the test left its settings behind: {set(after.items()) ^ set(before.items())}"
+    )
 
 
 def capacity(*args, cwd, env=None, timeout=600, check=True):
     """Run the real `capacity` console script; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([str(BIN / "capacity"), *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(BIN / "capacity"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"capacity {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"capacity {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -57,10 +68,20 @@ def tiny_fleet(tmp_path_factory) -> dict:
 def tiny_run(tmp_path_factory, tiny_fleet) -> dict:
     """The whole graph run once through `capacity run` on the tiny fleet; returns paths and output."""
     work = tmp_path_factory.mktemp("run")
-    env = {"CAPACITY_METRICS": tiny_fleet["metrics"], "CAPACITY_HIERARCHY": tiny_fleet["hierarchy"],
-           "CAPACITY_DB": str(work / "cap.duckdb"), "DAGSTER_HOME": str(work / ".dagster")}
+    env = {
+        "CAPACITY_METRICS": tiny_fleet["metrics"],
+        "CAPACITY_HIERARCHY": tiny_fleet["hierarchy"],
+        "CAPACITY_DB": str(work / "cap.duckdb"),
+        "DAGSTER_HOME": str(work / ".dagster"),
+    }
     proc = capacity("run", cwd=work, env=env)
-    return {"db": env["CAPACITY_DB"], "env": env, "cwd": work, "stdout": proc.stdout, "stderr": proc.stderr}
+    return {
+        "db": env["CAPACITY_DB"],
+        "env": env,
+        "cwd": work,
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+    }
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ The Prometheus source is tested against a real server rather than a fake, becaus
 wrong. VictoriaMetrics is one static binary (Debian package ``victoria-metrics``) that starts in a
 fraction of a second and accepts back-dated samples, so a year of history is a single import.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -20,8 +21,10 @@ import pandas as pd
 import requests
 
 BINARY = "victoria-metrics"
-INSTALL_HINT = ("install it with `apt-get install -y victoria-metrics` (Debian/Ubuntu; .ci/run does this) "
-                "or put the binary from https://github.com/VictoriaMetrics/VictoriaMetrics/releases on PATH")
+INSTALL_HINT = (
+    "install it with `apt-get install -y victoria-metrics` (Debian/Ubuntu; .ci/run does this) "
+    "or put the binary from https://github.com/VictoriaMetrics/VictoriaMetrics/releases on PATH"
+)
 
 CPU = "instance:node_cpu_utilisation:rate5m"
 MEMORY = "instance:node_memory_utilisation:ratio"
@@ -34,7 +37,9 @@ def binary() -> str:
     """The server's path, or a failure that says how to install it: a missing server must not pass as a skip."""
     path = shutil.which(BINARY)
     if path is None:
-        raise RuntimeError(f"{BINARY} is not on PATH: the Prometheus-source tests need a real server; {INSTALL_HINT}")
+        raise RuntimeError(
+            f"{BINARY} is not on PATH: the Prometheus-source tests need a real server; {INSTALL_HINT}"
+        )
     return path
 
 
@@ -51,7 +56,9 @@ class VictoriaMetrics:
     and ``password`` every endpoint requires that basic auth (the helper's own calls send it).
     """
 
-    def __init__(self, username: str | None = None, password: str | None = None, start_timeout: float = 30.0):
+    def __init__(
+        self, username: str | None = None, password: str | None = None, start_timeout: float = 30.0
+    ):
         self.username, self.password = username, password
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
@@ -71,44 +78,62 @@ class VictoriaMetrics:
     def _auth(self):
         return (self.username, self.password) if self.username else None
 
-    def __enter__(self) -> "VictoriaMetrics":
+    def __enter__(self) -> VictoriaMetrics:
         exe = binary()
         self._tmp = tempfile.TemporaryDirectory(prefix="victoria-")
         try:
             for _ in range(3):  # the free port can be taken between probing and binding
                 if self._start(exe):
                     return self
-            raise RuntimeError(f"{BINARY} did not start on a free port after 3 attempts: {self._log_tail()}")
+            raise RuntimeError(
+                f"{BINARY} did not start on a free port after 3 attempts: {self._log_tail()}"
+            )
         except BaseException:
             self.__exit__(None, None, None)
             raise
 
     def _start(self, exe: str) -> bool:
         self.port = _free_port()
-        args = [exe, f"-storageDataPath={self._tmp.name}/data", "-retentionPeriod=100y",
-                f"-httpListenAddr=127.0.0.1:{self.port}", "-loggerLevel=ERROR"]
+        args = [
+            exe,
+            f"-storageDataPath={self._tmp.name}/data",
+            "-retentionPeriod=100y",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-loggerLevel=ERROR",
+        ]
         if self.username:
             args += [f"-httpAuth.username={self.username}", f"-httpAuth.password={self.password}"]
         log = open(Path(self._tmp.name) / "victoria.log", "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         log.close()
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 if "address already in use" in self._log_tail():
                     return False
-                raise RuntimeError(f"{BINARY} exited with code {self.proc.returncode}: {self._log_tail()}")
+                raise RuntimeError(
+                    f"{BINARY} exited with code {self.proc.returncode}: {self._log_tail()}"
+                )
             try:
-                if requests.get(f"{self.url}/health", auth=self._auth(), timeout=1).status_code == 200:
+                if (
+                    requests.get(f"{self.url}/health", auth=self._auth(), timeout=1).status_code
+                    == 200
+                ):
                     return True
             except requests.RequestException:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"{BINARY} did not answer /health within {self.start_timeout:.0f} s: {self._log_tail()}")
+        raise RuntimeError(
+            f"{BINARY} did not answer /health within {self.start_timeout:.0f} s: {self._log_tail()}"
+        )
 
     def _log_tail(self) -> str:
         try:
-            return (Path(self._tmp.name) / "victoria.log").read_text(errors="replace")[-2000:].strip() or "(no output)"
+            return (Path(self._tmp.name) / "victoria.log").read_text(errors="replace")[
+                -2000:
+            ].strip() or "(no output)"
         except OSError:
             return "(no log)"
 
@@ -117,15 +142,27 @@ class VictoriaMetrics:
         data = text.encode()
         pos = 0
         while pos < len(data):
-            cut = data.rfind(b"\n", pos, pos + chunk_bytes) + 1 if pos + chunk_bytes < len(data) else len(data)
+            cut = (
+                data.rfind(b"\n", pos, pos + chunk_bytes) + 1
+                if pos + chunk_bytes < len(data)
+                else len(data)
+            )
             if cut <= pos:
                 cut = len(data)
-            r = requests.post(f"{self.url}/api/v1/import/prometheus", data=data[pos:cut], auth=self._auth(),
-                              timeout=120)
+            r = requests.post(
+                f"{self.url}/api/v1/import/prometheus",
+                data=data[pos:cut],
+                auth=self._auth(),
+                timeout=120,
+            )
             if r.status_code != 204:
-                raise RuntimeError(f"import into {self.url} failed: HTTP {r.status_code} {r.text[:500]}")
+                raise RuntimeError(
+                    f"import into {self.url} failed: HTTP {r.status_code} {r.text[:500]}"
+                )
             pos = cut
-        requests.get(f"{self.url}/internal/force_flush", auth=self._auth(), timeout=60).raise_for_status()
+        requests.get(
+            f"{self.url}/internal/force_flush", auth=self._auth(), timeout=60
+        ).raise_for_status()
         # back-filled samples can land in ranges already answered from VictoriaMetrics' result cache
         requests.get(f"{self.url}/internal/resetRollupResultCache", auth=self._auth(), timeout=60)
 
@@ -146,7 +183,9 @@ class VictoriaMetrics:
 class Samples(NamedTuple):
     text: str  # Prometheus text lines with millisecond timestamps, ready for import_prometheus
     expected: pd.DataFrame  # server_id, resource, timestamp (day), mean, max, p95, in percent
-    raw: pd.DataFrame  # server_id, resource, time, pct: the per-sample utilisation the expectations come from
+    raw: (
+        pd.DataFrame
+    )  # server_id, resource, time, pct: the per-sample utilisation the expectations come from
 
 
 def node_exporter_samples(servers, start, days: int, seed: int = 0, interval: int = 300) -> Samples:
@@ -178,20 +217,45 @@ def node_exporter_samples(servers, start, days: int, seed: int = 0, interval: in
         text = [repr(values)] * n if np.isscalar(values) else list(map(repr, values.tolist()))
         lines.extend(map(prefix.__add__, map(" ".join, zip(text, ts_ms))))
 
-    for i, server in enumerate(servers):
+    for _i, server in enumerate(servers):
         labels = f'instance="{server}",job="node"'
         r = lambda lo, hi: rng.uniform(lo, hi)  # noqa: E731
-        cpu = np.round(np.clip(r(0.2, 0.4) + 0.25 * day / max(days, 1) + 0.12 * busy * daily
-                               + rng.normal(0, 0.04, n), 0.005, 0.995), 9)
-        memory = np.round(np.clip(r(0.4, 0.6) + 0.1 * day / max(days, 1) + 0.03 * daily
-                                  + rng.normal(0, 0.01, n), 0.01, 0.99), 9)
+        cpu = np.round(
+            np.clip(
+                r(0.2, 0.4)
+                + 0.25 * day / max(days, 1)
+                + 0.12 * busy * daily
+                + rng.normal(0, 0.04, n),
+                0.005,
+                0.995,
+            ),
+            9,
+        )
+        memory = np.round(
+            np.clip(
+                r(0.4, 0.6) + 0.1 * day / max(days, 1) + 0.03 * daily + rng.normal(0, 0.01, n),
+                0.01,
+                0.99,
+            ),
+            9,
+        )
         root_size = int(r(80, 500) * 1e9)
-        used = np.clip(r(0.3, 0.5) + r(0.1, 0.3) * day / max(days, 1) + rng.normal(0, 0.002, n), 0, 0.99)
+        used = np.clip(
+            r(0.3, 0.5) + r(0.1, 0.3) * day / max(days, 1) + rng.normal(0, 0.002, n), 0, 0.99
+        )
         root_avail = np.round(root_size * (1 - used)).astype(np.int64)
         run_size = 2_000_000_000
         run_avail = np.round(run_size * (0.03 + rng.uniform(0, 0.002, n))).astype(np.int64)
-        rx = np.round(LINK_SPEED * np.clip(r(0.05, 0.15) + 0.05 * busy * daily + rng.normal(0, 0.01, n), 0, 1), 3)
-        tx = np.round(LINK_SPEED * np.clip(r(0.02, 0.08) + 0.03 * busy * daily + rng.normal(0, 0.01, n), 0, 1), 3)
+        rx = np.round(
+            LINK_SPEED
+            * np.clip(r(0.05, 0.15) + 0.05 * busy * daily + rng.normal(0, 0.01, n), 0, 1),
+            3,
+        )
+        tx = np.round(
+            LINK_SPEED
+            * np.clip(r(0.02, 0.08) + 0.03 * busy * daily + rng.normal(0, 0.01, n), 0, 1),
+            3,
+        )
         emit(CPU, labels, cpu)
         emit(MEMORY, labels, memory)
         root = f'{labels},device="/dev/sda1",fstype="ext4",mountpoint="/"'
@@ -203,11 +267,23 @@ def node_exporter_samples(servers, start, days: int, seed: int = 0, interval: in
         emit("node_network_speed_bytes", f'{labels},device="eth0"', LINK_SPEED)
         emit(RX, labels, rx)
         emit(TX, labels, tx)
-        pct = {"cpu": cpu * 100, "memory": memory * 100, "disk": (1 - root_avail / root_size) * 100,
-               "network": (rx + tx) / LINK_SPEED * 100}
+        pct = {
+            "cpu": cpu * 100,
+            "memory": memory * 100,
+            "disk": (1 - root_avail / root_size) * 100,
+            "network": (rx + tx) / LINK_SPEED * 100,
+        }
         for resource, values in pct.items():
-            raw.append(pd.DataFrame({"server_id": server, "resource": resource,
-                                     "time": pd.to_datetime(ts, unit="s"), "pct": values}))
+            raw.append(
+                pd.DataFrame(
+                    {
+                        "server_id": server,
+                        "resource": resource,
+                        "time": pd.to_datetime(ts, unit="s"),
+                        "pct": values,
+                    }
+                )
+            )
     samples = pd.concat(raw, ignore_index=True)
     samples["timestamp"] = samples["time"].dt.floor("D")
     by_day = samples.groupby(["server_id", "resource", "timestamp"])["pct"]

@@ -5,6 +5,7 @@
 Starts `capacity dashboard` on a free port against ``--db`` and saves one full-page PNG per view,
 rendered by Debian's Chromium (/usr/bin/chromium) through Playwright.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,23 @@ import urllib.request
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWS = {"Risk heatmap": "risk_heatmap.png", "Capacity plan": "capacity_plan.png", "Track record": "track_record.png",
-         "Tournament summary": "tournament_summary.png",
-         "Deep dive": "deep_dive.png"}
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWS = {
+    "Risk heatmap": "risk_heatmap.png",
+    "Capacity plan": "capacity_plan.png",
+    "Track record": "track_record.png",
+    "Tournament summary": "tournament_summary.png",
+    "Deep dive": "deep_dive.png",
+}
 
 
 def main() -> int:
@@ -33,9 +46,13 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("capacity")), "dashboard", "--port", str(port)],
-                            env={**os.environ, "CAPACITY_DB": os.path.abspath(args.db)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("capacity")), "dashboard", "--port", str(port)],
+        env={**os.environ, "CAPACITY_DB": os.path.abspath(args.db)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -50,13 +67,17 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 2100})  # Streamlit scrolls inside the page
+            page = browser.new_page(
+                viewport={"width": 1400, "height": 2100}
+            )  # Streamlit scrolls inside the page
             page.goto(url, wait_until="domcontentloaded")
             page.wait_for_selector(".js-plotly-plot", timeout=60_000)
             for view, name in VIEWS.items():
                 page.get_by_role("tab", name=view).click()
                 page.wait_for_timeout(2500)  # let the view's queries and charts finish drawing
-                page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)
+                page.wait_for_function(
+                    "document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000
+                )
                 page.screenshot(path=str(out / name))
                 print(f"wrote {out / name}")
             browser.close()

@@ -1,4 +1,5 @@
 """`capacity`: the command line a planner uses. Flags override the CAPACITY_* environment variables."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,30 +11,46 @@ from pathlib import Path
 # flag -> environment variable; flags are applied to the environment so that Dagster runs in
 # other processes (parallel batches, the UI) see the same configuration
 FLAG_ENV = {
-    "metrics": "CAPACITY_METRICS", "hierarchy": "CAPACITY_HIERARCHY", "db": "CAPACITY_DB",
-    "batches": "CAPACITY_BATCHES", "daily_agg": "CAPACITY_DAILY_AGG",
+    "metrics": "CAPACITY_METRICS",
+    "hierarchy": "CAPACITY_HIERARCHY",
+    "db": "CAPACITY_DB",
+    "batches": "CAPACITY_BATCHES",
+    "daily_agg": "CAPACITY_DAILY_AGG",
 }
 
 
 def _add_config_flags(p: argparse.ArgumentParser, metrics: bool = True) -> None:
     if metrics:
-        p.add_argument("--metrics", help="metrics CSV/Parquet path or glob (CAPACITY_METRICS; default: the demo fleet)")
+        p.add_argument(
+            "--metrics",
+            help="metrics CSV/Parquet path or glob (CAPACITY_METRICS; default: the demo fleet)",
+        )
         p.add_argument("--hierarchy", help="hierarchy CSV/Parquet path (CAPACITY_HIERARCHY)")
-        p.add_argument("--daily-agg", choices=["mean", "max", "p95"], help="daily value of sub-daily samples (CAPACITY_DAILY_AGG)")
+        p.add_argument(
+            "--daily-agg",
+            choices=["mean", "max", "p95"],
+            help="daily value of sub-daily samples (CAPACITY_DAILY_AGG)",
+        )
     p.add_argument("--db", help="DuckDB file (CAPACITY_DB, default data/capacity.duckdb)")
-    p.add_argument("--batches", type=int, help="number of server batches (CAPACITY_BATCHES, default 20)")
+    p.add_argument(
+        "--batches", type=int, help="number of server batches (CAPACITY_BATCHES, default 20)"
+    )
 
 
 def _at_least(minimum: int):
     """An argparse type: a whole number of at least ``minimum``, refused with a message otherwise."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = minimum - 1
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, not {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number of at least {minimum}, not {text!r}"
+            )
         return value
+
     return parse
 
 
@@ -71,27 +88,34 @@ def _fail(message: str, code: int = 2) -> int:
 def cmd_run(args) -> int:
     import duckdb
 
+    from capacity_assets.cli import preflight, summary
     from capacity_assets.inputs import fingerprint
-    from capacity_assets.cli import preflight
-    from capacity_assets.store import history
-    from capacity_assets.store.db import drop_other_batches
-    from capacity_assets.cli import summary
     from capacity_assets.inputs.batching import batch_keys, batch_of
     from capacity_assets.pipeline.instance import ensure_home, get_instance
-    from capacity_assets.pipeline.runner import SERVERS_PER_WORKER, run_batches, run_job, useful_workers
-    from capacity_assets.store import ledger
+    from capacity_assets.pipeline.runner import (
+        SERVERS_PER_WORKER,
+        run_batches,
+        run_job,
+        useful_workers,
+    )
+    from capacity_assets.store import history, ledger
+    from capacity_assets.store.db import drop_other_batches
 
     _apply(args)
     settings = _settings()
     cores = os.cpu_count() or 1
     if args.workers and args.workers > cores:
-        print(f"capacity run: --workers {args.workers} capped to {cores}, the number of cores: "
-              f"more batch processes than cores only add memory (~0.5–1 GB each)")
+        print(
+            f"capacity run: --workers {args.workers} capped to {cores}, the number of cores: "
+            f"more batch processes than cores only add memory (~0.5–1 GB each)"
+        )
         args.workers = cores
     ensure_home()
     source, files = preflight.check_inputs(settings)  # clear errors before any table is touched
-    print(f"capacity run: {source}; {settings.batches} batches into {settings.db} "
-          f"with {args.workers or f'up to {cores}'} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}")
+    print(
+        f"capacity run: {source}; {settings.batches} batches into {settings.db} "
+        f"with {args.workers or f'up to {cores}'} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}"
+    )
     get_instance()
     keys = batch_keys(settings.batches)
     if args.batch:
@@ -103,11 +127,17 @@ def cmd_run(args) -> int:
         digests = fingerprint.server_digests(conn, files)
     fingerprints = fingerprint.batch_fingerprints(None, files, settings, digests=digests)
     # the ledger says what each batch's published results were made from, whoever ran it (CLI or UI)
-    unchanged = set() if args.force else ledger.unchanged(ledger.read(settings.db), fingerprints) & set(keys)
+    unchanged = (
+        set()
+        if args.force
+        else ledger.unchanged(ledger.read(settings.db), fingerprints) & set(keys)
+    )
     todo = [k for k in keys if k not in unchanged]
     if unchanged:
-        print(f"capacity run: {len(unchanged)} batch(es) unchanged since they were last published "
-              f"(same input rows, hierarchy, settings, code and libraries): skipped; --force re-runs them")
+        print(
+            f"capacity run: {len(unchanged)} batch(es) unchanged since they were last published "
+            f"(same input rows, hierarchy, settings, code and libraries): skipped; --force re-runs them"
+        )
     hierarchy = run_job("capacity_hierarchy", verbose=args.verbose)[0] if todo else None
     if hierarchy is not None and not hierarchy.success:
         print(hierarchy.error, file=sys.stderr)
@@ -116,33 +146,45 @@ def cmd_run(args) -> int:
     servers = sum(1 for server in digests if batch_of(server, settings.batches) in running)
     workers = args.workers or useful_workers(servers, cores)  # --workers is taken as given
     if todo and workers < cores and not args.workers:
-        print(f"capacity run: {workers} worker(s) for {servers} server(s) to run: a worker costs about 3 s to "
-              f"start, worth it from {SERVERS_PER_WORKER} servers each")
+        print(
+            f"capacity run: {workers} worker(s) for {servers} server(s) to run: a worker costs about 3 s to "
+            f"start, worth it from {SERVERS_PER_WORKER} servers each"
+        )
     if todo and not args.batch:
         # a new CAPACITY_BATCHES re-runs every batch: their steps then read each server's kept vintages
         # under its new batch (risk calls, accuracy, lifecycles), none lost with a key that goes
         moved, removed = history.rekey(settings.db, settings.batches)
         if moved or removed:
-            print(f"capacity run: the track record follows CAPACITY_BATCHES={settings.batches}: {moved:,} rows moved "
-                  f"to their servers' batches, {removed:,} rows under an old batch removed (kept under the new one)")
+            print(
+                f"capacity run: the track record follows CAPACITY_BATCHES={settings.batches}: {moved:,} rows moved "
+                f"to their servers' batches, {removed:,} rows under an old batch removed (kept under the new one)"
+            )
     outcome = run_batches(todo, workers, verbose=args.verbose, servers=servers)
     outcome.unchanged = sorted(unchanged)
     if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
         dropped = drop_other_batches(settings.db, batch_keys(settings.batches))
         if dropped:
-            print(f"capacity run: removed {len(dropped)} batch(es) left by an earlier CAPACITY_BATCHES: "
-                  f"{', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}")
+            print(
+                f"capacity run: removed {len(dropped)} batch(es) left by an earlier CAPACITY_BATCHES: "
+                f"{', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}"
+            )
     # after every run, even one with nothing to do: published batches go stale while nothing changes,
     # and the Dagster UI must show that as the summary does
     run_job("capacity_freshness")
     report = summary.run_summary(settings, outcome)
     print(report.text)
     if outcome.failed:
-        return _fail(f"{len(outcome.failed)} of {len(keys)} batches failed: "
-                     f"{', '.join(b.batch for b in outcome.failed)}", code=1)
+        return _fail(
+            f"{len(outcome.failed)} of {len(keys)} batches failed: "
+            f"{', '.join(b.batch for b in outcome.failed)}",
+            code=1,
+        )
     if report.series_forecast == 0:
-        return _fail("nothing could be forecast: every series is too short or invalid "
-                     "(see skipped_series and the warnings above)", code=1)
+        return _fail(
+            "nothing could be forecast: every series is too short or invalid "
+            "(see skipped_series and the warnings above)",
+            code=1,
+        )
     return 0
 
 
@@ -158,8 +200,10 @@ def cmd_demo(args) -> int:
         return _fail("--weeks replays runs and --no-run runs nothing: give one of them")
     end = pd.Timestamp(args.end) if args.end else yesterday()
     info = write_fleet(out, servers=args.servers, months=args.months, seed=args.seed, end=end)
-    print(f"capacity demo: wrote {info['rows']:,} rows for {args.servers} servers x 4 resources x "
-          f"{args.months} months ending {end:%Y-%m-%d} to {info['metrics']} and the hierarchy to {info['hierarchy']}")
+    print(
+        f"capacity demo: wrote {info['rows']:,} rows for {args.servers} servers x 4 resources x "
+        f"{args.months} months ending {end:%Y-%m-%d} to {info['metrics']} and the hierarchy to {info['hierarchy']}"
+    )
     if args.no_run:
         return 0
     os.environ["CAPACITY_HIERARCHY"] = str(info["hierarchy"])
@@ -175,8 +219,13 @@ def replay_weeks(args, metrics: str, end) -> int:
     import duckdb
     import pandas as pd
 
-    mondays = [d for d in pd.date_range(end - pd.Timedelta(days=7 * args.weeks + 6), end + pd.Timedelta(days=1))
-               if d.dayofweek == 0][-args.weeks:]
+    mondays = [
+        d
+        for d in pd.date_range(
+            end - pd.Timedelta(days=7 * args.weeks + 6), end + pd.Timedelta(days=1)
+        )
+        if d.dayofweek == 0
+    ][-args.weeks :]
     code = 0
     for i, monday in enumerate(mondays, 1):
         week = Path(args.out) / "weeks" / f"{monday:%Y-%m-%d}"
@@ -184,9 +233,14 @@ def replay_weeks(args, metrics: str, end) -> int:
         target = week / "metrics.parquet"
         if not target.exists():
             with duckdb.connect() as conn:  # the target is ours (a date); the input path is bound
-                conn.execute(f"copy (select * from read_parquet($1) where timestamp < $2) to '{target}' "
-                             f"(format parquet)", [metrics, monday.to_pydatetime()]).fetchall()
-        print(f"capacity demo: week {i}/{len(mondays)}: history up to {monday - pd.Timedelta(days=1):%Y-%m-%d}")
+                conn.execute(
+                    f"copy (select * from read_parquet($1) where timestamp < $2) to '{target}' "
+                    f"(format parquet)",
+                    [metrics, monday.to_pydatetime()],
+                ).fetchall()
+        print(
+            f"capacity demo: week {i}/{len(mondays)}: history up to {monday - pd.Timedelta(days=1):%Y-%m-%d}"
+        )
         os.environ["CAPACITY_METRICS"] = str(target)
         code = cmd_run(args) or code
     return code
@@ -203,20 +257,28 @@ def _size_ui_runs(settings) -> None:
     if os.environ.get("CAPACITY_BATCHES_PER_RUN", "").strip():
         return
     if settings.uses_prometheus:
-        print("capacity ui: a UI backfill runs one range of batches per core; for a fleet of over "
-              f"{settings.servers_per_run} servers set CAPACITY_BATCHES_PER_RUN so a run holds at most that many")
+        print(
+            "capacity ui: a UI backfill runs one range of batches per core; for a fleet of over "
+            f"{settings.servers_per_run} servers set CAPACITY_BATCHES_PER_RUN so a run holds at most that many"
+        )
         return
     try:  # the input files only: the database may be busy with a run, and the UI must start anyway
         with duckdb.connect() as conn:
-            servers = len(files.distinct_servers(conn, files.inspect_metrics(conn, settings.metrics_glob)))
+            servers = len(
+                files.distinct_servers(conn, files.inspect_metrics(conn, settings.metrics_glob))
+            )
     except files.InputError as e:
-        print(f"capacity ui: could not count the fleet's servers, so a UI backfill runs one range of batches "
-              f"per core: {e}")
+        print(
+            f"capacity ui: could not count the fleet's servers, so a UI backfill runs one range of batches "
+            f"per core: {e}"
+        )
         return
     per_run = batches_per_run(settings.batches, os.cpu_count() or 1, servers)
     os.environ["CAPACITY_BATCHES_PER_RUN"] = str(per_run)
-    print(f"capacity ui: a UI backfill runs {per_run} batch(es) per run ({servers} servers in {settings.batches} "
-          f"batches; at most {settings.servers_per_run} servers a run)")
+    print(
+        f"capacity ui: a UI backfill runs {per_run} batch(es) per run ({servers} servers in {settings.batches} "
+        f"batches; at most {settings.servers_per_run} servers a run)"
+    )
 
 
 def cmd_ui(args) -> int:
@@ -226,7 +288,11 @@ def cmd_ui(args) -> int:
     settings = _settings()
     home = ensure_home()
     _size_ui_runs(settings)
-    target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "capacity_assets.pipeline.definitions"]
+    target = (
+        ["-w", "workspace.yaml"]
+        if Path("workspace.yaml").exists()
+        else ["-m", "capacity_assets.pipeline.definitions"]
+    )
     cmd = ["dagster", "dev", *target, "-h", args.host, "-p", str(args.port)]
     print(f"capacity ui: http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
     exe = Path(sys.executable).with_name("dagster")
@@ -235,24 +301,32 @@ def cmd_ui(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from capacity_assets.store.queries import read_table
     from capacity_assets.risk.plan import sort_plan
     from capacity_assets.risk.report import PLAN_PREFIX, write_department_reports
+    from capacity_assets.store.queries import read_table
 
     _apply(args)
     settings = _settings()
     risk = read_table(settings.db, "risk_exceptions")
     if risk is None:
-        return _fail(f"{settings.db} has no risk_exceptions table yet: run `capacity run` (or `capacity demo`) first")
+        return _fail(
+            f"{settings.db} has no risk_exceptions table yet: run `capacity run` (or `capacity demo`) first"
+        )
     paths = write_department_reports(risk, args.out)
     plan = read_table(settings.db, "capacity_plan")
     if plan is not None:
         paths += write_department_reports(sort_plan(plan), args.out, prefix=PLAN_PREFIX)
     deps = risk["department"].nunique()
-    print(f"capacity report: {len(risk)} series at risk in {deps} department{'' if deps == 1 else 's'}"
-          + (f"; capacity plan: {int((plan['action'] == 'add').sum())} to add, "
-             f"{int((plan['action'] == 'reclaim').sum())} to reclaim" if plan is not None else "")
-          + f"; wrote {len(paths)} files to {args.out}")
+    print(
+        f"capacity report: {len(risk)} series at risk in {deps} department{'' if deps == 1 else 's'}"
+        + (
+            f"; capacity plan: {int((plan['action'] == 'add').sum())} to add, "
+            f"{int((plan['action'] == 'reclaim').sum())} to reclaim"
+            if plan is not None
+            else ""
+        )
+        + f"; wrote {len(paths)} files to {args.out}"
+    )
     for p in paths:
         print(f"  {p}")
     return 0
@@ -273,12 +347,20 @@ def cmd_notify(args) -> int:
     except ValueError as e:
         return _fail(str(e))
     if not args.dry_run and not smtp.configured:
-        return _fail("set CAPACITY_SMTP_HOST to send, or give --dry-run --out DIR to write the messages")
+        return _fail(
+            "set CAPACITY_SMTP_HOST to send, or give --dry-run --out DIR to write the messages"
+        )
     if args.dry_run and not args.out:
         return _fail("--dry-run needs --out DIR: where the .eml files go")
     try:
-        summary = notify(settings.db, smtp, settings.dashboard_url, dry_run=args.dry_run, out_dir=args.out,
-                         rollup=args.rollup)
+        summary = notify(
+            settings.db,
+            smtp,
+            settings.dashboard_url,
+            dry_run=args.dry_run,
+            out_dir=args.out,
+            rollup=args.rollup,
+        )
     except NothingToRead as e:
         return _fail(str(e))
     except (SmtpUnavailable, NotifyError) as e:
@@ -292,69 +374,150 @@ def cmd_dashboard(args) -> int:
     settings = _settings()
     app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
     print(f"capacity dashboard: http://{args.host}:{args.port} (reading {settings.db})", flush=True)
-    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
-                            "--server.address", args.host, "--server.headless", "true",
-                            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"])
+    os.execv(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(app),
+            "--server.port",
+            str(args.port),
+            "--server.address",
+            args.host,
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--client.toolbarMode",
+            "viewer",
+        ],
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
 
-    parser = argparse.ArgumentParser(prog="capacity", description=(
-        "Capacity forecasting for server fleets: which servers run out of CPU, memory, disk or network "
-        "in the next 90 days, who owns them, and how far to trust the forecast."))
+    parser = argparse.ArgumentParser(
+        prog="capacity",
+        description=(
+            "Capacity forecasting for server fleets: which servers run out of CPU, memory, disk or network "
+            "in the next 90 days, who owns them, and how far to trust the forecast."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def run_flags(p):
-        p.add_argument("--workers", type=_positive, default=None,
-                       help="worker processes that run batches in parallel (at most the number of cores); "
-                            "default: one per core, or one per 25 servers to run for a small fleet")
-        p.add_argument("--batch", action="append", help="run only this batch (repeatable), e.g. batch_03")
-        p.add_argument("--verbose", action="store_true", help="show Dagster's INFO logs of every run")
-        p.add_argument("--force", action="store_true",
-                       help="re-run every batch, even those unchanged since they were last published")
+        p.add_argument(
+            "--workers",
+            type=_positive,
+            default=None,
+            help="worker processes that run batches in parallel (at most the number of cores); "
+            "default: one per core, or one per 25 servers to run for a small fleet",
+        )
+        p.add_argument(
+            "--batch", action="append", help="run only this batch (repeatable), e.g. batch_03"
+        )
+        p.add_argument(
+            "--verbose", action="store_true", help="show Dagster's INFO logs of every run"
+        )
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="re-run every batch, even those unchanged since they were last published",
+        )
 
-    p = sub.add_parser("demo", help="write the built-in demo fleet (Parquet + hierarchy) and run the whole pipeline on it")
-    p.add_argument("--servers", type=_positive, default=200, help="servers in the demo fleet (default 200)")
-    p.add_argument("--months", type=_positive, default=36, help="months of daily history (default 36)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: same seed and end, same fleet (default 0)")
-    p.add_argument("--end", type=_day, help="last day of history, YYYY-MM-DD (default: yesterday); same seed and end, same fleet")
-    p.add_argument("--out", default=os.environ.get("CAPACITY_DEMO_DIR", "data/demo"), help="folder for the demo files")
+    p = sub.add_parser(
+        "demo",
+        help="write the built-in demo fleet (Parquet + hierarchy) and run the whole pipeline on it",
+    )
+    p.add_argument(
+        "--servers", type=_positive, default=200, help="servers in the demo fleet (default 200)"
+    )
+    p.add_argument(
+        "--months", type=_positive, default=36, help="months of daily history (default 36)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed: same seed and end, same fleet (default 0)"
+    )
+    p.add_argument(
+        "--end",
+        type=_day,
+        help="last day of history, YYYY-MM-DD (default: yesterday); same seed and end, same fleet",
+    )
+    p.add_argument(
+        "--out",
+        default=os.environ.get("CAPACITY_DEMO_DIR", "data/demo"),
+        help="folder for the demo files",
+    )
     p.add_argument("--no-run", action="store_true", help="only write the files")
-    p.add_argument("--weeks", type=_at_least(0), default=0,
-                   help="replay: run the graph on the same fleet once per week, history ending before each of the "
-                        "last N Mondays, so forecast_history and forecast_accuracy fill as in production")
+    p.add_argument(
+        "--weeks",
+        type=_at_least(0),
+        default=0,
+        help="replay: run the graph on the same fleet once per week, history ending before each of the "
+        "last N Mondays, so forecast_history and forecast_accuracy fill as in production",
+    )
     _add_config_flags(p, metrics=False)
     run_flags(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("run", help="materialise every asset for every batch, batches in parallel, then print a summary")
+    p = sub.add_parser(
+        "run",
+        help="materialise every asset for every batch, batches in parallel, then print a summary",
+    )
     _add_config_flags(p)
     run_flags(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the same instance `capacity run` records to")
+    p = sub.add_parser(
+        "ui",
+        help="start the Dagster UI (dagster dev) on the same instance `capacity run` records to",
+    )
     _add_config_flags(p)
     p.add_argument("--port", type=int, default=3000, help="port of the UI (default 3000)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
     p.set_defaults(func=cmd_ui)
 
-    p = sub.add_parser("report", help="write the risk exception lists and the capacity plan: one CSV per department "
-                                      "plus risk_all.csv and plan_all.csv")
+    p = sub.add_parser(
+        "report",
+        help="write the risk exception lists and the capacity plan: one CSV per department "
+        "plus risk_all.csv and plan_all.csv",
+    )
     p.add_argument("--out", required=True, help="folder to write the CSV files to")
     _add_config_flags(p, metrics=False)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("notify", help="mail each app manager their new or worsened exceptions (SMTP from "
-                                      "CAPACITY_SMTP_*); each exception is mailed once")
+    p = sub.add_parser(
+        "notify",
+        help="mail each app manager their new or worsened exceptions (SMTP from "
+        "CAPACITY_SMTP_*); each exception is mailed once",
+    )
     p.add_argument("--db", help="the DuckDB file (CAPACITY_DB)")
-    p.add_argument("--rollup", action="store_true", help="also send department heads their weekly roll-up")
-    p.add_argument("--dry-run", action="store_true", help="write .eml files instead of sending; records nothing")
+    p.add_argument(
+        "--rollup", action="store_true", help="also send department heads their weekly roll-up"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="write .eml files instead of sending; records nothing",
+    )
     p.add_argument("--out", help="with --dry-run: the folder for the .eml files")
     p.set_defaults(func=cmd_notify)
 
-    p = sub.add_parser("dashboard", help="start the executive dashboard (Streamlit), read-only on CAPACITY_DB")
+    p = sub.add_parser(
+        "dashboard", help="start the executive dashboard (Streamlit), read-only on CAPACITY_DB"
+    )
     p.add_argument("--port", type=int, default=8501, help="port of the dashboard (default 8501)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
     _add_config_flags(p, metrics=False)
     p.set_defaults(func=cmd_dashboard)
     return parser
@@ -370,8 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     from capacity_assets.config import ConfigError
     from capacity_assets.inputs.files import InputError
     from capacity_assets.inputs.prometheus import PrometheusError
-    from capacity_assets.store.db import StorageError
-    from capacity_assets.store.db import DatabaseBusy
+    from capacity_assets.store.db import DatabaseBusy, StorageError
 
     try:
         return args.func(args)
@@ -384,8 +546,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.command not in ("run", "demo"):
             return 130
-        return _fail("interrupted: batches that finished are published whole; the others keep their previous "
-                     "results (nothing half-written); re-run to finish them", code=130)
+        return _fail(
+            "interrupted: batches that finished are published whole; the others keep their previous "
+            "results (nothing half-written); re-run to finish them",
+            code=130,
+        )
 
 
 if __name__ == "__main__":

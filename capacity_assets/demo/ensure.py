@@ -1,4 +1,5 @@
 """Making sure the built-in demo fleet exists when no metrics path is configured."""
+
 from __future__ import annotations
 
 import glob
@@ -17,7 +18,9 @@ def yesterday() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC").normalize().tz_localize(None) - pd.Timedelta(days=1)
 
 
-def ensure_demo_fleet(settings, servers: int = DEFAULT_SERVERS, months: int = DEFAULT_MONTHS) -> bool:
+def ensure_demo_fleet(
+    settings, servers: int = DEFAULT_SERVERS, months: int = DEFAULT_MONTHS
+) -> bool:
     """Write the demo fleet once (under a lock, so parallel batches don't race); True if written."""
     if not settings.uses_demo:
         return False
@@ -27,5 +30,7 @@ def ensure_demo_fleet(settings, servers: int = DEFAULT_SERVERS, months: int = DE
             return False
         from capacity_assets.demo.fleet import write_fleet
 
-        write_fleet(settings.demo_dir, servers=servers, months=months, seed=settings.seed, end=yesterday())
+        write_fleet(
+            settings.demo_dir, servers=servers, months=months, seed=settings.seed, end=yesterday()
+        )
         return True

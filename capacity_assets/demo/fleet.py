@@ -13,6 +13,7 @@ draws are per server (a few calls each); everything else is numpy over a (series
 
     python -m capacity_assets.demo.fleet OUT_DIR --servers 2000 --months 36
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,34 +36,86 @@ UNASSIGNED_SHARE = 0.01  # servers left out of hierarchy.csv, so reports show 'U
 NEW_SERVER_SHARE = 0.03  # servers commissioned 45-300 days before `end` (short histories)
 
 HIERARCHY_COLUMNS = ["server_id", "department", "app_manager", "application", "environment"]
-METRIC_DTYPES = {"server_id": "string", "resource": "string", "timestamp": "datetime64[ns]",
-                 "utilization_pct": "float64"}
+METRIC_DTYPES = {
+    "server_id": "string",
+    "resource": "string",
+    "timestamp": "datetime64[ns]",
+    "utilization_pct": "float64",
+}
 
 # department -> (share of servers, yearly profile, {application: app manager})
 DEPARTMENTS = {
-    "Payments": (0.16, "retail", {
-        "Card Authorisation": "Priya Raman", "Payment Gateway": "Tomasz Nowak",
-        "Settlement Engine": "Amara Okafor", "Fraud Scoring": "Priya Raman"}),
-    "Retail Banking": (0.18, "retail", {
-        "Online Banking": "Sofia Lindqvist", "Mobile App Backend": "Daniel Brooks",
-        "Core Accounts": "Hiroshi Tanaka", "Loan Origination": "Sofia Lindqvist"}),
-    "Risk & Compliance": (0.10, "fiscal", {
-        "AML Screening": "Fatima Haddad", "Credit Risk Engine": "Marcus Webb",
-        "Regulatory Reporting": "Fatima Haddad"}),
-    "HR Systems": (0.07, "fiscal", {
-        "Payroll": "Elena Petrova", "Talent Portal": "Jamal Carter",
-        "Time & Attendance": "Elena Petrova"}),
-    "Data Platform": (0.17, "data", {
-        "Data Lake": "Chen Wei", "ETL Orchestrator": "Lucía Fernández",
-        "BI Warehouse": "Chen Wei", "Stream Ingest": "Oliver Grant"}),
-    "Customer Care": (0.10, "retail", {
-        "Contact Centre": "Aisha Mensah", "CRM": "Liam O'Connor", "Ticketing": "Aisha Mensah"}),
-    "Marketing": (0.10, "retail", {
-        "Campaign Manager": "Nora Jensen", "Web CMS": "Rafael Souza",
-        "Recommendation Service": "Nora Jensen"}),
-    "Supply Chain": (0.12, "retail", {
-        "Procurement Portal": "Gabriel Dubois", "Inventory Service": "Meera Iyer",
-        "Logistics Tracker": "Gabriel Dubois"}),
+    "Payments": (
+        0.16,
+        "retail",
+        {
+            "Card Authorisation": "Priya Raman",
+            "Payment Gateway": "Tomasz Nowak",
+            "Settlement Engine": "Amara Okafor",
+            "Fraud Scoring": "Priya Raman",
+        },
+    ),
+    "Retail Banking": (
+        0.18,
+        "retail",
+        {
+            "Online Banking": "Sofia Lindqvist",
+            "Mobile App Backend": "Daniel Brooks",
+            "Core Accounts": "Hiroshi Tanaka",
+            "Loan Origination": "Sofia Lindqvist",
+        },
+    ),
+    "Risk & Compliance": (
+        0.10,
+        "fiscal",
+        {
+            "AML Screening": "Fatima Haddad",
+            "Credit Risk Engine": "Marcus Webb",
+            "Regulatory Reporting": "Fatima Haddad",
+        },
+    ),
+    "HR Systems": (
+        0.07,
+        "fiscal",
+        {
+            "Payroll": "Elena Petrova",
+            "Talent Portal": "Jamal Carter",
+            "Time & Attendance": "Elena Petrova",
+        },
+    ),
+    "Data Platform": (
+        0.17,
+        "data",
+        {
+            "Data Lake": "Chen Wei",
+            "ETL Orchestrator": "Lucía Fernández",
+            "BI Warehouse": "Chen Wei",
+            "Stream Ingest": "Oliver Grant",
+        },
+    ),
+    "Customer Care": (
+        0.10,
+        "retail",
+        {"Contact Centre": "Aisha Mensah", "CRM": "Liam O'Connor", "Ticketing": "Aisha Mensah"},
+    ),
+    "Marketing": (
+        0.10,
+        "retail",
+        {
+            "Campaign Manager": "Nora Jensen",
+            "Web CMS": "Rafael Souza",
+            "Recommendation Service": "Nora Jensen",
+        },
+    ),
+    "Supply Chain": (
+        0.12,
+        "retail",
+        {
+            "Procurement Portal": "Gabriel Dubois",
+            "Inventory Service": "Meera Iyer",
+            "Logistics Tracker": "Gabriel Dubois",
+        },
+    ),
 }
 ROLES = ("web", "app", "db", "batch", "cache", "file")
 ROLE_SHARES = (0.24, 0.26, 0.15, 0.12, 0.10, 0.13)
@@ -72,12 +125,42 @@ WEEK = np.array([0.30, 0.35, 0.35, 0.30, 0.15, -0.65, -0.80])  # Mon..Sun, sums 
 
 # Columns of the per-server uniform draws. Append new parameters at the end (never reorder):
 # the column index is what keeps existing seeds' fleets unchanged.
-_SERVER_COLS = ("dept", "app", "env", "role", "sat", "sat_res", "sat_days", "sat_slope",
-                "shift_on", "shift_at", "new_on", "new_days", "gap_on", "gap_at", "gap_len",
-                "drop_rate", "unassigned")
-_SERIES_COLS = ("base", "weekly", "yearly", "me_on", "me_amp", "growth_on", "growth",
-                "shift_f", "noise", "spike_p", "kind", "saw_height", "saw_rate", "phase",
-                "drop_rate")
+_SERVER_COLS = (
+    "dept",
+    "app",
+    "env",
+    "role",
+    "sat",
+    "sat_res",
+    "sat_days",
+    "sat_slope",
+    "shift_on",
+    "shift_at",
+    "new_on",
+    "new_days",
+    "gap_on",
+    "gap_at",
+    "gap_len",
+    "drop_rate",
+    "unassigned",
+)
+_SERIES_COLS = (
+    "base",
+    "weekly",
+    "yearly",
+    "me_on",
+    "me_amp",
+    "growth_on",
+    "growth",
+    "shift_f",
+    "noise",
+    "spike_p",
+    "kind",
+    "saw_height",
+    "saw_rate",
+    "phase",
+    "drop_rate",
+)
 _K = 96
 _S = {name: j for j, name in enumerate(_SERVER_COLS)}
 _R = {name: len(_SERVER_COLS) + 4 * j for j, name in enumerate(_SERIES_COLS)}  # 4 columns each
@@ -159,15 +242,16 @@ def _simulate(servers: int, months: int, seed: int, end, future_months: int) -> 
     n = len(days)
     P, Z, U, D = _draws(seed, servers, n_hist, n - n_hist)
     S = lambda name: P[:, _S[name]]  # noqa: E731  (servers,)
-    R = lambda name: P[:, _R[name]:_R[name] + 4]  # noqa: E731  (servers, 4)
+    R = lambda name: P[:, _R[name] : _R[name] + 4]  # noqa: E731  (servers, 4)
     CPU, MEM, DISK, NET = range(4)
 
     # --- who is who
     dept_names = list(DEPARTMENTS)
     dept = _pick(S("dept"), [DEPARTMENTS[d][0] for d in dept_names])
     app_names = [list(DEPARTMENTS[d][2]) for d in dept_names]
-    app = np.array([app_names[d][int(u * len(app_names[d]))] for d, u in zip(dept, S("app"))],
-                   dtype=object)
+    app = np.array(
+        [app_names[d][int(u * len(app_names[d]))] for d, u in zip(dept, S("app"))], dtype=object
+    )
     env = _pick(S("env"), [e[2] for e in ENVIRONMENTS])
     is_data = np.array([dept_names[d] == "Data Platform" for d in dept])
     role = np.where(is_data, _pick(S("role"), DATA_ROLE_SHARES), _pick(S("role"), ROLE_SHARES))
@@ -180,30 +264,60 @@ def _simulate(servers: int, months: int, seed: int, end, future_months: int) -> 
     lo_hi = lambda u, lo, hi: lo + (hi - lo) * u  # noqa: E731
     ub, kind = R("base"), R("kind")
     idle_net = kind[:, NET] < 0.40
-    base = np.stack([lo_hi(ub[:, CPU], 5, 40), lo_hi(ub[:, MEM], 30, 70),
-                     lo_hi(ub[:, DISK], 12, 55), lo_hi(ub[:, NET], 4, 30)], axis=1)
+    base = np.stack(
+        [
+            lo_hi(ub[:, CPU], 5, 40),
+            lo_hi(ub[:, MEM], 30, 70),
+            lo_hi(ub[:, DISK], 12, 55),
+            lo_hi(ub[:, NET], 4, 30),
+        ],
+        axis=1,
+    )
     base[:, [CPU, NET]] *= env_scale
     base[idle_net, NET] = lo_hi(ub[idle_net, NET], 0.2, 1.5)
 
     uw = R("weekly")
     weekly = np.zeros_like(base)
-    weekly[:, CPU] = np.where(business[:, 0], lo_hi(uw[:, CPU], 0.4, 0.8), lo_hi(uw[:, CPU], 0.05, 0.25))
-    weekly[:, NET] = np.where(business[:, 0], lo_hi(uw[:, NET], 0.5, 0.9), lo_hi(uw[:, NET], 0.1, 0.3))
+    weekly[:, CPU] = np.where(
+        business[:, 0], lo_hi(uw[:, CPU], 0.4, 0.8), lo_hi(uw[:, CPU], 0.05, 0.25)
+    )
+    weekly[:, NET] = np.where(
+        business[:, 0], lo_hi(uw[:, NET], 0.5, 0.9), lo_hi(uw[:, NET], 0.1, 0.3)
+    )
     weekly[:, MEM] = lo_hi(uw[:, MEM], 0.02, 0.08)
     weekly[:, [CPU, NET]] *= np.where(env == 0, 1.0, 0.3)[:, None]
     weekly *= base  # as pct points
     weekly[idle_net, NET] = 0.0
 
     uy = R("yearly")
-    yearly = np.stack([lo_hi(uy[:, CPU], 3, 12), lo_hi(uy[:, MEM], 1, 5), np.zeros(servers),
-                       lo_hi(uy[:, NET], 2, 10)], axis=1) * np.where(env == 0, 1.0, 0.3)[:, None]
+    yearly = (
+        np.stack(
+            [
+                lo_hi(uy[:, CPU], 3, 12),
+                lo_hi(uy[:, MEM], 1, 5),
+                np.zeros(servers),
+                lo_hi(uy[:, NET], 2, 10),
+            ],
+            axis=1,
+        )
+        * np.where(env == 0, 1.0, 0.3)[:, None]
+    )
     yearly[idle_net, NET] = 0.0
 
-    month_end_dept = np.isin(np.array(dept_names)[dept], ["Payments", "Risk & Compliance", "HR Systems"])
+    month_end_dept = np.isin(
+        np.array(dept_names)[dept], ["Payments", "Risk & Compliance", "HR Systems"]
+    )
     p_me = np.where(role == 3, 0.9, np.where(month_end_dept, 0.5, 0.1))[:, None]
     ume = R("me_amp")
-    month_end = np.stack([lo_hi(ume[:, CPU], 8, 25), lo_hi(ume[:, MEM], 2, 8),
-                          lo_hi(ume[:, DISK], 1, 4), lo_hi(ume[:, NET], 4, 15)], axis=1)
+    month_end = np.stack(
+        [
+            lo_hi(ume[:, CPU], 8, 25),
+            lo_hi(ume[:, MEM], 2, 8),
+            lo_hi(ume[:, DISK], 1, 4),
+            lo_hi(ume[:, NET], 4, 15),
+        ],
+        axis=1,
+    )
     month_end *= R("me_on") < p_me
     month_end[idle_net, NET] = 0.0
 
@@ -212,8 +326,15 @@ def _simulate(servers: int, months: int, seed: int, end, future_months: int) -> 
     shift_on = (S("shift_on") < 0.15) & (n_hist >= 120)
     shift_at = np.round(lo_hi(S("shift_at"), tau_first + 30, -30)).astype(int)
     us = R("shift_f")
-    factor = np.stack([lo_hi(us[:, CPU], 0.55, 1.45), lo_hi(us[:, MEM], 0.75, 1.25),
-                       lo_hi(us[:, DISK], 0.4, 0.8), lo_hi(us[:, NET], 0.55, 1.45)], axis=1)
+    factor = np.stack(
+        [
+            lo_hi(us[:, CPU], 0.55, 1.45),
+            lo_hi(us[:, MEM], 0.75, 1.25),
+            lo_hi(us[:, DISK], 0.4, 0.8),
+            lo_hi(us[:, NET], 0.55, 1.45),
+        ],
+        axis=1,
+    )
     shift = np.where(shift_on[:, None], np.minimum(base * factor, 70.0) - base, 0.0)
     shift[idle_net, NET] = 0.0
 
@@ -227,20 +348,45 @@ def _simulate(servers: int, months: int, seed: int, end, future_months: int) -> 
     saw[:, DISK] = np.minimum(saw[:, DISK], np.maximum(78.0 - base[:, DISK] - shift[:, DISK], 0.0))
 
     ug, gon = R("growth"), R("growth_on")
-    growth = np.stack([lo_hi(ug[:, CPU], 2, 15), lo_hi(ug[:, MEM], 2, 12),
-                       lo_hi(ug[:, DISK], 5, 25), lo_hi(ug[:, NET], 1, 10)], axis=1) / 365.25
+    growth = (
+        np.stack(
+            [
+                lo_hi(ug[:, CPU], 2, 15),
+                lo_hi(ug[:, MEM], 2, 12),
+                lo_hi(ug[:, DISK], 5, 25),
+                lo_hi(ug[:, NET], 1, 10),
+            ],
+            axis=1,
+        )
+        / 365.25
+    )
     grow_on = np.where(np.arange(4) == DISK, (kind >= 0.40) & (kind < 0.70), gon < 0.30)
     growth = np.where(grow_on, growth, np.where(gon > 0.94, -0.3 * growth, 0.0))  # a few decline
     growth[idle_net, NET] = 0.0
 
-    noise = np.stack([lo_hi(R("noise")[:, CPU], 1.5, 5.0), lo_hi(R("noise")[:, MEM], 0.5, 2.0),
-                      lo_hi(R("noise")[:, DISK], 0.1, 0.6), lo_hi(R("noise")[:, NET], 0.1, 0.4)],
-                     axis=1)
-    spike_p = np.stack([lo_hi(R("spike_p")[:, CPU], 0.002, 0.01), np.zeros(servers),
-                        np.zeros(servers), lo_hi(R("spike_p")[:, NET], 0.005, 0.02)], axis=1)
+    noise = np.stack(
+        [
+            lo_hi(R("noise")[:, CPU], 1.5, 5.0),
+            lo_hi(R("noise")[:, MEM], 0.5, 2.0),
+            lo_hi(R("noise")[:, DISK], 0.1, 0.6),
+            lo_hi(R("noise")[:, NET], 0.1, 0.4),
+        ],
+        axis=1,
+    )
+    spike_p = np.stack(
+        [
+            lo_hi(R("spike_p")[:, CPU], 0.002, 0.01),
+            np.zeros(servers),
+            np.zeros(servers),
+            lo_hi(R("spike_p")[:, NET], 0.005, 0.02),
+        ],
+        axis=1,
+    )
 
     # keep the healthy series healthy: peak level by 120 days after `end` below ~85 %
-    extra = 0.35 * weekly + yearly + month_end + saw + np.where(np.arange(4) == MEM, leak[:, None], 0)
+    extra = (
+        0.35 * weekly + yearly + month_end + saw + np.where(np.arange(4) == MEM, leak[:, None], 0)
+    )
     peak = base + shift + extra + 3 * noise * np.array([1, 1, 1, 0])
     scale = np.clip((82.0 - base - shift) / np.maximum(extra, 1e-9), 0.0, 1.0)
     weekly, yearly, month_end = weekly * scale, yearly * scale, month_end * scale
@@ -275,13 +421,18 @@ def _simulate(servers: int, months: int, seed: int, end, future_months: int) -> 
     V += col(growth) * (tau - tau_first)
     V += col(shift) * (tau >= col(np.repeat(shift_at, 4)))
     phase = col(R("phase") * 365.0)
-    V += col(saw) * (((col(np.repeat(saw_rate, 4)) * (tau + phase)) / np.maximum(col(saw), 1e-9)) % 1.0)
+    V += col(saw) * (
+        ((col(np.repeat(saw_rate, 4)) * (tau + phase)) / np.maximum(col(saw), 1e-9)) % 1.0
+    )
     mem = slice(MEM, None, 4)
     V[mem] += col(leak) * ((tau + phase[mem]) % col(leak_period)) / col(leak_period)
     sat_i = np.flatnonzero(sat)
     V[4 * sat_i + sat_res[sat_i]] += np.maximum(
-        BREACH_PCT + col(sat_slope[sat_i]) * (tau - col(sat_days[sat_i]))
-        - col(base[sat_i, sat_res[sat_i]]), 0.0)
+        BREACH_PCT
+        + col(sat_slope[sat_i]) * (tau - col(sat_days[sat_i]))
+        - col(base[sat_i, sat_res[sat_i]]),
+        0.0,
+    )
 
     # noise: memory smooth (7-day moving average), network multiplicative and bursty
     Zm = Z[mem].astype(float)
@@ -313,38 +464,56 @@ def _simulate(servers: int, months: int, seed: int, end, future_months: int) -> 
     gap_on = S("gap_on") < 0.25
     gap_start = np.round(lo_hi(S("gap_at"), tau_first, -14)).astype(int)
     gap_len = np.round(lo_hi(S("gap_len"), 2, 10)).astype(int)
-    in_gap = gap_on[:, None] & (tau_i >= gap_start[:, None]) & (tau_i < (gap_start + gap_len)[:, None])
+    in_gap = (
+        gap_on[:, None] & (tau_i >= gap_start[:, None]) & (tau_i < (gap_start + gap_len)[:, None])
+    )
     new_on = (S("new_on") < NEW_SERVER_SHARE) & ~sat
     first_day = np.where(new_on, -np.round(lo_hi(S("new_days"), 45, 300)), tau_first)
     not_yet = tau_i[None, :] < first_day[:, None]
     missing |= np.repeat(in_gap | not_yet, 4, axis=0)
 
-    return {"days": days, "n_hist": n_hist, "ids": ids, "values": V, "observed": ~missing,
-            "department": np.array(dept_names)[dept], "application": app,
-            "environment": np.array([e[0] for e in ENVIRONMENTS])[env],
-            "unassigned": _lowdisc(seed, 0.55, servers) < UNASSIGNED_SHARE}
+    return {
+        "days": days,
+        "n_hist": n_hist,
+        "ids": ids,
+        "values": V,
+        "observed": ~missing,
+        "department": np.array(dept_names)[dept],
+        "application": app,
+        "environment": np.array([e[0] for e in ENVIRONMENTS])[env],
+        "unassigned": _lowdisc(seed, 0.55, servers) < UNASSIGNED_SHARE,
+    }
 
 
 def _hierarchy(sim: dict) -> pd.DataFrame:
     keep = ~sim["unassigned"]
     managers = {a: m for _, _, apps in DEPARTMENTS.values() for a, m in apps.items()}
     app = sim["application"][keep]
-    return pd.DataFrame({
-        "server_id": np.asarray(sim["ids"], object)[keep], "department": sim["department"][keep],
-        "app_manager": [managers[a] for a in app], "application": app,
-        "environment": sim["environment"][keep]}).astype("string")
+    return pd.DataFrame(
+        {
+            "server_id": np.asarray(sim["ids"], object)[keep],
+            "department": sim["department"][keep],
+            "app_manager": [managers[a] for a in app],
+            "application": app,
+            "environment": sim["environment"][keep],
+        }
+    ).astype("string")
 
 
 def _rows(sim: dict, first: int, last: int):
     """(server index, resource index, day index, value) of the observed rows of servers first..last-1."""
-    obs = sim["observed"][4 * first:4 * last]
+    obs = sim["observed"][4 * first : 4 * last]
     r, d = np.nonzero(obs)
-    return first + r // 4, r % 4, d, sim["values"][4 * first:4 * last][r, d]
+    return first + r // 4, r % 4, d, sim["values"][4 * first : 4 * last][r, d]
 
 
-def generate_fleet(servers: int = 200, months: int = 36, seed: int = 0,
-                   end: str | pd.Timestamp | None = None,
-                   future_months: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate_fleet(
+    servers: int = 200,
+    months: int = 36,
+    seed: int = 0,
+    end: str | pd.Timestamp | None = None,
+    future_months: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics, hierarchy) of a synthetic fleet; history ends at ``end`` (default 2026-10-31).
 
     With ``future_months`` the frame also holds that many months after ``end`` (timestamp > end),
@@ -353,17 +522,26 @@ def generate_fleet(servers: int = 200, months: int = 36, seed: int = 0,
     """
     sim = _simulate(servers, months, seed, end, future_months)
     s, r, d, v = _rows(sim, 0, servers)
-    metrics = pd.DataFrame({
-        "server_id": pd.array(np.asarray(sim["ids"], object)[s], dtype="string"),
-        "resource": pd.array(np.asarray(RESOURCES, object)[r], dtype="string"),
-        "timestamp": sim["days"].to_numpy().astype("datetime64[ns]")[d],
-        "utilization_pct": v.astype("float64"),
-    })
+    metrics = pd.DataFrame(
+        {
+            "server_id": pd.array(np.asarray(sim["ids"], object)[s], dtype="string"),
+            "resource": pd.array(np.asarray(RESOURCES, object)[r], dtype="string"),
+            "timestamp": sim["days"].to_numpy().astype("datetime64[ns]")[d],
+            "utilization_pct": v.astype("float64"),
+        }
+    )
     return metrics, _hierarchy(sim)
 
 
-def write_fleet(out_dir, servers: int = 200, months: int = 36, seed: int = 0, end=None,
-                future_months: int = 0, files: int = 4) -> dict:
+def write_fleet(
+    out_dir,
+    servers: int = 200,
+    months: int = 36,
+    seed: int = 0,
+    end=None,
+    future_months: int = 0,
+    files: int = 4,
+) -> dict:
     """Write ``metrics/part-*.parquet`` (several files, whole servers each) and ``hierarchy.csv``.
 
     Files are written under temporary names and renamed, and stale parts of an earlier, larger
@@ -374,14 +552,27 @@ def write_fleet(out_dir, servers: int = 200, months: int = 36, seed: int = 0, en
     ids = pa.array(sim["ids"], pa.string())
     res = pa.array(list(RESOURCES), pa.string())
     days = pa.array(sim["days"].to_numpy().astype("datetime64[us]"))
-    schema = pa.schema([("server_id", pa.string()), ("resource", pa.string()),
-                        ("timestamp", pa.timestamp("us")), ("utilization_pct", pa.float64())])
+    schema = pa.schema(
+        [
+            ("server_id", pa.string()),
+            ("resource", pa.string()),
+            ("timestamp", pa.timestamp("us")),
+            ("utilization_pct", pa.float64()),
+        ]
+    )
     bounds = np.linspace(0, servers, max(1, min(files, servers)) + 1).round().astype(int)
     tag, rows, written = f".tmp-{os.getpid()}", 0, []
     for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         s, r, d, v = _rows(sim, int(a), int(b))
-        table = pa.table([ids.take(pa.array(s)), res.take(pa.array(r)), days.take(pa.array(d)),
-                          pa.array(v, pa.float64())], schema=schema)
+        table = pa.table(
+            [
+                ids.take(pa.array(s)),
+                res.take(pa.array(r)),
+                days.take(pa.array(d)),
+                pa.array(v, pa.float64()),
+            ],
+            schema=schema,
+        )
         final = out / "metrics" / f"part-{k}.parquet"
         pq.write_table(table, str(final) + tag, compression="zstd")
         written.append(final)
@@ -405,7 +596,11 @@ def main(argv=None) -> None:
     p.add_argument("--future-months", type=int, default=0)
     p.add_argument("--files", type=int, default=4)
     a = p.parse_args(argv)
-    print(json.dumps(write_fleet(a.out_dir, a.servers, a.months, a.seed, a.end, a.future_months, a.files)))
+    print(
+        json.dumps(
+            write_fleet(a.out_dir, a.servers, a.months, a.seed, a.end, a.future_months, a.files)
+        )
+    )
 
 
 if __name__ == "__main__":

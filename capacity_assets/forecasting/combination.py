@@ -20,14 +20,15 @@ Rule, per series, split and day, over the members (every fitted contender with r
   scaled by the factor its own backtest asks for (below 1 where the pool over-covers, which it
   does where members disagree but their errors cancel). Without ``actuals`` no scaling is done.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-from capacity_assets.forecasting.engines.base import ForecastConfig
 from capacity_assets.forecasting.engines import intervals
+from capacity_assets.forecasting.engines.base import ForecastConfig
 from capacity_assets.forecasting.engines.registry import CONTENDERS, finish
 from capacity_assets.schema import ENGINE_RESULTS, SERIES_KEY, empty
 
@@ -37,8 +38,9 @@ CENTRE = "mean"
 _BISECT_STEPS = 40  # bracket width / 2**40: far below a hundredth of a point
 
 
-def _members(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame | None,
-             interval: float) -> pd.DataFrame:
+def _members(
+    results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame | None, interval: float
+) -> pd.DataFrame:
     """Long frame of the members' rows (fallbacks dropped where a series has a real fit), their
     backtest bounds scaled as their future bounds were (see the module docstring)."""
     parts = []
@@ -49,9 +51,13 @@ def _members(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame | 
         if actuals is not None:
             bt = r["split"] == "backtest"
             scaled = intervals.calibrate(r[bt], r[bt], actuals, interval)
-            scaled = scaled.assign(demand_upper=scaled["demand"] + (scaled["yhat_upper"] - scaled["yhat"]))
+            scaled = scaled.assign(
+                demand_upper=scaled["demand"] + (scaled["yhat_upper"] - scaled["yhat"])
+            )
             r = pd.concat([scaled, r[~bt]], ignore_index=True)
-        parts.append(r.assign(member=name, fallback=r["model"].astype(str).str.endswith(":fallback")))
+        parts.append(
+            r.assign(member=name, fallback=r["model"].astype(str).str.endswith(":fallback"))
+        )
     if not parts:
         return pd.DataFrame()
     long = pd.concat(parts, ignore_index=True)
@@ -60,8 +66,9 @@ def _members(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame | 
     return long[~(long["fallback"] & long["_real"].eq(True))].drop(columns="_real")
 
 
-def pool_bounds(centre: np.ndarray, lower: np.ndarray, upper: np.ndarray, interval: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def pool_bounds(
+    centre: np.ndarray, lower: np.ndarray, upper: np.ndarray, interval: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Central ``interval`` of the equal-weight mixture of two-piece normals, one per column.
 
     Arrays are (rows, members); NaN marks a missing member. Member j has median ``centre`` and its
@@ -91,8 +98,9 @@ def pool_bounds(centre: np.ndarray, lower: np.ndarray, upper: np.ndarray, interv
     return out[0], out[1]
 
 
-def combine(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame | None,
-            cfg: ForecastConfig) -> pd.DataFrame:
+def combine(
+    results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame | None, cfg: ForecastConfig
+) -> pd.DataFrame:
     """ENGINE_RESULTS rows of the combination (model ``combination``, or ``combination:fallback``
     when every member of a series is a fallback) from the fitted contenders' results.
 
@@ -106,9 +114,11 @@ def combine(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame | N
     if long.empty:
         return empty(ENGINE_RESULTS)
     # unclipped centre and upper bound; the lower half-width as the members published it
-    long = long.assign(c=long["demand"].astype(float),
-                       lo=long["demand"] - (long["yhat"] - long["yhat_lower"]),
-                       hi=np.maximum(long["demand_upper"], long["demand"]))
+    long = long.assign(
+        c=long["demand"].astype(float),
+        lo=long["demand"] - (long["yhat"] - long["yhat_lower"]),
+        hi=np.maximum(long["demand_upper"], long["demand"]),
+    )
     names = sorted(long["member"].unique())
     wide = long.pivot_table(index=ROW, columns="member", values=["c", "lo", "hi"], aggfunc="first")
     count = long.groupby(SERIES_KEY)["member"].nunique()
@@ -126,6 +136,9 @@ def combine(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame | N
     fb = all_fallback.reindex(pd.MultiIndex.from_frame(idx[SERIES_KEY])).to_numpy(bool)
     raw = idx.assign(yhat=yhat, yhat_lower=lower, yhat_upper=upper)
     act = actuals[SERIES_KEY + ["ds", "y"]] if actuals is not None else None
-    parts = [finish(raw[mask], act, cfg, label, calibrate=act is not None and label == NAME)
-             for mask, label in ((~fb, NAME), (fb, f"{NAME}:fallback")) if mask.any()]
+    parts = [
+        finish(raw[mask], act, cfg, label, calibrate=act is not None and label == NAME)
+        for mask, label in ((~fb, NAME), (fb, f"{NAME}:fallback"))
+        if mask.any()
+    ]
     return pd.concat(parts, ignore_index=True).sort_values(ROW, kind="stable", ignore_index=True)

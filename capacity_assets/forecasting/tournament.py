@@ -31,6 +31,7 @@ series) and a risk window of ``risk_days``:
 Without a threshold (``threshold=None``, the default for existing callers) trust is the MAPE rule
 alone (``trust_level``): high <= 10, medium <= ``trust_medium``, else low.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,14 @@ def contender_order(names) -> list[str]:
 def series_metrics(y: np.ndarray, yhat: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict:
     err = np.abs(y - yhat)
     if len(y) == 0:
-        return {"mape": np.nan, "wape": np.nan, "mae": np.nan, "coverage": np.nan, "n_days": 0,
-                "err_p90": np.nan}
+        return {
+            "mape": np.nan,
+            "wape": np.nan,
+            "mae": np.nan,
+            "coverage": np.nan,
+            "n_days": 0,
+            "err_p90": np.nan,
+        }
     total = np.abs(y).sum()
     return {
         "mape": float(np.mean(err / np.maximum(np.abs(y), MAPE_FLOOR)) * 100),
@@ -77,20 +84,36 @@ def _grouped_metrics(joined: pd.DataFrame) -> pd.DataFrame:
     y, yhat = joined["y"].to_numpy(float), joined["yhat"].to_numpy(float)
     err = np.abs(y - yhat)
     parts = joined[KEY].assign(
-        ape=err / np.maximum(np.abs(y), MAPE_FLOOR), err=err, absy=np.abs(y),
-        inside=((y >= joined["yhat_lower"].to_numpy(float)) & (y <= joined["yhat_upper"].to_numpy(float))).astype(float))
+        ape=err / np.maximum(np.abs(y), MAPE_FLOOR),
+        err=err,
+        absy=np.abs(y),
+        inside=(
+            (y >= joined["yhat_lower"].to_numpy(float))
+            & (y <= joined["yhat_upper"].to_numpy(float))
+        ).astype(float),
+    )
     g = parts.groupby(KEY, sort=True, observed=True)
-    m = g.agg(mape=("ape", "mean"), mae=("err", "mean"), err_sum=("err", "sum"), y_sum=("absy", "sum"),
-              coverage=("inside", "mean"), n_days=("err", "size"))
+    m = g.agg(
+        mape=("ape", "mean"),
+        mae=("err", "mean"),
+        err_sum=("err", "sum"),
+        y_sum=("absy", "sum"),
+        coverage=("inside", "mean"),
+        n_days=("err", "size"),
+    )
     m["mape"] *= 100
     m["wape"] = (m["err_sum"] / m["y_sum"] * 100).where(m["y_sum"] > 0)
     m["err_p90"] = g["err"].quantile(ERROR_QUANTILE)
-    return m.reset_index()[KEY + ["mape", "wape", "mae", "coverage", "n_days", "err_p90"]].astype({"n_days": float})
+    return m.reset_index()[KEY + ["mape", "wape", "mae", "coverage", "n_days", "err_p90"]].astype(
+        {"n_days": float}
+    )
 
 
 def _model_label(results: pd.DataFrame) -> pd.DataFrame:
     """Label per series as published: the future rows' (they are what users see), else backtest's."""
-    r = results.assign(_fut=results["split"].eq("future")).sort_values("_fut", ascending=False, kind="stable")
+    r = results.assign(_fut=results["split"].eq("future")).sort_values(
+        "_fut", ascending=False, kind="stable"
+    )
     return r.drop_duplicates(KEY)[KEY + ["model"]]
 
 
@@ -115,12 +138,20 @@ def score(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame) -> p
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame(columns=SCORE_COLUMNS)
-    return pd.concat(parts, ignore_index=True).sort_values(KEY + ["contender"], kind="stable").reset_index(drop=True)
+    return (
+        pd.concat(parts, ignore_index=True)
+        .sort_values(KEY + ["contender"], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
-def trust_level(mape: pd.Series, high: float = TRUST_HIGH, medium: float = TRUST_MEDIUM) -> pd.Series:
+def trust_level(
+    mape: pd.Series, high: float = TRUST_HIGH, medium: float = TRUST_MEDIUM
+) -> pd.Series:
     """The MAPE-only rule. Unscored (NaN) is 'low': an accuracy we could not measure is not one to trust."""
-    return pd.Series(np.select([mape <= high, mape <= medium], ["high", "medium"], "low"), index=mape.index)
+    return pd.Series(
+        np.select([mape <= high, mape <= medium], ["high", "medium"], "low"), index=mape.index
+    )
 
 
 def capacity_trust(mape, err_p90, peak, threshold, high: float = TRUST_HIGH) -> np.ndarray:
@@ -140,8 +171,12 @@ def series_thresholds(threshold, index: pd.MultiIndex) -> np.ndarray:
         return np.full(len(index), float(threshold))
     if isinstance(threshold, pd.DataFrame):
         threshold = threshold.set_index(["server_id", "resource"])["threshold"]
-    series = threshold.groupby(level=[-2, -1]).first()  # (server_id, resource), batch dropped if any
-    keys = pd.MultiIndex.from_arrays([index.get_level_values("server_id"), index.get_level_values("resource")])
+    series = threshold.groupby(
+        level=[-2, -1]
+    ).first()  # (server_id, resource), batch dropped if any
+    keys = pd.MultiIndex.from_arrays(
+        [index.get_level_values("server_id"), index.get_level_values("resource")]
+    )
     out = series.reindex(keys).to_numpy(float)
     if np.isnan(out).any():
         missing = keys[np.isnan(out)][:5].tolist()
@@ -149,14 +184,18 @@ def series_thresholds(threshold, index: pd.MultiIndex) -> np.ndarray:
     return out
 
 
-def _peak_demand(results_by_model: dict[str, pd.DataFrame], champion: pd.Series, risk_days: int) -> pd.Series:
+def _peak_demand(
+    results_by_model: dict[str, pd.DataFrame], champion: pd.Series, risk_days: int
+) -> pd.Series:
     """Per series, the champion's highest unclipped forecast in days 1..risk_days of its future."""
     parts = []
     for name in champion.unique():
         res = results_by_model.get(name)
         if res is None or res.empty:
             continue
-        fut = res.loc[res["split"] == "future", KEY + ["ds", "demand" if "demand" in res.columns else "yhat"]]
+        fut = res.loc[
+            res["split"] == "future", KEY + ["ds", "demand" if "demand" in res.columns else "yhat"]
+        ]
         fut = fut.rename(columns={"yhat": "demand"})
         fut = fut.merge(champion[champion == name].rename("champion").reset_index()[KEY], on=KEY)
         day = (fut["ds"] - fut.groupby(KEY)["ds"].transform("min")).dt.days + 1
@@ -165,9 +204,14 @@ def _peak_demand(results_by_model: dict[str, pd.DataFrame], champion: pd.Series,
     return peak.reindex(champion.index)
 
 
-def champions(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame,
-              trust_high: float = TRUST_HIGH, trust_medium: float = TRUST_MEDIUM,
-              threshold=None, risk_days: int = RISK_DAYS) -> pd.DataFrame:
+def champions(
+    results_by_model: dict[str, pd.DataFrame],
+    actuals: pd.DataFrame,
+    trust_high: float = TRUST_HIGH,
+    trust_medium: float = TRUST_MEDIUM,
+    threshold=None,
+    risk_days: int = RISK_DAYS,
+) -> pd.DataFrame:
     """One row per series: every contender's scores side by side and the winner.
 
     Lower MAPE wins; a tie goes to the earlier contender in registry order (prophet); an unscored
@@ -184,13 +228,24 @@ def champions(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame,
     scores = score(results_by_model, actuals)
     if scores.empty:
         return conform(pd.DataFrame(columns=list(columns)), columns)
-    wide = scores.pivot(index=KEY, columns="contender", values=["mape", "wape", "mae", "coverage", "model", "err_p90"])
+    wide = scores.pivot(
+        index=KEY,
+        columns="contender",
+        values=["mape", "wape", "mae", "coverage", "model", "err_p90"],
+    )
     out = pd.DataFrame(index=wide.index)
     for n in names:
         for m in ("mape", "wape", "mae", "coverage", "model"):
             out[f"{n}_{m}"] = wide[(m, n)] if (m, n) in wide.columns else np.nan
-    has_future = pd.DataFrame({n: _has_future(results_by_model[n], out.index) if n in results_by_model
-                               else pd.Series(False, index=out.index) for n in names}, index=out.index)
+    has_future = pd.DataFrame(
+        {
+            n: _has_future(results_by_model[n], out.index)
+            if n in results_by_model
+            else pd.Series(False, index=out.index)
+            for n in names
+        },
+        index=out.index,
+    )
     # unscored -> just below +inf (loses to any score), no future rows -> +inf (loses to everyone);
     # idxmin keeps the first column on ties, i.e. registry order
     mape = pd.DataFrame({n: out[f"{n}_mape"].astype(float) for n in names}, index=out.index)
@@ -201,10 +256,17 @@ def champions(results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame,
     if threshold is None:
         out["trust"] = trust_level(out["champion_mape"], trust_high, trust_medium)
     else:
-        err = pd.DataFrame({n: wide[("err_p90", n)].astype(float) if ("err_p90", n) in wide.columns else np.nan
-                            for n in names}, index=out.index).to_numpy()[np.arange(len(out)), best]
+        err = pd.DataFrame(
+            {
+                n: wide[("err_p90", n)].astype(float) if ("err_p90", n) in wide.columns else np.nan
+                for n in names
+            },
+            index=out.index,
+        ).to_numpy()[np.arange(len(out)), best]
         peak = _peak_demand(results_by_model, out["champion"], risk_days).to_numpy(float)
-        out["trust"] = capacity_trust(out["champion_mape"], err, peak, series_thresholds(threshold, out.index), trust_high)
+        out["trust"] = capacity_trust(
+            out["champion_mape"], err, peak, series_thresholds(threshold, out.index), trust_high
+        )
     return conform(out.reset_index(), columns)
 
 
@@ -214,8 +276,13 @@ def _has_future(results: pd.DataFrame, index: pd.MultiIndex) -> pd.Series:
     return pd.Series([k in keys for k in index], index=index, dtype=bool)
 
 
-def golden_record(results_by_model: dict[str, pd.DataFrame], champions: pd.DataFrame,
-                  generated_at: pd.Timestamp, run_id: str, upper: str = "champion") -> pd.DataFrame:
+def golden_record(
+    results_by_model: dict[str, pd.DataFrame],
+    champions: pd.DataFrame,
+    generated_at: pd.Timestamp,
+    run_id: str,
+    upper: str = "champion",
+) -> pd.DataFrame:
     """The champion's future rows: what every report and dashboard reads (FORECASTS).
 
     ``upper="champion"`` publishes them untouched. ``upper="consensus"`` caps the upper bound (the
@@ -238,17 +305,30 @@ def golden_record(results_by_model: dict[str, pd.DataFrame], champions: pd.DataF
         out = _consensus_upper(out, results_by_model)
     ts = pd.Timestamp(generated_at)
     ts = ts.tz_convert("UTC").tz_localize(None) if ts.tz is not None else ts  # stored naive, in UTC
-    out = conform(out.assign(run_id=run_id, generated_at=ts).sort_values(KEY + ["ds"], kind="stable"), FORECASTS)
+    out = conform(
+        out.assign(run_id=run_id, generated_at=ts).sort_values(KEY + ["ds"], kind="stable"),
+        FORECASTS,
+    )
     # conform normalises every datetime to midnight; generated_at is a timestamp, keep its time
     out["generated_at"] = pd.Series(ts, index=out.index, dtype="datetime64[ns]")
     return out
 
 
-def _consensus_upper(golden: pd.DataFrame, results_by_model: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def _consensus_upper(
+    golden: pd.DataFrame, results_by_model: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
     cols = ["yhat_upper", "demand_upper"]
-    fut = pd.concat([r.loc[r["split"] == "future", KEY + ["ds"] + cols] for r in results_by_model.values()
-                     if r is not None and len(r)], ignore_index=True)
-    median = fut.groupby(KEY + ["ds"], sort=False)[cols].median().add_prefix("median_").reset_index()
+    fut = pd.concat(
+        [
+            r.loc[r["split"] == "future", KEY + ["ds"] + cols]
+            for r in results_by_model.values()
+            if r is not None and len(r)
+        ],
+        ignore_index=True,
+    )
+    median = (
+        fut.groupby(KEY + ["ds"], sort=False)[cols].median().add_prefix("median_").reset_index()
+    )
     out = golden.merge(median, on=KEY + ["ds"], how="left")
     for c in cols:
         base = "yhat" if c == "yhat_upper" else "demand"
@@ -259,9 +339,12 @@ def _consensus_upper(golden: pd.DataFrame, results_by_model: dict[str, pd.DataFr
 
 # --- summaries for asset metadata ------------------------------------------------------------------
 
+
 def wins(champions: pd.DataFrame) -> dict[str, int]:
     counts = champions["champion"].value_counts()
-    names = contender_order([c[:-5] for c in champions.columns if c.endswith("_mape") and c != "champion_mape"])
+    names = contender_order(
+        [c[:-5] for c in champions.columns if c.endswith("_mape") and c != "champion_mape"]
+    )
     return {n: int(counts.get(n, 0)) for n in names}
 
 
@@ -284,5 +367,7 @@ def markdown_preview(df: pd.DataFrame, n: int = 10, digits: int = 2) -> str:
         return escape_markdown(v)
 
     lines = ["| " + " | ".join(map(str, head.columns)) + " |", "|" + "---|" * len(head.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in head.itertuples(index=False)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in head.itertuples(index=False)
+    ]
     return "\n".join(lines)

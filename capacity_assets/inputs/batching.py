@@ -3,6 +3,7 @@
 A server's batch is a stable hash of its id (md5, not Python's salted ``hash``), so a server never
 moves between batches when others are added or removed, and every process agrees on it.
 """
+
 from __future__ import annotations
 
 import hashlib

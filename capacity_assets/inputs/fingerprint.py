@@ -6,6 +6,7 @@ batch, and `capacity run` skips a batch whose ledger row has the fingerprint the
 The input part is one DuckDB scan of every file, aggregated per server, so adding ten servers
 re-runs only the batches those servers hash to.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,11 +21,33 @@ from capacity_assets.inputs.batching import batch_keys, batch_of
 from capacity_assets.schema import quote_ident
 
 # settings that change results; executor, storage and paths do not (the hierarchy counts by content)
-RESULT_SETTINGS = ("batches", "daily_agg", "interval", "backtest_months", "horizon_days", "threshold",
-                   "risk_days", "mape_warn", "mape_error_share", "seed", "engines",
-                   "threshold_cpu", "threshold_memory", "threshold_disk", "threshold_network",
-                   "target", "target_cpu", "target_memory", "target_disk", "target_network",
-                   "lead_days", "reclaim_below", "round_gb", "keep_vintages", "drift_factor")
+RESULT_SETTINGS = (
+    "batches",
+    "daily_agg",
+    "interval",
+    "backtest_months",
+    "horizon_days",
+    "threshold",
+    "risk_days",
+    "mape_warn",
+    "mape_error_share",
+    "seed",
+    "engines",
+    "threshold_cpu",
+    "threshold_memory",
+    "threshold_disk",
+    "threshold_network",
+    "target",
+    "target_cpu",
+    "target_memory",
+    "target_disk",
+    "target_network",
+    "lead_days",
+    "reclaim_below",
+    "round_gb",
+    "keep_vintages",
+    "drift_factor",
+)
 LIBRARIES = ("prophet", "cmdstanpy", "xgboost", "statsforecast", "duckdb", "pandas", "numpy")
 
 
@@ -61,14 +84,18 @@ def server_digests(conn, sources: list[files.SourceFile]) -> dict[str, tuple[int
     parts = []
     for f in sources:
         c = {k: quote_ident(v) for k, v in f.columns.items()}
-        parts.append(f"select cast({c['server_id']} as varchar) as s, "
-                     f"hash(cast({c['resource']} as varchar), cast({c['timestamp']} as varchar), "
-                     f"cast({c['utilization_pct']} as varchar), {f.scale}) as h "
-                     f"from {files._relation_sql(f.kind)}")
+        parts.append(
+            f"select cast({c['server_id']} as varchar) as s, "
+            f"hash(cast({c['resource']} as varchar), cast({c['timestamp']} as varchar), "
+            f"cast({c['utilization_pct']} as varchar), {f.scale}) as h "
+            f"from {files._relation_sql(f.kind)}"
+        )
     sql = " union all ".join(parts)
-    rows = conn.execute(f"select s, count(*), sum(h::hugeint) % 18446744073709551557 from ({sql}) "
-                        f"where nullif(trim(s), '') is not null group by s",
-                        [f.path for f in sources]).fetchall()
+    rows = conn.execute(
+        f"select s, count(*), sum(h::hugeint) % 18446744073709551557 from ({sql}) "
+        f"where nullif(trim(s), '') is not null group by s",
+        [f.path for f in sources],
+    ).fetchall()
     return {s: (int(n), int(h)) for s, n, h in rows}
 
 
@@ -83,15 +110,27 @@ def hierarchy_digest(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def batch_fingerprints(conn, sources, settings, versions: dict | None = None,
-                       code: str | None = None, digests: dict | None = None) -> dict[str, str]:
+def batch_fingerprints(
+    conn,
+    sources,
+    settings,
+    versions: dict | None = None,
+    code: str | None = None,
+    digests: dict | None = None,
+) -> dict[str, str]:
     """batch key -> fingerprint, for every batch (an empty batch has one too). ``digests``: the
     ``server_digests`` of the same sources, when the caller has them already."""
     per_batch = defaultdict(list)
     for server, digest in (server_digests(conn, sources) if digests is None else digests).items():
         per_batch[batch_of(server, settings.batches)].append((server, digest))
-    common = repr((sorted(result_settings(settings).items()), hierarchy_digest(settings.hierarchy_path),
-                   code or code_version(), sorted((versions or library_versions()).items())))
+    common = repr(
+        (
+            sorted(result_settings(settings).items()),
+            hierarchy_digest(settings.hierarchy_path),
+            code or code_version(),
+            sorted((versions or library_versions()).items()),
+        )
+    )
     out = {}
     for key in batch_keys(settings.batches):
         h = hashlib.sha256(common.encode())

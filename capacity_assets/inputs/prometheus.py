@@ -11,6 +11,7 @@ The server does the daily aggregation (one ``query_range`` per resource at a one
 amount fetched is one point per series and day whatever the scrape interval. Works with Prometheus,
 VictoriaMetrics, Thanos, Mimir and anything else that implements ``/api/v1/query_range``.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -20,9 +21,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -35,8 +37,16 @@ from capacity_assets.schema import RESOURCES
 
 PREFIX = "prometheus+"
 DEFAULT_QUERIES = Path(__file__).with_name("promql") / "node_exporter.yaml"
-ENV_USER, ENV_PASSWORD, ENV_TOKEN = "CAPACITY_PROM_USER", "CAPACITY_PROM_PASSWORD", "CAPACITY_PROM_TOKEN"
-AGGS = {"mean": "avg_over_time({})", "max": "max_over_time({})", "p95": "quantile_over_time(0.95, {})"}
+ENV_USER, ENV_PASSWORD, ENV_TOKEN = (
+    "CAPACITY_PROM_USER",
+    "CAPACITY_PROM_PASSWORD",
+    "CAPACITY_PROM_TOKEN",
+)
+AGGS = {
+    "mean": "avg_over_time({})",
+    "max": "max_over_time({})",
+    "p95": "quantile_over_time(0.95, {})",
+}
 DAY_S = 86400
 # inner step of the subquery that turns an arbitrary expression into a range: recording rules run
 # every 1 m and scrapes every 15–60 s, so 5 m sees a fresh sample at every point and stays within
@@ -50,15 +60,19 @@ _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STRING = r'"(?:[^"\\]|\\.)*"'
 # a bare selector (metric name with optional matchers): it can take a range directly, which reads
 # every raw sample; anything else needs a subquery
-_SELECTOR = re.compile(rf"^\s*(?:[A-Za-z_:][A-Za-z0-9_:]*\s*(?:\{{(?:[^{{}}\"]|{_STRING})*\}})?"
-                       rf"|\{{(?:[^{{}}\"]|{_STRING})*\}})\s*$")
+_SELECTOR = re.compile(
+    rf"^\s*(?:[A-Za-z_:][A-Za-z0-9_:]*\s*(?:\{{(?:[^{{}}\"]|{_STRING})*\}})?"
+    rf"|\{{(?:[^{{}}\"]|{_STRING})*\}})\s*$"
+)
 logger = logging.getLogger(__name__)
 
 
 class PrometheusError(RuntimeError):
     """The server could not give the daily values; the message names the URL (never credentials) and the query."""
 
-    def __init__(self, message: str, url: str = "", resource: str | None = None, query: str | None = None):
+    def __init__(
+        self, message: str, url: str = "", resource: str | None = None, query: str | None = None
+    ):
         super().__init__(message)
         self.url, self.resource, self.query = url, resource, query
 
@@ -82,6 +96,7 @@ class Queries(dict):
 
 # ---------------------------------------------------------------------------------------------- URLs
 
+
 def is_prometheus(url: str) -> bool:
     """Whether CAPACITY_METRICS names a server rather than files (a bad scheme after the prefix still counts,
     so it gets a clear error from ``base_url`` instead of 'file does not exist')."""
@@ -101,21 +116,32 @@ def _split(url: str) -> tuple[str, tuple[str, str] | None]:
     """(base URL without credentials, credentials found in the URL)."""
     raw = url.strip() if isinstance(url, str) else url
     if not is_prometheus(raw):
-        raise PrometheusError(f"{_redact(raw)!r} is not a Prometheus URL: expected prometheus+http://host:port "
-                              f"or prometheus+https://host:port", url=_redact(raw))
-    rest = raw[len(PREFIX):]
+        raise PrometheusError(
+            f"{_redact(raw)!r} is not a Prometheus URL: expected prometheus+http://host:port "
+            f"or prometheus+https://host:port",
+            url=_redact(raw),
+        )
+    rest = raw[len(PREFIX) :]
     try:
         parts = urlsplit(rest)
         port = parts.port
     except ValueError as e:
-        raise PrometheusError(f"{_redact(raw)!r} is not a valid URL ({e})", url=_redact(raw)) from None
+        raise PrometheusError(
+            f"{_redact(raw)!r} is not a valid URL ({e})", url=_redact(raw)
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
-        raise PrometheusError(f"{_redact(raw)!r}: expected prometheus+http://host:port or prometheus+https://host:port "
-                              f"(the part after 'prometheus+' must be an http or https URL)", url=_redact(raw))
+        raise PrometheusError(
+            f"{_redact(raw)!r}: expected prometheus+http://host:port or prometheus+https://host:port "
+            f"(the part after 'prometheus+' must be an http or https URL)",
+            url=_redact(raw),
+        )
     if parts.query or parts.fragment:
-        raise PrometheusError(f"{_redact(raw)!r}: the URL cannot have query parameters (?…) or a fragment (#…); "
-                              f"give the API's root, the part before /api/v1", url=_redact(raw))
+        raise PrometheusError(
+            f"{_redact(raw)!r}: the URL cannot have query parameters (?…) or a fragment (#…); "
+            f"give the API's root, the part before /api/v1",
+            url=_redact(raw),
+        )
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     netloc = host + (f":{port}" if port is not None else "")
     base = f"{scheme}://{netloc}{parts.path}".rstrip("/")
@@ -131,6 +157,7 @@ def base_url(url: str) -> str:
 
 # ------------------------------------------------------------------------------------------ queries
 
+
 class _StrictLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last, silently:
     a query file edited by appending a second `cpu:` would run a query nobody reviewed)."""
@@ -141,8 +168,11 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"{key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
-                    key_node.start_mark)
+                    None,
+                    None,
+                    f"{key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
@@ -161,42 +191,60 @@ def load_queries(path: str | None) -> Queries:
     try:
         doc = yaml.load(p.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except UnicodeDecodeError:
-        raise QueryFileError(f"{p}: not a text file (CAPACITY_PROMQL must be a YAML file)") from None
+        raise QueryFileError(
+            f"{p}: not a text file (CAPACITY_PROMQL must be a YAML file)"
+        ) from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise QueryFileError(f"{p}: not valid YAML{at}: {problem}") from None
     if doc is None or doc == {}:
-        raise QueryFileError(f"{p}: the query file is empty; give one PromQL expression per resource "
-                             f"({', '.join(RESOURCES)})")
+        raise QueryFileError(
+            f"{p}: the query file is empty; give one PromQL expression per resource "
+            f"({', '.join(RESOURCES)})"
+        )
     if not isinstance(doc, dict):
-        raise QueryFileError(f"{p}: expected a mapping of resource to PromQL expression "
-                             f"(e.g. `cpu: 'instance:node_cpu_utilisation:rate5m'`), found a YAML {type(doc).__name__}")
+        raise QueryFileError(
+            f"{p}: expected a mapping of resource to PromQL expression "
+            f"(e.g. `cpu: 'instance:node_cpu_utilisation:rate5m'`), found a YAML {type(doc).__name__}"
+        )
     exprs, scales = {}, {}
     for key, value in doc.items():
         name = str(key).strip().lower()
         if name not in RESOURCES:
-            raise QueryFileError(f"{p}: unknown resource {key!r}; the resources are {', '.join(RESOURCES)}")
+            raise QueryFileError(
+                f"{p}: unknown resource {key!r}; the resources are {', '.join(RESOURCES)}"
+            )
         if name in exprs:
             raise QueryFileError(f"{p}: resource {name!r} is given twice")
         scale = None
         if isinstance(value, dict):
             unknown = [str(k) for k in value if k not in ("expr", "scale")]
             if unknown:
-                raise QueryFileError(f"{p}: {key}: unknown setting {unknown[0]!r}; the settings are expr and scale")
+                raise QueryFileError(
+                    f"{p}: {key}: unknown setting {unknown[0]!r}; the settings are expr and scale"
+                )
             if "scale" in value:
                 scale = value["scale"]
-                if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale not in (1, 100):
-                    raise QueryFileError(f"{p}: {key}: scale must be 1 (values are percent) or 100 (values are "
-                                         f"ratios 0–1), not {scale!r}")
+                if (
+                    isinstance(scale, bool)
+                    or not isinstance(scale, (int, float))
+                    or scale not in (1, 100)
+                ):
+                    raise QueryFileError(
+                        f"{p}: {key}: scale must be 1 (values are percent) or 100 (values are "
+                        f"ratios 0–1), not {scale!r}"
+                    )
                 scale = float(scale)
             value = value.get("expr")
             if value is None:
                 raise QueryFileError(f"{p}: {key}: missing expr (the PromQL expression)")
         if not isinstance(value, str):
-            raise QueryFileError(f"{p}: {key}: expected a PromQL expression as text, or a mapping with expr and "
-                                 f"scale, not {type(value).__name__} {value!r}")
+            raise QueryFileError(
+                f"{p}: {key}: expected a PromQL expression as text, or a mapping with expr and "
+                f"scale, not {type(value).__name__} {value!r}"
+            )
         if not value.strip():
             raise QueryFileError(f"{p}: {key}: the PromQL expression is empty")
         exprs[name], scales[name] = value.strip(), scale
@@ -225,6 +273,7 @@ def _points_per_day(expr: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- HTTP
 
+
 def _one_line(text: str, limit: int = 600) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit] + "…"
@@ -240,13 +289,21 @@ class _Client:
         token = os.environ.get(ENV_TOKEN) or None
         user, password = os.environ.get(ENV_USER) or None, os.environ.get(ENV_PASSWORD)
         # never shown anyway; scrubbed as a second line of defence (too short ones would mangle the text)
-        self._secrets = [s for s in (token, password, url_creds[1] if url_creds else None) if s and len(s) >= 4]
+        self._secrets = [
+            s for s in (token, password, url_creds[1] if url_creds else None) if s and len(s) >= 4
+        ]
         if token and user:
-            raise self.error(f"both {ENV_TOKEN} and {ENV_USER} are set: set one of them (bearer token or basic auth)")
+            raise self.error(
+                f"both {ENV_TOKEN} and {ENV_USER} are set: set one of them (bearer token or basic auth)"
+            )
         in_url = bool(url_creds and any(url_creds))  # 'https://:password@host' counts too
-        if in_url and (token or user):  # one would be dropped silently, and a 401 would blame the wrong one
-            raise self.error(f"the URL carries credentials and {ENV_TOKEN if token else ENV_USER} is set too: "
-                             f"give them one way only")
+        if in_url and (
+            token or user
+        ):  # one would be dropped silently, and a 401 would blame the wrong one
+            raise self.error(
+                f"the URL carries credentials and {ENV_TOKEN if token else ENV_USER} is set too: "
+                f"give them one way only"
+            )
         if user and password is None:
             raise self.error(f"{ENV_USER} is set but {ENV_PASSWORD} is not")
         self.session = session or requests.Session()
@@ -266,20 +323,36 @@ class _Client:
             text = text.replace(secret, "***")
         return _redact(text)
 
-    def error(self, problem: str, resource: str | None = None, query: str | None = None, cls=PrometheusError):
+    def error(
+        self,
+        problem: str,
+        resource: str | None = None,
+        query: str | None = None,
+        cls=PrometheusError,
+    ):
         where = f"; {resource} query: {_one_line(query, 2000)}" if query else ""
-        return cls(self.scrub(f"Prometheus at {self.base}: {problem}{where}"), url=self.base,
-                   resource=resource, query=query)
+        return cls(
+            self.scrub(f"Prometheus at {self.base}: {problem}{where}"),
+            url=self.base,
+            resource=resource,
+            query=query,
+        )
 
     def query_range(self, query: str, start: int, end: int, resource: str) -> list[dict]:
         """The matrix of one range query at a one-day step, after retries; errors name URL and query."""
         data = {"query": query, "start": str(start), "end": str(end), "step": str(DAY_S)}
         problem, attempts = "", self.retries + 1
         for attempt in range(attempts):
-            wait = min(0.5 * 2 ** attempt, 30.0)
+            wait = min(0.5 * 2**attempt, 30.0)
             try:
-                r = self.session.post(self.endpoint, data=data, timeout=self.timeout, auth=self.auth,
-                                      headers=self.headers, allow_redirects=False)
+                r = self.session.post(
+                    self.endpoint,
+                    data=data,
+                    timeout=self.timeout,
+                    auth=self.auth,
+                    headers=self.headers,
+                    allow_redirects=False,
+                )
             except requests.Timeout:
                 problem = f"no answer within {self.timeout:g} s"
             except requests.ConnectionError as e:
@@ -303,7 +376,9 @@ class _Client:
             body = r.json()
             if isinstance(body, dict) and body.get("error"):
                 kind = body.get("errorType")
-                kind = f"{kind}: " if kind and not str(kind).isdigit() else ""  # VictoriaMetrics repeats the code
+                kind = (
+                    f"{kind}: " if kind and not str(kind).isdigit() else ""
+                )  # VictoriaMetrics repeats the code
                 return _one_line(kind + str(body["error"]), 2000)
         except ValueError:
             pass
@@ -312,35 +387,63 @@ class _Client:
     def _matrix(self, r: requests.Response, query: str, resource: str) -> list[dict]:
         code = r.status_code
         if 300 <= code < 400:
-            raise self.error(f"HTTP {code}: the server redirects to {r.headers.get('Location', '?')}; "
-                             f"use that address in CAPACITY_METRICS", resource, query)
+            raise self.error(
+                f"HTTP {code}: the server redirects to {r.headers.get('Location', '?')}; "
+                f"use that address in CAPACITY_METRICS",
+                resource,
+                query,
+            )
         if code == 401 or code == 403:
-            sent = {"env": f"the credentials from {ENV_USER}/{ENV_PASSWORD}",
-                    "url": "the credentials from the URL", "token": f"the token from {ENV_TOKEN}"}.get(self.auth_kind)
-            what = (f"the server refused {sent}" if sent else
-                    f"the server needs credentials: set {ENV_USER} and {ENV_PASSWORD}, or {ENV_TOKEN}")
-            raise self.error(f"HTTP {code} {'Unauthorized' if code == 401 else 'Forbidden'}: {what}", resource, query)
+            sent = {
+                "env": f"the credentials from {ENV_USER}/{ENV_PASSWORD}",
+                "url": "the credentials from the URL",
+                "token": f"the token from {ENV_TOKEN}",
+            }.get(self.auth_kind)
+            what = (
+                f"the server refused {sent}"
+                if sent
+                else f"the server needs credentials: set {ENV_USER} and {ENV_PASSWORD}, or {ENV_TOKEN}"
+            )
+            raise self.error(
+                f"HTTP {code} {'Unauthorized' if code == 401 else 'Forbidden'}: {what}",
+                resource,
+                query,
+            )
         if code == 404:
-            raise self.error("HTTP 404: no Prometheus API here; the URL must be the API's root, the part before "
-                             "/api/v1 (e.g. http://host:9090, or http://vmselect:8481/select/0/prometheus)",
-                             resource, query)
+            raise self.error(
+                "HTTP 404: no Prometheus API here; the URL must be the API's root, the part before "
+                "/api/v1 (e.g. http://host:9090, or http://vmselect:8481/select/0/prometheus)",
+                resource,
+                query,
+            )
         if code != 200:
-            raise self.error(f"the server answered HTTP {code}: {self._error_text(r)}", resource, query)
+            raise self.error(
+                f"the server answered HTTP {code}: {self._error_text(r)}", resource, query
+            )
         try:
             body = r.json()
         except ValueError:
-            raise self.error(f"the answer is not Prometheus JSON (Content-Type {r.headers.get('Content-Type', '?')}, "
-                             f"starts with {_one_line(r.text, 120)!r}); is this the Prometheus API's root?",
-                             resource, query) from None
+            raise self.error(
+                f"the answer is not Prometheus JSON (Content-Type {r.headers.get('Content-Type', '?')}, "
+                f"starts with {_one_line(r.text, 120)!r}); is this the Prometheus API's root?",
+                resource,
+                query,
+            ) from None
         if not isinstance(body, dict) or body.get("status") != "success":
             text = body.get("error") if isinstance(body, dict) else None
-            raise self.error(f"the server answered an error: {_one_line(text or body)}", resource, query)
+            raise self.error(
+                f"the server answered an error: {_one_line(text or body)}", resource, query
+            )
         result = (body.get("data") or {}).get("result")
         kind = (body.get("data") or {}).get("resultType")
         if kind != "matrix" or not isinstance(result, list):
             raise self.error(f"expected a matrix from query_range, got {kind!r}", resource, query)
         for warning in body.get("warnings") or []:
-            logger.warning(self.scrub(f"Prometheus at {self.base}: {resource}: server warning: {_one_line(warning)}"))
+            logger.warning(
+                self.scrub(
+                    f"Prometheus at {self.base}: {resource}: server warning: {_one_line(warning)}"
+                )
+            )
         return result
 
 
@@ -364,6 +467,7 @@ def _retry_after(r: requests.Response) -> float:
 
 # -------------------------------------------------------------------------------------------- fetch
 
+
 def _day(value) -> date:
     ts = pd.Timestamp(value)
     if ts.tzinfo is not None:
@@ -379,12 +483,23 @@ def _check_args(agg: str, server_label: str) -> None:
     if agg not in AGGS:
         raise ValueError(f"daily aggregation {agg!r} is not one of {', '.join(AGGS)}")
     if not isinstance(server_label, str) or not _LABEL.match(server_label):
-        raise PrometheusError(f"CAPACITY_PROM_SERVER_LABEL: {server_label!r} is not a Prometheus label name "
-                              "(letters, digits and underscores, not starting with a digit)")
+        raise PrometheusError(
+            f"CAPACITY_PROM_SERVER_LABEL: {server_label!r} is not a Prometheus label name "
+            "(letters, digits and underscores, not starting with a digit)"
+        )
 
 
-def _fetch_resource(client: _Client, resource: str, expr: str, agg: str, server_label: str,
-                    first: date, last: date, max_points: int, empty_ok: bool = False) -> tuple[pd.DataFrame, dict]:
+def _fetch_resource(
+    client: _Client,
+    resource: str,
+    expr: str,
+    agg: str,
+    server_label: str,
+    first: date,
+    last: date,
+    max_points: int,
+    empty_ok: bool = False,
+) -> tuple[pd.DataFrame, dict]:
     """Raw daily values (server_id, timestamp, value) of one resource for the days first..last, by chunks."""
     query = daily_query(expr, agg)
     span = max(1, int(max_points) // _points_per_day(expr))
@@ -400,12 +515,19 @@ def _fetch_resource(client: _Client, resource: str, expr: str, agg: str, server_
             labels = series.get("metric") or {}
             server = labels.get(server_label)
             if server is None or server == "":
-                raise client.error(f"a series has no {server_label!r} label ({_labels(labels)}); aggregate the "
-                                   f"expression by ({server_label}) or set the server label", resource, query)
+                raise client.error(
+                    f"a series has no {server_label!r} label ({_labels(labels)}); aggregate the "
+                    f"expression by ({server_label}) or set the server label",
+                    resource,
+                    query,
+                )
             if server in seen:
-                raise client.error(f"two series have {server_label}={server!r} ({_labels(seen[server])} and "
-                                   f"{_labels(labels)}); aggregate them, e.g. max by ({server_label}) (...)",
-                                   resource, query)
+                raise client.error(
+                    f"two series have {server_label}={server!r} ({_labels(seen[server])} and "
+                    f"{_labels(labels)}); aggregate them, e.g. max by ({server_label}) (...)",
+                    resource,
+                    query,
+                )
             seen[server] = labels
             values = series.get("values") or []
             if not values:
@@ -418,8 +540,13 @@ def _fetch_resource(client: _Client, resource: str, expr: str, agg: str, server_
     if not servers:
         if empty_ok:
             return _empty_raw(), info
-        raise client.error(f"no series at all for {first}..{last}; check the expression in the server's query "
-                           f"UI and that it has data for these days", resource, query, cls=NoSeriesError)
+        raise client.error(
+            f"no series at all for {first}..{last}; check the expression in the server's query "
+            f"UI and that it has data for these days",
+            resource,
+            query,
+            cls=NoSeriesError,
+        )
     raw = pd.concat(frames, ignore_index=True)
     day_s = (np.floor(raw["ts"] / DAY_S).astype(np.int64) - 1) * DAY_S
     raw["timestamp"] = pd.to_datetime(day_s, unit="s").astype("datetime64[ns]")
@@ -430,8 +557,13 @@ def _fetch_resource(client: _Client, resource: str, expr: str, agg: str, server_
 
 
 def _empty_raw() -> pd.DataFrame:
-    return pd.DataFrame({"server_id": pd.Series(dtype=object), "timestamp": pd.Series(dtype="datetime64[ns]"),
-                         "value": pd.Series(dtype=float)})
+    return pd.DataFrame(
+        {
+            "server_id": pd.Series(dtype=object),
+            "timestamp": pd.Series(dtype="datetime64[ns]"),
+            "value": pd.Series(dtype=float),
+        }
+    )
 
 
 def _float(v) -> float:
@@ -454,19 +586,40 @@ def _scale_of(raw: pd.DataFrame, declared: float | None) -> float:
 
 
 def _as_contract(raw: pd.DataFrame, resource: str, scale: float) -> pd.DataFrame:
-    return pd.DataFrame({"server_id": raw["server_id"].astype(str), "resource": resource,
-                         "timestamp": raw["timestamp"].astype("datetime64[ns]"),
-                         "utilization_pct": raw["value"].astype(float) * scale})[COLUMNS]
+    return pd.DataFrame(
+        {
+            "server_id": raw["server_id"].astype(str),
+            "resource": resource,
+            "timestamp": raw["timestamp"].astype("datetime64[ns]"),
+            "utilization_pct": raw["value"].astype(float) * scale,
+        }
+    )[COLUMNS]
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame({"server_id": pd.Series(dtype=object), "resource": pd.Series(dtype=object),
-                         "timestamp": pd.Series(dtype="datetime64[ns]"), "utilization_pct": pd.Series(dtype=float)})
+    return pd.DataFrame(
+        {
+            "server_id": pd.Series(dtype=object),
+            "resource": pd.Series(dtype=object),
+            "timestamp": pd.Series(dtype="datetime64[ns]"),
+            "utilization_pct": pd.Series(dtype=float),
+        }
+    )
 
 
-def fetch_daily(url: str, queries: dict[str, str], start, end, agg: str = "mean", server_label: str = "instance", *,
-                timeout: float = 30, retries: int = 3, max_points: int = 11000,
-                session: requests.Session | None = None) -> pd.DataFrame:
+def fetch_daily(
+    url: str,
+    queries: dict[str, str],
+    start,
+    end,
+    agg: str = "mean",
+    server_label: str = "instance",
+    *,
+    timeout: float = 30,
+    retries: int = 3,
+    max_points: int = 11000,
+    session: requests.Session | None = None,
+) -> pd.DataFrame:
     """One value per server, resource and UTC day from ``start`` to ``end`` (inclusive), in percent.
 
     Each resource is one ``query_range`` at a one-day step (split in chunks of at most
@@ -485,11 +638,15 @@ def fetch_daily(url: str, queries: dict[str, str], start, end, agg: str = "mean"
         frames = []
         for resource, expr in queries.items():
             began = time.monotonic()
-            raw, info = _fetch_resource(client, resource, expr, agg, server_label, first, last, max_points)
+            raw, info = _fetch_resource(
+                client, resource, expr, agg, server_label, first, last, max_points
+            )
             scale = _scale_of(raw, scales.get(resource))
             frames.append(_as_contract(raw, resource, scale))
-            logger.info(f"{client.base}: {resource}: {info['series']} series, {len(raw)} rows for {first}..{last} "
-                     f"in {info['requests']} request(s), {time.monotonic() - began:.1f} s (scale ×{scale:g})")
+            logger.info(
+                f"{client.base}: {resource}: {info['series']} series, {len(raw)} rows for {first}..{last} "
+                f"in {info['requests']} request(s), {time.monotonic() - began:.1f} s (scale ×{scale:g})"
+            )
     finally:
         client.close()
     out = pd.concat(frames, ignore_index=True) if frames else _empty()
@@ -497,6 +654,7 @@ def fetch_daily(url: str, queries: dict[str, str], start, end, agg: str = "mean"
 
 
 # --------------------------------------------------------------------------------------------- cache
+
 
 def last_complete_day(now: datetime | None = None) -> date:
     """Yesterday in UTC: the newest day whose window is over, the usual ``end`` of ``sync``."""
@@ -534,7 +692,10 @@ def _read_manifest(cache: Path, say) -> dict:
 
 
 def _write_manifest(cache: Path, resources: dict) -> None:
-    text = json.dumps({"format": CACHE_FORMAT, "resources": resources}, indent=2, sort_keys=True) + "\n"
+    text = (
+        json.dumps({"format": CACHE_FORMAT, "resources": resources}, indent=2, sort_keys=True)
+        + "\n"
+    )
     _write_atomic(cache / MANIFEST, lambda p: p.write_text(text, encoding="utf-8"))
 
 
@@ -546,9 +707,21 @@ def _say(log_to) -> Callable[[str], None]:
     return log_to
 
 
-def sync(url: str, cache_dir: str, end, history_days: int, queries: dict[str, str], agg: str = "mean",
-         server_label: str = "instance", log=None, *, timeout: float = 30, retries: int = 3,
-         max_points: int = 11000, session: requests.Session | None = None) -> str:
+def sync(
+    url: str,
+    cache_dir: str,
+    end,
+    history_days: int,
+    queries: dict[str, str],
+    agg: str = "mean",
+    server_label: str = "instance",
+    log=None,
+    *,
+    timeout: float = 30,
+    retries: int = 3,
+    max_points: int = 11000,
+    session: requests.Session | None = None,
+) -> str:
     """Bring the local cache to the ``history_days`` days ending with ``end`` and return the glob of its files.
 
     ``end`` is the last complete UTC day (normally yesterday). The first call fetches the whole
@@ -563,8 +736,10 @@ def sync(url: str, cache_dir: str, end, history_days: int, queries: dict[str, st
     base = base_url(url)
     last = _day(end)
     if last > last_complete_day():
-        raise ValueError(f"sync end {last} is not a complete day yet (the last one is {last_complete_day()} UTC); "
-                         f"a partial day would stay in the cache")
+        raise ValueError(
+            f"sync end {last} is not a complete day yet (the last one is {last_complete_day()} UTC); "
+            f"a partial day would stay in the cache"
+        )
     if int(history_days) < 1:
         raise ValueError(f"history_days must be at least 1, not {history_days!r}")
     first = last - timedelta(days=int(history_days) - 1)
@@ -587,9 +762,24 @@ def sync(url: str, cache_dir: str, end, history_days: int, queries: dict[str, st
                 say(f"{resource}: no longer queried; removed from the cache")
         client = _Client(url, timeout, retries, session)
         try:
-            newest = {resource: _sync_resource(client, cache, manifest, resource, expr, scales.get(resource), agg,
-                                               server_label, first, last, max_points, base, say)
-                      for resource, expr in queries.items()}
+            newest = {
+                resource: _sync_resource(
+                    client,
+                    cache,
+                    manifest,
+                    resource,
+                    expr,
+                    scales.get(resource),
+                    agg,
+                    server_label,
+                    first,
+                    last,
+                    max_points,
+                    base,
+                    say,
+                )
+                for resource, expr in queries.items()
+            }
             _refuse_silent_queries(client, newest)
         finally:
             client.close()
@@ -598,6 +788,7 @@ def sync(url: str, cache_dir: str, end, history_days: int, queries: dict[str, st
 
 class _Newest(NamedTuple):
     """What a resource's sync asked for last: its newest days, and what came back."""
+
     span: tuple[date, date]
     series: int
     query: str
@@ -612,16 +803,26 @@ def _refuse_silent_queries(client: _Client, newest: dict[str, _Newest | None]) -
         if not got or got.series:
             continue
         lo, hi = got.span
-        others = {r: g.last_day for r, g in newest.items() if g and g.last_day is not None and g.last_day >= lo}
+        others = {
+            r: g.last_day
+            for r, g in newest.items()
+            if g and g.last_day is not None and g.last_day >= lo
+        }
         if others:
             other, day = next(iter(others.items()))
-            raise client.error(f"no series at all for {lo}..{hi}, while the {other} query has data up to {day}: was "
-                               f"a metric or recording rule renamed, or do none of its servers report any more? "
-                               f"Check the expression in the server's query UI", resource, got.query,
-                               cls=NoSeriesError)
+            raise client.error(
+                f"no series at all for {lo}..{hi}, while the {other} query has data up to {day}: was "
+                f"a metric or recording rule renamed, or do none of its servers report any more? "
+                f"Check the expression in the server's query UI",
+                resource,
+                got.query,
+                cls=NoSeriesError,
+            )
 
 
-LATE_DAYS = 7  # a server this many days behind the newest one has stopped reporting; it is not waited for
+LATE_DAYS = (
+    7  # a server this many days behind the newest one has stopped reporting; it is not waited for
+)
 
 
 def complete_until(rows: pd.DataFrame, start: date) -> date:
@@ -635,17 +836,40 @@ def complete_until(rows: pd.DataFrame, start: date) -> date:
     return min(d for d in last_day if d >= newest - timedelta(days=LATE_DAYS))
 
 
-def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, expr: str, declared, agg: str,
-                   server_label: str, first: date, last: date, max_points: int, base: str, say) -> _Newest | None:
+def _sync_resource(
+    client: _Client,
+    cache: Path,
+    manifest: dict,
+    resource: str,
+    expr: str,
+    declared,
+    agg: str,
+    server_label: str,
+    first: date,
+    last: date,
+    max_points: int,
+    base: str,
+    say,
+) -> _Newest | None:
     """Sync one resource; returns what its newest days asked for gave, or None when it asked for none."""
     began = time.monotonic()
     path = cache / f"daily_{resource}.parquet"
-    setting = {"format": CACHE_FORMAT, "url": base, "expr": expr, "agg": agg, "server_label": server_label,
-               "scale_setting": declared, "resolution": RESOLUTION}
+    setting = {
+        "format": CACHE_FORMAT,
+        "url": base,
+        "expr": expr,
+        "agg": agg,
+        "server_label": server_label,
+        "scale_setting": declared,
+        "resolution": RESOLUTION,
+    }
     entry = manifest.get(resource)
     valid = isinstance(entry, dict) and entry.get("setting") == setting and path.exists()
     if valid:
-        have_first, have_last = date.fromisoformat(entry["first_day"]), date.fromisoformat(entry["last_day"])
+        have_first, have_last = (
+            date.fromisoformat(entry["first_day"]),
+            date.fromisoformat(entry["last_day"]),
+        )
         valid = have_first <= last and have_last >= first
     before = after = kept = None
     if valid:
@@ -665,14 +889,21 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
         kept = kept[kept["timestamp"].between(pd.Timestamp(first), pd.Timestamp(last))]
         scale, why, new_last = entry["scale"], "new days", min(have_last, last)
     else:
-        why = ("first fetch" if not isinstance(entry, dict) else
-               "query settings changed" if entry.get("setting") != setting else "cache out of range or unreadable")
+        why = (
+            "first fetch"
+            if not isinstance(entry, dict)
+            else "query settings changed"
+            if entry.get("setting") != setting
+            else "cache out of range or unreadable"
+        )
         kept, scale, before, after, new_last = None, declared, (first, last), None, last
     fetched, asked, series, requests_made, trailing = [], [], 0, 0, None
     for span in (before, after):
         if span is None:
             continue
-        raw, info = _fetch_resource(client, resource, expr, agg, server_label, *span, max_points, empty_ok=valid)
+        raw, info = _fetch_resource(
+            client, resource, expr, agg, server_label, *span, max_points, empty_ok=valid
+        )
         requests_made += info["requests"]
         series = max(series, info["series"])
         asked.append(span)
@@ -680,14 +911,20 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
         if span[1] == last:
             newest_day = pd.Timestamp(raw["timestamp"].max()).date() if len(raw) else None
             trailing = _Newest(span, info["series"], info["query"], newest_day)
-    raw = pd.concat(fetched, ignore_index=True) if fetched else _empty_raw()  # nothing new: only trimmed
+    raw = (
+        pd.concat(fetched, ignore_index=True) if fetched else _empty_raw()
+    )  # nothing new: only trimmed
     if scale is None:
         scale = _scale_of(raw, None)
         if scale != 1:
-            say(f"{resource}: no scale in the query file and no value above 1: read as ratios 0–1 (×100); "
-                f"set scale: 1 or 100 in the query file to decide")
+            say(
+                f"{resource}: no scale in the query file and no value above 1: read as ratios 0–1 (×100); "
+                f"set scale: 1 or 100 in the query file to decide"
+            )
     new = _as_contract(raw, resource, scale)
-    data = pd.concat([f for f in (kept, new) if f is not None and len(f)] or [_empty()], ignore_index=True)
+    data = pd.concat(
+        [f for f in (kept, new) if f is not None and len(f)] or [_empty()], ignore_index=True
+    )
     data = data.drop_duplicates(["server_id", "timestamp"], keep="last")
     data = data.sort_values(["server_id", "timestamp"], ignore_index=True)[COLUMNS]
     if trailing is not None:
@@ -695,15 +932,25 @@ def _sync_resource(client: _Client, cache: Path, manifest: dict, resource: str, 
         # time: judged on the cache as it now is, so a server missing from a one-day span counts too
         new_last = complete_until(data, first)
         if new_last < last:
-            say(f"{resource}: no data yet for every server for {new_last + timedelta(days=1)}..{last}; "
-                "will ask again on the next sync")
+            say(
+                f"{resource}: no data yet for every server for {new_last + timedelta(days=1)}..{last}; "
+                "will ask again on the next sync"
+            )
     _write_atomic(path, lambda p: data.to_parquet(p, index=False))
-    manifest[resource] = {"setting": setting, "first_day": first.isoformat(), "last_day": new_last.isoformat(),
-                          "scale": scale, "rows": int(len(data)), "series": int(data["server_id"].nunique()),
-                          "synced_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    manifest[resource] = {
+        "setting": setting,
+        "first_day": first.isoformat(),
+        "last_day": new_last.isoformat(),
+        "scale": scale,
+        "rows": int(len(data)),
+        "series": int(data["server_id"].nunique()),
+        "synced_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     _write_manifest(cache, manifest)
     days = sum((hi - lo).days + 1 for lo, hi in asked)
-    say(f"{resource}: {why}: fetched {days} day(s) ({', '.join(f'{lo}..{hi}' for lo, hi in asked) or 'none'}), "
+    say(
+        f"{resource}: {why}: fetched {days} day(s) ({', '.join(f'{lo}..{hi}' for lo, hi in asked) or 'none'}), "
         f"{series} series, {len(new)} rows, {requests_made} request(s), {time.monotonic() - began:.1f} s; "
-        f"cache {first}..{new_last}, {len(data)} rows")
+        f"cache {first}..{new_last}, {len(data)} rows"
+    )
     return trailing

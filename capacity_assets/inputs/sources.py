@@ -1,5 +1,6 @@
 """Where the metrics come from: files as given, the built-in demo fleet, or a Prometheus-compatible
 server read into a local daily cache. Every route ends in files the ingest reads the same way."""
+
 from __future__ import annotations
 
 from capacity_assets.demo.ensure import ensure_demo_fleet
@@ -10,8 +11,15 @@ def prepare_metrics(settings, log=None) -> str:
     """Make the metrics readable (write the demo fleet once, bring the Prometheus cache up to date)
     and return the path or glob the file ingest reads."""
     if settings.uses_prometheus:
-        return prometheus.sync(settings.metrics, settings.prom_cache, prometheus.last_complete_day(),
-                               settings.prom_history_days, prometheus.load_queries(settings.promql or None),
-                               agg=settings.daily_agg, server_label=settings.prom_server_label, log=log)
+        return prometheus.sync(
+            settings.metrics,
+            settings.prom_cache,
+            prometheus.last_complete_day(),
+            settings.prom_history_days,
+            prometheus.load_queries(settings.promql or None),
+            agg=settings.daily_agg,
+            server_label=settings.prom_server_label,
+            log=log,
+        )
     ensure_demo_fleet(settings)
     return settings.metrics_glob

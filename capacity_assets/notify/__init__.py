@@ -7,9 +7,25 @@ the ``notifications`` table that remembers what was delivered, and ``run.notify`
 with the database lock. No Dagster imports here: an asset, a sensor, the CLI or cron can all call
 ``notify``.
 """
-from capacity_assets.notify.digest import compose, compose_rollups, pending, rollup_rows, unaddressed
+
+from capacity_assets.notify.digest import (
+    compose,
+    compose_rollups,
+    pending,
+    rollup_rows,
+    unaddressed,
+)
 from capacity_assets.notify.run import notify
 from capacity_assets.notify.smtp import SendResult, SmtpSettings, SmtpUnavailable
 
-__all__ = ["compose", "compose_rollups", "pending", "rollup_rows", "unaddressed", "notify",
-           "SendResult", "SmtpSettings", "SmtpUnavailable"]
+__all__ = [
+    "compose",
+    "compose_rollups",
+    "pending",
+    "rollup_rows",
+    "unaddressed",
+    "notify",
+    "SendResult",
+    "SmtpSettings",
+    "SmtpUnavailable",
+]

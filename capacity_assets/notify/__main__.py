@@ -1,6 +1,7 @@
 """``python -m capacity_assets.notify``: one notification run from the environment, for cron or a
 scheduler until the ``capacity`` command has a subcommand for it. Exit 0 when every message went
 out, 1 when some failed or the server was unreachable, 2 for configuration errors."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,13 +18,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m capacity_assets.notify",
         description="Mail each app manager their new or worsened capacity exceptions (SMTP settings from "
-                    "CAPACITY_SMTP_*; see the README, 'Digests for app managers').")
-    p.add_argument("--db", default=os.environ.get("CAPACITY_DB", "data/capacity.duckdb"),
-                   help="the DuckDB file (default: CAPACITY_DB or data/capacity.duckdb)")
-    p.add_argument("--dashboard-url", default=os.environ.get("CAPACITY_DASHBOARD_URL", ""),
-                   help="link each server to the dashboard's deep dive (default: CAPACITY_DASHBOARD_URL)")
-    p.add_argument("--rollup", action="store_true", help="also send department heads their weekly roll-up")
-    p.add_argument("--dry-run", metavar="DIR", help="write .eml files into DIR instead of sending; records nothing")
+        "CAPACITY_SMTP_*; see the README, 'Digests for app managers').",
+    )
+    p.add_argument(
+        "--db",
+        default=os.environ.get("CAPACITY_DB", "data/capacity.duckdb"),
+        help="the DuckDB file (default: CAPACITY_DB or data/capacity.duckdb)",
+    )
+    p.add_argument(
+        "--dashboard-url",
+        default=os.environ.get("CAPACITY_DASHBOARD_URL", ""),
+        help="link each server to the dashboard's deep dive (default: CAPACITY_DASHBOARD_URL)",
+    )
+    p.add_argument(
+        "--rollup", action="store_true", help="also send department heads their weekly roll-up"
+    )
+    p.add_argument(
+        "--dry-run",
+        metavar="DIR",
+        help="write .eml files into DIR instead of sending; records nothing",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -32,11 +46,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"capacity notify: error: {e}", file=sys.stderr)
         return 2
     if not args.dry_run and not smtp.configured:
-        print("capacity notify: error: set CAPACITY_SMTP_HOST (or use --dry-run DIR)", file=sys.stderr)
+        print(
+            "capacity notify: error: set CAPACITY_SMTP_HOST (or use --dry-run DIR)", file=sys.stderr
+        )
         return 2
     try:
-        summary = notify(args.db, smtp, args.dashboard_url, dry_run=bool(args.dry_run), out_dir=args.dry_run,
-                         rollup=args.rollup)
+        summary = notify(
+            args.db,
+            smtp,
+            args.dashboard_url,
+            dry_run=bool(args.dry_run),
+            out_dir=args.dry_run,
+            rollup=args.rollup,
+        )
     except (SmtpUnavailable, NotifyError) as e:
         print(f"capacity notify: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, NothingToRead) else 1

@@ -20,6 +20,7 @@ exception that disappeared and came back no worse than what was last sent, becau
 hovering at the threshold would otherwise mail its owner every week. The department roll-up lists
 every current exception, mailed or not, once a week.
 """
+
 from __future__ import annotations
 
 import html
@@ -82,16 +83,23 @@ def _address_problem(value) -> str:
 def _with_recipient(risk: pd.DataFrame, column: str) -> pd.DataFrame:
     col = find_column(risk, column)
     out = risk.copy()
-    out["recipient"] = (out[col].map(normalize_address) if col is not None else pd.Series(None, index=out.index))
+    out["recipient"] = (
+        out[col].map(normalize_address) if col is not None else pd.Series(None, index=out.index)
+    )
     out["recipient"] = out["recipient"].astype("object")
     return out
 
 
-def unaddressed(risk: pd.DataFrame, column: str = EMAIL_COLUMN, who: str = "app_manager") -> pd.DataFrame:
+def unaddressed(
+    risk: pd.DataFrame, column: str = EMAIL_COLUMN, who: str = "app_manager"
+) -> pd.DataFrame:
     """Owners with exceptions but no usable address: ``who``, department, exceptions, critical, reason.
     They are reported on every run (nothing is recorded for them) until the hierarchy gives one."""
-    cols = [who, "department", "exceptions", "critical", "reason"] if who != "department" else \
-        ["department", "exceptions", "critical", "reason"]
+    cols = (
+        [who, "department", "exceptions", "critical", "reason"]
+        if who != "department"
+        else ["department", "exceptions", "critical", "reason"]
+    )
     if risk.empty:
         return pd.DataFrame(columns=cols)
     col = find_column(risk, column)
@@ -99,12 +107,20 @@ def unaddressed(risk: pd.DataFrame, column: str = EMAIL_COLUMN, who: str = "app_
     r = r[r["recipient"].isna()].copy()
     if r.empty:
         return pd.DataFrame(columns=cols)
-    r["reason"] = (f"risk_exceptions has no {column} column (add it to the hierarchy file)" if col is None
-                   else r[col].map(_address_problem))
+    r["reason"] = (
+        f"risk_exceptions has no {column} column (add it to the hierarchy file)"
+        if col is None
+        else r[col].map(_address_problem)
+    )
     r["critical"] = r["severity"].eq("critical").astype(int)
     keys = list(dict.fromkeys([who, "department", "reason"]))
-    out = (r.groupby(keys, dropna=False).agg(exceptions=("server_id", "size"), critical=("critical", "sum"))
-           .reset_index().sort_values(keys, kind="stable").reset_index(drop=True))
+    out = (
+        r.groupby(keys, dropna=False)
+        .agg(exceptions=("server_id", "size"), critical=("critical", "sum"))
+        .reset_index()
+        .sort_values(keys, kind="stable")
+        .reset_index(drop=True)
+    )
     return out[cols]
 
 
@@ -113,14 +129,25 @@ def last_sent(sent: pd.DataFrame | None, kind: str = "digest") -> pd.DataFrame:
     """The latest ledger row per recipient, server and resource for ``kind``."""
     cols = KEY + ["previous_severity", "previous_first_breach_date", "previous_sent_at"]
     if sent is None or sent.empty:
-        return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if "date" in c or "_at" in c else "object")
-                             for c in cols})
+        return pd.DataFrame(
+            {
+                c: pd.Series(dtype="datetime64[ns]" if "date" in c or "_at" in c else "object")
+                for c in cols
+            }
+        )
     s = sent[sent["kind"] == kind].copy()
     s["sent_at"] = pd.to_datetime(s["sent_at"])
     s = s.sort_values("sent_at", kind="stable").drop_duplicates(KEY, keep="last")
-    s = s.rename(columns={"severity": "previous_severity", "first_breach_date": "previous_first_breach_date",
-                          "sent_at": "previous_sent_at"})
-    s["previous_first_breach_date"] = pd.to_datetime(s["previous_first_breach_date"]).astype("datetime64[ns]")
+    s = s.rename(
+        columns={
+            "severity": "previous_severity",
+            "first_breach_date": "previous_first_breach_date",
+            "sent_at": "previous_sent_at",
+        }
+    )
+    s["previous_first_breach_date"] = pd.to_datetime(s["previous_first_breach_date"]).astype(
+        "datetime64[ns]"
+    )
     s["previous_sent_at"] = s["previous_sent_at"].astype("datetime64[ns]")
     return s[cols].reset_index(drop=True)
 
@@ -132,7 +159,9 @@ def _sorted(rows: pd.DataFrame) -> pd.DataFrame:
     return sort_risk(rows).sort_values("recipient", kind="stable").reset_index(drop=True)
 
 
-def pending(risk: pd.DataFrame, sent: pd.DataFrame | None, worsened_days: int = WORSENED_DAYS) -> pd.DataFrame:
+def pending(
+    risk: pd.DataFrame, sent: pd.DataFrame | None, worsened_days: int = WORSENED_DAYS
+) -> pd.DataFrame:
     """Digest rows to send now: the risk rows of addressed managers that are new or worsened for
     their recipient (module docstring), with ``recipient``, ``change`` ('new', 'critical',
     'earlier') and what was last sent (``previous_severity``, ``previous_first_breach_date``).
@@ -140,8 +169,11 @@ def pending(risk: pd.DataFrame, sent: pd.DataFrame | None, worsened_days: int = 
     r = _with_recipient(risk, EMAIL_COLUMN)
     r = r[r["recipient"].notna()]
     if r.empty:
-        return r.assign(change=pd.Series(dtype="object"), previous_severity=pd.Series(dtype="object"),
-                        previous_first_breach_date=pd.Series(dtype="datetime64[ns]")).reset_index(drop=True)
+        return r.assign(
+            change=pd.Series(dtype="object"),
+            previous_severity=pd.Series(dtype="object"),
+            previous_first_breach_date=pd.Series(dtype="datetime64[ns]"),
+        ).reset_index(drop=True)
     r = r.assign(first_breach_date=pd.to_datetime(r["first_breach_date"]).astype("datetime64[ns]"))
     # one row per key (a server listed under two batch keys after a re-batching): the most urgent
     r = sort_risk(r).drop_duplicates(KEY, keep="first")
@@ -151,14 +183,22 @@ def pending(risk: pd.DataFrame, sent: pd.DataFrame | None, worsened_days: int = 
     prev_rank = m["previous_severity"].map(SEVERITY_ORDER).fillna(worst)
     new = m["previous_sent_at"].isna()
     critical = ~new & (rank < prev_rank)
-    earlier = ~new & (m["first_breach_date"] <= m["previous_first_breach_date"] - pd.Timedelta(days=worsened_days))
-    m["change"] = np.select([new, critical, earlier.fillna(False)], ["new", "critical", "earlier"], default="")
+    earlier = ~new & (
+        m["first_breach_date"] <= m["previous_first_breach_date"] - pd.Timedelta(days=worsened_days)
+    )
+    m["change"] = np.select(
+        [new, critical, earlier.fillna(False)], ["new", "critical", "earlier"], default=""
+    )
     out = m[m["change"] != ""].drop(columns="previous_sent_at")
     return _sorted(out)
 
 
-def rollup_rows(risk: pd.DataFrame, sent: pd.DataFrame | None, now: datetime | None = None,
-                min_gap: pd.Timedelta = ROLLUP_MIN_GAP) -> pd.DataFrame:
+def rollup_rows(
+    risk: pd.DataFrame,
+    sent: pd.DataFrame | None,
+    now: datetime | None = None,
+    min_gap: pd.Timedelta = ROLLUP_MIN_GAP,
+) -> pd.DataFrame:
     """Every current exception of the departments whose head (``department_head_email``) is due a
     roll-up: none sent to that address yet, or the last one at least ``min_gap`` ago. A head of
     several departments gets them all in the same run, one mail per department."""
@@ -201,7 +241,9 @@ def _when(row) -> str:
     days = int(row["days_to_breach"])
     if days <= 0:
         return f"already at the threshold (the week to {_date(row['first_breach_date'])} averaged at or above it)"
-    return f"first breach {_date(row['first_breach_date'])} (in {days} day{'s' if days != 1 else ''})"
+    return (
+        f"first breach {_date(row['first_breach_date'])} (in {days} day{'s' if days != 1 else ''})"
+    )
 
 
 def _change(row) -> str:
@@ -211,7 +253,9 @@ def _change(row) -> str:
     if change == "critical":
         return f"now critical (was {_clean(row['previous_severity'])})"
     if change == "earlier":
-        days = (pd.Timestamp(row["previous_first_breach_date"]) - pd.Timestamp(row["first_breach_date"])).days
+        days = (
+            pd.Timestamp(row["previous_first_breach_date"]) - pd.Timestamp(row["first_breach_date"])
+        ).days
         return f"breach {days} days earlier (was {_date(row['previous_first_breach_date'])})"
     return ""
 
@@ -221,13 +265,20 @@ def _items(rows: pd.DataFrame, dashboard_url: str) -> list[dict]:
     app = find_column(rows, APPLICATION_COLUMN)
     out = []
     for _, row in rows.iterrows():
-        out.append({
-            "severity": _clean(row["severity"]), "server": _clean(row["server_id"]),
-            "resource": _clean(row["resource"]), "when": _when(row), "date": _date(row["first_breach_date"]),
-            "days": str(int(row["days_to_breach"])), "trust": _clean(row["trust"]),
-            "application": _clean(row[app]) if app is not None else None,
-            "change": _change(row), "link": deep_link(dashboard_url, row["server_id"]),
-        })
+        out.append(
+            {
+                "severity": _clean(row["severity"]),
+                "server": _clean(row["server_id"]),
+                "resource": _clean(row["resource"]),
+                "when": _when(row),
+                "date": _date(row["first_breach_date"]),
+                "days": str(int(row["days_to_breach"])),
+                "trust": _clean(row["trust"]),
+                "application": _clean(row[app]) if app is not None else None,
+                "change": _change(row),
+                "link": deep_link(dashboard_url, row["server_id"]),
+            }
+        )
     return out
 
 
@@ -258,13 +309,21 @@ def _html_table(items: list[dict], with_change: bool) -> str:
     heads += ["Application"] if has_app else []
     heads += ["Why now"] if with_change else []
     cell = 'style="padding:4px 8px;border-bottom:1px solid #ddd;text-align:left"'
-    out = ['<table style="border-collapse:collapse;font-family:sans-serif;font-size:14px">',
-           "<tr>" + "".join(f"<th {cell}>{h}</th>" for h in heads) + "</tr>"]
+    out = [
+        '<table style="border-collapse:collapse;font-family:sans-serif;font-size:14px">',
+        "<tr>" + "".join(f"<th {cell}>{h}</th>" for h in heads) + "</tr>",
+    ]
     for i in items:
         colour = SEVERITY_COLOURS.get(i["severity"], "#333")
         server = f'<a href="{e(i["link"])}">{e(i["server"])}</a>' if i["link"] else e(i["server"])
-        cells = [f'<b style="color:{colour}">{e(i["severity"])}</b>', server, e(i["resource"]), e(i["date"]),
-                 e(i["days"]), e(i["trust"])]
+        cells = [
+            f'<b style="color:{colour}">{e(i["severity"])}</b>',
+            server,
+            e(i["resource"]),
+            e(i["date"]),
+            e(i["days"]),
+            e(i["trust"]),
+        ]
         cells += [e(i["application"] or "")] if has_app else []
         cells += [e(i["change"])] if with_change else []
         out.append("<tr>" + "".join(f"<td {cell}>{c}</td>" for c in cells) + "</tr>")
@@ -273,8 +332,15 @@ def _html_table(items: list[dict], with_change: bool) -> str:
 
 def _html_page(paragraphs_before: list[str], body: str, paragraphs_after: list[str]) -> str:
     p = lambda t: f'<p style="font-family:sans-serif;font-size:14px">{t}</p>'  # noqa: E731
-    return ("<!DOCTYPE html>\n<html><body>\n" + "\n".join(map(p, paragraphs_before)) + "\n" + body + "\n"
-            + "\n".join(map(p, paragraphs_after)) + "\n</body></html>\n")
+    return (
+        "<!DOCTYPE html>\n<html><body>\n"
+        + "\n".join(map(p, paragraphs_before))
+        + "\n"
+        + body
+        + "\n"
+        + "\n".join(map(p, paragraphs_after))
+        + "\n</body></html>\n"
+    )
 
 
 def _name(rows: pd.DataFrame, column: str, fallback: str) -> str:
@@ -287,8 +353,16 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _message(sender: str, recipient: str, name: str, subject: str, plain: str, html_body: str,
-             kind: str, now: datetime | None) -> EmailMessage:
+def _message(
+    sender: str,
+    recipient: str,
+    name: str,
+    subject: str,
+    plain: str,
+    html_body: str,
+    kind: str,
+    now: datetime | None,
+) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = subject
     msg["From"] = sender
@@ -303,15 +377,20 @@ def _message(sender: str, recipient: str, name: str, subject: str, plain: str, h
     return msg
 
 
-FOOTER_DIGEST = ("You get this digest because the business hierarchy names you as the app manager of these "
-                 "servers. An exception is mailed once, and again only if it becomes critical or its first "
-                 "breach moves at least {days} days earlier.")
-LEGEND = ("Critical: the forecast itself reaches the threshold. Warning: only its upper bound does. "
-          "Trust reflects the forecast's backtest error (high, medium, low).")
+FOOTER_DIGEST = (
+    "You get this digest because the business hierarchy names you as the app manager of these "
+    "servers. An exception is mailed once, and again only if it becomes critical or its first "
+    "breach moves at least {days} days earlier."
+)
+LEGEND = (
+    "Critical: the forecast itself reaches the threshold. Warning: only its upper bound does. "
+    "Trust reflects the forecast's backtest error (high, medium, low)."
+)
 
 
-def digest_messages(rows: pd.DataFrame, sender: str, dashboard_url: str = "",
-                    now: datetime | None = None) -> list[tuple[EmailMessage, pd.DataFrame]]:
+def digest_messages(
+    rows: pd.DataFrame, sender: str, dashboard_url: str = "", now: datetime | None = None
+) -> list[tuple[EmailMessage, pd.DataFrame]]:
     """``compose``, with the rows each message lists (what the ledger records once it is sent)."""
     out = []
     for recipient, group in _sorted(rows).groupby("recipient", sort=True):
@@ -324,66 +403,114 @@ def digest_messages(rows: pd.DataFrame, sender: str, dashboard_url: str = "",
         parts += [f"{n - new} worsened"] if n - new else []
         what = " and ".join(parts) + (" exception" if n == 1 else " exceptions")
         subject = f"Capacity risk: {what}{f' ({crit} critical)' if crit else ''} for {name}"
-        intro = (f"{_plural(n, 'capacity exception')} on servers you manage "
-                 f"{'is' if n == 1 else 'are'} new or worse since your last digest"
-                 f"{f', {crit} of them critical' if crit else ''}.")
+        intro = (
+            f"{_plural(n, 'capacity exception')} on servers you manage "
+            f"{'is' if n == 1 else 'are'} new or worse since your last digest"
+            f"{f', {crit} of them critical' if crit else ''}."
+        )
         footer = FOOTER_DIGEST.format(days=WORSENED_DAYS)
-        plain = "\n".join([f"Hello {name},", "", intro, *_plain_lines(items), "", LEGEND, footer, ""])
+        plain = "\n".join(
+            [f"Hello {name},", "", intro, *_plain_lines(items), "", LEGEND, footer, ""]
+        )
         e = html.escape
-        page = _html_page([f"Hello {e(name)},", e(intro)], _html_table(items, with_change=True),
-                          [e(LEGEND), e(footer)])
+        page = _html_page(
+            [f"Hello {e(name)},", e(intro)],
+            _html_table(items, with_change=True),
+            [e(LEGEND), e(footer)],
+        )
         out.append((_message(sender, recipient, name, subject, plain, page, "digest", now), group))
     return out
 
 
-def compose(rows: pd.DataFrame, sender: str, dashboard_url: str = "",
-            now: datetime | None = None) -> list[EmailMessage]:
+def compose(
+    rows: pd.DataFrame, sender: str, dashboard_url: str = "", now: datetime | None = None
+) -> list[EmailMessage]:
     """One digest per recipient of ``pending``'s rows, critical first, as plain text with an HTML
     alternative (every user value escaped). Links go to the dashboard's deep dive when
     ``dashboard_url`` is given."""
     return [m for m, _ in digest_messages(rows, sender, dashboard_url, now)]
 
 
-def rollup_messages(rows: pd.DataFrame, sender: str, dashboard_url: str = "",
-                    now: datetime | None = None) -> list[tuple[EmailMessage, pd.DataFrame]]:
+def rollup_messages(
+    rows: pd.DataFrame, sender: str, dashboard_url: str = "", now: datetime | None = None
+) -> list[tuple[EmailMessage, pd.DataFrame]]:
     """``compose_rollups``, with the rows each message lists."""
     out = []
     if rows.empty:
         return out
     manager_col = find_column(rows, EMAIL_COLUMN)
-    for (recipient, department), group in _sorted(rows).groupby(["recipient", "department"], sort=True):
+    for (recipient, department), group in _sorted(rows).groupby(
+        ["recipient", "department"], sort=True
+    ):
         group = group.reset_index(drop=True)
         dep = _clean(department)
         n, crit = len(group), int(group["severity"].eq("critical").sum())
-        subject = (f"Capacity risk weekly roll-up for {dep}: {_plural(n, 'exception')}"
-                   f"{f' ({crit} critical)' if crit else ''}")
-        intro = (f"{dep} has {_plural(n, 'server resource')} at risk of running out of capacity"
-                 f"{f', {crit} of them critical' if crit else ''}, by app manager:")
+        subject = (
+            f"Capacity risk weekly roll-up for {dep}: {_plural(n, 'exception')}"
+            f"{f' ({crit} critical)' if crit else ''}"
+        )
+        intro = (
+            f"{dep} has {_plural(n, 'server resource')} at risk of running out of capacity"
+            f"{f', {crit} of them critical' if crit else ''}, by app manager:"
+        )
         plain, blocks = ["Hello,", "", intro], []
-        g = group.assign(_crit=group["severity"].eq("critical"), _mgr=group["app_manager"].map(_clean))
-        order = (g.groupby("_mgr")["_crit"].sum().reset_index()
-                 .sort_values(["_crit", "_mgr"], ascending=[False, True])["_mgr"])
+        g = group.assign(
+            _crit=group["severity"].eq("critical"), _mgr=group["app_manager"].map(_clean)
+        )
+        order = (
+            g.groupby("_mgr")["_crit"]
+            .sum()
+            .reset_index()
+            .sort_values(["_crit", "_mgr"], ascending=[False, True])["_mgr"]
+        )
         for mgr in order:
             mine = g[g["_mgr"] == mgr].drop(columns=["_crit", "_mgr"])
             addr = normalize_address(mine[manager_col].iloc[0]) if manager_col is not None else None
             mcrit = int(mine["severity"].eq("critical").sum())
-            title = (f"{mgr or 'Unassigned'}{f' <{addr}>' if addr else ''}: {_plural(len(mine), 'exception')}"
-                     f"{f' ({mcrit} critical)' if mcrit else ''}")
+            title = (
+                f"{mgr or 'Unassigned'}{f' <{addr}>' if addr else ''}: {_plural(len(mine), 'exception')}"
+                f"{f' ({mcrit} critical)' if mcrit else ''}"
+            )
             items = _items(mine, dashboard_url)
-            plain += ["", title, *("  " + line if line else line for line in _plain_lines(items)[1:])]
-            blocks.append(f'<h3 style="font-family:sans-serif">{html.escape(title)}</h3>\n'
-                          + _html_table(items, with_change=False))
-        footer = "You get this weekly roll-up as the head of this department in the business hierarchy."
+            plain += [
+                "",
+                title,
+                *("  " + line if line else line for line in _plain_lines(items)[1:]),
+            ]
+            blocks.append(
+                f'<h3 style="font-family:sans-serif">{html.escape(title)}</h3>\n'
+                + _html_table(items, with_change=False)
+            )
+        footer = (
+            "You get this weekly roll-up as the head of this department in the business hierarchy."
+        )
         plain += ["", LEGEND, footer, ""]
-        page = _html_page(["Hello,", html.escape(intro)], "\n".join(blocks),
-                          [html.escape(LEGEND), html.escape(footer)])
-        out.append((_message(sender, recipient, _clean(recipient), subject, "\n".join(plain), page, "rollup", now),
-                    group))
+        page = _html_page(
+            ["Hello,", html.escape(intro)],
+            "\n".join(blocks),
+            [html.escape(LEGEND), html.escape(footer)],
+        )
+        out.append(
+            (
+                _message(
+                    sender,
+                    recipient,
+                    _clean(recipient),
+                    subject,
+                    "\n".join(plain),
+                    page,
+                    "rollup",
+                    now,
+                ),
+                group,
+            )
+        )
     return out
 
 
-def compose_rollups(rows: pd.DataFrame, sender: str, dashboard_url: str = "",
-                    now: datetime | None = None) -> list[EmailMessage]:
+def compose_rollups(
+    rows: pd.DataFrame, sender: str, dashboard_url: str = "", now: datetime | None = None
+) -> list[EmailMessage]:
     """One roll-up per department head and department of ``rollup_rows``' rows, grouped by app
     manager (most critical first)."""
     return [m for m, _ in rollup_messages(rows, sender, dashboard_url, now)]

@@ -12,6 +12,7 @@ sent would mail every manager again after a change of CAPACITY_BATCHES.
 Functions take an open DuckDB connection; the caller holds ``db_lock`` (shared to read, exclusive
 to write).
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -21,13 +22,21 @@ from capacity_assets.store.db import table_exists
 TABLE = "notifications"
 KINDS = ("digest", "rollup")
 COLUMNS = {
-    "recipient": "VARCHAR NOT NULL", "kind": "VARCHAR NOT NULL", "risk_batch": "VARCHAR",
-    "server_id": "VARCHAR NOT NULL", "resource": "VARCHAR NOT NULL", "severity": "VARCHAR NOT NULL",
-    "first_breach_date": "DATE", "sent_at": "TIMESTAMP NOT NULL", "message_id": "VARCHAR NOT NULL",
+    "recipient": "VARCHAR NOT NULL",
+    "kind": "VARCHAR NOT NULL",
+    "risk_batch": "VARCHAR",
+    "server_id": "VARCHAR NOT NULL",
+    "resource": "VARCHAR NOT NULL",
+    "severity": "VARCHAR NOT NULL",
+    "first_breach_date": "DATE",
+    "sent_at": "TIMESTAMP NOT NULL",
+    "message_id": "VARCHAR NOT NULL",
 }
-DDL = (f"create table if not exists main.{TABLE} ("
-       + ", ".join(f"{c} {t}" for c, t in COLUMNS.items())
-       + f", check (kind in ({', '.join(repr(k) for k in KINDS)})))")
+DDL = (
+    f"create table if not exists main.{TABLE} ("
+    + ", ".join(f"{c} {t}" for c, t in COLUMNS.items())
+    + f", check (kind in ({', '.join(repr(k) for k in KINDS)})))"
+)
 _DTYPES = {"first_breach_date": "datetime64[ns]", "sent_at": "datetime64[ns]"}
 
 
@@ -45,7 +54,9 @@ def read_sent(conn) -> pd.DataFrame:
     if not table_exists(conn, "main", TABLE):
         return empty()
     cols = ", ".join(COLUMNS)
-    df = conn.execute(f"select {cols} from main.{TABLE} order by sent_at, recipient, server_id, resource").fetchdf()
+    df = conn.execute(
+        f"select {cols} from main.{TABLE} order by sent_at, recipient, server_id, resource"
+    ).fetchdf()
     for c, t in _DTYPES.items():
         df[c] = pd.to_datetime(df[c]).astype(t)
     return df
@@ -74,7 +85,9 @@ def record(conn, rows: pd.DataFrame) -> int:
         ensure(conn)
         conn.register("_notify_ledger_rows", frame)
         try:
-            conn.execute(f"insert into main.{TABLE} ({cols}) select {cols} from _notify_ledger_rows")
+            conn.execute(
+                f"insert into main.{TABLE} ({cols}) select {cols} from _notify_ledger_rows"
+            )
         finally:
             conn.unregister("_notify_ledger_rows")
         conn.execute("commit")

@@ -6,6 +6,7 @@ was delivered. Failing to reach or log in to the server is different: nothing ca
 it raises ``SmtpUnavailable`` naming host:port and the reason. The password is never part of a
 repr, a log line or an error message.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,10 +14,10 @@ import os
 import smtplib
 import socket
 import ssl
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
-from typing import Iterable, Mapping
 
 DEFAULT_TIMEOUT_S = 30.0
 _TRUE = {"1", "true", "yes", "on"}
@@ -30,6 +31,7 @@ class SmtpUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class SendResult:
     """The outcome of one message: ``error`` is the server's reply (or the network error) when not ok."""
+
     message_id: str
     recipient: str
     ok: bool
@@ -48,6 +50,7 @@ def _flag(name: str, value: str) -> bool:
 @dataclass(frozen=True, repr=False)
 class SmtpSettings:
     """Where and how to send. ``port`` defaults to 587 with STARTTLS, else 25."""
+
     host: str = ""
     port: int = 25
     user: str = ""
@@ -57,7 +60,7 @@ class SmtpSettings:
     timeout: float = DEFAULT_TIMEOUT_S
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "SmtpSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SmtpSettings:
         """From CAPACITY_SMTP_HOST, _PORT, _USER, _PASSWORD, _FROM, _STARTTLS (true/false) and
         _TIMEOUT (seconds). The sender defaults to the user when it is an address."""
         env = os.environ if env is None else env
@@ -69,17 +72,30 @@ class SmtpSettings:
             if not 0 < port < 65536:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"CAPACITY_SMTP_PORT must be a port number (1-65535), not {port_text!r}") from None
+            raise ValueError(
+                f"CAPACITY_SMTP_PORT must be a port number (1-65535), not {port_text!r}"
+            ) from None
         try:
             timeout = float(get("TIMEOUT") or DEFAULT_TIMEOUT_S)
         except ValueError:
             timeout = float("nan")
-        if not 0 < timeout < float("inf"):  # 0 would be a non-blocking socket, NaN or below 0 refused by it
-            raise ValueError(f"CAPACITY_SMTP_TIMEOUT must be seconds above 0, not {get('TIMEOUT')!r}") from None
+        if (
+            not 0 < timeout < float("inf")
+        ):  # 0 would be a non-blocking socket, NaN or below 0 refused by it
+            raise ValueError(
+                f"CAPACITY_SMTP_TIMEOUT must be seconds above 0, not {get('TIMEOUT')!r}"
+            ) from None
         user = get("USER")
         sender = get("FROM") or (user if "@" in user else f"capacity@{socket.getfqdn()}")
-        return cls(host=get("HOST"), port=port, user=user, password=env.get("CAPACITY_SMTP_PASSWORD", ""),
-                   sender=sender, starttls=starttls, timeout=timeout)
+        return cls(
+            host=get("HOST"),
+            port=port,
+            user=user,
+            password=env.get("CAPACITY_SMTP_PASSWORD", ""),
+            sender=sender,
+            starttls=starttls,
+            timeout=timeout,
+        )
 
     @property
     def configured(self) -> bool:
@@ -90,9 +106,11 @@ class SmtpSettings:
         return f"{self.host}:{self.port}"
 
     def __repr__(self) -> str:
-        return (f"SmtpSettings(host={self.host!r}, port={self.port}, user={self.user!r}, "
-                f"password={'***' if self.password else ''!r}, sender={self.sender!r}, "
-                f"starttls={self.starttls}, timeout={self.timeout})")
+        return (
+            f"SmtpSettings(host={self.host!r}, port={self.port}, user={self.user!r}, "
+            f"password={'***' if self.password else ''!r}, sender={self.sender!r}, "
+            f"starttls={self.starttls}, timeout={self.timeout})"
+        )
 
     __str__ = __repr__
 
@@ -101,8 +119,11 @@ class SmtpSettings:
         or a library ever echo it back."""
         if not self.password:
             return text
-        secrets = [self.password, base64.b64encode(f"\0{self.user}\0{self.password}".encode()).decode(),
-                   base64.b64encode(self.password.encode()).decode()]
+        secrets = [
+            self.password,
+            base64.b64encode(f"\0{self.user}\0{self.password}".encode()).decode(),
+            base64.b64encode(self.password.encode()).decode(),
+        ]
         for s in secrets:
             text = text.replace(s, "***")
         return text
@@ -118,7 +139,9 @@ class SmtpSettings:
         try:
             server = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         except (OSError, smtplib.SMTPException) as e:
-            raise SmtpUnavailable(self.scrub(f"cannot connect to SMTP server {self.address}: {reason(e)}")) from None
+            raise SmtpUnavailable(
+                self.scrub(f"cannot connect to SMTP server {self.address}: {reason(e)}")
+            ) from None
         try:
             try:
                 server.ehlo_or_helo_if_needed()
@@ -128,10 +151,17 @@ class SmtpSettings:
                 if self.user:
                     server.login(self.user, self.password)
             except (OSError, smtplib.SMTPException) as e:
-                step = "login" if self.user and not isinstance(e, smtplib.SMTPNotSupportedError) else "session"
-                raise SmtpUnavailable(self.scrub(
-                    f"SMTP server {self.address} refused the {step}{' as ' + repr(self.user) if step == 'login' else ''}"
-                    f": {reason(e)}")) from None
+                step = (
+                    "login"
+                    if self.user and not isinstance(e, smtplib.SMTPNotSupportedError)
+                    else "session"
+                )
+                raise SmtpUnavailable(
+                    self.scrub(
+                        f"SMTP server {self.address} refused the {step}{' as ' + repr(self.user) if step == 'login' else ''}"
+                        f": {reason(e)}"
+                    )
+                ) from None
             return self._send_all(server, messages)
         finally:
             try:
@@ -149,14 +179,19 @@ class SmtpSettings:
                 continue
             try:
                 refused = server.send_message(msg, from_addr=parseaddr(str(msg["From"]))[1] or None)
-                results.append(SendResult(mid, to, not refused,
-                                          self.scrub(_refused_text(refused)) if refused else ""))
+                results.append(
+                    SendResult(
+                        mid, to, not refused, self.scrub(_refused_text(refused)) if refused else ""
+                    )
+                )
             except smtplib.SMTPServerDisconnected as e:
                 lost = self.scrub(f"connection to {self.address} lost: {reason(e)}")
                 results.append(SendResult(mid, to, False, lost))
             except smtplib.SMTPException as e:  # this message refused; the session goes on
                 results.append(SendResult(mid, to, False, self.scrub(reason(e))))
-            except OSError as e:  # the network failed (smtplib's errors are OSErrors too: caught above)
+            except (
+                OSError
+            ) as e:  # the network failed (smtplib's errors are OSErrors too: caught above)
                 lost = self.scrub(f"connection to {self.address} lost: {reason(e)}")
                 results.append(SendResult(mid, to, False, lost))
         return results

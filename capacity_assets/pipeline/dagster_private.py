@@ -6,6 +6,7 @@ partitioned assets a run will write. A Dagster upgrade that moves any of these f
 ``capacity_assets_tests/pipeline/test_dagster_private.py`` loudly instead of a run quietly never
 publishing.
 """
+
 from __future__ import annotations
 
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice  # noqa: F401

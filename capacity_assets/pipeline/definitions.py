@@ -1,4 +1,5 @@
 """The code location: assets, checks, jobs, schedules and resources, all chosen from CapacitySettings."""
+
 from __future__ import annotations
 
 import logging
@@ -11,10 +12,21 @@ from capacity_assets.pipeline.assets.ingest import business_hierarchy, processed
 from capacity_assets.pipeline.assets.ledger import batch_ledger, every_batch_fresh
 from capacity_assets.pipeline.assets.risk import capacity_plan, risk_exceptions
 from capacity_assets.pipeline.assets.tournament import champions, forecasts
-from capacity_assets.pipeline.assets.track import (forecast_accuracy, forecast_history, risk_call_outcomes, risk_history,
-                                                   risk_resolved)
-from capacity_assets.pipeline.jobs import (daily_freshness, forecast_job, freshness_job, hierarchy_job, weekly_forecast,
-                                           weekly_hierarchy)
+from capacity_assets.pipeline.assets.track import (
+    forecast_accuracy,
+    forecast_history,
+    risk_call_outcomes,
+    risk_history,
+    risk_resolved,
+)
+from capacity_assets.pipeline.jobs import (
+    daily_freshness,
+    forecast_job,
+    freshness_job,
+    hierarchy_job,
+    weekly_forecast,
+    weekly_hierarchy,
+)
 from capacity_assets.pipeline.loggers import console
 from capacity_assets.pipeline.notify import capacity_notify, digests_after_risk
 from capacity_assets.pipeline.resources import build_executor, build_resources
@@ -24,8 +36,21 @@ logging.getLogger("cmdstanpy").disabled = True
 settings = CapacitySettings.from_env()
 
 defs = dg.Definitions(
-    assets=[business_hierarchy, processed_data, *engine_assets, champions, forecasts, risk_exceptions, capacity_plan,
-            forecast_history, risk_history, forecast_accuracy, risk_call_outcomes, risk_resolved, batch_ledger],
+    assets=[
+        business_hierarchy,
+        processed_data,
+        *engine_assets,
+        champions,
+        forecasts,
+        risk_exceptions,
+        capacity_plan,
+        forecast_history,
+        risk_history,
+        forecast_accuracy,
+        risk_call_outcomes,
+        risk_resolved,
+        batch_ledger,
+    ],
     asset_checks=[every_batch_fresh],
     jobs=[forecast_job, hierarchy_job, freshness_job, capacity_notify],
     sensors=[digests_after_risk],

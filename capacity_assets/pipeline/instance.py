@@ -1,4 +1,5 @@
 """The persistent Dagster instance (DAGSTER_HOME) shared by `capacity run` and `capacity ui`."""
+
 from __future__ import annotations
 
 import os

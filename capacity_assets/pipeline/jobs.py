@@ -1,4 +1,5 @@
 """Jobs and the weekly schedule."""
+
 from __future__ import annotations
 
 import dagster as dg
@@ -13,12 +14,18 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("batch_ledger"), "every_batch_fresh")
 forecast_job = dg.define_asset_job(
     "capacity_forecast",
-    selection=(dg.AssetSelection.all() - dg.AssetSelection.assets("business_hierarchy")
-               - dg.AssetSelection.checks(FRESHNESS_CHECK)),
-    description="processed_data through batch_ledger for one server batch.")
+    selection=(
+        dg.AssetSelection.all()
+        - dg.AssetSelection.assets("business_hierarchy")
+        - dg.AssetSelection.checks(FRESHNESS_CHECK)
+    ),
+    description="processed_data through batch_ledger for one server batch.",
+)
 hierarchy_job = dg.define_asset_job(
-    "capacity_hierarchy", selection=dg.AssetSelection.assets("business_hierarchy"),
-    description="Reload the business hierarchy (department, app manager) from CAPACITY_HIERARCHY.")
+    "capacity_hierarchy",
+    selection=dg.AssetSelection.assets("business_hierarchy"),
+    description="Reload the business hierarchy (department, app manager) from CAPACITY_HIERARCHY.",
+)
 
 
 def ranges(keys: list[str], per_run: int) -> list[tuple[str, str]]:
@@ -38,22 +45,40 @@ def range_tags(first: str, last: str) -> dict[str, str]:
     return {RANGE_START: first, RANGE_END: last}
 
 
-@dg.schedule(job=forecast_job, cron_schedule="0 6 * * 1", execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Every Monday 06:00 UTC: refresh every batch, one run per core, each covering a range "
-                         "of batches (hierarchy first, at 05:30).")
+@dg.schedule(
+    job=forecast_job,
+    cron_schedule="0 6 * * 1",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every Monday 06:00 UTC: refresh every batch, one run per core, each covering a range "
+    "of batches (hierarchy first, at 05:30).",
+)
 def weekly_forecast(context: dg.ScheduleEvaluationContext):
     for first, last in ranges(batches.get_partition_keys(), BATCHES_PER_RUN):
-        yield dg.RunRequest(run_key=f"{context.scheduled_execution_time:%Y-%m-%d}-{first}-{last}",
-                            tags=range_tags(first, last))
+        yield dg.RunRequest(
+            run_key=f"{context.scheduled_execution_time:%Y-%m-%d}-{first}-{last}",
+            tags=range_tags(first, last),
+        )
 
 
 freshness_job = dg.define_asset_job(
-    "capacity_freshness", selection=dg.AssetSelection.checks(FRESHNESS_CHECK),
-    description="Check that every batch was published recently (batch_ledger.every_batch_fresh).")
+    "capacity_freshness",
+    selection=dg.AssetSelection.checks(FRESHNESS_CHECK),
+    description="Check that every batch was published recently (batch_ledger.every_batch_fresh).",
+)
 # named as the README names them (Dagster would call them <job>_schedule)
-daily_freshness = dg.ScheduleDefinition(name="daily_freshness", job=freshness_job, cron_schedule="0 7 * * *",
-                                        execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
+daily_freshness = dg.ScheduleDefinition(
+    name="daily_freshness",
+    job=freshness_job,
+    cron_schedule="0 7 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 
-weekly_hierarchy = dg.ScheduleDefinition(name="weekly_hierarchy", job=hierarchy_job, cron_schedule="30 5 * * 1",
-                                         execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
+weekly_hierarchy = dg.ScheduleDefinition(
+    name="weekly_hierarchy",
+    job=hierarchy_job,
+    cron_schedule="30 5 * * 1",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)

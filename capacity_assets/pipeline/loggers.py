@@ -5,6 +5,7 @@ version mismatch" (its provenance looks up the asset's newest materialisation, w
 run's batch). It is harmless and says nothing about the data, so it stays in the run's event log
 (the UI) but not on the console of `capacity run`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,10 @@ def _for_the_console(record: logging.LogRecord) -> bool:
     return not any(phrase in text for phrase in NOT_FOR_THE_CONSOLE)
 
 
-@dg.logger(config_schema=dg.colored_console_logger.config_schema,
-           description="Dagster's colored console logger, without its data-version provenance warning")
+@dg.logger(
+    config_schema=dg.colored_console_logger.config_schema,
+    description="Dagster's colored console logger, without its data-version provenance warning",
+)
 def console(init_context: dg.InitLoggerContext) -> logging.Logger:
     log = dg.colored_console_logger.logger_fn(init_context)
     log.addFilter(_for_the_console)

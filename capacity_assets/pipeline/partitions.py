@@ -1,5 +1,6 @@
 """The Dagster partitions: one static key per server batch (count from CAPACITY_BATCHES), and how
 many batches one run covers."""
+
 from __future__ import annotations
 
 import math
@@ -18,11 +19,16 @@ STORED_BY_BATCH = {"partition_expr": "batch"}
 # batches, so Dagster's per-run cost (process, imports, run bookkeeping, IO manager connections)
 # is paid once per worker, not once per batch; CAPACITY_BATCHES_PER_RUN makes the runs smaller
 # (`capacity ui` sets it from the fleet size, so no run covers more servers than `capacity run`'s)
-BATCHES_PER_RUN = (CapacitySettings.from_env().batches_per_run
-                   or max(1, math.ceil(batch_count() / (os.cpu_count() or 1))))
+BATCHES_PER_RUN = CapacitySettings.from_env().batches_per_run or max(
+    1, math.ceil(batch_count() / (os.cpu_count() or 1))
+)
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=BATCHES_PER_RUN)
 # Dagster marks backfill policies (and a sensor's owners) beta; they are its documented way to batch
 # partitions, chosen knowingly here, so their notices are noise in every process that loads the code
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
-PER_BATCH = {"partitions_def": batches, "backfill_policy": BACKFILL, "metadata": STORED_BY_BATCH,
-             "kinds": {"duckdb"}}
+PER_BATCH = {
+    "partitions_def": batches,
+    "backfill_policy": BACKFILL,
+    "metadata": STORED_BY_BATCH,
+    "kinds": {"duckdb"},
+}

@@ -1,4 +1,5 @@
 """Resources and executor, chosen from CapacitySettings: the one switch a deployment turns."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,11 +56,14 @@ class SettingsResource(dg.ConfigurableResource):
     dashboard_url: str
 
     @classmethod
-    def wrap(cls, settings: CapacitySettings) -> "SettingsResource":
+    def wrap(cls, settings: CapacitySettings) -> SettingsResource:
         values = dataclasses.asdict(settings)
         # a Prometheus URL with a password in it is bound by name, so the UI's resource page shows
         # "CAPACITY_METRICS" instead of the password; the run reads the value when it starts
-        if has_password(settings.metrics) and os.environ.get("CAPACITY_METRICS", "").strip() == settings.metrics:
+        if (
+            has_password(settings.metrics)
+            and os.environ.get("CAPACITY_METRICS", "").strip() == settings.metrics
+        ):
             values["metrics"] = dg.EnvVar("CAPACITY_METRICS")
         return cls(**values)
 
@@ -80,9 +84,18 @@ def build_executor(settings: CapacitySettings) -> dg.ExecutorDefinition:
     from dagster_dask import dask_executor  # optional extra: pip install .[dask]
 
     address = os.environ.get("CAPACITY_DASK_ADDRESS", "")
-    cluster = {"existing": {"address": address}} if address else {
-        "local": {"n_workers": int(os.environ.get("CAPACITY_DASK_WORKERS", "2")), "threads_per_worker": 1,
-                  "processes": True, "dashboard_address": ":0"}}
+    cluster = (
+        {"existing": {"address": address}}
+        if address
+        else {
+            "local": {
+                "n_workers": int(os.environ.get("CAPACITY_DASK_WORKERS", "2")),
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": ":0",
+            }
+        }
+    )
     return dask_executor.configured({"cluster": cluster})
 
 

@@ -8,6 +8,7 @@ workers fork from a server that imported the heavy libraries once, so each start
 for them. Runs are recorded in the persistent instance, so `capacity ui` shows them. A run in which
 some batches fail publishes the others (see ``pipeline.batches``); the batch_ledger says which.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,15 @@ from dataclasses import dataclass, field
 SERVERS_PER_WORKER = 25
 # imported once by the fork server, so a worker starts already holding them (about 4 s of imports
 # each otherwise); only libraries: the project's own modules read the settings when they load
-PRELOAD = ["pandas", "pyarrow", "duckdb", "dagster", "dagster_duckdb_pandas", "xgboost", "statsforecast.models"]
+PRELOAD = [
+    "pandas",
+    "pyarrow",
+    "duckdb",
+    "dagster",
+    "dagster_duckdb_pandas",
+    "xgboost",
+    "statsforecast.models",
+]
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -42,7 +51,9 @@ class BatchResult:
 class RunOutcome:
     batches: list[BatchResult] = field(default_factory=list)
     seconds: float = 0.0
-    unchanged: list[str] = field(default_factory=list)  # skipped: same fingerprint as the last publication
+    unchanged: list[str] = field(
+        default_factory=list
+    )  # skipped: same fingerprint as the last publication
 
     @property
     def failed(self) -> list[BatchResult]:
@@ -88,7 +99,9 @@ def _stale_definitions() -> bool:
     return loaded.settings != CapacitySettings.from_env()
 
 
-def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False) -> list[BatchResult]:
+def run_job(
+    job_name: str, keys: list[str] | None = None, verbose: bool = False
+) -> list[BatchResult]:
     """Execute one run of ``job_name`` (over the contiguous range ``keys``, for the batch job) against
     the persistent instance with the configured executor; one result per batch (or one for the job).
 
@@ -97,7 +110,9 @@ def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False)
     """
     if _stale_definitions():  # a fresh process loads them from today's environment
         with ProcessPoolExecutor(max_workers=1, mp_context=worker_context()) as pool:
-            return pool.submit(run_in, dict(os.environ), os.getcwd(), run_job, job_name, keys, verbose).result()
+            return pool.submit(
+                run_in, dict(os.environ), os.getcwd(), run_job, job_name, keys, verbose
+            ).result()
     import dagster as dg
 
     from capacity_assets.pipeline import definitions
@@ -113,10 +128,17 @@ def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False)
     try:
         if definitions.settings.executor == "in_process" or not keys:
             job = definitions.defs.resolve_job_def(job_name)
-            result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
+            result = job.execute_in_process(
+                instance=instance, raise_on_error=False, run_config=run_config, tags=tags
+            )
         else:
-            result = dg.execute_job(dg.reconstructable(definitions.capacity_forecast_job), instance=instance,
-                                    run_config=run_config, raise_on_error=False, tags=tags)
+            result = dg.execute_job(
+                dg.reconstructable(definitions.capacity_forecast_job),
+                instance=instance,
+                run_config=run_config,
+                raise_on_error=False,
+                tags=tags,
+            )
     except Exception as e:  # noqa: BLE001 - one run's crash is reported, never the whole command's
         error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
         return [BatchResult(n, False, "", time.monotonic() - started, error) for n in names]
@@ -124,13 +146,24 @@ def run_job(job_name: str, keys: list[str] | None = None, verbose: bool = False)
         raise KeyboardInterrupt  # the command stops here, and a worker's caller sees it too
     seconds = time.monotonic() - started
     if result.success or not keys:
-        return [BatchResult(n, result.success, result.run_id, seconds, "" if result.success else _failure_text(result))
-                for n in names]
+        return [
+            BatchResult(
+                n,
+                result.success,
+                result.run_id,
+                seconds,
+                "" if result.success else _failure_text(result),
+            )
+            for n in names
+        ]
     # a failed range run may still have published some of its batches: the ledger says which
     book = ledger.read(definitions.settings.db)
     published = set(book.loc[book["run_id"] == result.run_id, "batch"])
     error = _failure_text(result)
-    return [BatchResult(k, k in published, result.run_id, seconds, "" if k in published else error) for k in keys]
+    return [
+        BatchResult(k, k in published, result.run_id, seconds, "" if k in published else error)
+        for k in keys
+    ]
 
 
 def run_in(env: dict[str, str], cwd: str, fn, *args):
@@ -167,7 +200,10 @@ def plan_ranges(keys: list[str], workers: int, servers: int = 0) -> list[list[st
     from capacity_assets.pipeline.partitions import batches
 
     order = batches.get_partition_keys()
-    return [order[order.index(a):order.index(b) + 1] for a, b in ranges(keys, batches_per_run(len(keys), workers, servers))]
+    return [
+        order[order.index(a) : order.index(b) + 1]
+        for a, b in ranges(keys, batches_per_run(len(keys), workers, servers))
+    ]
 
 
 def batches_per_run(batches: int, workers: int, servers: int = 0) -> int:
@@ -185,7 +221,9 @@ def useful_workers(servers: int, workers: int) -> int:
     return max(1, min(workers, math.ceil(servers / SERVERS_PER_WORKER)))
 
 
-def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print, servers: int = 0) -> RunOutcome:
+def run_batches(
+    keys: list[str], workers: int, verbose: bool = False, echo=print, servers: int = 0
+) -> RunOutcome:
     """Run every batch in ``keys`` with ``workers`` processes, echoing one line per finished range.
 
     On Ctrl-C or SIGTERM the workers are stopped: a batch not yet published keeps its previous
@@ -214,12 +252,17 @@ def run_batches(keys: list[str], workers: int, verbose: bool = False, echo=print
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, **fresh)
         try:
             env, cwd = dict(os.environ), os.getcwd()
-            futures = {pool.submit(run_in, env, cwd, run_job, "capacity_forecast", chunk, verbose): chunk for chunk in chunks}
+            futures = {
+                pool.submit(run_in, env, cwd, run_job, "capacity_forecast", chunk, verbose): chunk
+                for chunk in chunks
+            }
             for fut in as_completed(futures):
                 try:
                     results = fut.result()
                 except Exception as e:  # noqa: BLE001 - a worker killed mid-run
-                    results = [BatchResult(k, False, error=f"worker died: {e}") for k in futures[fut]]
+                    results = [
+                        BatchResult(k, False, error=f"worker died: {e}") for k in futures[fut]
+                    ]
                 outcome.batches += results
                 done += len(results)
                 echo(_line(results, done, len(keys), started))
@@ -239,9 +282,19 @@ def _line(results: list[BatchResult], done: int, n: int, started: float) -> str:
     bad = [r for r in results if not r.success]
     first, last = results[0].batch, results[-1].batch
     what = first if first == last else f"{first}..{last}"
-    status = "ok" if not bad else ("FAILED" if not ok else f"{len(bad)} of {len(results)} FAILED ({', '.join(r.batch for r in bad)})")
-    text = (f"[{done}/{n}] {what}: {status} in {results[0].seconds:.1f}s "
-            f"(elapsed {time.monotonic() - started:.0f}s)")
+    status = (
+        "ok"
+        if not bad
+        else (
+            "FAILED"
+            if not ok
+            else f"{len(bad)} of {len(results)} FAILED ({', '.join(r.batch for r in bad)})"
+        )
+    )
+    text = (
+        f"[{done}/{n}] {what}: {status} in {results[0].seconds:.1f}s "
+        f"(elapsed {time.monotonic() - started:.0f}s)"
+    )
     if bad:
         text += "\n    " + bad[0].error.replace("\n", "\n    ")
     return text

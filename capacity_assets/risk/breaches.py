@@ -17,6 +17,7 @@ Pure pandas (no Dagster). Definitions:
   last history day, whatever the forecast says. Only series with a forecast are considered: a
   skipped series may be stale or decommissioned.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,41 +44,65 @@ def _history_end(forecasts: pd.DataFrame, actuals: pd.DataFrame) -> pd.DataFrame
 
 def _last_week_mean(actuals: pd.DataFrame, ends: pd.DataFrame) -> pd.DataFrame:
     if len(ends):  # no series' last week starts earlier: the rest of the history is never merged
-        actuals = actuals[actuals["ds"] > ends["history_end"].min() - pd.Timedelta(days=LAST_WEEK_DAYS)]
+        actuals = actuals[
+            actuals["ds"] > ends["history_end"].min() - pd.Timedelta(days=LAST_WEEK_DAYS)
+        ]
     a = actuals.merge(ends, on=KEY, how="inner")
-    a = a[(a["ds"] <= a["history_end"]) & (a["ds"] > a["history_end"] - pd.Timedelta(days=LAST_WEEK_DAYS))]
+    a = a[
+        (a["ds"] <= a["history_end"])
+        & (a["ds"] > a["history_end"] - pd.Timedelta(days=LAST_WEEK_DAYS))
+    ]
     if "filled" in a.columns:
         a = a[~a["filled"].fillna(False).astype(bool)]
     return a.groupby(KEY, as_index=False)["y"].mean().rename(columns={"y": "last_week_mean"})
 
 
-def _breaches(forecasts: pd.DataFrame, actuals: pd.DataFrame, threshold: pd.Series, risk_days: int) -> pd.DataFrame:
+def _breaches(
+    forecasts: pd.DataFrame, actuals: pd.DataFrame, threshold: pd.Series, risk_days: int
+) -> pd.DataFrame:
     """``threshold``: one value per row of ``forecasts`` (same index)."""
     ends = _history_end(forecasts, actuals)
     f = forecasts.assign(threshold=threshold).merge(ends, on=KEY, how="inner")
     day = (f["ds"] - f["history_end"]).dt.days
     f = f[(day >= 1) & (day <= risk_days)].sort_values(KEY + ["ds"])
     g = f.groupby(KEY)
-    out = pd.DataFrame({
-        "peak_upper": g["yhat_upper"].max(), "peak_yhat": g["yhat"].max(),
-        "first_breach_date": f[f["yhat_upper"] >= f["threshold"]].groupby(KEY)["ds"].min(),
-        "model": g["model"].first(), "champion_mape": g["champion_mape"].first(), "trust": g["trust"].first(),
-        "threshold": g["threshold"].first(),
-    }).reset_index().merge(ends, on=KEY, how="left")
+    out = (
+        pd.DataFrame(
+            {
+                "peak_upper": g["yhat_upper"].max(),
+                "peak_yhat": g["yhat"].max(),
+                "first_breach_date": f[f["yhat_upper"] >= f["threshold"]].groupby(KEY)["ds"].min(),
+                "model": g["model"].first(),
+                "champion_mape": g["champion_mape"].first(),
+                "trust": g["trust"].first(),
+                "threshold": g["threshold"].first(),
+            }
+        )
+        .reset_index()
+        .merge(ends, on=KEY, how="left")
+    )
     out = out.merge(_last_week_mean(actuals, ends), on=KEY, how="left")
     already = out["last_week_mean"] >= out["threshold"]
     ahead = out["first_breach_date"].notna()
     out = out[already | ahead].copy()
     already = already[out.index]
-    out["severity"] = np.where(already | (out["peak_yhat"] >= out["threshold"]), "critical", "warning")
+    out["severity"] = np.where(
+        already | (out["peak_yhat"] >= out["threshold"]), "critical", "warning"
+    )
     out["first_breach_date"] = out["first_breach_date"].where(~already, out["history_end"])
     out["days_to_breach"] = (out["first_breach_date"] - out["history_end"]).dt.days.astype("int64")
     return out
 
 
-def risk_exceptions(forecasts: pd.DataFrame, hierarchy: pd.DataFrame, actuals: pd.DataFrame,
-                    threshold: float = 95.0, risk_days: int = 90, thresholds=None,
-                    threshold_per_resource: dict[str, float | None] | None = None) -> pd.DataFrame:
+def risk_exceptions(
+    forecasts: pd.DataFrame,
+    hierarchy: pd.DataFrame,
+    actuals: pd.DataFrame,
+    threshold: float = 95.0,
+    risk_days: int = 90,
+    thresholds=None,
+    threshold_per_resource: dict[str, float | None] | None = None,
+) -> pd.DataFrame:
     """One row per series at risk (RISK_EXCEPTIONS, extra hierarchy columns after), most urgent first.
     Servers missing from the hierarchy are kept, owned by 'Unassigned': an unowned risk is still a risk.
 
@@ -89,8 +114,9 @@ def risk_exceptions(forecasts: pd.DataFrame, hierarchy: pd.DataFrame, actuals: p
     ``series_levels``) yourself to get them."""
     hier, _ = hierarchy_table(hierarchy)
     if thresholds is None:
-        per_row, _ = series_levels(forecasts[SERIES_KEY], hierarchy, threshold, threshold_per_resource,
-                                   THRESHOLD_PREFIX)
+        per_row, _ = series_levels(
+            forecasts[SERIES_KEY], hierarchy, threshold, threshold_per_resource, THRESHOLD_PREFIX
+        )
     else:
         per_row = per_series(thresholds, forecasts[SERIES_KEY], "threshold")
     risk = _breaches(forecasts, actuals, per_row, risk_days)
@@ -105,5 +131,9 @@ def risk_exceptions(forecasts: pd.DataFrame, hierarchy: pd.DataFrame, actuals: p
 def sort_risk(risk: pd.DataFrame) -> pd.DataFrame:
     """Critical first, then soonest, then by name so reruns produce identical files."""
     order = risk["severity"].map(SEVERITY_ORDER).fillna(len(SEVERITY_ORDER))
-    return (risk.assign(_sev=order).sort_values(["_sev", "days_to_breach", "server_id", "resource"], kind="stable")
-            .drop(columns="_sev").reset_index(drop=True))
+    return (
+        risk.assign(_sev=order)
+        .sort_values(["_sev", "days_to_breach", "server_id", "resource"], kind="stable")
+        .drop(columns="_sev")
+        .reset_index(drop=True)
+    )

@@ -30,15 +30,23 @@ Pure pandas (no Dagster). One row per forecast series (CAPACITY_PLAN). Definitio
 * ``review``: an ``add`` or ``reclaim`` driven by a forecast whose trust is not ``high``/``medium``:
   a person should look before buying.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from capacity_assets.inputs.hierarchy import UNASSIGNED, hierarchy_table
-from capacity_assets.risk.thresholds import (DEFAULT_TARGET, DEFAULT_THRESHOLD, TARGET_PREFIX, THRESHOLD_PREFIX, UNITS,
-                                             per_series, series_levels, series_sizes)
+from capacity_assets.risk.thresholds import (
+    DEFAULT_TARGET,
+    DEFAULT_THRESHOLD,
+    TARGET_PREFIX,
+    THRESHOLD_PREFIX,
+    UNITS,
+    per_series,
+    series_levels,
+    series_sizes,
+)
 from capacity_assets.schema import CAPACITY_PLAN, RESOURCES, conform, empty
 
 KEY = ["batch", "server_id", "resource"]
@@ -47,13 +55,24 @@ ACTION_ORDER = {ADD: 0, RECLAIM: 1, NONE: 2}
 TRUSTED = ("high", "medium")
 REQUIRED = ["batch", "server_id", "resource", "ds", "yhat_upper", "demand_upper", "trust"]
 ROUND_CORES = 1.0
-PRECISION = 9  # decimals kept before rounding to steps, so 3.2000000000000006 cores is 3.2, not 4.0000001
+PRECISION = (
+    9  # decimals kept before rounding to steps, so 3.2000000000000006 cores is 3.2, not 4.0000001
+)
 
 # department_totals' columns (not a stored table: the report and the dashboard compute it)
 DEPARTMENT_TOTALS = {
-    "department": "string", "resource": "string", "unit": "string", "series": "int64",
-    "add_series": "int64", "add_units": "float64", "add_unsized": "int64", "earliest_needed_by": "datetime64[ns]",
-    "reclaim_series": "int64", "reclaim_units": "float64", "reclaim_unsized": "int64", "review_series": "int64",
+    "department": "string",
+    "resource": "string",
+    "unit": "string",
+    "series": "int64",
+    "add_series": "int64",
+    "add_units": "float64",
+    "add_unsized": "int64",
+    "earliest_needed_by": "datetime64[ns]",
+    "reclaim_series": "int64",
+    "reclaim_units": "float64",
+    "reclaim_unsized": "int64",
+    "review_series": "int64",
 }
 
 
@@ -76,9 +95,16 @@ def change_units(change_pct, size, step, action) -> np.ndarray:
     return np.where(np.isfinite(size), out, np.nan)
 
 
-def capacity_plan(forecasts: pd.DataFrame, hierarchy: pd.DataFrame | None, thresholds=None, targets=None,
-                  lead_days: int = 30, reclaim_below: float = 30.0, round_gb: float = 8.0,
-                  round_gbps: float = 0.1) -> pd.DataFrame:
+def capacity_plan(
+    forecasts: pd.DataFrame,
+    hierarchy: pd.DataFrame | None,
+    thresholds=None,
+    targets=None,
+    lead_days: int = 30,
+    reclaim_below: float = 30.0,
+    round_gb: float = 8.0,
+    round_gbps: float = 0.1,
+) -> pd.DataFrame:
     """One row per forecast series (CAPACITY_PLAN): add first by ``needed_by``, then reclaim, then none.
 
     ``thresholds`` and ``targets``: per series, as ``thresholds.levels_table`` returns them (a frame
@@ -90,7 +116,9 @@ def capacity_plan(forecasts: pd.DataFrame, hierarchy: pd.DataFrame | None, thres
     """
     missing = [c for c in REQUIRED if c not in forecasts.columns]
     if missing:
-        raise ValueError(f"forecasts are missing columns {missing}; found {list(forecasts.columns)}")
+        raise ValueError(
+            f"forecasts are missing columns {missing}; found {list(forecasts.columns)}"
+        )
     if int(lead_days) != lead_days or lead_days < 0:
         raise ValueError(f"lead_days={lead_days!r}: expected a whole number of days >= 0")
     if not 0 <= reclaim_below <= 100:
@@ -103,10 +131,14 @@ def capacity_plan(forecasts: pd.DataFrame, hierarchy: pd.DataFrame | None, thres
     f = forecasts.sort_values(KEY + ["ds"], kind="stable")
     g = f.groupby(KEY, sort=False)
     demand_upper = f["demand_upper"].astype("float64").fillna(f["yhat_upper"].astype("float64"))
-    s = pd.DataFrame({
-        "peak_demand_upper": demand_upper.groupby([f[k] for k in KEY], sort=False).max().clip(lower=0.0),
-        "trust": g["trust"].first(),
-    }).reset_index()
+    s = pd.DataFrame(
+        {
+            "peak_demand_upper": demand_upper.groupby([f[k] for k in KEY], sort=False)
+            .max()
+            .clip(lower=0.0),
+            "trust": g["trust"].first(),
+        }
+    ).reset_index()
 
     if thresholds is None:
         thr, _ = series_levels(s, hierarchy, DEFAULT_THRESHOLD, None, THRESHOLD_PREFIX)
@@ -120,7 +152,13 @@ def capacity_plan(forecasts: pd.DataFrame, hierarchy: pd.DataFrame | None, thres
     s["target"] = np.minimum(tgt.to_numpy(), s["threshold"].to_numpy())
 
     rows = f[KEY + ["ds", "yhat_upper"]].merge(s[KEY + ["threshold"]], on=KEY, how="left")
-    crossing = rows[rows["yhat_upper"] >= rows["threshold"]].groupby(KEY)["ds"].min().rename("crossing").reset_index()
+    crossing = (
+        rows[rows["yhat_upper"] >= rows["threshold"]]
+        .groupby(KEY)["ds"]
+        .min()
+        .rename("crossing")
+        .reset_index()
+    )
     s = s.merge(crossing, on=KEY, how="left")
 
     adds = s["crossing"].notna()
@@ -128,15 +166,23 @@ def capacity_plan(forecasts: pd.DataFrame, hierarchy: pd.DataFrame | None, thres
     quiet = (s["peak_demand_upper"] < reclaim_below) & (s["peak_demand_upper"] < s["target"])
     s["action"] = np.where(adds, ADD, np.where(quiet & trusted, RECLAIM, NONE))
     s["needed_by"] = (s["crossing"] - pd.Timedelta(days=int(lead_days))).where(adds)
-    s["change_pct"] = np.where(s["action"] == NONE, 0.0, (s["peak_demand_upper"] / s["target"] - 1.0) * 100.0)
+    s["change_pct"] = np.where(
+        s["action"] == NONE, 0.0, (s["peak_demand_upper"] / s["target"] - 1.0) * 100.0
+    )
     s["change_pct"] = s["change_pct"].round(PRECISION) + 0.0
 
     size, _ = series_sizes(s, hierarchy)
-    s["change_units"] = change_units(s["change_pct"], size, _steps(s["resource"], round_gb, round_gbps), s["action"])
+    s["change_units"] = change_units(
+        s["change_pct"], size, _steps(s["resource"], round_gb, round_gbps), s["action"]
+    )
     s["unit"] = s["resource"].map(UNITS).where(size.notna().to_numpy())
     s["review"] = (s["action"] != NONE) & ~trusted
 
-    hier, _ = hierarchy_table(hierarchy) if hierarchy is not None and len(hierarchy.columns) else (None, [])
+    hier, _ = (
+        hierarchy_table(hierarchy)
+        if hierarchy is not None and len(hierarchy.columns)
+        else (None, [])
+    )
     if hier is not None:
         s = s.merge(hier[["server_id", "department", "app_manager"]], on="server_id", how="left")
     for c in ("department", "app_manager"):
@@ -147,9 +193,16 @@ def capacity_plan(forecasts: pd.DataFrame, hierarchy: pd.DataFrame | None, thres
 def sort_plan(plan: pd.DataFrame) -> pd.DataFrame:
     """Adds first, soonest needed first; then reclaims, largest first; then the rest; ties by name."""
     order = plan["action"].map(ACTION_ORDER).fillna(len(ACTION_ORDER))
-    return (plan.assign(_a=order).sort_values(["_a", "needed_by", "change_pct", "server_id", "resource"],
-                                              kind="stable", na_position="last")
-            .drop(columns="_a").reset_index(drop=True))
+    return (
+        plan.assign(_a=order)
+        .sort_values(
+            ["_a", "needed_by", "change_pct", "server_id", "resource"],
+            kind="stable",
+            na_position="last",
+        )
+        .drop(columns="_a")
+        .reset_index(drop=True)
+    )
 
 
 def department_totals(plan: pd.DataFrame) -> pd.DataFrame:
@@ -160,24 +213,39 @@ def department_totals(plan: pd.DataFrame) -> pd.DataFrame:
     if plan.empty:
         return empty(DEPARTMENT_TOTALS)
     p = plan.assign(
-        _add=plan["action"] == ADD, _rec=plan["action"] == RECLAIM, _sized=plan["change_units"].notna(),
-        _review=plan["review"].fillna(False).astype(bool))
+        _add=plan["action"] == ADD,
+        _rec=plan["action"] == RECLAIM,
+        _sized=plan["change_units"].notna(),
+        _review=plan["review"].fillna(False).astype(bool),
+    )
     p["_add_units"] = p["change_units"].where(p["_add"] & p["_sized"], 0.0)
     p["_rec_units"] = p["change_units"].where(p["_rec"] & p["_sized"], 0.0)
     p["_add_needed"] = p["needed_by"].where(p["_add"])
     g = p.groupby(["department", "resource"], sort=False)
-    out = pd.DataFrame({
-        "series": g.size(),
-        "add_series": g["_add"].sum(), "add_units": g["_add_units"].sum(),
-        "add_unsized": (p["_add"] & ~p["_sized"]).groupby([p["department"], p["resource"]], sort=False).sum(),
-        "earliest_needed_by": g["_add_needed"].min(),
-        "reclaim_series": g["_rec"].sum(), "reclaim_units": g["_rec_units"].sum(),
-        "reclaim_unsized": (p["_rec"] & ~p["_sized"]).groupby([p["department"], p["resource"]], sort=False).sum(),
-        "review_series": g["_review"].sum(),
-    }).reset_index()
+    out = pd.DataFrame(
+        {
+            "series": g.size(),
+            "add_series": g["_add"].sum(),
+            "add_units": g["_add_units"].sum(),
+            "add_unsized": (p["_add"] & ~p["_sized"])
+            .groupby([p["department"], p["resource"]], sort=False)
+            .sum(),
+            "earliest_needed_by": g["_add_needed"].min(),
+            "reclaim_series": g["_rec"].sum(),
+            "reclaim_units": g["_rec_units"].sum(),
+            "reclaim_unsized": (p["_rec"] & ~p["_sized"])
+            .groupby([p["department"], p["resource"]], sort=False)
+            .sum(),
+            "review_series": g["_review"].sum(),
+        }
+    ).reset_index()
     out["unit"] = out["resource"].map(UNITS)
     out["add_units"] = out["add_units"].round(6) + 0.0
     out["reclaim_units"] = out["reclaim_units"].round(6) + 0.0
     rank = out["resource"].map({r: i for i, r in enumerate(RESOURCES)}).fillna(len(RESOURCES))
-    out = out.assign(_r=rank).sort_values(["department", "_r", "resource"], kind="stable").drop(columns="_r")
+    out = (
+        out.assign(_r=rank)
+        .sort_values(["department", "_r", "resource"], kind="stable")
+        .drop(columns="_r")
+    )
     return conform(out, DEPARTMENT_TOTALS)

@@ -6,6 +6,7 @@ to a temporary name and renamed into place, and department files of the previous
 no longer needed (a department without risk any more) are removed. Only files this module wrote,
 as listed in its manifest, are ever removed; anything else in the folder is left alone.
 """
+
 from __future__ import annotations
 
 import os
@@ -80,7 +81,12 @@ def write_department_reports(risk: pd.DataFrame, out_dir, prefix: str = PREFIX) 
     keep = {p.name for p in written}
     for stale in previous:
         # only plain file names of our own pattern: a tampered manifest can't reach elsewhere
-        if stale not in keep and stale == Path(stale).name and stale.startswith(prefix) and stale.endswith(".csv"):
+        if (
+            stale not in keep
+            and stale == Path(stale).name
+            and stale.startswith(prefix)
+            and stale.endswith(".csv")
+        ):
             (out_dir / stale).unlink(missing_ok=True)
     _write_atomic("\n".join(sorted(keep)) + "\n", manifest)
     return written

@@ -18,10 +18,11 @@ missing entirely; their names match ignoring case and surrounding blanks, like t
 Server sizes come from the optional hierarchy columns ``cpu_cores``, ``memory_gb``, ``disk_gb`` and
 ``network_gbps`` (a positive number; blank = unknown, anything else ignored and reported).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,12 @@ TARGET_PREFIX = "target_"
 DEFAULT_THRESHOLD = 95.0
 DEFAULT_TARGET = 80.0
 # resource -> optional hierarchy column with the server's installed capacity, and its unit
-SIZE_COLUMNS = {"cpu": "cpu_cores", "memory": "memory_gb", "disk": "disk_gb", "network": "network_gbps"}
+SIZE_COLUMNS = {
+    "cpu": "cpu_cores",
+    "memory": "memory_gb",
+    "disk": "disk_gb",
+    "network": "network_gbps",
+}
 UNITS = {"cpu": "cores", "memory": "GB", "disk": "GB", "network": "Gbps"}
 LIST_LIMIT = 10  # servers named per problem message
 
@@ -67,8 +73,10 @@ def _per_resource(per_resource: Mapping[str, float | None] | None, prefix: str) 
     for k, v in (per_resource or {}).items():
         r = str(k).strip().lower()
         if r not in RESOURCES:
-            raise ValueError(f"unknown resource {k!r} in per-resource {setting_name(prefix)} overrides; "
-                             f"expected one of {', '.join(RESOURCES)}")
+            raise ValueError(
+                f"unknown resource {k!r} in per-resource {setting_name(prefix)} overrides; "
+                f"expected one of {', '.join(RESOURCES)}"
+            )
         if v is not None and not (isinstance(v, float) and math.isnan(v)):
             out[r] = check_level(v, setting_name(prefix, r))
     return out
@@ -105,11 +113,15 @@ def _parse(values: pd.Series, upper: float | None, percent: bool) -> tuple[pd.Se
     return num.where(ok), invalid.astype(bool)
 
 
-def _describe_invalid(column: str, servers: pd.Series, raw: pd.Series, expected: str, fallback: str) -> str:
+def _describe_invalid(
+    column: str, servers: pd.Series, raw: pd.Series, expected: str, fallback: str
+) -> str:
     pairs = [f"{s!r} = {v!r}" for s, v in zip(servers.head(LIST_LIMIT), raw.head(LIST_LIMIT))]
     more = f" and {len(servers) - LIST_LIMIT} more" if len(servers) > LIST_LIMIT else ""
-    return (f"hierarchy column {column!r}: {len(servers)} invalid value(s) ignored (expected {expected}), "
-            f"{fallback}: {', '.join(pairs)}{more}")
+    return (
+        f"hierarchy column {column!r}: {len(servers)} invalid value(s) ignored (expected {expected}), "
+        f"{fallback}: {', '.join(pairs)}{more}"
+    )
 
 
 def _hierarchy(hierarchy: pd.DataFrame | None) -> pd.DataFrame:
@@ -122,12 +134,24 @@ def _series_frame(series: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in SERIES_KEY if c not in series.columns]
     if missing:
         raise ValueError(f"series frame is missing columns {missing}; found {list(series.columns)}")
-    return pd.DataFrame({"server_id": series["server_id"].astype("string"),
-                         "resource": series["resource"].astype("string")}, index=series.index)
+    return pd.DataFrame(
+        {
+            "server_id": series["server_id"].astype("string"),
+            "resource": series["resource"].astype("string"),
+        },
+        index=series.index,
+    )
 
 
-def _server_values(hier: pd.DataFrame, servers: pd.Series, columns: dict[str, str], upper: float | None,
-                   percent: bool, expected: str, fallback) -> tuple[pd.DataFrame, list[str]]:
+def _server_values(
+    hier: pd.DataFrame,
+    servers: pd.Series,
+    columns: dict[str, str],
+    upper: float | None,
+    percent: bool,
+    expected: str,
+    fallback,
+) -> tuple[pd.DataFrame, list[str]]:
     """Long frame (server_id, resource, value) of the valid per-server values among ``servers``, and problems."""
     parts, problems = [], []
     h = hier[hier["server_id"].isin(servers)] if servers is not None else hier
@@ -137,22 +161,45 @@ def _server_values(hier: pd.DataFrame, servers: pd.Series, columns: dict[str, st
             continue
         num, invalid = _parse(h[col], upper, percent)
         if invalid.any():
-            problems.append(_describe_invalid(str(col), h.loc[invalid, "server_id"], h.loc[invalid, col], expected,
-                                              fallback(resource)))
+            problems.append(
+                _describe_invalid(
+                    str(col),
+                    h.loc[invalid, "server_id"],
+                    h.loc[invalid, col],
+                    expected,
+                    fallback(resource),
+                )
+            )
         valid = num.notna()
-        parts.append(pd.DataFrame({"server_id": h.loc[valid, "server_id"].astype("string"),
-                                   "resource": resource, "value": num[valid]}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "server_id": h.loc[valid, "server_id"].astype("string"),
+                    "resource": resource,
+                    "value": num[valid],
+                }
+            )
+        )
     if not parts:
-        return pd.DataFrame({"server_id": pd.Series(dtype="string"), "resource": pd.Series(dtype="string"),
-                             "value": pd.Series(dtype="float64")}), problems
+        return pd.DataFrame(
+            {
+                "server_id": pd.Series(dtype="string"),
+                "resource": pd.Series(dtype="string"),
+                "value": pd.Series(dtype="float64"),
+            }
+        ), problems
     out = pd.concat(parts, ignore_index=True)
     out["resource"] = out["resource"].astype("string")
     return out, problems
 
 
-def series_levels(series: pd.DataFrame, hierarchy: pd.DataFrame | None, default: float,
-                  per_resource: Mapping[str, float | None] | None = None,
-                  column_prefix: str = THRESHOLD_PREFIX) -> tuple[pd.Series, list[str]]:
+def series_levels(
+    series: pd.DataFrame,
+    hierarchy: pd.DataFrame | None,
+    default: float,
+    per_resource: Mapping[str, float | None] | None = None,
+    column_prefix: str = THRESHOLD_PREFIX,
+) -> tuple[pd.Series, list[str]]:
     """The level (threshold or target, %) of every row of ``series`` (columns server_id, resource; one
     row per series or per day, any index) and the problems found in the hierarchy's per-server columns.
 
@@ -164,7 +211,9 @@ def series_levels(series: pd.DataFrame, hierarchy: pd.DataFrame | None, default:
     default = check_level(default, setting_name(column_prefix))
     overrides = _per_resource(per_resource, column_prefix)
     s = _series_frame(series)
-    fallback_value = s["resource"].map(lambda r: overrides.get(r, default) if pd.notna(r) else default)
+    fallback_value = s["resource"].map(
+        lambda r: overrides.get(r, default) if pd.notna(r) else default
+    )
     out = pd.Series(fallback_value.astype("float64").to_numpy(), index=series.index, name=name)
     if s.empty:
         return out, []
@@ -174,33 +223,57 @@ def series_levels(series: pd.DataFrame, hierarchy: pd.DataFrame | None, default:
             return f"{setting_name(column_prefix, resource)} ({overrides[resource]:g}) used instead"
         return f"{setting_name(column_prefix)} ({default:g}) used instead"
 
-    values, problems = _server_values(_hierarchy(hierarchy), s["server_id"].dropna().unique(),
-                                      level_columns(column_prefix), 100.0, True, "a percentage in (0, 100]", fallback)
+    values, problems = _server_values(
+        _hierarchy(hierarchy),
+        s["server_id"].dropna().unique(),
+        level_columns(column_prefix),
+        100.0,
+        True,
+        "a percentage in (0, 100]",
+        fallback,
+    )
     if len(values):
-        merged = s.reset_index(drop=True).merge(values, on=SERIES_KEY, how="left")["value"].to_numpy()
+        merged = (
+            s.reset_index(drop=True).merge(values, on=SERIES_KEY, how="left")["value"].to_numpy()
+        )
         out = out.where(np.isnan(merged), merged)
     return out.astype("float64"), problems
 
 
-def series_sizes(series: pd.DataFrame, hierarchy: pd.DataFrame | None) -> tuple[pd.Series, list[str]]:
+def series_sizes(
+    series: pd.DataFrame, hierarchy: pd.DataFrame | None
+) -> tuple[pd.Series, list[str]]:
     """Installed capacity of every row of ``series`` in its resource's unit (cores, GB, GB, Gbps; NaN
     when unknown), from the optional hierarchy size columns, and the problems found there."""
     s = _series_frame(series)
     out = pd.Series(np.nan, index=series.index, name="size", dtype="float64")
     if s.empty:
         return out, []
-    values, problems = _server_values(_hierarchy(hierarchy), s["server_id"].dropna().unique(), SIZE_COLUMNS,
-                                      None, False, "a positive number", lambda r: "planned in percent only")
+    values, problems = _server_values(
+        _hierarchy(hierarchy),
+        s["server_id"].dropna().unique(),
+        SIZE_COLUMNS,
+        None,
+        False,
+        "a positive number",
+        lambda r: "planned in percent only",
+    )
     if len(values):
-        merged = s.reset_index(drop=True).merge(values, on=SERIES_KEY, how="left")["value"].to_numpy()
+        merged = (
+            s.reset_index(drop=True).merge(values, on=SERIES_KEY, how="left")["value"].to_numpy()
+        )
         out = pd.Series(merged, index=series.index, name="size", dtype="float64")
     return out, problems
 
 
-def levels_table(series: pd.DataFrame, hierarchy: pd.DataFrame | None,
-                 threshold: float = DEFAULT_THRESHOLD, threshold_per_resource: Mapping[str, float | None] | None = None,
-                 target: float = DEFAULT_TARGET, target_per_resource: Mapping[str, float | None] | None = None,
-                 ) -> tuple[pd.DataFrame, list[str]]:
+def levels_table(
+    series: pd.DataFrame,
+    hierarchy: pd.DataFrame | None,
+    threshold: float = DEFAULT_THRESHOLD,
+    threshold_per_resource: Mapping[str, float | None] | None = None,
+    target: float = DEFAULT_TARGET,
+    target_per_resource: Mapping[str, float | None] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
     """One row per distinct series of ``series``: server_id, resource, threshold, target; and problems.
 
     The one call the pipeline needs: its result goes to ``risk_exceptions(thresholds=…)`` and to
@@ -215,24 +288,40 @@ def levels_table(series: pd.DataFrame, hierarchy: pd.DataFrame | None,
     over = out["target"] > out["threshold"]
     if over.any():
         bad = out[over]
-        pairs = [f"{n} ({t:g} > {h:g})"
-                 for n, t, h in zip(series_names(bad, LIST_LIMIT), bad["target"], bad["threshold"])]
+        pairs = [
+            f"{n} ({t:g} > {h:g})"
+            for n, t, h in zip(series_names(bad, LIST_LIMIT), bad["target"], bad["threshold"])
+        ]
         more = f" and {len(bad) - LIST_LIMIT} more" if len(bad) > LIST_LIMIT else ""
-        problems.append(f"target above threshold for {len(bad)} series, capped at the threshold: "
-                        f"{', '.join(pairs)}{more}")
+        problems.append(
+            f"target above threshold for {len(bad)} series, capped at the threshold: "
+            f"{', '.join(pairs)}{more}"
+        )
         out["target"] = out[["target", "threshold"]].min(axis=1)
     return out, problems
 
 
-def fleet_problems(servers, hierarchy: pd.DataFrame | None, threshold: float = DEFAULT_THRESHOLD,
-                   threshold_per_resource: Mapping[str, float | None] | None = None, target: float = DEFAULT_TARGET,
-                   target_per_resource: Mapping[str, float | None] | None = None) -> list[str]:
+def fleet_problems(
+    servers,
+    hierarchy: pd.DataFrame | None,
+    threshold: float = DEFAULT_THRESHOLD,
+    threshold_per_resource: Mapping[str, float | None] | None = None,
+    target: float = DEFAULT_TARGET,
+    target_per_resource: Mapping[str, float | None] | None = None,
+) -> list[str]:
     """Every unusable per-server threshold, target or size, and every target above its threshold, for
     each resource of ``servers``: checked once per run for the whole fleet (the hierarchy asset),
     where the per-batch calls only see their own servers."""
     servers = sorted({str(x) for x in servers})
-    grid = pd.DataFrame({"server_id": [x for x in servers for _ in RESOURCES], "resource": list(RESOURCES) * len(servers)})
-    levels = levels_table(grid, hierarchy, threshold, threshold_per_resource, target, target_per_resource)[1]
+    grid = pd.DataFrame(
+        {
+            "server_id": [x for x in servers for _ in RESOURCES],
+            "resource": list(RESOURCES) * len(servers),
+        }
+    )
+    levels = levels_table(
+        grid, hierarchy, threshold, threshold_per_resource, target, target_per_resource
+    )[1]
     return levels + series_sizes(grid, hierarchy)[1]
 
 
@@ -244,19 +333,27 @@ def per_series(levels, series: pd.DataFrame, name: str) -> pd.Series:
     if isinstance(levels, (int, float, np.integer, np.floating)) and not isinstance(levels, bool):
         return pd.Series(check_level(levels, name), index=series.index, name=name, dtype="float64")
     if isinstance(levels, pd.Series):
-        if not (isinstance(levels.index, pd.MultiIndex) and set(SERIES_KEY) <= set(levels.index.names)):
+        if not (
+            isinstance(levels.index, pd.MultiIndex) and set(SERIES_KEY) <= set(levels.index.names)
+        ):
             raise ValueError(f"{name} Series must be indexed by (server_id, resource)")
         frame = levels.rename(name).reset_index()
     elif isinstance(levels, pd.DataFrame):
         frame = levels
     else:
-        raise TypeError(f"{name}: expected a number, a Series or a DataFrame, got {type(levels).__name__}")
+        raise TypeError(
+            f"{name}: expected a number, a Series or a DataFrame, got {type(levels).__name__}"
+        )
     missing = [c for c in SERIES_KEY + [name] if c not in frame.columns]
     if missing:
         raise ValueError(f"{name} frame is missing columns {missing}; found {list(frame.columns)}")
-    frame = pd.DataFrame({"server_id": frame["server_id"].astype("string"),
-                          "resource": frame["resource"].astype("string"),
-                          name: pd.to_numeric(frame[name], errors="coerce").astype("float64")}).drop_duplicates()
+    frame = pd.DataFrame(
+        {
+            "server_id": frame["server_id"].astype("string"),
+            "resource": frame["resource"].astype("string"),
+            name: pd.to_numeric(frame[name], errors="coerce").astype("float64"),
+        }
+    ).drop_duplicates()
     dup = frame[frame.duplicated(SERIES_KEY, keep=False)]
     if len(dup):
         raise ValueError(f"conflicting {name} values for series {series_names(dup)}")

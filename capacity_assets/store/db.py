@@ -6,6 +6,7 @@ exclusive ``flock`` on ``<db>.lock`` and readers (the dashboard) a shared one, e
 seconds a read or a write lasts; model fitting never holds it. Waiting is bounded and the timeout
 message says which file and what to do.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -35,7 +36,9 @@ def lock_timeout() -> float:
     except ValueError:
         value = float("nan")
     if not value >= 0:
-        raise StorageError(f"CAPACITY_LOCK_TIMEOUT={raw!r}: expected the seconds to wait for the database, e.g. 600")
+        raise StorageError(
+            f"CAPACITY_LOCK_TIMEOUT={raw!r}: expected the seconds to wait for the database, e.g. 600"
+        )
     return value
 
 
@@ -64,13 +67,16 @@ def db_lock(db: str | os.PathLike, exclusive: bool = True, timeout: float | None
                 break
             except BlockingIOError:
                 if not told and time.monotonic() - started > NOTICE_AFTER_S:
-                    log.warning(f"waiting for {db}: another process is using it (lock file {path}); "
-                                f"giving up after {timeout:.0f} s")
+                    log.warning(
+                        f"waiting for {db}: another process is using it (lock file {path}); "
+                        f"giving up after {timeout:.0f} s"
+                    )
                     told = True
                 if time.monotonic() >= deadline:
                     raise DatabaseBusy(
                         f"{db} is busy: another process has held it for over {timeout:.0f} s "
-                        f"(lock file {path}); wait for it to finish or stop it") from None
+                        f"(lock file {path}); wait for it to finish or stop it"
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
         yield
@@ -94,7 +100,9 @@ class StorageError(RuntimeError):
     """The database file cannot be used; the message names it."""
 
 
-def connect(db: str, read_only: bool = False, timeout: float | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    db: str, read_only: bool = False, timeout: float | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open ``db`` with a message a user can act on when it is not a DuckDB file or another program
     (a DuckDB shell, a notebook: anything that skips ``<db>.lock``) holds it; such a holder is waited
     for up to CAPACITY_LOCK_TIMEOUT, as the lock file is. DuckDB refuses before writing a byte, so
@@ -110,24 +118,39 @@ def connect(db: str, read_only: bool = False, timeout: float | None = None) -> d
             text = str(e)
             first = text.splitlines()[0]
             if "not a valid DuckDB database" in text or "magic" in text.lower():
-                raise StorageError(f"{db} is not a DuckDB database file ({first}); "
-                                   f"point CAPACITY_DB at a new or existing .duckdb file") from None
+                raise StorageError(
+                    f"{db} is not a DuckDB database file ({first}); "
+                    f"point CAPACITY_DB at a new or existing .duckdb file"
+                ) from None
             if "Could not set lock" in text or "Conflicting lock" in text:
                 if time.monotonic() < deadline:
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
-                holder = re.search(r"Conflicting lock is held in (.*?)(?: \(PID (\d+)\))?\.? See also", text)
-                who = f" (PID {holder.group(2)}, {holder.group(1)})" if holder and holder.group(2) else ""
-                raise StorageError(f"{db} is locked by another program{who} that opened it directly, not "
-                                   f"through capacity; close that program (a DuckDB shell or notebook?) "
-                                   f"and re-run") from None
+                holder = re.search(
+                    r"Conflicting lock is held in (.*?)(?: \(PID (\d+)\))?\.? See also", text
+                )
+                who = (
+                    f" (PID {holder.group(2)}, {holder.group(1)})"
+                    if holder and holder.group(2)
+                    else ""
+                )
+                raise StorageError(
+                    f"{db} is locked by another program{who} that opened it directly, not "
+                    f"through capacity; close that program (a DuckDB shell or notebook?) "
+                    f"and re-run"
+                ) from None
             raise StorageError(f"cannot open {db}: {first}") from None
 
 
 def table_exists(conn, schema: str, table: str) -> bool:
-    return conn.execute("select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
-                        [schema, table]).fetchall()[0][0] > 0
+    return (
+        conn.execute(
+            "select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
+            [schema, table],
+        ).fetchall()[0][0]
+        > 0
+    )
 
 
 def drop_other_batches(db: str, keys: list[str]) -> list[str]:
@@ -136,16 +159,30 @@ def drop_other_batches(db: str, keys: list[str]) -> list[str]:
     with db_lock(db):
         conn = connect(db)
         try:
-            tables = [t for (t,) in conn.execute(
-                "select distinct table_name from duckdb_columns() where schema_name = 'main' "
-                "and column_name = 'batch'").fetchall()]
-            stale = sorted({b for t in tables for (b,) in conn.execute(
-                f"select distinct batch from main.{quote_ident(t)}").fetchall()} - set(keys))
+            tables = [
+                t
+                for (t,) in conn.execute(
+                    "select distinct table_name from duckdb_columns() where schema_name = 'main' "
+                    "and column_name = 'batch'"
+                ).fetchall()
+            ]
+            stale = sorted(
+                {
+                    b
+                    for t in tables
+                    for (b,) in conn.execute(
+                        f"select distinct batch from main.{quote_ident(t)}"
+                    ).fetchall()
+                }
+                - set(keys)
+            )
             if stale:
                 marks = ", ".join("?" for _ in stale)
                 conn.execute("begin transaction").fetchall()
                 for t in tables:
-                    conn.execute(f"delete from main.{quote_ident(t)} where batch in ({marks})", stale).fetchall()
+                    conn.execute(
+                        f"delete from main.{quote_ident(t)} where batch in ({marks})", stale
+                    ).fetchall()
                 conn.execute("commit").fetchall()
             return stale
         finally:
@@ -159,18 +196,22 @@ def fetch_frame(conn, sql: str, params: list | None = None):
     hundreds of times each), so a run that loads ten batches of results holds one object per distinct
     name instead of one per row: a fifth of the memory of ``fetchdf``.
     """
-    import pandas as pd
     import pyarrow as pa
 
     table = conn.sql(sql, params=params or None).to_arrow_table()
     frame = table.to_pandas(date_as_object=False)
     for field in table.schema:
         col = frame[field.name]
-        if pa.types.is_date(field.type) or (pa.types.is_timestamp(field.type) and field.type.tz is None):
+        if pa.types.is_date(field.type) or (
+            pa.types.is_timestamp(field.type) and field.type.tz is None
+        ):
             frame[field.name] = col.astype("datetime64[us]")
         elif pa.types.is_integer(field.type) and col.dtype.kind == "f":  # nulls made it float
-            frame[field.name] = col.astype(f"Int{field.type.bit_width}" if pa.types.is_signed_integer(field.type)
-                                           else f"UInt{field.type.bit_width}")
+            frame[field.name] = col.astype(
+                f"Int{field.type.bit_width}"
+                if pa.types.is_signed_integer(field.type)
+                else f"UInt{field.type.bit_width}"
+            )
         elif pa.types.is_boolean(field.type) and col.dtype == object:
             frame[field.name] = col.astype("boolean")
     return frame

@@ -10,6 +10,7 @@ of a 100-server batch are 1.9 M rows). Risk calls and lifecycles need one row pe
 series, its first forecast day and threshold (``read_series_vintages``, 180 times fewer rows), so
 those are read for all of a run's batches at once, like risk_history (``read_batches``).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,13 @@ from capacity_assets.store.db import connect, db_lock, fetch_frame, reading, tab
 
 # one row per batch, vintage and series of forecast_history: what risk calls and lifecycles read
 SERIES_VINTAGES = {
-    "batch": "string", "vintage": "datetime64[ns]", "run_id": "string",
-    "server_id": "string", "resource": "string", "ds": "datetime64[ns]", "threshold": "float64",
+    "batch": "string",
+    "vintage": "datetime64[ns]",
+    "run_id": "string",
+    "server_id": "string",
+    "resource": "string",
+    "ds": "datetime64[ns]",
+    "threshold": "float64",
 }
 
 
@@ -37,12 +43,19 @@ def _read(db: str, table: str, sql: str, batches: list[str]) -> pd.DataFrame | N
         if not table_exists(conn, "main", table):
             return None
         marks = ", ".join("?" for _ in batches)
-        return fetch_frame(conn, sql.format(table=f"main.{quote_ident(table)}", batches=marks), list(batches))
+        return fetch_frame(
+            conn, sql.format(table=f"main.{quote_ident(table)}", batches=marks), list(batches)
+        )
 
 
-def _by_batch(frame: pd.DataFrame | None, batches: list[str], columns: dict[str, str]) -> dict[str, pd.DataFrame]:
+def _by_batch(
+    frame: pd.DataFrame | None, batches: list[str], columns: dict[str, str]
+) -> dict[str, pd.DataFrame]:
     frame = empty(columns) if frame is None or frame.empty else conform(frame, columns)
-    parts = {str(b): g.reset_index(drop=True) for b, g in frame.groupby("batch", sort=False, observed=True)}
+    parts = {
+        str(b): g.reset_index(drop=True)
+        for b, g in frame.groupby("batch", sort=False, observed=True)
+    }
     return {b: parts.get(b, empty(columns)) for b in batches}
 
 
@@ -52,15 +65,19 @@ def read_batch(db: str, table: str, batch: str, columns: dict[str, str]) -> pd.D
     return conform(frame, columns) if frame is not None and len(frame) else empty(columns)
 
 
-def read_batches(db: str, table: str, batches: list[str], columns: dict[str, str]) -> dict[str, pd.DataFrame]:
+def read_batches(
+    db: str, table: str, batches: list[str], columns: dict[str, str]
+) -> dict[str, pd.DataFrame]:
     """``read_batch`` of every one of ``batches`` in one read: for the small tables (risk_history)."""
     return _by_batch(_read(db, table, EVERY_ROW, batches), batches, columns)
 
 
 def read_series_vintages(db: str, batches: list[str]) -> dict[str, pd.DataFrame]:
     """forecast_history reduced to SERIES_VINTAGES (first forecast day, threshold) for ``batches``."""
-    sql = ("select batch, vintage, run_id, server_id, resource, min(ds) as ds, min(threshold) as threshold "
-           "from {table} where batch in ({batches}) group by all order by all")
+    sql = (
+        "select batch, vintage, run_id, server_id, resource, min(ds) as ds, min(threshold) as threshold "
+        "from {table} where batch in ({batches}) group by all order by all"
+    )
     return _by_batch(_read(db, "forecast_history", sql, batches), batches, SERIES_VINTAGES)
 
 
@@ -81,9 +98,18 @@ def rekey(db: str, batches: int) -> tuple[int, int]:
         conn = connect(db)
         try:
             tables = [t for t in KEPT if table_exists(conn, "main", t)]
-            servers = sorted({s for t in tables for (s,) in conn.execute(
-                f"select distinct server_id from main.{quote_ident(t)}").fetchall()})
-            home = pd.DataFrame({"server_id": servers, "home": [batch_of(s, batches) for s in servers]})
+            servers = sorted(
+                {
+                    s
+                    for t in tables
+                    for (s,) in conn.execute(
+                        f"select distinct server_id from main.{quote_ident(t)}"
+                    ).fetchall()
+                }
+            )
+            home = pd.DataFrame(
+                {"server_id": servers, "home": [batch_of(s, batches) for s in servers]}
+            )
             conn.register("home", home)
             moved = removed = 0
             conn.execute("begin transaction").fetchall()
@@ -92,9 +118,13 @@ def rekey(db: str, batches: int) -> tuple[int, int]:
                 removed += conn.execute(f"""delete from {name} as t using home h
                                  where t.server_id = h.server_id and t.batch <> h.home
                                    and exists (select 1 from {name} u where u.batch = h.home and u.vintage = t.vintage
-                                               and u.server_id = t.server_id and u.resource = t.resource)""").fetchone()[0]
+                                               and u.server_id = t.server_id and u.resource = t.resource)""").fetchone()[
+                    0
+                ]
                 moved += conn.execute(f"""update {name} as t set batch = h.home from home h
-                                          where t.server_id = h.server_id and t.batch <> h.home""").fetchone()[0]
+                                          where t.server_id = h.server_id and t.batch <> h.home""").fetchone()[
+                    0
+                ]
             conn.execute("commit").fetchall()
             conn.unregister("home")
             return moved, removed

@@ -3,6 +3,7 @@
 A reader holds the file's shared lock only for the query, so a pipeline run waiting to write is
 delayed by at most one query and never fails because a dashboard is open.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,9 +32,14 @@ def read_table(db: str, table: str) -> pd.DataFrame | None:
     return query(db, f"select * from main.{quote_ident(table)}")
 
 
-def query_many(db: str, statements: dict[str, tuple[str, list]], timeout: float = 60) -> dict[str, pd.DataFrame]:
+def query_many(
+    db: str, statements: dict[str, tuple[str, list]], timeout: float = 60
+) -> dict[str, pd.DataFrame]:
     """Several queries under one shared lock and one connection, so a view's numbers come from the
     same pipeline state (a batch cannot commit between the header and the heatmap) and a page pays
     for one open instead of one per query."""
     with reading(db, timeout) as conn:
-        return {name: conn.execute(sql, params or []).fetchdf() for name, (sql, params) in statements.items()}
+        return {
+            name: conn.execute(sql, params or []).fetchdf()
+            for name, (sql, params) in statements.items()
+        }

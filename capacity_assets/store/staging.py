@@ -11,6 +11,7 @@ takes the batch over, last writer wins. The earlier run's staged rows go, and it
 stage or publish raises ``Superseded`` naming the run that took over, so it fails loudly instead
 of reporting success for work it never published. Exactly one complete publication results.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,9 @@ class Superseded(RuntimeError):
 
 def _ensure(conn) -> None:
     conn.execute(f"create schema if not exists {STAGING}").fetchall()
-    conn.execute(f"create table if not exists {WRITES} (run_id varchar, batch varchar, table_name varchar)").fetchall()
+    conn.execute(
+        f"create table if not exists {WRITES} (run_id varchar, batch varchar, table_name varchar)"
+    ).fetchall()
     # an append table (forecast_history) replaces only the staged values of ``append_by`` (its vintage)
     # in a batch and keeps the newest ``keep`` of them; an older database gets the columns here
     conn.execute(f"alter table {WRITES} add column if not exists append_by varchar").fetchall()
@@ -39,16 +42,23 @@ def _ensure(conn) -> None:
     # the columns this run staged, in its order: the staging table may be wider (other runs' columns)
     conn.execute(f"alter table {WRITES} add column if not exists columns varchar").fetchall()
     conn.execute(f"create table if not exists {CLAIMS} (batch varchar, run_id varchar)").fetchall()
-    conn.execute(f"create table if not exists {SUPERSEDED} (run_id varchar, batch varchar, by_run_id varchar, "
-                 f"superseded_at timestamp)").fetchall()
-    conn.execute(f"create table if not exists {FAILURES} (run_id varchar, batch varchar, table_name varchar, "
-                 f"reason varchar)").fetchall()
+    conn.execute(
+        f"create table if not exists {SUPERSEDED} (run_id varchar, batch varchar, by_run_id varchar, "
+        f"superseded_at timestamp)"
+    ).fetchall()
+    conn.execute(
+        f"create table if not exists {FAILURES} (run_id varchar, batch varchar, table_name varchar, "
+        f"reason varchar)"
+    ).fetchall()
 
 
 def record_failures(conn, run_id: str, table: str, failed: dict[str, str]) -> None:
     """Remember why ``run_id`` has no ``table`` rows for these batches, for the steps after it."""
     _ensure(conn)
-    conn.executemany(f"insert into {FAILURES} values (?, ?, ?, ?)", [[run_id, b, table, why] for b, why in failed.items()])
+    conn.executemany(
+        f"insert into {FAILURES} values (?, ?, ?, ?)",
+        [[run_id, b, table, why] for b, why in failed.items()],
+    )
 
 
 def failure_reasons(conn, run_id: str, batches: list[str]) -> dict[str, str]:
@@ -56,20 +66,34 @@ def failure_reasons(conn, run_id: str, batches: list[str]) -> dict[str, str]:
     if not table_exists(conn, STAGING, "_failures"):
         return {}
     marks = ", ".join("?" for _ in batches)
-    reasons = dict(conn.execute(f"select batch, min(reason) from {FAILURES} where run_id = ? and batch in ({marks}) "
-                                f"group by batch", [run_id, *batches]).fetchall())
-    for b, by in conn.execute(f"select batch, any_value(by_run_id) from {SUPERSEDED} where run_id = ? and batch in "
-                              f"({marks}) group by batch", [run_id, *batches]).fetchall():
-        reasons[b] = (f"run {run_id} was superseded by run {by}, which started the same batch later and "
-                      f"publishes it; this run published nothing for {b}")
+    reasons = dict(
+        conn.execute(
+            f"select batch, min(reason) from {FAILURES} where run_id = ? and batch in ({marks}) "
+            f"group by batch",
+            [run_id, *batches],
+        ).fetchall()
+    )
+    for b, by in conn.execute(
+        f"select batch, any_value(by_run_id) from {SUPERSEDED} where run_id = ? and batch in "
+        f"({marks}) group by batch",
+        [run_id, *batches],
+    ).fetchall():
+        reasons[b] = (
+            f"run {run_id} was superseded by run {by}, which started the same batch later and "
+            f"publishes it; this run published nothing for {b}"
+        )
     return reasons
 
 
 def _refuse_if_superseded(conn, run_id: str, batch: str) -> None:
-    row = conn.execute(f"select by_run_id from {SUPERSEDED} where run_id = ? and batch = ?", [run_id, batch]).fetchone()
+    row = conn.execute(
+        f"select by_run_id from {SUPERSEDED} where run_id = ? and batch = ?", [run_id, batch]
+    ).fetchone()
     if row:
-        raise Superseded(f"{batch}: run {run_id} was superseded by run {row[0]}, which started the same batch later "
-                         f"and publishes it; this run published nothing for {batch}")
+        raise Superseded(
+            f"{batch}: run {run_id} was superseded by run {row[0]}, which started the same batch later "
+            f"and publishes it; this run published nothing for {batch}"
+        )
 
 
 def claim(conn, run_id: str, batch: str) -> str | None:
@@ -80,27 +104,45 @@ def claim(conn, run_id: str, batch: str) -> str | None:
     if owner and owner[0] == run_id:
         return None
     if owner:
-        conn.execute(f"insert into {SUPERSEDED} values (?, ?, ?, now())", [owner[0], batch, run_id]).fetchall()
+        conn.execute(
+            f"insert into {SUPERSEDED} values (?, ?, ?, now())", [owner[0], batch, run_id]
+        ).fetchall()
         conn.execute(f"delete from {CLAIMS} where batch = ?", [batch]).fetchall()
     conn.execute(f"insert into {CLAIMS} values (?, ?)", [batch, run_id]).fetchall()
     return owner[0] if owner else None
 
 
 def columns(conn, schema: str, table: str) -> list[str]:
-    return [c for (c,) in conn.execute("select column_name from duckdb_columns() where schema_name = ? and "
-                                       "table_name = ? order by column_index", [schema, table]).fetchall()]
+    return [
+        c
+        for (c,) in conn.execute(
+            "select column_name from duckdb_columns() where schema_name = ? and "
+            "table_name = ? order by column_index",
+            [schema, table],
+        ).fetchall()
+    ]
 
 
-def stage(conn, table: str, select: str, run_id: str, batches: list[str], column: str = "batch",
-          append_by: str | None = None, keep: int | None = None) -> dict[str, str]:
+def stage(
+    conn,
+    table: str,
+    select: str,
+    run_id: str,
+    batches: list[str],
+    column: str = "batch",
+    append_by: str | None = None,
+    keep: int | None = None,
+) -> dict[str, str]:
     """Stage ``select``'s rows (registered as a relation by the caller) for ``batches`` of ``table``;
     returns {batch: run taken over} for batches another run was staging. With ``append_by``, publishing
     replaces only the staged values of that column in the batch and keeps its newest ``keep`` values."""
     stage_table = f"{STAGING}.{quote_ident(table)}"
     marks = ", ".join("?" for _ in batches)
     taken = {b: prev for b in batches if (prev := claim(conn, run_id, b))}
-    conn.execute(f"create table if not exists {stage_table} as select *, ''::varchar as _run_id "
-                 f"from ({select}) limit 0").fetchall()
+    conn.execute(
+        f"create table if not exists {stage_table} as select *, ''::varchar as _run_id "
+        f"from ({select}) limit 0"
+    ).fetchall()
     # the contract or the hierarchy's columns changed: widen the table, never drop what other runs staged
     have = set(columns(conn, STAGING, table))
     mine = conn.execute(f"select column_name, column_type from (describe ({select}))").fetchall()
@@ -109,35 +151,61 @@ def stage(conn, table: str, select: str, run_id: str, batches: list[str], column
             conn.execute(f"alter table {stage_table} add column {quote_ident(c)} {typ}").fetchall()
     # the newest run of a batch wins: every other run's staged rows of that batch go (a killed run's,
     # or one taken over), and without their manifest entries it can never publish a partial batch
-    conn.execute(f"delete from {stage_table} where {quote_ident(column)} in ({marks}) and _run_id <> ?",
-                 [*batches, run_id]).fetchall()
-    conn.execute(f"delete from {WRITES} where batch in ({marks}) and run_id <> ?", [*batches, run_id]).fetchall()
-    conn.execute(f"delete from {stage_table} where {quote_ident(column)} in ({marks})", batches).fetchall()
-    conn.execute(f"delete from {WRITES} where table_name = ? and batch in ({marks})", [table, *batches]).fetchall()
-    conn.execute(f"insert into {stage_table} by name select *, ?::varchar as _run_id from ({select})", [run_id]).fetchall()
+    conn.execute(
+        f"delete from {stage_table} where {quote_ident(column)} in ({marks}) and _run_id <> ?",
+        [*batches, run_id],
+    ).fetchall()
+    conn.execute(
+        f"delete from {WRITES} where batch in ({marks}) and run_id <> ?", [*batches, run_id]
+    ).fetchall()
+    conn.execute(
+        f"delete from {stage_table} where {quote_ident(column)} in ({marks})", batches
+    ).fetchall()
+    conn.execute(
+        f"delete from {WRITES} where table_name = ? and batch in ({marks})", [table, *batches]
+    ).fetchall()
+    conn.execute(
+        f"insert into {stage_table} by name select *, ?::varchar as _run_id from ({select})",
+        [run_id],
+    ).fetchall()
     listed = json.dumps([c for c, _ in mine])
-    conn.executemany(f"insert into {WRITES} (run_id, batch, table_name, append_by, keep, columns) "
-                     f"values (?, ?, ?, ?, ?, ?)", [[run_id, b, table, append_by, keep, listed] for b in batches])
+    conn.executemany(
+        f"insert into {WRITES} (run_id, batch, table_name, append_by, keep, columns) "
+        f"values (?, ?, ?, ?, ?, ?)",
+        [[run_id, b, table, append_by, keep, listed] for b in batches],
+    )
     return taken
 
 
 def staged_tables(conn, run_id: str, batch: str) -> set[str]:
-    return {t for (t,) in conn.execute(f"select table_name from {WRITES} where run_id = ? and batch = ?",
-                                       [run_id, batch]).fetchall()}
+    return {
+        t
+        for (t,) in conn.execute(
+            f"select table_name from {WRITES} where run_id = ? and batch = ?", [run_id, batch]
+        ).fetchall()
+    }
 
 
 def staged_batches(conn, run_id: str, table: str, batches: list[str]) -> set[str]:
     if not table_exists(conn, STAGING, "_writes"):
         return set()
     marks = ", ".join("?" for _ in batches)
-    return {b for (b,) in conn.execute(f"select distinct batch from {WRITES} where run_id = ? and table_name = ? "
-                                       f"and batch in ({marks})", [run_id, table, *batches]).fetchall()}
+    return {
+        b
+        for (b,) in conn.execute(
+            f"select distinct batch from {WRITES} where run_id = ? and table_name = ? "
+            f"and batch in ({marks})",
+            [run_id, table, *batches],
+        ).fetchall()
+    }
 
 
 def _my_columns(conn, run_id: str, table: str, batch: str) -> list[str] | None:
     """The columns ``run_id`` staged for ``table``, in its order (None: a manifest from before they were kept)."""
-    row = conn.execute(f"select any_value(columns) from {WRITES} where run_id = ? and table_name = ? and batch = ?",
-                       [run_id, table, batch]).fetchall()
+    row = conn.execute(
+        f"select any_value(columns) from {WRITES} where run_id = ? and table_name = ? and batch = ?",
+        [run_id, table, batch],
+    ).fetchall()
     return json.loads(row[0][0]) if row and row[0][0] is not None else None
 
 
@@ -147,17 +215,26 @@ def _select_list(mine: list[str] | None) -> str:
 
 def read_staged(conn, run_id: str, table: str, batches: list[str], column: str = "batch"):
     marks = ", ".join("?" for _ in batches)
-    return fetch_frame(conn, f"select {_select_list(_my_columns(conn, run_id, table, batches[0]))} "
-                             f"from {STAGING}.{quote_ident(table)} "
-                             f"where _run_id = ? and {quote_ident(column)} in ({marks})", [run_id, *batches])
+    return fetch_frame(
+        conn,
+        f"select {_select_list(_my_columns(conn, run_id, table, batches[0]))} "
+        f"from {STAGING}.{quote_ident(table)} "
+        f"where _run_id = ? and {quote_ident(column)} in ({marks})",
+        [run_id, *batches],
+    )
 
 
 def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
     """Replace ``batch`` in every main table with what ``run_id`` staged, in the caller's transaction."""
     _refuse_if_superseded(conn, run_id, batch)
-    modes = dict((t, (a, k)) for t, a, k in conn.execute(
-        f"select table_name, any_value(append_by), any_value(keep) from {WRITES} where run_id = ? and batch = ? "
-        f"group by 1", [run_id, batch]).fetchall())
+    modes = dict(
+        (t, (a, k))
+        for t, a, k in conn.execute(
+            f"select table_name, any_value(append_by), any_value(keep) from {WRITES} where run_id = ? and batch = ? "
+            f"group by 1",
+            [run_id, batch],
+        ).fetchall()
+    )
     tables = sorted(modes)
     for t in tables:
         main, stage_table = f"main.{quote_ident(t)}", f"{STAGING}.{quote_ident(t)}"
@@ -165,24 +242,39 @@ def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
         have = set(columns(conn, "main", t))
         mine = _my_columns(conn, run_id, t, batch)
         cols = _select_list(mine)
-        for c, typ in conn.execute("select column_name, data_type from duckdb_columns() where schema_name = ? "
-                                   "and table_name = ? and column_name <> '_run_id' order by column_index",
-                                   [STAGING, t]).fetchall():
-            if c not in have and (mine is None or c in mine):  # a new column (e.g. a hierarchy column added): older batches get NULL
+        for c, typ in conn.execute(
+            "select column_name, data_type from duckdb_columns() where schema_name = ? "
+            "and table_name = ? and column_name <> '_run_id' order by column_index",
+            [STAGING, t],
+        ).fetchall():
+            if c not in have and (
+                mine is None or c in mine
+            ):  # a new column (e.g. a hierarchy column added): older batches get NULL
                 conn.execute(f"alter table {main} add column {quote_ident(c)} {typ}").fetchall()
         if append_by:
             a = quote_ident(append_by)
-            conn.execute(f"delete from {main} where {quote_ident(column)} = ? and {a} in (select {a} from {stage_table} "
-                         f"where _run_id = ? and {quote_ident(column)} = ?)", [batch, run_id, batch]).fetchall()
+            conn.execute(
+                f"delete from {main} where {quote_ident(column)} = ? and {a} in (select {a} from {stage_table} "
+                f"where _run_id = ? and {quote_ident(column)} = ?)",
+                [batch, run_id, batch],
+            ).fetchall()
         else:
             conn.execute(f"delete from {main} where {quote_ident(column)} = ?", [batch]).fetchall()
-        conn.execute(f"insert into {main} by name select {cols} from {stage_table} "
-                     f"where _run_id = ? and {quote_ident(column)} = ?", [run_id, batch]).fetchall()
+        conn.execute(
+            f"insert into {main} by name select {cols} from {stage_table} "
+            f"where _run_id = ? and {quote_ident(column)} = ?",
+            [run_id, batch],
+        ).fetchall()
         if append_by and keep:
-            conn.execute(f"delete from {main} where {quote_ident(column)} = ? and {a} not in (select distinct {a} "
-                         f"from {main} where {quote_ident(column)} = ? order by {a} desc limit {int(keep)})",
-                         [batch, batch]).fetchall()
-        conn.execute(f"delete from {stage_table} where _run_id = ? and {quote_ident(column)} = ?", [run_id, batch]).fetchall()
+            conn.execute(
+                f"delete from {main} where {quote_ident(column)} = ? and {a} not in (select distinct {a} "
+                f"from {main} where {quote_ident(column)} = ? order by {a} desc limit {int(keep)})",
+                [batch, batch],
+            ).fetchall()
+        conn.execute(
+            f"delete from {stage_table} where _run_id = ? and {quote_ident(column)} = ?",
+            [run_id, batch],
+        ).fetchall()
     conn.execute(f"delete from {WRITES} where run_id = ? and batch = ?", [run_id, batch]).fetchall()
     conn.execute(f"delete from {CLAIMS} where batch = ? and run_id = ?", [batch, run_id]).fetchall()
     return tables

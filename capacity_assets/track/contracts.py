@@ -1,17 +1,23 @@
 """What the track record's pure code shares beyond the table contracts (those are in schema.py)."""
+
 from __future__ import annotations
 
-from capacity_assets.schema import (FORECAST_ACCURACY, FORECAST_HISTORY, RISK_CALL_OUTCOMES, RISK_LIFECYCLE,  # noqa: F401
-                                    RISK_HISTORY, RISK_RESOLVED)
-
+from capacity_assets.schema import (
+    RISK_LIFECYCLE,  # noqa: F401
+)
 
 HORIZON_BUCKETS = ("1-7", "8-30", "31-90", "91-180", "all")
 
 
 # risk_call_scores(): one row per group (the `by` columns first, then these)
 RISK_CALL_SCORES = {
-    "series": "int64", "tp": "int64", "fp": "int64", "fn": "int64",
-    "precision": "float64", "recall": "float64", "final": "bool",
+    "series": "int64",
+    "tp": "int64",
+    "fp": "int64",
+    "fn": "int64",
+    "precision": "float64",
+    "recall": "float64",
+    "final": "bool",
 }
 
 # risk_exceptions gains these two after `severity`, before the extra hierarchy columns

@@ -10,6 +10,7 @@ FORECAST_DECIMALS (0.01 percentage point: a hundredth of a point is far below an
 precision and any forecast's error, while the round values compress well in DuckDB); rows sorted by
 batch, vintage, series and day, so the repeated strings and consecutive dates compress to runs.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,17 +34,42 @@ def vintage_of(forecasts: pd.DataFrame) -> pd.DataFrame:
     reporting starts earlier and must not move the key (nor should one bad clock in the future).
     """
     if forecasts.empty:
-        return pd.DataFrame({"batch": pd.Series(dtype="string"), "vintage": pd.Series(dtype="datetime64[ns]"),
-                             "run_id": pd.Series(dtype="string")})
-    starts = forecasts.groupby(["batch", "server_id", "resource"], observed=True)["ds"].min().rename("vintage")
-    counts = starts.reset_index().groupby(["batch", "vintage"], observed=True).size().rename("n").reset_index()
-    counts = counts.sort_values(["batch", "n", "vintage"], ascending=[True, False, False], kind="stable")
+        return pd.DataFrame(
+            {
+                "batch": pd.Series(dtype="string"),
+                "vintage": pd.Series(dtype="datetime64[ns]"),
+                "run_id": pd.Series(dtype="string"),
+            }
+        )
+    starts = (
+        forecasts.groupby(["batch", "server_id", "resource"], observed=True)["ds"]
+        .min()
+        .rename("vintage")
+    )
+    counts = (
+        starts.reset_index()
+        .groupby(["batch", "vintage"], observed=True)
+        .size()
+        .rename("n")
+        .reset_index()
+    )
+    counts = counts.sort_values(
+        ["batch", "n", "vintage"], ascending=[True, False, False], kind="stable"
+    )
     out = counts.drop_duplicates("batch")[["batch", "vintage"]]
-    runs = (forecasts.groupby("batch", observed=True)["run_id"]
-            .agg(lambda s: s.mode().iloc[0] if s.notna().any() else pd.NA).rename("run_id"))
+    runs = (
+        forecasts.groupby("batch", observed=True)["run_id"]
+        .agg(lambda s: s.mode().iloc[0] if s.notna().any() else pd.NA)
+        .rename("run_id")
+    )
     out = out.merge(runs.reset_index(), on="batch", how="left")
-    return out.astype({"batch": "string", "run_id": "string"}).assign(
-        vintage=lambda d: pd.to_datetime(d["vintage"]).dt.normalize().astype("datetime64[ns]")).reset_index(drop=True)
+    return (
+        out.astype({"batch": "string", "run_id": "string"})
+        .assign(
+            vintage=lambda d: pd.to_datetime(d["vintage"]).dt.normalize().astype("datetime64[ns]")
+        )
+        .reset_index(drop=True)
+    )
 
 
 def as_vintage(forecasts: pd.DataFrame, thresholds=DEFAULT_THRESHOLD) -> pd.DataFrame:
@@ -55,7 +81,9 @@ def as_vintage(forecasts: pd.DataFrame, thresholds=DEFAULT_THRESHOLD) -> pd.Data
     if forecasts.empty:
         return empty(FORECAST_HISTORY)
     key = vintage_of(forecasts)
-    rows = forecasts.drop(columns=["run_id", "threshold"], errors="ignore").merge(key, on="batch", how="inner")
+    rows = forecasts.drop(columns=["run_id", "threshold"], errors="ignore").merge(
+        key, on="batch", how="inner"
+    )
     series = rows[SERIES_KEY].drop_duplicates()
     levels = series.assign(threshold=per_series(thresholds, series, "threshold").to_numpy())
     rows = rows.merge(levels, on=SERIES_KEY, how="left")
@@ -65,7 +93,9 @@ def as_vintage(forecasts: pd.DataFrame, thresholds=DEFAULT_THRESHOLD) -> pd.Data
     return rows.sort_values(ORDER, kind="stable").reset_index(drop=True)
 
 
-def append_vintage(history: pd.DataFrame, new_vintage_rows: pd.DataFrame, keep: int = KEEP_VINTAGES) -> pd.DataFrame:
+def append_vintage(
+    history: pd.DataFrame, new_vintage_rows: pd.DataFrame, keep: int = KEEP_VINTAGES
+) -> pd.DataFrame:
     """History with ``new_vintage_rows`` added: a vintage already present for the batch is replaced
     (a re-run of the same data must not count twice), then only the newest ``keep`` vintages of each
     batch stay. Batches absent from ``new_vintage_rows`` are only trimmed. Idempotent.
@@ -75,15 +105,30 @@ def append_vintage(history: pd.DataFrame, new_vintage_rows: pd.DataFrame, keep: 
     and copied once, then sorted and conformed once."""
     if keep < 1:
         raise ValueError(f"keep must be at least 1 (CAPACITY_KEEP_VINTAGES), got {keep}")
-    new = conform(new_vintage_rows, FORECAST_HISTORY) if len(new_vintage_rows) else empty(FORECAST_HISTORY)
+    new = (
+        conform(new_vintage_rows, FORECAST_HISTORY)
+        if len(new_vintage_rows)
+        else empty(FORECAST_HISTORY)
+    )
     old = history if len(history) else empty(FORECAST_HISTORY)
     old_pairs, new_pairs = _pairs(old), _pairs(new)
     replaced = old_pairs.isin(new_pairs)  # the re-run's vintage is replaced whole
-    pairs = pd.concat([old_pairs[~replaced].unique().to_frame(index=False, name=["batch", "vintage"]),
-                       new_pairs.unique().to_frame(index=False, name=["batch", "vintage"])], ignore_index=True)
+    pairs = pd.concat(
+        [
+            old_pairs[~replaced].unique().to_frame(index=False, name=["batch", "vintage"]),
+            new_pairs.unique().to_frame(index=False, name=["batch", "vintage"]),
+        ],
+        ignore_index=True,
+    )
     kept = _pairs(kept_vintages(pairs, keep))
-    parts = [p for p in (old.loc[~replaced & old_pairs.isin(kept), list(FORECAST_HISTORY)],
-                         new[new_pairs.isin(kept)]) if len(p)]
+    parts = [
+        p
+        for p in (
+            old.loc[~replaced & old_pairs.isin(kept), list(FORECAST_HISTORY)],
+            new[new_pairs.isin(kept)],
+        )
+        if len(p)
+    ]
     del old_pairs, replaced
     if not parts:
         return empty(FORECAST_HISTORY)
@@ -95,8 +140,12 @@ def append_vintage(history: pd.DataFrame, new_vintage_rows: pd.DataFrame, keep: 
 
 def _pairs(df: pd.DataFrame) -> pd.MultiIndex:
     """(batch, vintage) of every row, comparable whatever the input's text and date dtypes."""
-    return pd.MultiIndex.from_arrays([df["batch"].astype(str).to_numpy(),
-                                      pd.to_datetime(df["vintage"]).to_numpy("datetime64[ns]")])
+    return pd.MultiIndex.from_arrays(
+        [
+            df["batch"].astype(str).to_numpy(),
+            pd.to_datetime(df["vintage"]).to_numpy("datetime64[ns]"),
+        ]
+    )
 
 
 def kept_vintages(history: pd.DataFrame, keep: int = KEEP_VINTAGES) -> pd.DataFrame:
@@ -110,4 +159,9 @@ def vintages_of(history: pd.DataFrame) -> pd.DataFrame:
     """(batch, vintage, run_id) of every vintage in a forecast_history, oldest first: the register
     that lifecycle and risk-call functions use (a vintage that flagged nothing is still a vintage)."""
     cols = [c for c in ("batch", "vintage", "run_id") if c in history.columns]
-    return history[cols].drop_duplicates().sort_values(["batch", "vintage"], kind="stable").reset_index(drop=True)
+    return (
+        history[cols]
+        .drop_duplicates()
+        .sort_values(["batch", "vintage"], kind="stable")
+        .reset_index(drop=True)
+    )

@@ -5,6 +5,7 @@ per-batch freshness and the settings a result was made with.
 One small fleet is published once (threshold 50 %, so every batch has risk rows, and the hierarchy
 given as a folder); tests that change or break things work on their own copy of its database.
 """
+
 import json
 import os
 import shutil
@@ -22,8 +23,16 @@ from capacity_assets_tests.conftest import BIN, capacity
 
 BATCHES = 3
 KEYS = [f"batch_{i:02d}" for i in range(BATCHES)]
-TABLES = ["processed_data", "skipped_series", "prophet_results", "challenger_results", "champions",
-          "forecasts", "risk_exceptions", "batch_ledger"]
+TABLES = [
+    "processed_data",
+    "skipped_series",
+    "prophet_results",
+    "challenger_results",
+    "champions",
+    "forecasts",
+    "risk_exceptions",
+    "batch_ledger",
+]
 
 
 def sql(db: str, statement: str, params=None) -> pd.DataFrame:
@@ -38,9 +47,13 @@ def snapshot(db: str, batch: str) -> dict[str, pd.DataFrame]:
 
 def write_hierarchy(folder: Path, servers: list[str], suffix: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"server_id": servers, "department": [f"Dept {i % 2} {suffix}" for i in range(len(servers))],
-                  "app_manager": [f"Manager {i} {suffix}" for i in range(len(servers))]}
-                 ).to_csv(folder / "owners.csv", index=False)
+    pd.DataFrame(
+        {
+            "server_id": servers,
+            "department": [f"Dept {i % 2} {suffix}" for i in range(len(servers))],
+            "app_manager": [f"Manager {i} {suffix}" for i in range(len(servers))],
+        }
+    ).to_csv(folder / "owners.csv", index=False)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +64,14 @@ def published(tmp_path_factory) -> dict:
     fleet = write_fleet(work / "in", servers=6, months=11, seed=5)
     servers = sorted(pd.read_csv(fleet["hierarchy"])["server_id"].astype(str))
     write_hierarchy(work / "owners", servers, "v1")
-    env = {"CAPACITY_METRICS": fleet["metrics"], "CAPACITY_HIERARCHY": str(work / "owners"),
-           "CAPACITY_DB": str(work / "cap.duckdb"), "CAPACITY_BATCHES": str(BATCHES),
-           "CAPACITY_THRESHOLD": "50", "DAGSTER_HOME": str(work / ".dagster")}
+    env = {
+        "CAPACITY_METRICS": fleet["metrics"],
+        "CAPACITY_HIERARCHY": str(work / "owners"),
+        "CAPACITY_DB": str(work / "cap.duckdb"),
+        "CAPACITY_BATCHES": str(BATCHES),
+        "CAPACITY_THRESHOLD": "50",
+        "DAGSTER_HOME": str(work / ".dagster"),
+    }
     capacity("run", cwd=work, env=env)
     return {"work": work, "env": env, "db": env["CAPACITY_DB"], "servers": servers, "fleet": fleet}
 
@@ -62,13 +80,24 @@ def copy_of(published, tmp_path) -> dict:
     """The published database in a fresh work folder with a fresh Dagster instance."""
     shutil.copy(published["db"], tmp_path / "cap.duckdb")
     (tmp_path / ".dagster").mkdir()
-    env = {**published["env"], "CAPACITY_DB": str(tmp_path / "cap.duckdb"), "DAGSTER_HOME": str(tmp_path / ".dagster")}
+    env = {
+        **published["env"],
+        "CAPACITY_DB": str(tmp_path / "cap.duckdb"),
+        "DAGSTER_HOME": str(tmp_path / ".dagster"),
+    }
     return {"work": tmp_path, "env": env, "db": env["CAPACITY_DB"]}
 
 
 def start(args, cwd, env) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "capacity"), *args], cwd=cwd, env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [str(BIN / "capacity"), *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_until_staged(db: str, batch: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -77,13 +106,16 @@ def wait_until_staged(db: str, batch: str, proc: subprocess.Popen, timeout: floa
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the run ended before staging anything:\n{proc.stdout.read()}"
         have = set(sql(db, "select schema_name || '.' || table_name t from duckdb_tables()")["t"])
-        if "staging._writes" in have and len(sql(db, "select 1 from staging._writes where batch = ?", [batch])):
+        if "staging._writes" in have and len(
+            sql(db, "select 1 from staging._writes where batch = ?", [batch])
+        ):
             return
         time.sleep(0.05)
     raise AssertionError("the run staged nothing in time")
 
 
 # --- 1. the ledger --------------------------------------------------------------------------------
+
 
 def test_every_batch_has_one_ledger_row_published_with_its_tables(published):
     from capacity_assets.config import CapacitySettings
@@ -93,51 +125,82 @@ def test_every_batch_has_one_ledger_row_published_with_its_tables(published):
     db = published["db"]
     book = sql(db, "select * from batch_ledger order by batch")
     assert list(book["batch"]) == KEYS
-    runs = sql(db, "select batch, min(run_id) r, max(run_id) r2, count(distinct (server_id, resource)) n, count(*) rows "
-                   "from forecasts group by 1 order by 1")
+    runs = sql(
+        db,
+        "select batch, min(run_id) r, max(run_id) r2, count(distinct (server_id, resource)) n, count(*) rows "
+        "from forecasts group by 1 order by 1",
+    )
     assert (runs["r"] == runs["r2"]).all() and list(runs["r"]) == list(book["run_id"])
     assert list(book["series"]) == list(runs["n"]) and list(book["rows"]) == list(runs["rows"])
-    settings = CapacitySettings(metrics=published["env"]["CAPACITY_METRICS"], hierarchy=published["env"]["CAPACITY_HIERARCHY"],
-                                batches=BATCHES, threshold=50.0)
+    settings = CapacitySettings(
+        metrics=published["env"]["CAPACITY_METRICS"],
+        hierarchy=published["env"]["CAPACITY_HIERARCHY"],
+        batches=BATCHES,
+        threshold=50.0,
+    )
     conn = duckdb.connect()
-    expected = fingerprint.batch_fingerprints(conn, files.inspect_metrics(conn, settings.metrics), settings)
+    expected = fingerprint.batch_fingerprints(
+        conn, files.inspect_metrics(conn, settings.metrics), settings
+    )
     assert dict(zip(book["batch"], book["fingerprint"])) == expected
     assert {json.loads(s)["threshold"] for s in book["settings"]} == {50.0}
-    assert set(book["hierarchy_version"]) == {hierarchy_version(sql(db, "select * from business_hierarchy"))}
+    assert set(book["hierarchy_version"]) == {
+        hierarchy_version(sql(db, "select * from business_hierarchy"))
+    }
 
 
-def test_a_batch_materialised_outside_capacity_run_is_recognised_and_not_recomputed(published, tmp_path):
+def test_a_batch_materialised_outside_capacity_run_is_recognised_and_not_recomputed(
+    published, tmp_path
+):
     w = copy_of(published, tmp_path)
     before = sql(w["db"], "select batch, run_id from batch_ledger order by batch")
     # what a UI backfill or the schedule does: a plain Dagster run of the job for one partition
-    code = ("from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
-            "r = defs.resolve_job_def('capacity_forecast').execute_in_process(partition_key='batch_01', "
-            "instance=DagsterInstance.get())\nassert r.success")
-    proc = subprocess.run([str(BIN / "python"), "-c", code], cwd=w["work"], env={**os.environ, **w["env"]},
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
+        "r = defs.resolve_job_def('capacity_forecast').execute_in_process(partition_key='batch_01', "
+        "instance=DagsterInstance.get())\nassert r.success"
+    )
+    proc = subprocess.run(
+        [str(BIN / "python"), "-c", code],
+        cwd=w["work"],
+        env={**os.environ, **w["env"]},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = sql(w["db"], "select batch, run_id from batch_ledger order by batch")
-    assert after.loc[1, "run_id"] != before.loc[1, "run_id"] and after.loc[0, "run_id"] == before.loc[0, "run_id"]
+    assert (
+        after.loc[1, "run_id"] != before.loc[1, "run_id"]
+        and after.loc[0, "run_id"] == before.loc[0, "run_id"]
+    )
     out = capacity("run", cwd=w["work"], env=w["env"]).stdout
     assert f"{BATCHES} batch(es) unchanged since they were last published" in out, out
     assert sql(w["db"], "select batch, run_id from batch_ledger order by batch").equals(after)
 
 
-def test_changing_the_hierarchy_folder_re_runs_and_owners_match_each_batchs_ledger(published, tmp_path):
+def test_changing_the_hierarchy_folder_re_runs_and_owners_match_each_batchs_ledger(
+    published, tmp_path
+):
     from capacity_assets.store.ledger import hierarchy_version
 
     w = copy_of(published, tmp_path)
     folder = tmp_path / "owners"
     write_hierarchy(folder, published["servers"], "v2")
     env = {**w["env"], "CAPACITY_HIERARCHY": str(folder)}
-    old_version = sql(w["db"], "select distinct hierarchy_version v from batch_ledger")["v"].tolist()
+    old_version = sql(w["db"], "select distinct hierarchy_version v from batch_ledger")[
+        "v"
+    ].tolist()
     # only batch_00 runs (as if the others had failed): the hierarchy table is v2 from now on
     out = capacity("run", "--workers", "1", "--batch", "batch_00", cwd=w["work"], env=env).stdout
     assert "unchanged" not in out
     v2 = hierarchy_version(sql(w["db"], "select * from business_hierarchy"))
     book = sql(w["db"], "select batch, hierarchy_version from batch_ledger order by batch")
-    assert dict(zip(book["batch"], book["hierarchy_version"])) == {"batch_00": v2, "batch_01": old_version[0],
-                                                                   "batch_02": old_version[0]}
+    assert dict(zip(book["batch"], book["hierarchy_version"])) == {
+        "batch_00": v2,
+        "batch_01": old_version[0],
+        "batch_02": old_version[0],
+    }
     risk = sql(w["db"], "select batch, app_manager from risk_exceptions")
     assert set(risk["batch"]) == set(KEYS), "every batch needs risk rows for this test"
     for batch, managers in risk.groupby("batch")["app_manager"]:
@@ -151,7 +214,10 @@ def test_changing_the_hierarchy_folder_re_runs_and_owners_match_each_batchs_ledg
 
 # --- 2. two runs of one batch at once ---------------------------------------------------------------
 
-def test_two_runs_of_one_batch_give_one_publication_and_the_overtaken_run_fails(published, tmp_path):
+
+def test_two_runs_of_one_batch_give_one_publication_and_the_overtaken_run_fails(
+    published, tmp_path
+):
     from capacity_assets.store.db import db_lock
 
     w = copy_of(published, tmp_path)
@@ -164,42 +230,70 @@ def test_two_runs_of_one_batch_give_one_publication_and_the_overtaken_run_fails(
         # SQLite event log, a lock no live run holds for more than milliseconds (the race under test
         # is on the DuckDB file, which both share)
         (w["work"] / ".dagster_second").mkdir()
-        second = capacity("run", "--batch", "batch_02", "--force", "--workers", "1", cwd=w["work"],
-                          env={**w["env"], "DAGSTER_HOME": str(w["work"] / ".dagster_second")})
+        second = capacity(
+            "run",
+            "--batch",
+            "batch_02",
+            "--force",
+            "--workers",
+            "1",
+            cwd=w["work"],
+            env={**w["env"], "DAGSTER_HOME": str(w["work"] / ".dagster_second")},
+        )
     finally:
         os.killpg(first.pid, signal.SIGCONT)
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 1, out
     assert "superseded by run" in out and "published nothing" in out, out
     assert "batch_02: ok" in second.stdout
-    book = sql(w["db"], "select run_id from batch_ledger where batch = 'batch_02'")["run_id"].tolist()
-    published_runs = set(sql(w["db"], "select distinct run_id from forecasts where batch = 'batch_02'")["run_id"])
+    book = sql(w["db"], "select run_id from batch_ledger where batch = 'batch_02'")[
+        "run_id"
+    ].tolist()
+    published_runs = set(
+        sql(w["db"], "select distinct run_id from forecasts where batch = 'batch_02'")["run_id"]
+    )
     assert published_runs == set(book) and len(book) == 1
     series = sql(w["db"], "select series from batch_ledger where batch = 'batch_02'")["series"][0]
     for table in ("prophet_results", "challenger_results", "champions", "forecasts"):
-        n = sql(w["db"], f"select count(distinct (server_id, resource)) n from {table} where batch = 'batch_02'")["n"][0]
+        n = sql(
+            w["db"],
+            f"select count(distinct (server_id, resource)) n from {table} where batch = 'batch_02'",
+        )["n"][0]
         assert n == series > 0, table
 
 
 # --- 3. killed while staging ------------------------------------------------------------------------
 
-def test_a_run_killed_while_staging_keeps_the_previous_results_and_the_next_run_repairs(published, tmp_path):
+
+def test_a_run_killed_while_staging_keeps_the_previous_results_and_the_next_run_repairs(
+    published, tmp_path
+):
     w = copy_of(published, tmp_path)
     target = "batch_00"
     before = snapshot(w["db"], target)
     # new input for one server of the batch, so the interrupted run had something to change
     server = next(s for s in published["servers"] if batch_of(s, BATCHES) == target)
     metrics = tmp_path / "metrics"
-    shutil.copytree(Path(published["fleet"]["metrics"]).parent, metrics)  # the fleet's metrics are a glob
+    shutil.copytree(
+        Path(published["fleet"]["metrics"]).parent, metrics
+    )  # the fleet's metrics are a glob
     last = pd.Timestamp(before["processed_data"]["ds"].max())
-    pd.DataFrame({"server_id": [server], "resource": ["cpu"], "timestamp": [last + pd.Timedelta(days=1)],
-                  "utilization_pct": [99.0]}).to_parquet(metrics / "late.parquet")
+    pd.DataFrame(
+        {
+            "server_id": [server],
+            "resource": ["cpu"],
+            "timestamp": [last + pd.Timedelta(days=1)],
+            "utilization_pct": [99.0],
+        }
+    ).to_parquet(metrics / "late.parquet")
     env = {**w["env"], "CAPACITY_METRICS": str(metrics)}
     run = start(["run", "--batch", target, "--workers", "1"], w["work"], env)
     wait_until_staged(w["db"], target, run)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait(timeout=60)
-    assert len(sql(w["db"], "select 1 from staging._writes where batch = ?", [target])), "not killed mid-staging"
+    assert len(sql(w["db"], "select 1 from staging._writes where batch = ?", [target])), (
+        "not killed mid-staging"
+    )
     after = snapshot(w["db"], target)
     for t in TABLES:
         pd.testing.assert_frame_equal(after[t], before[t], obj=t)
@@ -221,30 +315,50 @@ def test_re_materialising_one_batch_replaces_exactly_its_rows(published, tmp_pat
         after = sql(w["db"], f"select * from {t} order by all")
         assert len(after) == len(before[t]) > 0, t
         other_b, other_a = before[t][before[t]["batch"] != target], after[after["batch"] != target]
-        pd.testing.assert_frame_equal(other_a.reset_index(drop=True), other_b.reset_index(drop=True), check_dtype=False)
+        pd.testing.assert_frame_equal(
+            other_a.reset_index(drop=True), other_b.reset_index(drop=True), check_dtype=False
+        )
         keep = [c for c in after.columns if c not in ("run_id", "generated_at", "published_at")]
         mine_b = before[t][before[t]["batch"] == target][keep].reset_index(drop=True)
         mine_a = after[after["batch"] == target][keep].reset_index(drop=True)
         assert len(mine_a) > 0 or t == "skipped_series"
-        pd.testing.assert_frame_equal(mine_a, mine_b, check_dtype=False, check_exact=False, atol=1e-3, rtol=0)
+        pd.testing.assert_frame_equal(
+            mine_a, mine_b, check_dtype=False, check_exact=False, atol=1e-3, rtol=0
+        )
     runs_before = before["batch_ledger"].set_index("batch")["run_id"]
     runs_after = sql(w["db"], "select batch, run_id from batch_ledger").set_index("batch")["run_id"]
-    assert runs_after[target] != runs_before[target] and runs_after["batch_00"] == runs_before["batch_00"]
+    assert (
+        runs_after[target] != runs_before[target]
+        and runs_after["batch_00"] == runs_before["batch_00"]
+    )
 
 
 # --- 6 and 7. freshness per batch, and the settings a result was made with --------------------------
 
+
 def test_the_freshness_check_on_a_database_where_nothing_was_published_names_every_batch(tmp_path):
     """The first run failed everywhere, or the check runs from the UI before any run: the check must
     fail naming every batch as never published, not crash on the missing ledger."""
-    env = {**os.environ, "CAPACITY_DB": str(tmp_path / "cap.duckdb"), "DAGSTER_HOME": str(tmp_path / ".dagster")}
+    env = {
+        **os.environ,
+        "CAPACITY_DB": str(tmp_path / "cap.duckdb"),
+        "DAGSTER_HOME": str(tmp_path / ".dagster"),
+    }
     (tmp_path / ".dagster").mkdir()
-    code = ("from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
-            "r = defs.resolve_job_def('capacity_freshness').execute_in_process(instance=DagsterInstance.get(), "
-            "raise_on_error=False)\n"
-            "[e] = r.get_asset_check_evaluations()\nprint(r.success, e.passed, e.description)")
-    proc = subprocess.run([str(BIN / "python"), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    code = (
+        "from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
+        "r = defs.resolve_job_def('capacity_freshness').execute_in_process(instance=DagsterInstance.get(), "
+        "raise_on_error=False)\n"
+        "[e] = r.get_asset_check_evaluations()\nprint(r.success, e.passed, e.description)"
+    )
+    proc = subprocess.run(
+        [str(BIN / "python"), "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("True False 3 of 3 batches are not fresh"), proc.stdout
     assert all(f"batch_0{i}: never published" in proc.stdout for i in range(3)), proc.stdout
@@ -255,17 +369,31 @@ def test_one_fresh_batch_does_not_make_stale_ones_look_fresh(published, tmp_path
 
     w = copy_of(published, tmp_path)
     conn = duckdb.connect(w["db"])
-    conn.execute("update batch_ledger set published_at = published_at - interval 20 day where batch <> 'batch_00'")
-    conn.execute("update forecasts set generated_at = generated_at - interval 20 day where batch <> 'batch_00'")
+    conn.execute(
+        "update batch_ledger set published_at = published_at - interval 20 day where batch <> 'batch_00'"
+    )
+    conn.execute(
+        "update forecasts set generated_at = generated_at - interval 20 day where batch <> 'batch_00'"
+    )
     conn.close()
-    code = ("from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
-            "r = defs.resolve_job_def('capacity_freshness').execute_in_process(instance=DagsterInstance.get(), "
-            "raise_on_error=False)\n"
-            "[e] = r.get_asset_check_evaluations()\nprint(e.passed, e.description)")
-    proc = subprocess.run([str(BIN / "python"), "-c", code], cwd=w["work"], env={**os.environ, **w["env"]},
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
+        "r = defs.resolve_job_def('capacity_freshness').execute_in_process(instance=DagsterInstance.get(), "
+        "raise_on_error=False)\n"
+        "[e] = r.get_asset_check_evaluations()\nprint(e.passed, e.description)"
+    )
+    proc = subprocess.run(
+        [str(BIN / "python"), "-c", code],
+        cwd=w["work"],
+        env={**os.environ, **w["env"]},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("False") and "batch_01" in proc.stdout and "batch_02" in proc.stdout
+    assert (
+        proc.stdout.startswith("False") and "batch_01" in proc.stdout and "batch_02" in proc.stdout
+    )
     assert "batch_00" not in proc.stdout
     app = str(Path(__file__).resolve().parents[2] / "capacity_assets" / "dashboard" / "app.py")
     old = {k: os.environ.get(k) for k in ("CAPACITY_DB", "CAPACITY_THRESHOLD")}
@@ -278,9 +406,13 @@ def test_one_fresh_batch_does_not_make_stale_ones_look_fresh(published, tmp_path
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     assert not at.exception
     warnings = " ".join(x.value for x in at.warning)
-    assert "Data is stale" in warnings and ("batch\\_01" in warnings or "batch\\_02" in warnings), warnings
+    assert "Data is stale" in warnings and ("batch\\_01" in warnings or "batch\\_02" in warnings), (
+        warnings
+    )
     assert not any("fresh" in x.value for x in at.success)
-    assert any(c.value.startswith("Threshold 50 %") for c in at.caption), [c.value for c in at.caption]
+    assert any(c.value.startswith("Threshold 50 %") for c in at.caption), [
+        c.value for c in at.caption
+    ]
 
 
 def test_a_run_with_nothing_to_do_still_checks_freshness_for_the_ui(published, tmp_path):
@@ -290,15 +422,21 @@ def test_a_run_with_nothing_to_do_still_checks_freshness_for_the_ui(published, t
 
     w = copy_of(published, tmp_path)
     conn = duckdb.connect(w["db"])
-    conn.execute("update batch_ledger set published_at = published_at - interval 20 day where batch <> 'batch_00'")
+    conn.execute(
+        "update batch_ledger set published_at = published_at - interval 20 day where batch <> 'batch_00'"
+    )
     conn.close()
     out = capacity("run", cwd=w["work"], env=w["env"]).stdout
     assert f"{BATCHES} batch(es) unchanged" in out and "NOT FRESH" in out, out
     with DagsterInstance.from_config(w["env"]["DAGSTER_HOME"]) as instance:
         runs = [r for r in instance.get_runs() if r.job_name == "capacity_freshness"]
         assert len(runs) == 1, [r.job_name for r in instance.get_runs()]
-        [check] = [e.dagster_event.event_specific_data
-                   for e in instance.all_logs(runs[0].run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
+        [check] = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(
+                runs[0].run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+            )
+        ]
     assert not check.passed and "batch_01" in check.description and "batch_02" in check.description
     assert "batch_00" not in check.description
 

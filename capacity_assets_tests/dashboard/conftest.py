@@ -7,6 +7,7 @@ dashboard test is set up and runs alongside the tests on the single-run database
 meanwhile); ``track_db`` waits for it only when a Track record test needs it. A session that needs no
 track_db (``-k`` on other tests) kills it at the end.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,15 +24,36 @@ WEEKS = 3
 def _track_replay(tmp_path_factory):
     """Starts the replay (a process group of our own, killed at the end if still running)."""
     work = tmp_path_factory.mktemp("track")
-    env = {**os.environ, "CAPACITY_BATCHES": "2", "CAPACITY_DB": str(work / "cap.duckdb"),
-           "DAGSTER_HOME": str(work / ".dagster")}
+    env = {
+        **os.environ,
+        "CAPACITY_BATCHES": "2",
+        "CAPACITY_DB": str(work / "cap.duckdb"),
+        "DAGSTER_HOME": str(work / ".dagster"),
+    }
     for name in ("CAPACITY_METRICS", "CAPACITY_HIERARCHY"):
         env.pop(name, None)
     log = open(work / "demo.log", "w")
     proc = subprocess.Popen(
-        [str(BIN / "capacity"), "demo", "--servers", str(TINY["servers"]), "--months", str(TINY["months"]),
-         "--seed", str(TINY["seed"]), "--weeks", str(WEEKS), "--out", str(work / "demo")],
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(BIN / "capacity"),
+            "demo",
+            "--servers",
+            str(TINY["servers"]),
+            "--months",
+            str(TINY["months"]),
+            "--seed",
+            str(TINY["seed"]),
+            "--weeks",
+            str(WEEKS),
+            "--out",
+            str(work / "demo"),
+        ],
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     replay = {"proc": proc, "work": work, "env": env, "log": work / "demo.log"}
     try:
         yield replay
@@ -50,10 +72,14 @@ def track_db(_track_replay) -> dict:
         proc.wait(timeout=600)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 15)
-        raise AssertionError(f"capacity demo --weeks {WEEKS} did not finish in 600 s:\n"
-                             + _track_replay["log"].read_text()[-4000:])
+        raise AssertionError(
+            f"capacity demo --weeks {WEEKS} did not finish in 600 s:\n"
+            + _track_replay["log"].read_text()[-4000:]
+        ) from None
     log = _track_replay["log"].read_text()
     if proc.returncode != 0:
-        raise AssertionError(f"capacity demo --weeks {WEEKS} exited {proc.returncode}:\n{log[-4000:]}")
+        raise AssertionError(
+            f"capacity demo --weeks {WEEKS} exited {proc.returncode}:\n{log[-4000:]}"
+        )
     assert len(list((work / "demo" / "weeks").glob("*/metrics.parquet"))) == WEEKS, log[-4000:]
     return {"db": _track_replay["env"]["CAPACITY_DB"], "log": log}

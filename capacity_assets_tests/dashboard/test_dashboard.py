@@ -4,6 +4,7 @@ A doctored copy of that database adds what a 6-server fleet rarely has: at-risk 
 id full of quotes, unicode and SQL, which must round-trip through every query as a bound parameter.
 The Track record view is tested on ``track_db`` (conftest.py): three weekly runs of the real pipeline.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,8 +46,20 @@ def open_view(at: AppTest, view: str) -> AppTest:
 
 
 def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("markdown", "info", "warning", "error", "success", "caption", "subheader", "title")
-             for e in getattr(at, kind)]
+    parts = [
+        e.value
+        for kind in (
+            "markdown",
+            "info",
+            "warning",
+            "error",
+            "success",
+            "caption",
+            "subheader",
+            "title",
+        )
+        for e in getattr(at, kind)
+    ]
     return "\n".join(str(p) for p in parts)
 
 
@@ -69,20 +82,38 @@ def risky_db(tiny_pipeline_db, tmp_path_factory) -> dict:
     db = copy_db(tiny_pipeline_db, tmp_path_factory.mktemp("risky") / "cap.duckdb")
     con = duckdb.connect(db)
     try:
-        servers = [r[0] for r in con.execute(
-            "select distinct server_id from forecasts order by server_id").fetchall()]
+        servers = [
+            r[0]
+            for r in con.execute(
+                "select distinct server_id from forecasts order by server_id"
+            ).fetchall()
+        ]
         victim, other = servers[0], servers[1]
-        tables = {r[0] for r in con.execute(
-            "select table_name from duckdb_tables() where schema_name = 'main'").fetchall()}
+        tables = {
+            r[0]
+            for r in con.execute(
+                "select table_name from duckdb_tables() where schema_name = 'main'"
+            ).fetchall()
+        }
         for t in tables:
-            cols = {r[0] for r in con.execute(
-                "select column_name from duckdb_columns() where table_name = ?", [t]).fetchall()}
+            cols = {
+                r[0]
+                for r in con.execute(
+                    "select column_name from duckdb_columns() where table_name = ?", [t]
+                ).fetchall()
+            }
             if "server_id" in cols:
-                con.execute(f'update main."{t}" set server_id = ? where server_id = ?', [NASTY_ID, victim])
+                con.execute(
+                    f'update main."{t}" set server_id = ? where server_id = ?', [NASTY_ID, victim]
+                )
         con.execute("delete from risk_exceptions")
-        start = con.execute("select min(ds) from forecasts where server_id = ?", [NASTY_ID]).fetchone()[0]
-        for sid, res, sev, when in ((NASTY_ID, "cpu", "critical", BREACH), (other, "memory", "warning",
-                                                                            pd.Timestamp(start) + pd.Timedelta(days=60))):
+        start = con.execute(
+            "select min(ds) from forecasts where server_id = ?", [NASTY_ID]
+        ).fetchone()[0]
+        for sid, res, sev, when in (
+            (NASTY_ID, "cpu", "critical", BREACH),
+            (other, "memory", "warning", pd.Timestamp(start) + pd.Timedelta(days=60)),
+        ):
             con.execute(
                 "insert into risk_exceptions by name "
                 "select f.batch, f.server_id, f.resource, coalesce(h.department, 'Unassigned') department, "
@@ -91,7 +122,8 @@ def risky_db(tiny_pipeline_db, tmp_path_factory) -> dict:
                 "any_value(f.model) model, any_value(f.champion_mape) champion_mape, any_value(f.trust) trust, "
                 "? severity from forecasts f left join business_hierarchy h using (server_id) "
                 "where f.server_id = ? and f.resource = ? group by all",
-                [when.date(), when.date(), sev, sid, res])
+                [when.date(), when.date(), sev, sid, res],
+            )
     finally:
         con.close()
     return {"db": db, "nasty": NASTY_ID, "other": other}
@@ -102,13 +134,21 @@ def heatmap_cells(fig: dict) -> dict[tuple[str, str], int]:
         return {}  # the "no series at risk" figure
     trace = fig["data"][0]
     labels = {"CPU": "cpu", "Memory": "memory", "Disk": "disk", "Network": "network"}
-    return {(dep, labels[res]): int(v) for dep, row in zip(trace["y"], trace["z"])
-            for res, v in zip(trace["x"], row) if v}
+    return {
+        (dep, labels[res]): int(v)
+        for dep, row in zip(trace["y"], trace["z"])
+        for res, v in zip(trace["x"], row)
+        if v
+    }
 
 
 def risk_counts(db: str, severity: str | None = None) -> dict[tuple[str, str], int]:
-    df = queries.query(db, "select department, resource, count(*) n from risk_exceptions "
-                           "where cast(? as varchar) is null or severity = ? group by all", [severity, severity])
+    df = queries.query(
+        db,
+        "select department, resource, count(*) n from risk_exceptions "
+        "where cast(? as varchar) is null or severity = ? group by all",
+        [severity, severity],
+    )
     return {(r.department, r.resource): int(r.n) for r in df.itertuples()}
 
 
@@ -116,11 +156,18 @@ def risk_counts(db: str, severity: str | None = None) -> dict[tuple[str, str], i
 def test_every_view_renders_on_pipeline_db(tiny_pipeline_db, monkeypatch):
     at = app(tiny_pipeline_db, monkeypatch).run()
     assert not at.exception, at.exception
-    assert [t.label for t in at.tabs] == ["Risk heatmap", "Capacity plan", "Track record", "Tournament summary",
-                                          "Deep dive"]
+    assert [t.label for t in at.tabs] == [
+        "Risk heatmap",
+        "Capacity plan",
+        "Track record",
+        "Tournament summary",
+        "Deep dive",
+    ]
     metrics = {m.label: m.value for m in at.metric}
     n = queries.query(tiny_pipeline_db, "select count(*) n from champions").iloc[0]
-    fleet = queries.query(tiny_pipeline_db, "select count(distinct server_id) s from processed_data").iloc[0]
+    fleet = queries.query(
+        tiny_pipeline_db, "select count(distinct server_id) s from processed_data"
+    ).iloc[0]
     # every server, also one only skipped (the tiny fleet's new server), and every published batch
     assert metrics["Servers"] == f"{fleet['s']:,}" and metrics["Series"] == f"{n['n']:,}"
     batches = queries.query(tiny_pipeline_db, "select count(*) n from batch_ledger").iloc[0, 0]
@@ -128,8 +175,11 @@ def test_every_view_renders_on_pipeline_db(tiny_pipeline_db, monkeypatch):
     assert "Data is fresh" in texts(at)
     # the tiny fleet has a saturating server, so the heatmap has a cell to get right (not {} == {})
     counts = risk_counts(tiny_pipeline_db)
-    dept = queries.query(tiny_pipeline_db, "select department from risk_exceptions where server_id = ? and "
-                                           "resource = ?", list(TINY_SATURATING))["department"].tolist()
+    dept = queries.query(
+        tiny_pipeline_db,
+        "select department from risk_exceptions where server_id = ? and resource = ?",
+        list(TINY_SATURATING),
+    )["department"].tolist()
     assert len(dept) == 1, f"{TINY_SATURATING} is not in risk_exceptions"
     assert counts.get((dept[0], TINY_SATURATING[1]), 0) >= 1
     assert heatmap_cells(figures(at)[0]) == counts
@@ -143,8 +193,11 @@ def test_every_view_renders_on_pipeline_db(tiny_pipeline_db, monkeypatch):
     assert not at.exception, at.exception
     server = at.selectbox(key="deep_select").value
     assert server and f"### {server}" in texts(at)
-    resources = queries.query(tiny_pipeline_db, "select count(distinct resource) n from processed_data "
-                                                "where server_id = ?", [server]).iloc[0, 0]
+    resources = queries.query(
+        tiny_pipeline_db,
+        "select count(distinct resource) n from processed_data where server_id = ?",
+        [server],
+    ).iloc[0, 0]
     assert len(figures(at)) == resources
 
 
@@ -162,7 +215,9 @@ def test_heatmap_counts_equal_risk_exceptions(risky_db, monkeypatch):
 def test_risk_list_filters_and_download(risky_db, monkeypatch):
     db = risky_db["db"]
     at = app(db, monkeypatch).run()
-    dept = queries.query(db, "select department from risk_exceptions where server_id = ?", [NASTY_ID]).iloc[0, 0]
+    dept = queries.query(
+        db, "select department from risk_exceptions where server_id = ?", [NASTY_ID]
+    ).iloc[0, 0]
     at.selectbox(key="risk_department").set_value(dept).run()
     shown = at.dataframe[0].value
     assert set(shown["department"]) == {dept} and NASTY_ID in set(shown["server_id"])
@@ -178,7 +233,9 @@ def test_deep_dive_defaults_to_most_urgent_and_shows_breach(risky_db, monkeypatc
     assert any(f"{BREACH:%d %b %Y}" in t for t in titles)
     cpu = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("CPU"))
     assert any(t.get("name", "").startswith("first breach") for t in cpu["data"])
-    assert {"actual", "prophet backtest", "challenger backtest", "forecast band"} <= {t.get("name") for t in cpu["data"]}
+    assert {"actual", "prophet backtest", "challenger backtest", "forecast band"} <= {
+        t.get("name") for t in cpu["data"]
+    }
 
 
 def test_deep_dive_search_with_quotes_and_a_normal_server(risky_db, monkeypatch):
@@ -187,12 +244,16 @@ def test_deep_dive_search_with_quotes_and_a_normal_server(risky_db, monkeypatch)
     assert not at.exception
     assert at.selectbox(key="deep_select").options == [NASTY_ID]
     at.text_input(key="deep_search").set_value("").run()
-    normal = next(o for o in at.selectbox(key="deep_select").options if o not in (NASTY_ID, risky_db["other"]))
+    normal = next(
+        o for o in at.selectbox(key="deep_select").options if o not in (NASTY_ID, risky_db["other"])
+    )
     at.selectbox(key="deep_select").set_value(normal).run()
     assert not at.exception
     assert "No resource is forecast to reach" in texts(at)
     assert figures(at)
-    assert queries.query(risky_db["db"], "select count(*) from forecasts").iloc[0, 0] > 0  # still there
+    assert (
+        queries.query(risky_db["db"], "select count(*) from forecasts").iloc[0, 0] > 0
+    )  # still there
 
 
 def test_deep_dive_states_the_series_own_threshold(risky_db, tmp_path, monkeypatch):
@@ -202,7 +263,10 @@ def test_deep_dive_states_the_series_own_threshold(risky_db, tmp_path, monkeypat
 
     db = copy_db(risky_db["db"], tmp_path / "cap.duckdb")
     con = duckdb.connect(db)
-    con.execute("update risk_exceptions set threshold = 40 where server_id = ? and resource = 'cpu'", [NASTY_ID])
+    con.execute(
+        "update risk_exceptions set threshold = 40 where server_id = ? and resource = 'cpu'",
+        [NASTY_ID],
+    )
     con.close()
     at = open_view(app(db, monkeypatch).run(), "Deep dive")
     assert not at.exception
@@ -220,11 +284,14 @@ def test_deep_dive_search_finds_a_server_that_has_no_forecast(tiny_pipeline_db, 
     assert "shorter than the" in texts(at)
     # nobody forecasts it: no all-clear, but a warning that nothing is known
     assert not [e.value for e in at.success if "No resource is forecast" in e.value]
-    assert "Not forecast: none of this server's series could be forecast" in "\n".join(e.value for e in at.warning)
+    assert "Not forecast: none of this server's series could be forecast" in "\n".join(
+        e.value for e in at.warning
+    )
 
 
 def test_deep_dive_draws_every_tournament_contenders_backtest_and_opens_an_older_database(
-        tiny_pipeline_db, tmp_path, monkeypatch):
+    tiny_pipeline_db, tmp_path, monkeypatch
+):
     """The combination can be a series' champion, yet its backtest was never drawn; and a database
     from before the capacity plan (no demand columns) crashed the deep dive."""
     import duckdb
@@ -264,8 +331,10 @@ def test_no_database_explains_how_to_get_data(tmp_path, monkeypatch):
 def test_a_bad_lock_timeout_is_a_configuration_error_not_a_traceback(risky_db, monkeypatch):
     at = app(risky_db, monkeypatch, CAPACITY_DASHBOARD_LOCK_TIMEOUT="abc").run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["Configuration error: CAPACITY_DASHBOARD_LOCK_TIMEOUT='abc': expected the "
-                                          "seconds a view waits for a writing run, e.g. 8"]
+    assert [e.value for e in at.error] == [
+        "Configuration error: CAPACITY_DASHBOARD_LOCK_TIMEOUT='abc': expected the "
+        "seconds a view waits for a writing run, e.g. 8"
+    ]
 
 
 def test_database_without_tables_explains_how_to_get_data(tmp_path, monkeypatch):
@@ -282,7 +351,9 @@ def test_busy_database_shows_last_loaded_data(risky_db, tmp_path, monkeypatch):
     db = copy_db(risky_db["db"], tmp_path / "cap.duckdb")
     at = app(db, monkeypatch, CAPACITY_DASHBOARD_LOCK_TIMEOUT=0.3).run()
     before = heatmap_cells(figures(at)[0])
-    assert before == risk_counts(db) and sum(before.values()) == 2  # a real heatmap, not the empty figure
+    assert (
+        before == risk_counts(db) and sum(before.values()) == 2
+    )  # a real heatmap, not the empty figure
     held, release = threading.Event(), threading.Event()
 
     def writer():
@@ -319,12 +390,30 @@ def test_dashboard_reads_while_a_batch_is_materialised(tiny_run, tmp_path, monke
     --force: the copied file's batch ledger says batch_00 is unchanged, and a skipped run would leave
     nothing for the dashboard to read around."""
     db = copy_db(tiny_run["db"], tmp_path / "cap.duckdb")
-    env = {**os.environ, **tiny_run["env"], "CAPACITY_DB": db, "DAGSTER_HOME": str(tmp_path / ".dagster")}
+    env = {
+        **os.environ,
+        **tiny_run["env"],
+        "CAPACITY_DB": db,
+        "DAGSTER_HOME": str(tmp_path / ".dagster"),
+    }
     run_id_sql = "select any_value(run_id) from forecasts where batch = 'batch_00'"
     run_before = queries.query(db, run_id_sql).iloc[0, 0]
-    run = subprocess.Popen([str(Path(sys.executable).parent / "capacity"), "run", "--batch", "batch_00",
-                            "--force", "--workers", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "capacity"),
+            "run",
+            "--batch",
+            "batch_00",
+            "--force",
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     renders, deadline = 0, time.monotonic() + 300
     try:
         while run.poll() is None and time.monotonic() < deadline:
@@ -362,22 +451,32 @@ def figure(at: AppTest, title_start: str) -> dict:
     return next(f for f in figures(at) if f["layout"]["title"]["text"].startswith(title_start))
 
 
-TABLES = {"accuracy": ("vintage", "horizon_bucket"), "calls": ("vintage", "tp"), "departments": ("department", "tp"),
-          "exceptions": ("change", "server_id"), "resolved": ("server_id", "reason")}
+TABLES = {
+    "accuracy": ("vintage", "horizon_bucket"),
+    "calls": ("vintage", "tp"),
+    "departments": ("department", "tp"),
+    "exceptions": ("change", "server_id"),
+    "resolved": ("server_id", "reason"),
+}
 
 
 def table(at: AppTest, name: str) -> pd.DataFrame:
     """A table of the Track record by its leading columns (AppTest does not expose a dataframe's key)."""
     lead = list(TABLES[name])
-    found = [d.value for d in at.dataframe if [c for c in d.value.columns if c in lead] == lead
-             and d.value.columns[0] == lead[0]]
+    found = [
+        d.value
+        for d in at.dataframe
+        if [c for c in d.value.columns if c in lead] == lead and d.value.columns[0] == lead[0]
+    ]
     return found[0] if found else pd.DataFrame(columns=lead)
 
 
 def test_header_counts_kept_vintages(track_db, monkeypatch):
     at = app(track_db["db"], monkeypatch).run()
     assert not at.exception, at.exception
-    n = queries.query(track_db["db"], "select count(distinct vintage) from forecast_history").iloc[0, 0]
+    n = queries.query(track_db["db"], "select count(distinct vintage) from forecast_history").iloc[
+        0, 0
+    ]
     assert n == 3  # one vintage per replayed week
     assert f"{n} weekly vintages kept" in texts(at)
 
@@ -387,29 +486,43 @@ def test_track_record_accuracy_equals_sql(track_db, monkeypatch):
     at = open_view(app(db, monkeypatch).run(), "Track record")
     assert not at.exception, at.exception
     assert "Kept vintages" not in texts(at)  # no "fills as weekly runs accumulate" note
-    present = queries.query(db, "select distinct horizon_bucket from forecast_accuracy")["horizon_bucket"].tolist()
+    present = queries.query(db, "select distinct horizon_bucket from forecast_accuracy")[
+        "horizon_bucket"
+    ].tolist()
     assert "1-7" in present
     fig = figure(at, "Median MAPE")
     assert [t["name"] for t in fig["data"]] == [f"days {b}" for b in BUCKETS if b in present]
 
     oldest = "select min(vintage) from forecast_accuracy"
-    sql = queries.query(db, f"select median(mape) med, avg(mape) mean, median(wape) filter (where not isnan(wape)) wape, "
-                            f"sum(bias * days_scored) / sum(days_scored) bias, "
-                            f"sum(band_coverage * days_scored) / sum(days_scored) cov, count(*) n "
-                            f"from forecast_accuracy where vintage = ({oldest}) and horizon_bucket = '1-7'").iloc[0]
+    sql = queries.query(
+        db,
+        f"select median(mape) med, avg(mape) mean, median(wape) filter (where not isnan(wape)) wape, "
+        f"sum(bias * days_scored) / sum(days_scored) bias, "
+        f"sum(band_coverage * days_scored) / sum(days_scored) cov, count(*) n "
+        f"from forecast_accuracy where vintage = ({oldest}) and horizon_bucket = '1-7'",
+    ).iloc[0]
     first_week = next(t for t in fig["data"] if t["name"] == "days 1-7")
     assert values(first_week["y"])[0] == pytest.approx(sql["med"])
-    n_vintages = queries.query(db, "select count(distinct vintage) from forecast_accuracy "
-                                   "where horizon_bucket = '1-7'").iloc[0, 0]
+    n_vintages = queries.query(
+        db, "select count(distinct vintage) from forecast_accuracy where horizon_bucket = '1-7'"
+    ).iloc[0, 0]
     assert len(values(first_week["y"])) == n_vintages >= 2
 
     acc = table(at, "accuracy")
     row = acc[(acc["vintage"] == acc["vintage"].min()) & (acc["horizon_bucket"] == "1-7")].iloc[0]
-    assert row["median_mape"] == pytest.approx(sql["med"]) and row["mean_mape"] == pytest.approx(sql["mean"])
-    assert row["median_wape"] == pytest.approx(sql["wape"]) and row["bias"] == pytest.approx(sql["bias"])
+    assert row["median_mape"] == pytest.approx(sql["med"]) and row["mean_mape"] == pytest.approx(
+        sql["mean"]
+    )
+    assert row["median_wape"] == pytest.approx(sql["wape"]) and row["bias"] == pytest.approx(
+        sql["bias"]
+    )
     assert row["band_coverage"] == pytest.approx(sql["cov"] * 100) and row["series"] == sql["n"]
-    assert len(acc) == queries.query(db, "select count(distinct (vintage, horizon_bucket)) "
-                                         "from forecast_accuracy").iloc[0, 0]
+    assert (
+        len(acc)
+        == queries.query(
+            db, "select count(distinct (vintage, horizon_bucket)) from forecast_accuracy"
+        ).iloc[0, 0]
+    )
 
     at.radio(key="track_stat").set_value("mean_mape").run()
     assert not at.exception
@@ -423,7 +536,9 @@ def _scores(shown: pd.DataFrame, expected: pd.DataFrame, key: str) -> None:
     for col in ("series", "tp", "fp", "fn"):
         assert shown[col].tolist() == expected[col].tolist(), col
     for col in ("precision", "recall"):
-        assert shown[col].tolist() == ["–" if pd.isna(v) else f"{v:.0%}" for v in expected[col]], col
+        assert shown[col].tolist() == ["–" if pd.isna(v) else f"{v:.0%}" for v in expected[col]], (
+            col
+        )
     assert shown["status"].tolist() == ["final" if f else "so far" for f in expected["final"]]
 
 
@@ -435,27 +550,41 @@ def test_track_record_risk_calls_equal_risk_call_scores(track_db, monkeypatch):
     at = open_view(app(db, monkeypatch).run(), "Track record")
     assert not at.exception, at.exception
     shown = table(at, "calls")
-    _scores(shown.assign(vintage=pd.to_datetime(shown["vintage"]).dt.date),
-            by_vintage.assign(vintage=pd.to_datetime(by_vintage["vintage"]).dt.date), "vintage")
+    _scores(
+        shown.assign(vintage=pd.to_datetime(shown["vintage"]).dt.date),
+        by_vintage.assign(vintage=pd.to_datetime(by_vintage["vintage"]).dt.date),
+        "vintage",
+    )
     _scores(table(at, "departments"), risk_call_scores(outcomes, by=("department",)), "department")
 
     oldest = pd.Timestamp(by_vintage["vintage"].min())
     at.selectbox(key="track_calls_vintage").set_value(f"{oldest:%Y-%m-%d}").run()
     assert not at.exception
-    _scores(table(at, "departments"),
-            risk_call_scores(outcomes[pd.to_datetime(outcomes["vintage"]) == oldest], by=("department",)), "department")
+    _scores(
+        table(at, "departments"),
+        risk_call_scores(
+            outcomes[pd.to_datetime(outcomes["vintage"]) == oldest], by=("department",)
+        ),
+        "department",
+    )
 
 
 def test_track_record_what_changed_counts(track_db, monkeypatch):
     db = track_db["db"]
     at = open_view(app(db, monkeypatch).run(), "Track record")
     assert not at.exception, at.exception
-    status = queries.query(db, "select count(*) filter (where status = 'new') new, "
-                               "count(*) filter (where status = 'ongoing') ongoing from risk_exceptions").iloc[0]
+    status = queries.query(
+        db,
+        "select count(*) filter (where status = 'new') new, "
+        "count(*) filter (where status = 'ongoing') ongoing from risk_exceptions",
+    ).iloc[0]
     resolved = queries.query(db, "select count(*) from risk_resolved").iloc[0, 0]
     metrics = {m.label: m.value for m in at.metric}
     assert (metrics["New exceptions"], metrics["Ongoing"], metrics["Resolved"]) == (
-        str(status["new"]), str(status["ongoing"]), str(resolved))
+        str(status["new"]),
+        str(status["ongoing"]),
+        str(resolved),
+    )
     assert len(table(at, "exceptions")) == status["new"] + status["ongoing"]
     assert len(table(at, "resolved")) == resolved
 
@@ -470,17 +599,29 @@ def changed_db(track_db, tmp_path_factory) -> str:
     try:
         con.execute("delete from risk_exceptions")
         con.execute("delete from risk_resolved")
-        servers = [r[0] for r in con.execute("select distinct server_id from forecasts order by 1").fetchall()]
-        for sid, status, sev, days in ((servers[0], "ongoing", "critical", 5), (NASTY_ID, "new", "warning", 60)):
-            con.execute("insert into risk_exceptions by name select 'batch_00' batch, ? server_id, 'cpu' resource, "
-                        "'Payments' department, 'Ann' app_manager, current_date + ? first_breach_date, "
-                        "?::bigint days_to_breach, 99.0 peak_upper, 96.0 peak_yhat, 'prophet' model, "
-                        "5.0 champion_mape, 'high' trust, ? severity, 95.0 threshold, ? status, "
-                        "current_date - 14 first_flagged", [sid, days, days, sev, status])
+        servers = [
+            r[0]
+            for r in con.execute("select distinct server_id from forecasts order by 1").fetchall()
+        ]
+        for sid, status, sev, days in (
+            (servers[0], "ongoing", "critical", 5),
+            (NASTY_ID, "new", "warning", 60),
+        ):
+            con.execute(
+                "insert into risk_exceptions by name select 'batch_00' batch, ? server_id, 'cpu' resource, "
+                "'Payments' department, 'Ann' app_manager, current_date + ? first_breach_date, "
+                "?::bigint days_to_breach, 99.0 peak_upper, 96.0 peak_yhat, 'prophet' model, "
+                "5.0 champion_mape, 'high' trust, ? severity, 95.0 threshold, ? status, "
+                "current_date - 14 first_flagged",
+                [sid, days, days, sev, status],
+            )
         for sid, reason in ((servers[1], "forecast fell"), (servers[2], None)):
-            con.execute("insert into risk_resolved by name select 'batch_00' batch, ? server_id, 'disk' resource, "
-                        "'Payments' department, 'Ann' app_manager, current_date - 7 last_flagged, "
-                        "current_date resolved_in, ? reason, 95.0 threshold_before, 95.0 threshold_now", [sid, reason])
+            con.execute(
+                "insert into risk_resolved by name select 'batch_00' batch, ? server_id, 'disk' resource, "
+                "'Payments' department, 'Ann' app_manager, current_date - 7 last_flagged, "
+                "current_date resolved_in, ? reason, 95.0 threshold_before, 95.0 threshold_now",
+                [sid, reason],
+            )
     finally:
         con.close()
     return db
@@ -513,7 +654,13 @@ def test_track_record_on_a_database_from_before(tiny_pipeline_db, tmp_path, monk
 
     db = copy_db(tiny_pipeline_db, tmp_path / "old.duckdb")
     with duckdb.connect(db) as con:
-        for t in ("forecast_history", "risk_history", "forecast_accuracy", "risk_calls", "risk_resolved"):
+        for t in (
+            "forecast_history",
+            "risk_history",
+            "forecast_accuracy",
+            "risk_calls",
+            "risk_resolved",
+        ):
             con.execute(f"drop table if exists {t}")
         con.execute("alter table risk_exceptions drop column status")
         con.execute("alter table risk_exceptions drop column first_flagged")
@@ -527,7 +674,9 @@ def test_track_record_on_a_database_from_before(tiny_pipeline_db, tmp_path, monk
 
 
 def test_a_digest_link_opens_that_server_in_the_deep_dive(tiny_pipeline_db, monkeypatch):
-    servers = queries.query(tiny_pipeline_db, "select distinct server_id from champions order by 1")["server_id"]
+    servers = queries.query(
+        tiny_pipeline_db, "select distinct server_id from champions order by 1"
+    )["server_id"]
     target = servers.iloc[-1]
     at = app(tiny_pipeline_db, monkeypatch)
     at.query_params["server"] = target
@@ -536,17 +685,23 @@ def test_a_digest_link_opens_that_server_in_the_deep_dive(tiny_pipeline_db, monk
     assert at.session_state["deep_select"] == target and at.session_state["view"] == "Deep dive"
 
 
-def test_names_are_shown_as_written_and_plan_totals_in_the_plans_own_steps(risky_db, tmp_path, monkeypatch):
+def test_names_are_shown_as_written_and_plan_totals_in_the_plans_own_steps(
+    risky_db, tmp_path, monkeypatch
+):
     """'R&D <Ops> *Team*' lost its asterisks to Markdown in the risk list's summary line, and plan totals
     rounded Gbps to whole units: -9.8 Gbps on a 10 Gbps link read as giving the whole link back."""
     import duckdb
 
     db = copy_db(risky_db["db"], tmp_path / "cap.duckdb")
     con = duckdb.connect(db)
-    con.execute("update risk_exceptions set department = 'R&D <Ops> *Team*' where server_id = ?", [NASTY_ID])
+    con.execute(
+        "update risk_exceptions set department = 'R&D <Ops> *Team*' where server_id = ?", [NASTY_ID]
+    )
     con.execute("update capacity_plan set action = 'none' where resource = 'network'")
-    con.execute("update capacity_plan set action = 'reclaim', change_units = -9.8, unit = 'Gbps', department = 'Net' "
-                "where rowid = (select min(rowid) from capacity_plan where resource = 'network')")
+    con.execute(
+        "update capacity_plan set action = 'reclaim', change_units = -9.8, unit = 'Gbps', department = 'Net' "
+        "where rowid = (select min(rowid) from capacity_plan where resource = 'network')"
+    )
     con.close()
     at = app(db, monkeypatch).run()
     at.selectbox(key="risk_department").set_value("R&D <Ops> *Team*").run()

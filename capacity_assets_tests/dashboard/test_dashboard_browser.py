@@ -5,6 +5,7 @@ Debian's ``chromium`` package (Playwright's own browser download is not used); w
 skips locally and fails in CI (env CI set). It runs on ``track_db`` (conftest.py), so the Track record
 has charts to draw.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,15 +21,25 @@ import pytest
 from capacity_assets.store import queries
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWS = ("Risk heatmap", "Capacity plan", "Track record", "Tournament summary", "Deep dive")
 CHARTS = '[role="tabpanel"] .js-plotly-plot'  # the open tab's charts (st.tabs on_change="rerun" renders only it)
 
 
 if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(f"{CHROMIUM} not found (apt-get install chromium); required when CI is set",
-                allow_module_level=True)
+    pytest.skip(
+        f"{CHROMIUM} not found (apt-get install chromium); required when CI is set",
+        allow_module_level=True,
+    )
 
 
 def free_port() -> int:
@@ -41,9 +52,15 @@ def free_port() -> int:
 def dashboard(track_db, tmp_path):
     port = free_port()
     env = {**os.environ, "CAPACITY_DB": track_db["db"]}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "capacity"), "dashboard", "--port", str(port)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "capacity"), "dashboard", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -55,7 +72,9 @@ def dashboard(track_db, tmp_path):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"dashboard did not start:\n{proc.stdout.read() if proc.stdout else ''}")
+                raise AssertionError(
+                    f"dashboard did not start:\n{proc.stdout.read() if proc.stdout else ''}"
+                )
             time.sleep(0.3)
         yield url
     finally:
@@ -80,12 +99,17 @@ def test_dashboard_renders_in_chromium(dashboard, track_db, tmp_path):
             assert page.locator('[data-testid="stException"]').count() == 0
             page.screenshot(path=str(tmp_path / "risk_heatmap.png"))
             # each view draws its own chart (found by its title), with its data in it, not an empty plot
-            buckets = queries.query(track_db["db"], "select count(distinct horizon_bucket) from forecast_accuracy "
-                                                    "where horizon_bucket != 'all'").iloc[0, 0]
+            buckets = queries.query(
+                track_db["db"],
+                "select count(distinct horizon_bucket) from forecast_accuracy "
+                "where horizon_bucket != 'all'",
+            ).iloc[0, 0]
             assert buckets >= 1
-            for view, title, layer, traces in (("Track record", "MAPE by vintage", "scatterlayer", buckets),
-                                               ("Capacity plan", "Series to add and to reclaim", "barlayer", None),
-                                               ("Deep dive", "CPU", "scatterlayer", None)):
+            for view, title, layer, traces in (
+                ("Track record", "MAPE by vintage", "scatterlayer", buckets),
+                ("Capacity plan", "Series to add and to reclaim", "barlayer", None),
+                ("Deep dive", "CPU", "scatterlayer", None),
+            ):
                 page.get_by_role("tab", name=view).click()
                 chart = page.locator(CHARTS).filter(has_text=title).first
                 chart.wait_for(timeout=60_000)

@@ -1,4 +1,5 @@
 """The demo fleet is what every demo, test and benchmark runs on: its contract and its promises."""
+
 from __future__ import annotations
 
 import duckdb
@@ -6,8 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capacity_assets.demo.fleet import (DEFAULT_END, HIERARCHY_COLUMNS, METRIC_DTYPES, generate_fleet,
-                                  write_fleet)
+from capacity_assets.demo.fleet import (
+    DEFAULT_END,
+    HIERARCHY_COLUMNS,
+    METRIC_DTYPES,
+    generate_fleet,
+    write_fleet,
+)
 from capacity_assets.schema import RESOURCES
 
 SMALL = dict(servers=12, months=12)
@@ -55,7 +61,8 @@ def test_deterministic_per_seed_and_different_across_seeds(small):
     pd.testing.assert_frame_equal(small[1], again[1])
     other = generate_fleet(**SMALL, seed=1)[0]
     assert len(other) != len(small[0]) or not np.allclose(
-        other["utilization_pct"].to_numpy(), small[0]["utilization_pct"].to_numpy())
+        other["utilization_pct"].to_numpy(), small[0]["utilization_pct"].to_numpy()
+    )
 
 
 def test_adding_servers_keeps_existing_ids_and_data(small):
@@ -94,10 +101,15 @@ def test_the_tiny_test_fleet_holds_a_saturating_and_a_brand_new_server():
 
     metrics, _ = generate_fleet(**TINY)
     days = _crossing_days(metrics, DEFAULT_END)
-    assert days.idxmin() == TINY_SATURATING and 20 < days.min() < 60  # crosses 95 % well inside 90 days
+    assert (
+        days.idxmin() == TINY_SATURATING and 20 < days.min() < 60
+    )  # crosses 95 % well inside 90 days
     assert (days <= 120).sum() == 1
     history = metrics.groupby("server_id")["timestamp"].nunique()
-    assert history.idxmin() == TINY_NEW_SERVER and history.min() < 304 <= history.drop(TINY_NEW_SERVER).min()
+    assert (
+        history.idxmin() == TINY_NEW_SERVER
+        and history.min() < 304 <= history.drop(TINY_NEW_SERVER).min()
+    )
 
 
 def test_hierarchy_covers_about_99_percent():
@@ -109,20 +121,29 @@ def test_hierarchy_covers_about_99_percent():
     assert hierarchy.notna().all().all()
     assert hierarchy["department"].nunique() >= 6
     # an application belongs to one department and has one manager
-    assert (hierarchy.groupby("application")[["department", "app_manager"]].nunique() == 1).all().all()
+    assert (
+        (hierarchy.groupby("application")[["department", "app_manager"]].nunique() == 1).all().all()
+    )
 
 
 def test_write_fleet_parquet_glob_readable_and_idempotent(tmp_path):
     out = write_fleet(tmp_path, **SMALL, seed=0, files=3)
     assert len(list((tmp_path / "metrics").glob("*.parquet"))) == 3
     con = duckdb.connect()
-    n, servers = con.execute(f"select count(*), count(distinct server_id) "
-                             f"from read_parquet('{out['metrics']}')").fetchone()
+    n, servers = con.execute(
+        f"select count(*), count(distinct server_id) from read_parquet('{out['metrics']}')"
+    ).fetchone()
     assert n == out["rows"] == len(generate_fleet(**SMALL, seed=0)[0]) and servers == 12
     assert list(pd.read_csv(out["hierarchy"]).columns) == HIERARCHY_COLUMNS
     again = write_fleet(tmp_path, servers=6, months=12, seed=0, files=2)  # smaller: stale parts go
-    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["part-0.parquet", "part-1.parquet"]
-    assert con.execute(f"select count(*) from read_parquet('{again['metrics']}')").fetchone()[0] == again["rows"]
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == [
+        "part-0.parquet",
+        "part-1.parquet",
+    ]
+    assert (
+        con.execute(f"select count(*) from read_parquet('{again['metrics']}')").fetchone()[0]
+        == again["rows"]
+    )
 
 
 def test_future_months_add_data_after_end_and_keep_history(small):
@@ -150,7 +171,9 @@ def test_a_run_without_metrics_writes_the_demo_fleet_once(tmp_path):
     settings = CapacitySettings(demo_dir=str(tmp_path / "demo"))
     assert settings.uses_demo
     assert ensure_demo_fleet(settings, servers=2, months=12) is True
-    written = duckdb.sql(f"select count(distinct server_id) from read_parquet('{settings.metrics_glob}')").fetchall()[0][0]
+    written = duckdb.sql(
+        f"select count(distinct server_id) from read_parquet('{settings.metrics_glob}')"
+    ).fetchall()[0][0]
     assert written == 2
     assert pd.read_csv(settings.hierarchy_path)["server_id"].nunique() == 2
     assert ensure_demo_fleet(settings, servers=2, months=12) is False

@@ -1,13 +1,14 @@
 """The challenger on tiny series whose structure we know: it must extrapolate, see the week, size its
 bounds by the noise, keep the contract's split, and turn bad series into fallbacks, not failures."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from capacity_assets.forecasting.engines.registry import run as run_engine
 from capacity_assets.forecasting.engines.base import ForecastConfig, backtest_cutoff
+from capacity_assets.forecasting.engines.registry import run as run_engine
 from capacity_assets.schema import ENGINE_RESULTS
 
 CFG = ForecastConfig(seed=7)
@@ -16,7 +17,9 @@ DS = pd.date_range("2025-01-01", periods=DAYS, freq="D")
 
 
 def _series(name: str, y, resource: str = "cpu") -> pd.DataFrame:
-    return pd.DataFrame({"server_id": name, "resource": resource, "ds": DS, "y": np.asarray(y, float)})
+    return pd.DataFrame(
+        {"server_id": name, "resource": resource, "ds": DS, "y": np.asarray(y, float)}
+    )
 
 
 def _batch() -> pd.DataFrame:
@@ -25,15 +28,18 @@ def _batch() -> pd.DataFrame:
     weekend = DS.dayofweek >= 5
     nan = 30 + rng.normal(0, 1, DAYS)
     nan[::3] = np.nan
-    return pd.concat([
-        _series("trend", 20 + 0.05 * t + rng.normal(0, 0.5, DAYS)),
-        _series("weekly", 50 + np.where(weekend, -10.0, 4.0) + rng.normal(0, 1, DAYS)),
-        _series("quiet", 40 + rng.normal(0, 0.5, DAYS)),
-        _series("noisy", 40 + rng.normal(0, 5, DAYS)),
-        _series("const", np.full(DAYS, 12.5)),
-        _series("zeros", np.zeros(DAYS), resource="network"),
-        _series("holes", nan),
-    ], ignore_index=True)
+    return pd.concat(
+        [
+            _series("trend", 20 + 0.05 * t + rng.normal(0, 0.5, DAYS)),
+            _series("weekly", 50 + np.where(weekend, -10.0, 4.0) + rng.normal(0, 1, DAYS)),
+            _series("quiet", 40 + rng.normal(0, 0.5, DAYS)),
+            _series("noisy", 40 + rng.normal(0, 5, DAYS)),
+            _series("const", np.full(DAYS, 12.5)),
+            _series("zeros", np.zeros(DAYS), resource="network"),
+            _series("holes", nan),
+        ],
+        ignore_index=True,
+    )
 
 
 class _Log:
@@ -69,28 +75,33 @@ def test_split_dates_and_lengths(run):
     cutoff = backtest_cutoff(DS[-1], CFG)
     bt, fu = _rows(out, "trend", "backtest"), _rows(out, "trend", "future")
     assert list(bt["ds"]) == list(DS[DS > cutoff])
-    assert list(fu["ds"]) == list(pd.date_range(DS[-1] + pd.Timedelta(days=1), periods=CFG.horizon_days))
+    assert list(fu["ds"]) == list(
+        pd.date_range(DS[-1] + pd.Timedelta(days=1), periods=CFG.horizon_days)
+    )
 
 
 def test_trend_is_extrapolated(run):
     fu = _rows(run[0], "trend")["yhat"].to_numpy()
     last = 20 + 0.05 * (DAYS - 1)
-    assert fu[-30:].mean() > fu[:30].mean() + 2          # keeps rising (damped, not flat)
-    assert fu[:30].mean() > last - 1                      # starts where the history ends
+    assert fu[-30:].mean() > fu[:30].mean() + 2  # keeps rising (damped, not flat)
+    assert fu[:30].mean() > last - 1  # starts where the history ends
 
 
 def test_weekly_pattern_is_recovered(run):
     fu = _rows(run[0], "weekly")
     weekend = fu["ds"].dt.dayofweek >= 5
     gap = fu.loc[~weekend, "yhat"].mean() - fu.loc[weekend, "yhat"].mean()
-    assert 10 < gap < 18                                   # true gap 14
+    assert 10 < gap < 18  # true gap 14
 
 
 def test_bounds_ordered_and_wider_when_noisier(run):
     out, _ = run
     assert (out["yhat_lower"] <= out["yhat"]).all() and (out["yhat"] <= out["yhat_upper"]).all()
     assert out[["yhat", "yhat_lower", "yhat_upper"]].stack().between(0, 100).all()
-    width = {n: (_rows(out, n)["yhat_upper"] - _rows(out, n)["yhat_lower"]).mean() for n in ("quiet", "noisy")}
+    width = {
+        n: (_rows(out, n)["yhat_upper"] - _rows(out, n)["yhat_lower"]).mean()
+        for n in ("quiet", "noisy")
+    }
     assert width["noisy"] > 4 * width["quiet"]
 
 
@@ -100,12 +111,14 @@ def test_bad_series_fall_back_with_a_reason_without_failing_the_batch(run):
     assert (models[["const", "zeros", "holes"]] == "challenger:fallback").all()
     warnings = " ".join(line for level, line in log.lines if level == "warning")
     assert "const/cpu" in warnings and "zeros/network" in warnings and "missing" in warnings
-    assert any("fallbacks" in line for level, line in log.lines if level == "info")   # summary
+    assert any("fallbacks" in line for level, line in log.lines if level == "info")  # summary
 
 
 def test_too_short_series_falls_back():
     short = _series("short", 30 + np.arange(DAYS) * 0.01).iloc[-200:]
-    out = run_engine("challenger", pd.concat([short, _series("ok", 30 + np.sin(np.arange(DAYS)))]), CFG)
+    out = run_engine(
+        "challenger", pd.concat([short, _series("ok", 30 + np.sin(np.arange(DAYS)))]), CFG
+    )
     models = out.groupby("server_id")["model"].first()
     assert models["short"] == "challenger:fallback" and models["ok"] == "challenger"
 
@@ -113,20 +126,25 @@ def test_too_short_series_falls_back():
 def test_deterministic_for_a_seed():
     batch = _batch()
     batch = batch[batch["server_id"].isin(["trend", "noisy", "const"])]
-    pd.testing.assert_frame_equal(run_engine("challenger", batch, CFG), run_engine("challenger", batch, CFG))
+    pd.testing.assert_frame_equal(
+        run_engine("challenger", batch, CFG), run_engine("challenger", batch, CFG)
+    )
 
 
 def test_disk_fill_and_cleanup_cycle_repeats():
     rng = np.random.default_rng(3)
-    fill = 20 + 0.5 * (np.arange(DAYS) % 100)             # fills to ~70 %, cleaned every 100 days
+    fill = 20 + 0.5 * (np.arange(DAYS) % 100)  # fills to ~70 %, cleaned every 100 days
     out = run_engine("challenger", _series("disk", fill + rng.normal(0, 0.5, DAYS), "disk"), CFG)
     fu = _rows(out, "disk")["yhat"].to_numpy()
-    assert fu.max() < 80 and fu.min() < 30                # cleaned up again, not filled through 100 %
+    assert fu.max() < 80 and fu.min() < 30  # cleaned up again, not filled through 100 %
 
 
 def test_recent_ramp_is_followed():
     rng = np.random.default_rng(4)
     t = np.arange(DAYS)
-    ramp = 50 + 0.2 * np.maximum(t - (DAYS - 100), 0)      # flat, then saturating for 100 days
-    fu = _rows(run_engine("challenger", _series("ramp", ramp + rng.normal(0, 0.5, DAYS), "memory"), CFG), "ramp")
+    ramp = 50 + 0.2 * np.maximum(t - (DAYS - 100), 0)  # flat, then saturating for 100 days
+    fu = _rows(
+        run_engine("challenger", _series("ramp", ramp + rng.normal(0, 0.5, DAYS), "memory"), CFG),
+        "ramp",
+    )
     assert fu["yhat"].iloc[:30].mean() > 68 and fu["yhat"].iloc[-30:].mean() > 80

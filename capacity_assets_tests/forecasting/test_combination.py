@@ -1,5 +1,6 @@
 """The combination contender: the mean of the fitted contenders, bounds from their mixture, scored
 and crowned like any contender."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,14 @@ import pytest
 from capacity_assets import schema
 from capacity_assets.forecasting import combination, tournament
 from capacity_assets.forecasting.engines.base import ForecastConfig
-from capacity_assets.forecasting.engines.registry import COMBINERS, CONTENDERS, TOURNAMENT, combine, finish, run
+from capacity_assets.forecasting.engines.registry import (
+    COMBINERS,
+    CONTENDERS,
+    TOURNAMENT,
+    combine,
+    finish,
+    run,
+)
 
 CFG = ForecastConfig()
 END = pd.Timestamp("2026-10-31")
@@ -19,11 +27,22 @@ def rows(server, yhat_bt, yhat_fut, model, lo=2.0, hi=3.0, resource="cpu"):
     """ENGINE_RESULTS rows of one series: backtest days up to END, future days after it."""
     bt = pd.date_range(end=END, periods=len(yhat_bt))
     fut = pd.date_range(END + pd.Timedelta(days=1), periods=len(yhat_fut))
-    df = pd.concat([pd.DataFrame({"ds": bt, "yhat": np.asarray(yhat_bt, float), "split": "backtest"}),
-                    pd.DataFrame({"ds": fut, "yhat": np.asarray(yhat_fut, float), "split": "future"})],
-                   ignore_index=True)
-    df = df.assign(server_id=server, resource=resource, model=model, yhat_lower=df["yhat"] - lo,
-                   yhat_upper=df["yhat"] + hi, demand=df["yhat"], demand_upper=df["yhat"] + hi)
+    df = pd.concat(
+        [
+            pd.DataFrame({"ds": bt, "yhat": np.asarray(yhat_bt, float), "split": "backtest"}),
+            pd.DataFrame({"ds": fut, "yhat": np.asarray(yhat_fut, float), "split": "future"}),
+        ],
+        ignore_index=True,
+    )
+    df = df.assign(
+        server_id=server,
+        resource=resource,
+        model=model,
+        yhat_lower=df["yhat"] - lo,
+        yhat_upper=df["yhat"] + hi,
+        demand=df["yhat"],
+        demand_upper=df["yhat"] + hi,
+    )
     return schema.conform(df, schema.ENGINE_RESULTS)
 
 
@@ -31,13 +50,19 @@ def test_registry_marks_the_combination_as_a_combiner():
     assert COMBINERS == ("combination",)
     assert "combination" not in CONTENDERS and TOURNAMENT == CONTENDERS + COMBINERS
     with pytest.raises(ValueError, match="combine"):
-        run("combination", pd.DataFrame({"server_id": ["a"], "resource": ["cpu"], "ds": [END], "y": [1.0]}), CFG)
+        run(
+            "combination",
+            pd.DataFrame({"server_id": ["a"], "resource": ["cpu"], "ds": [END], "y": [1.0]}),
+            CFG,
+        )
 
 
 def test_mean_of_members_and_bounds_not_narrower_than_their_average():
-    res = {"prophet": rows("s1", [40, 42], [50, 52, 54], "prophet", lo=2, hi=3),
-           "challenger": rows("s1", [44, 46], [60, 61, 62], "challenger", lo=4, hi=1),
-           "ets": rows("s1", [42, 44], [55, 56, 57], "ets", lo=1, hi=1)}
+    res = {
+        "prophet": rows("s1", [40, 42], [50, 52, 54], "prophet", lo=2, hi=3),
+        "challenger": rows("s1", [44, 46], [60, 61, 62], "challenger", lo=4, hi=1),
+        "ets": rows("s1", [42, 44], [55, 56, 57], "ets", lo=1, hi=1),
+    }
     out = combine("combination", res, None, CFG)
     assert list(out.columns) == list(schema.ENGINE_RESULTS)
     assert set(out["model"]) == {"combination"}
@@ -49,20 +74,30 @@ def test_mean_of_members_and_bounds_not_narrower_than_their_average():
     assert (got["yhat_upper"] >= want["yhat_upper"] - 1e-9).all()
     # members 10 points apart: the mixture is clearly wider than the average band
     fut = got.loc["future"]
-    assert ((fut["yhat_upper"] - fut["yhat_lower"]) > (want.loc["future", "yhat_upper"] - want.loc["future", "yhat_lower"]) + 2).all()
+    assert (
+        (fut["yhat_upper"] - fut["yhat_lower"])
+        > (want.loc["future", "yhat_upper"] - want.loc["future", "yhat_lower"]) + 2
+    ).all()
     assert (out["yhat_lower"] <= out["yhat"]).all() and (out["yhat"] <= out["yhat_upper"]).all()
     assert len(out[out["split"] == "future"]) == 3 and len(out[out["split"] == "backtest"]) == 2
 
 
 def test_members_that_agree_keep_their_band():
-    lo, hi = combination.pool_bounds(np.array([[50.0, 50.0]]), np.array([[47.0, 47.0]]),
-                                     np.array([[55.0, 55.0]]), 0.8)
+    lo, hi = combination.pool_bounds(
+        np.array([[50.0, 50.0]]), np.array([[47.0, 47.0]]), np.array([[55.0, 55.0]]), 0.8
+    )
     assert lo[0] == pytest.approx(47.0, abs=1e-6) and hi[0] == pytest.approx(55.0, abs=1e-6)
 
 
 def test_fallbacks_join_only_when_no_member_has_a_real_fit():
-    res = {"prophet": pd.concat([rows("s1", [40], [50], "prophet:fallback"), rows("s2", [10], [10], "prophet:fallback")]),
-           "challenger": pd.concat([rows("s1", [44], [60], "challenger"), rows("s2", [12], [14], "challenger:fallback")])}
+    res = {
+        "prophet": pd.concat(
+            [rows("s1", [40], [50], "prophet:fallback"), rows("s2", [10], [10], "prophet:fallback")]
+        ),
+        "challenger": pd.concat(
+            [rows("s1", [44], [60], "challenger"), rows("s2", [12], [14], "challenger:fallback")]
+        ),
+    }
     out = combine("combination", res, None, CFG).set_index(["server_id", "split"])
     assert out.loc[("s1", "future"), "yhat"] == pytest.approx(60.0)  # the fallback is left out
     assert out.loc[("s1", "future"), "model"] == "combination"
@@ -74,12 +109,23 @@ def test_calibrated_like_the_members_and_clipped():
     rng = np.random.default_rng(0)
     n = 120
     truth = np.full(n, 60.0)
-    act = pd.DataFrame({"server_id": "s1", "resource": "cpu", "ds": pd.date_range(end=END, periods=n),
-                        "y": truth + rng.normal(0, 3, n)})
-    raw = {"prophet": rows("s1", truth - 1, np.full(30, 98.0), "prophet", lo=1, hi=1),
-           "challenger": rows("s1", truth + 1, np.full(30, 99.0), "challenger", lo=1, hi=1)}
+    act = pd.DataFrame(
+        {
+            "server_id": "s1",
+            "resource": "cpu",
+            "ds": pd.date_range(end=END, periods=n),
+            "y": truth + rng.normal(0, 3, n),
+        }
+    )
+    raw = {
+        "prophet": rows("s1", truth - 1, np.full(30, 98.0), "prophet", lo=1, hi=1),
+        "challenger": rows("s1", truth + 1, np.full(30, 99.0), "challenger", lo=1, hi=1),
+    }
     # the members as the registry publishes them: future bounds calibrated on their backtest
-    res = {k: finish(v.drop(columns=["model", "demand", "demand_upper"]), act, CFG, k) for k, v in raw.items()}
+    res = {
+        k: finish(v.drop(columns=["model", "demand", "demand_upper"]), act, CFG, k)
+        for k, v in raw.items()
+    }
     out = combine("combination", res, act, CFG)
     fut = out[out["split"] == "future"]
     assert (fut["yhat_upper"] <= 100).all() and np.allclose(fut["demand"], 98.5)
@@ -90,13 +136,26 @@ def test_calibrated_like_the_members_and_clipped():
 
 
 def test_the_combination_can_be_champion_and_is_published():
-    act = pd.DataFrame({"batch": "b", "server_id": "s1", "resource": "cpu",
-                        "ds": pd.date_range(end=END, periods=2), "y": [50.0, 50.0], "filled": False})
-    res = {"prophet": rows("s1", [45, 45], [70, 70], "prophet"), "challenger": rows("s1", [55, 55], [80, 80], "challenger")}
+    act = pd.DataFrame(
+        {
+            "batch": "b",
+            "server_id": "s1",
+            "resource": "cpu",
+            "ds": pd.date_range(end=END, periods=2),
+            "y": [50.0, 50.0],
+            "filled": False,
+        }
+    )
+    res = {
+        "prophet": rows("s1", [45, 45], [70, 70], "prophet"),
+        "challenger": rows("s1", [55, 55], [80, 80], "challenger"),
+    }
     res["combination"] = combine("combination", res, None, CFG)
     res = {k: v.assign(batch="b") for k, v in res.items()}
     ch = tournament.champions(res, act)
-    assert ch.loc[0, "champion"] == "combination" and ch.loc[0, "champion_mape"] == pytest.approx(0.0)
+    assert ch.loc[0, "champion"] == "combination" and ch.loc[0, "champion_mape"] == pytest.approx(
+        0.0
+    )
     assert list(ch.columns) == list(schema.champions_columns([*CONTENDERS, "combination"]))
     assert np.isnan(ch.loc[0, "ets_mape"])  # registered, not passed: its columns, no score
     gold = tournament.golden_record(res, ch, pd.Timestamp("2026-11-01"), "r")

@@ -1,4 +1,5 @@
 """The ETS contender through the registry: the contract, a real fit, the naive fallback."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,11 +20,20 @@ DS = pd.date_range("2025-01-01", periods=DAYS, freq="D")
 def out():
     rng = np.random.default_rng(3)
     weekly = np.where(DS.dayofweek >= 5, -8.0, 3.0)
-    history = pd.concat([
-        pd.DataFrame({"server_id": "weekly", "resource": "cpu", "ds": DS,
-                      "y": 40 + 0.02 * np.arange(DAYS) + weekly + rng.normal(0, 1, DAYS)}),
-        pd.DataFrame({"server_id": "flat", "resource": "disk", "ds": DS, "y": 37.0}),
-    ], ignore_index=True)
+    history = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "server_id": "weekly",
+                    "resource": "cpu",
+                    "ds": DS,
+                    "y": 40 + 0.02 * np.arange(DAYS) + weekly + rng.normal(0, 1, DAYS),
+                }
+            ),
+            pd.DataFrame({"server_id": "flat", "resource": "disk", "ds": DS, "y": 37.0}),
+        ],
+        ignore_index=True,
+    )
     return run("ets", history, CFG)
 
 
@@ -39,7 +49,10 @@ def test_contract_and_split(out):
         s = out[out.server_id == server]
         assert (s.split == "future").sum() == CFG.horizon_days
         bt = s[s.split == "backtest"]
-        assert bt.ds.min() == backtest_cutoff(DS[-1], CFG) + pd.Timedelta(days=1) and bt.ds.max() == DS[-1]
+        assert (
+            bt.ds.min() == backtest_cutoff(DS[-1], CFG) + pd.Timedelta(days=1)
+            and bt.ds.max() == DS[-1]
+        )
 
 
 def test_real_fit_sees_the_week_and_constant_falls_back(out):

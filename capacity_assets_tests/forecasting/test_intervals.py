@@ -1,4 +1,5 @@
 """Calibration keeps its coverage on heavy-tailed series, whatever the model's own band says."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,19 @@ def _fleet(rng, days, start, heavy: bool):
         spikes = rng.random(days) < 0.01
         y = truth + scale * noise + spikes * 20.0
         # a model that knows the mean but not the noise: a band of +-1 everywhere
-        rows.append(pd.DataFrame({"server_id": f"s{i}", "resource": "cpu", "ds": ds, "y": y,
-                                  "yhat": truth.astype(float), "yhat_lower": truth - 1.0, "yhat_upper": truth + 1.0}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "server_id": f"s{i}",
+                    "resource": "cpu",
+                    "ds": ds,
+                    "y": y,
+                    "yhat": truth.astype(float),
+                    "yhat_lower": truth - 1.0,
+                    "yhat_upper": truth + 1.0,
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -49,8 +61,16 @@ def test_a_well_calibrated_band_is_kept():
 
 
 def test_series_without_backtest_keep_their_bounds():
-    fut = pd.DataFrame({"server_id": "x", "resource": "cpu", "ds": pd.date_range(END, periods=3),
-                        "yhat": 50.0, "yhat_lower": 49.0, "yhat_upper": 52.0})
+    fut = pd.DataFrame(
+        {
+            "server_id": "x",
+            "resource": "cpu",
+            "ds": pd.date_range(END, periods=3),
+            "yhat": 50.0,
+            "yhat_lower": 49.0,
+            "yhat_upper": 52.0,
+        }
+    )
     empty = fut.iloc[:0]
     out = intervals.calibrate(fut, empty, empty.assign(y=[]), 0.8)
     pd.testing.assert_frame_equal(out, fut)

@@ -1,4 +1,5 @@
 """Prophet engine: the fast path is stock Prophet's fit, and the forecasts behave on tiny series."""
+
 from __future__ import annotations
 
 import logging
@@ -20,7 +21,9 @@ END = pd.Timestamp("2026-11-25")
 
 def make(server, y, resource="cpu"):
     ds = pd.date_range(end=END, periods=len(y), freq="D")
-    return pd.DataFrame({"server_id": server, "resource": resource, "ds": ds, "y": np.asarray(y, float)})
+    return pd.DataFrame(
+        {"server_id": server, "resource": resource, "ds": ds, "y": np.asarray(y, float)}
+    )
 
 
 def weekly_truth(ds):
@@ -54,11 +57,19 @@ def test_fast_path_matches_stock_prophet():
     rng = np.random.default_rng(7)
     ds = pd.date_range(end=END, periods=1096, freq="D")  # 36 months: yearly seasonality on
     t = np.arange(len(ds))
-    y = np.clip(30 + 0.02 * t + weekly_truth(ds) + 5 * np.sin(2 * np.pi * ds.dayofyear / 365.25)
-                + rng.normal(0, 2, len(ds)), 0, 100)
+    y = np.clip(
+        30
+        + 0.02 * t
+        + weekly_truth(ds)
+        + 5 * np.sin(2 * np.pi * ds.dayofyear / 365.25)
+        + rng.normal(0, 2, len(ds)),
+        0,
+        100,
+    )
     logging.getLogger("cmdstanpy").disabled = True
     stock = Prophet(**engine.prophet_kwargs(), uncertainty_samples=0).fit(
-        pd.DataFrame({"ds": ds, "y": y}), tol_rel_grad=engine.LBFGS_TOL_REL_GRAD)
+        pd.DataFrame({"ds": ds, "y": y}), tol_rel_grad=engine.LBFGS_TOL_REL_GRAD
+    )
     future = stock.make_future_dataframe(180, include_history=False)
     expected = stock.predict(future)["yhat"].to_numpy()
 
@@ -77,7 +88,9 @@ def test_schema_and_bounds_ordered(batch):
     assert list(out.columns) == list(ENGINE_RESULTS)
     assert (out.yhat_lower <= out.yhat).all() and (out.yhat <= out.yhat_upper).all()
     assert out[["yhat", "yhat_lower", "yhat_upper"]].stack().between(0, 100).all()
-    assert set(out.loc[out.server_id.isin(["linear", "weekly", "quiet", "noisy"]), "model"]) == {"prophet"}
+    assert set(out.loc[out.server_id.isin(["linear", "weekly", "quiet", "noisy"]), "model"]) == {
+        "prophet"
+    }
 
 
 def test_split_dates_and_lengths(batch):
@@ -107,8 +120,10 @@ def test_weekly_pattern_is_recovered(batch):
 
 def test_noisier_series_gets_wider_bounds(batch):
     _, out = batch
-    width = {s: (rows(out, s, "future").yhat_upper - rows(out, s, "future").yhat_lower).mean()
-             for s in ("quiet", "noisy")}
+    width = {
+        s: (rows(out, s, "future").yhat_upper - rows(out, s, "future").yhat_lower).mean()
+        for s in ("quiet", "noisy")
+    }
     assert width["noisy"] > 3 * width["quiet"]
 
 
@@ -129,7 +144,9 @@ def test_failed_fit_does_not_fail_the_batch(monkeypatch, caplog):
 
     monkeypatch.setattr(engine, "_run_stan", flaky)
     rng = np.random.default_rng(3)
-    history = pd.concat([make(f"srv{i}", 30 + rng.normal(0, 1, DAYS)) for i in range(3)], ignore_index=True)
+    history = pd.concat(
+        [make(f"srv{i}", 30 + rng.normal(0, 1, DAYS)) for i in range(3)], ignore_index=True
+    )
     with caplog.at_level(logging.INFO):
         out = run("prophet", history, CFG)
     models = out.groupby("server_id").model.unique().map(list).to_dict()

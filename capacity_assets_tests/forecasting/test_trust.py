@@ -1,4 +1,5 @@
 """Trust for capacity: low when the backtest error could move the series across the threshold."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,17 +27,41 @@ def test_rule_on_hand_made_numbers():
 def _results(server, level, err, model="prophet"):
     bt = pd.date_range(end=END, periods=30)
     fut = pd.date_range(END + pd.Timedelta(days=1), periods=100)
-    rows = pd.concat([pd.DataFrame({"ds": bt, "yhat": level + err * np.resize([1.0, -1.0], 30), "split": "backtest"}),
-                      pd.DataFrame({"ds": fut, "yhat": np.full(100, float(level)), "split": "future"})], ignore_index=True)
-    rows = rows.assign(batch="b", server_id=server, resource="cpu", model=model, yhat_lower=rows["yhat"] - 1,
-                       yhat_upper=rows["yhat"] + 1, demand=rows["yhat"], demand_upper=rows["yhat"] + 1)
-    act = pd.DataFrame({"batch": "b", "server_id": server, "resource": "cpu", "ds": bt, "y": float(level), "filled": False})
+    rows = pd.concat(
+        [
+            pd.DataFrame(
+                {"ds": bt, "yhat": level + err * np.resize([1.0, -1.0], 30), "split": "backtest"}
+            ),
+            pd.DataFrame({"ds": fut, "yhat": np.full(100, float(level)), "split": "future"}),
+        ],
+        ignore_index=True,
+    )
+    rows = rows.assign(
+        batch="b",
+        server_id=server,
+        resource="cpu",
+        model=model,
+        yhat_lower=rows["yhat"] - 1,
+        yhat_upper=rows["yhat"] + 1,
+        demand=rows["yhat"],
+        demand_upper=rows["yhat"] + 1,
+    )
+    act = pd.DataFrame(
+        {
+            "batch": "b",
+            "server_id": server,
+            "resource": "cpu",
+            "ds": bt,
+            "y": float(level),
+            "filled": False,
+        }
+    )
     return schema.conform(rows, schema.MODEL_RESULTS), act
 
 
 def test_champions_with_a_threshold():
-    idle, a1 = _results("idle", 12, 3.6)       # MAPE 30, far from 95
-    busy, a2 = _results("busy", 90, 6.0)       # a 6-point error at 90 %
+    idle, a1 = _results("idle", 12, 3.6)  # MAPE 30, far from 95
+    busy, a2 = _results("busy", 90, 6.0)  # a 6-point error at 90 %
     res = {"prophet": pd.concat([idle, busy], ignore_index=True)}
     act = pd.concat([a1, a2], ignore_index=True)
     old = t.champions(res, act).set_index("server_id")["trust"]
@@ -45,6 +70,12 @@ def test_champions_with_a_threshold():
     assert new.to_dict() == {"busy": "low", "idle": "medium"}
     # per-series thresholds: busy judged against 99 is far enough
     per = pd.Series({("busy", "cpu"): 99.0, ("idle", "cpu"): 95.0})
-    assert t.champions(res, act, threshold=per).set_index("server_id").loc["busy", "trust"] == "high"
-    frame = pd.DataFrame({"server_id": ["busy", "idle"], "resource": "cpu", "threshold": [99.0, 95.0]})
-    assert t.champions(res, act, threshold=frame).set_index("server_id").loc["busy", "trust"] == "high"
+    assert (
+        t.champions(res, act, threshold=per).set_index("server_id").loc["busy", "trust"] == "high"
+    )
+    frame = pd.DataFrame(
+        {"server_id": ["busy", "idle"], "resource": "cpu", "threshold": [99.0, 95.0]}
+    )
+    assert (
+        t.champions(res, act, threshold=frame).set_index("server_id").loc["busy", "trust"] == "high"
+    )

@@ -19,7 +19,9 @@ def test_a_server_never_moves_when_others_come_and_go():
     shrunk = fleet[::2]
     assert all(batch_of(s, 20) == before[s] for s in grown if s in before)
     assert all(batch_of(s, 20) == before[s] for s in shrunk)
-    assert set(servers_in_batch(grown, "batch_03", 20)) >= {s for s in fleet if before[s] == "batch_03"}
+    assert set(servers_in_batch(grown, "batch_03", 20)) >= {
+        s for s in fleet if before[s] == "batch_03"
+    }
 
 
 # Literal keys, computed once with md5 as documented (README: "the md5 hash of its server_id"). They
@@ -34,10 +36,28 @@ PINNED = {  # server_id: (batch of 3, batch of 20, batch of 120)
     "short 5min": ("batch_00", "batch_00", "batch_060"),
 }
 # batch_of(f"srv-{i}", 20) for i in range(4000): per-batch counts, also computed once
-SPREAD_4000 = {"batch_00": 186, "batch_01": 210, "batch_02": 208, "batch_03": 193, "batch_04": 210,
-               "batch_05": 201, "batch_06": 188, "batch_07": 191, "batch_08": 188, "batch_09": 191,
-               "batch_10": 221, "batch_11": 212, "batch_12": 210, "batch_13": 202, "batch_14": 189,
-               "batch_15": 218, "batch_16": 207, "batch_17": 187, "batch_18": 191, "batch_19": 197}
+SPREAD_4000 = {
+    "batch_00": 186,
+    "batch_01": 210,
+    "batch_02": 208,
+    "batch_03": 193,
+    "batch_04": 210,
+    "batch_05": 201,
+    "batch_06": 188,
+    "batch_07": 191,
+    "batch_08": 188,
+    "batch_09": 191,
+    "batch_10": 221,
+    "batch_11": 212,
+    "batch_12": 210,
+    "batch_13": 202,
+    "batch_14": 189,
+    "batch_15": 218,
+    "batch_16": 207,
+    "batch_17": 187,
+    "batch_18": 191,
+    "batch_19": 197,
+}
 
 
 def test_assignment_is_pinned_to_fixed_keys_and_spreads_evenly():
@@ -51,13 +71,22 @@ def test_assignment_is_pinned_to_fixed_keys_and_spreads_evenly():
 def test_assignment_is_the_same_in_another_process_with_another_hash_seed(tmp_path):
     """Python's salted hash() would differ between processes; md5 must not."""
     ids = list(PINNED) + [f"srv-{i}" for i in range(200)]
-    code = ("import json, sys; from capacity_assets.inputs.batching import batch_of; "
-            "print(json.dumps([batch_of(s, 20) for s in json.load(sys.stdin)]))")
+    code = (
+        "import json, sys; from capacity_assets.inputs.batching import batch_of; "
+        "print(json.dumps([batch_of(s, 20) for s in json.load(sys.stdin)]))"
+    )
     elsewhere = []
     for seed in ("1", "2"):
-        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(ids), capture_output=True, text=True,
-                              timeout=60, env={**os.environ, "PYTHONHASHSEED": seed}, cwd=tmp_path,
-                              check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(ids),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            cwd=tmp_path,
+            check=True,
+        )
         elsewhere.append(json.loads(proc.stdout))
     here = [batch_of(s, 20) for s in ids]
     assert elsewhere[0] == elsewhere[1] == here

@@ -1,5 +1,6 @@
 """The fingerprint covers everything that changes results: inputs, the hierarchy however it is given,
 the settings, the code and the library versions."""
+
 import dataclasses
 
 import duckdb
@@ -11,17 +12,23 @@ from capacity_assets.inputs import files, fingerprint
 
 def write(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=["server_id", "resource", "timestamp", "utilization_pct"]).to_csv(path, index=False)
+    pd.DataFrame(rows, columns=["server_id", "resource", "timestamp", "utilization_pct"]).to_csv(
+        path, index=False
+    )
 
 
 def fps(settings, **kw):
     conn = duckdb.connect()
-    return fingerprint.batch_fingerprints(conn, files.inspect_metrics(conn, settings.metrics), settings, **kw)
+    return fingerprint.batch_fingerprints(
+        conn, files.inspect_metrics(conn, settings.metrics), settings, **kw
+    )
 
 
 def hierarchy(path, owner):
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"server_id": ["a"], "department": ["D"], "app_manager": [owner]}).to_csv(path, index=False)
+    pd.DataFrame({"server_id": ["a"], "department": ["D"], "app_manager": [owner]}).to_csv(
+        path, index=False
+    )
 
 
 def test_hierarchy_given_as_folder_or_glob_counts_by_content(tmp_path):
@@ -45,7 +52,13 @@ def test_settings_code_and_library_versions_change_the_fingerprint(tmp_path):
     newer = {**fingerprint.library_versions(), "prophet": "9.9.9"}
     assert fps(s, versions=newer) != base
     assert fps(s, code="another-code-version") != base
-    assert set(fingerprint.library_versions()) >= {"prophet", "cmdstan", "xgboost", "duckdb", "pandas"}
+    assert set(fingerprint.library_versions()) >= {
+        "prophet",
+        "cmdstan",
+        "xgboost",
+        "duckdb",
+        "pandas",
+    }
 
 
 def test_input_rows_change_only_their_batch(tmp_path):
@@ -55,4 +68,5 @@ def test_input_rows_change_only_their_batch(tmp_path):
     write(tmp_path / "m.csv", [("a", "cpu", "2025-01-01", 5), ("b", "cpu", "2025-01-01", 7)])
     changed = {k for k, v in fps(s).items() if base[k] != v}
     from capacity_assets.inputs.batching import batch_of
+
     assert changed == {batch_of("b", 20)}

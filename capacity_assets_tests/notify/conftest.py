@@ -3,6 +3,7 @@
 The server runs in a thread of the test process (aiosmtpd's Controller), so each test gets a fresh
 one in milliseconds; messages travel over a real TCP socket through smtplib.
 """
+
 from __future__ import annotations
 
 import email
@@ -42,19 +43,24 @@ class MailServer:
     def __init__(self, directory: Path, handler=None, **smtp_kwargs):
         self.directory = directory
         self.port = free_port()
-        self.controller = Controller(handler or Mailbox(directory), hostname="127.0.0.1", port=self.port,
-                                     **smtp_kwargs)
+        self.controller = Controller(
+            handler or Mailbox(directory), hostname="127.0.0.1", port=self.port, **smtp_kwargs
+        )
         self.controller.start()
 
     def settings(self, **overrides) -> SmtpSettings:
-        return SmtpSettings(**{"host": "127.0.0.1", "port": self.port, "sender": SENDER, "timeout": 5, **overrides})
+        return SmtpSettings(
+            **{"host": "127.0.0.1", "port": self.port, "sender": SENDER, "timeout": 5, **overrides}
+        )
 
     def messages(self) -> list[email.message.EmailMessage]:
         """Delivered messages, sorted by envelope recipient then subject."""
         if not self.directory.exists():
             return []
         box = mailbox.Maildir(self.directory, create=False)
-        msgs = [email.message_from_bytes(box.get_bytes(k), policy=policy.default) for k in box.keys()]
+        msgs = [
+            email.message_from_bytes(box.get_bytes(k), policy=policy.default) for k in box.keys()
+        ]
         return sorted(msgs, key=lambda m: (m["X-RcptTo"], m["Subject"]))
 
     def stop(self) -> None:
@@ -84,15 +90,35 @@ def start_server(tmp_path):
         s.stop()
 
 
-def exc(server_id: str, resource: str, severity: str, days: int, manager: tuple, application: str | None = None,
-        department: str = "Payments & Billing", batch: str = "batch_00", head: str | None = None) -> dict:
+def exc(
+    server_id: str,
+    resource: str,
+    severity: str,
+    days: int,
+    manager: tuple,
+    application: str | None = None,
+    department: str = "Payments & Billing",
+    batch: str = "batch_00",
+    head: str | None = None,
+) -> dict:
     """One risk_exceptions row as the pipeline writes it (plus the extra hierarchy columns)."""
     return {
-        "batch": batch, "server_id": server_id, "resource": resource, "department": department,
-        "app_manager": manager[0], "first_breach_date": TODAY + timedelta(days=days), "days_to_breach": days,
-        "peak_upper": 99.0, "peak_yhat": 97.0 if severity == "critical" else 91.0, "model": "prophet",
-        "champion_mape": 6.5, "trust": "high", "severity": severity,
-        "application": application, "app_manager_email": manager[1], "department_head_email": head,
+        "batch": batch,
+        "server_id": server_id,
+        "resource": resource,
+        "department": department,
+        "app_manager": manager[0],
+        "first_breach_date": TODAY + timedelta(days=days),
+        "days_to_breach": days,
+        "peak_upper": 99.0,
+        "peak_yhat": 97.0 if severity == "critical" else 91.0,
+        "model": "prophet",
+        "champion_mape": 6.5,
+        "trust": "high",
+        "severity": severity,
+        "application": application,
+        "app_manager_email": manager[1],
+        "department_head_email": head,
     }
 
 
@@ -107,17 +133,25 @@ def fleet() -> list[dict]:
     ]
 
 
-def write_risk(db: str | Path, rows: list[dict], extra=("application", "app_manager_email")) -> None:
+def write_risk(
+    db: str | Path, rows: list[dict], extra=("application", "app_manager_email")
+) -> None:
     """Replace risk_exceptions in ``db`` with ``rows``: the contract's columns, then ``extra``."""
     columns = {c: SQL_TYPES[t] for c, t in RISK_EXCEPTIONS.items()} | {c: "VARCHAR" for c in extra}
     conn = duckdb.connect(str(db))
     try:
         conn.execute("drop table if exists main.risk_exceptions")
-        conn.execute("create table main.risk_exceptions (" + ", ".join(f'"{c}" {t}' for c, t in columns.items()) + ")")
+        conn.execute(
+            "create table main.risk_exceptions ("
+            + ", ".join(f'"{c}" {t}' for c, t in columns.items())
+            + ")"
+        )
         if rows:
             marks = ", ".join("?" for _ in columns)
-            conn.executemany(f"insert into main.risk_exceptions values ({marks})",
-                             [[r.get(c) for c in columns] for r in rows])
+            conn.executemany(
+                f"insert into main.risk_exceptions values ({marks})",
+                [[r.get(c) for c in columns] for r in rows],
+            )
     finally:
         conn.close()
 
@@ -126,10 +160,14 @@ def ledger_rows(db: str | Path) -> pd.DataFrame | None:
     """The notifications table sorted, or None when it does not exist."""
     conn = duckdb.connect(str(db), read_only=True)
     try:
-        if not conn.execute("select count(*) from duckdb_tables() where table_name = 'notifications'").fetchone()[0]:
+        if not conn.execute(
+            "select count(*) from duckdb_tables() where table_name = 'notifications'"
+        ).fetchone()[0]:
             return None
-        return conn.execute("select * from main.notifications order by recipient, kind, server_id, resource, "
-                            "sent_at").fetchdf()
+        return conn.execute(
+            "select * from main.notifications order by recipient, kind, server_id, resource, "
+            "sent_at"
+        ).fetchdf()
     finally:
         conn.close()
 

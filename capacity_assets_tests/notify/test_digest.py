@@ -1,4 +1,5 @@
 """The pure rules: who is due what (new / worsened), recipients, subjects. No server, no database."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -20,10 +21,19 @@ def frame(rows) -> pd.DataFrame:
 
 def ledger_of(rows: pd.DataFrame, kind="digest", sent_at=SENT_AT) -> pd.DataFrame:
     """What the ledger would hold had ``rows`` (pending's output) been delivered."""
-    return pd.DataFrame({"recipient": rows["recipient"], "kind": kind, "risk_batch": rows["batch"],
-                         "server_id": rows["server_id"], "resource": rows["resource"],
-                         "severity": rows["severity"], "first_breach_date": rows["first_breach_date"],
-                         "sent_at": pd.Timestamp(sent_at), "message_id": "<m@x>"})
+    return pd.DataFrame(
+        {
+            "recipient": rows["recipient"],
+            "kind": kind,
+            "risk_batch": rows["batch"],
+            "server_id": rows["server_id"],
+            "resource": rows["resource"],
+            "severity": rows["severity"],
+            "first_breach_date": rows["first_breach_date"],
+            "sent_at": pd.Timestamp(sent_at),
+            "message_id": "<m@x>",
+        }
+    )
 
 
 def keys(df: pd.DataFrame) -> list[tuple]:
@@ -44,14 +54,17 @@ def test_everything_is_new_once_and_managers_without_address_are_left_out():
     assert digest.pending(frame(fleet()), ledger_of(due)).empty
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"severity": "critical"}, "critical"),                      # warning -> critical
-    ({"days": 40 - 7}, "earlier"),                               # breach exactly 7 days earlier
-    ({"days": 40 - 6}, None),                                    # 6 days earlier: noise
-    ({"days": 40 + 20}, None),                                   # later: better, not resent
-    ({"manager": OMAR}, "new"),                                  # new owner never saw it
-    ({"severity": "critical", "days": 20}, "critical"),          # both: reported as now critical
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"severity": "critical"}, "critical"),  # warning -> critical
+        ({"days": 40 - 7}, "earlier"),  # breach exactly 7 days earlier
+        ({"days": 40 - 6}, None),  # 6 days earlier: noise
+        ({"days": 40 + 20}, None),  # later: better, not resent
+        ({"manager": OMAR}, "new"),  # new owner never saw it
+        ({"severity": "critical", "days": 20}, "critical"),  # both: reported as now critical
+    ],
+)
 def test_worsened_rule(change, expected):
     before = frame([exc("web-01", "cpu", "warning", 40, PRIYA)])
     sent = ledger_of(digest.pending(before, None))
@@ -83,16 +96,21 @@ def test_rollup_rows_do_not_count_as_digests():
     assert list(digest.pending(rows, sent)["change"]) == ["new"]
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("Priya.Raman@Example.com", "priya.raman@example.com"),
-    ("  Priya Raman <priya@example.com> ", "priya@example.com"),
-    ("mailto:omar@example.com", "omar@example.com"),
-    ("ops@intranet", "ops@intranet"),
-    ("a@example.com; b@example.com", None),
-    ("priya at example.com", None),
-    ("x@example.com\nBcc: evil@example.com", None),
-    ("", None), (None, None), (float("nan"), None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("Priya.Raman@Example.com", "priya.raman@example.com"),
+        ("  Priya Raman <priya@example.com> ", "priya@example.com"),
+        ("mailto:omar@example.com", "omar@example.com"),
+        ("ops@intranet", "ops@intranet"),
+        ("a@example.com; b@example.com", None),
+        ("priya at example.com", None),
+        ("x@example.com\nBcc: evil@example.com", None),
+        ("", None),
+        (None, None),
+        (float("nan"), None),
+    ],
+)
 def test_normalize_address(value, expected):
     assert digest.normalize_address(value) == expected
 
@@ -101,17 +119,33 @@ def test_unaddressed_names_owners_and_why():
     rows = fleet() + [exc("odd-01", "cpu", "critical", 3, ("Sam Lee", "sam at example.com"))]
     out = digest.unaddressed(frame(rows))
     assert out.to_dict("records") == [
-        {"app_manager": "Lena Fischer", "department": "Search", "exceptions": 1, "critical": 0,
-         "reason": "no address"},
-        {"app_manager": "Sam Lee", "department": "Payments & Billing", "exceptions": 1, "critical": 1,
-         "reason": "invalid address 'sam at example.com'"},
-        {"app_manager": "Unassigned", "department": "Unassigned", "exceptions": 1, "critical": 0,
-         "reason": "no address"},
+        {
+            "app_manager": "Lena Fischer",
+            "department": "Search",
+            "exceptions": 1,
+            "critical": 0,
+            "reason": "no address",
+        },
+        {
+            "app_manager": "Sam Lee",
+            "department": "Payments & Billing",
+            "exceptions": 1,
+            "critical": 1,
+            "reason": "invalid address 'sam at example.com'",
+        },
+        {
+            "app_manager": "Unassigned",
+            "department": "Unassigned",
+            "exceptions": 1,
+            "critical": 0,
+            "reason": "no address",
+        },
     ]
     no_column = frame(fleet()).drop(columns="app_manager_email")
     assert digest.pending(no_column, None).empty
     assert set(digest.unaddressed(no_column)["reason"]) == {
-        "risk_exceptions has no app_manager_email column (add it to the hierarchy file)"}
+        "risk_exceptions has no app_manager_email column (add it to the hierarchy file)"
+    }
 
 
 def test_email_column_matched_ignoring_case():
@@ -120,20 +154,42 @@ def test_email_column_matched_ignoring_case():
 
 
 def test_subjects_count_new_worsened_and_critical():
-    before = frame([exc("web-01", "cpu", "warning", 40, PRIYA), exc("db-01", "disk", "warning", 50, PRIYA)])
+    before = frame(
+        [exc("web-01", "cpu", "warning", 40, PRIYA), exc("db-01", "disk", "warning", 50, PRIYA)]
+    )
     sent = ledger_of(digest.pending(before, None))
-    now = frame([exc("web-01", "cpu", "critical", 40, PRIYA), exc("db-01", "disk", "warning", 50, PRIYA),
-                 exc("app-02", "memory", "warning", 12, PRIYA)])
+    now = frame(
+        [
+            exc("web-01", "cpu", "critical", 40, PRIYA),
+            exc("db-01", "disk", "warning", 50, PRIYA),
+            exc("app-02", "memory", "warning", 12, PRIYA),
+        ]
+    )
     [msg] = digest.compose(digest.pending(now, sent), SENDER)
-    assert msg["Subject"] == "Capacity risk: 1 new and 1 worsened exceptions (1 critical) for Priya Raman"
-    [msg] = digest.compose(digest.pending(frame([exc("app-02", "memory", "warning", 12, PRIYA)]), None), SENDER)
+    assert (
+        msg["Subject"]
+        == "Capacity risk: 1 new and 1 worsened exceptions (1 critical) for Priya Raman"
+    )
+    [msg] = digest.compose(
+        digest.pending(frame([exc("app-02", "memory", "warning", 12, PRIYA)]), None), SENDER
+    )
     assert msg["Subject"] == "Capacity risk: 1 new exception for Priya Raman"
     assert str(msg["To"]) == "Priya Raman <priya.raman@example.com>"
     assert msg["Auto-Submitted"] == "auto-generated" and msg["Message-ID"].endswith("@example.com>")
 
 
 def test_no_links_without_a_dashboard_url_and_names_cannot_inject_headers():
-    rows = frame([exc("web-01", "cpu", "warning", 40, ("Priya\r\nBcc: evil@example.com", "priya@example.com"))])
+    rows = frame(
+        [
+            exc(
+                "web-01",
+                "cpu",
+                "warning",
+                40,
+                ("Priya\r\nBcc: evil@example.com", "priya@example.com"),
+            )
+        ]
+    )
     [msg] = digest.compose(digest.pending(rows, None), SENDER)
     assert "?server=" not in msg.get_body(("plain",)).get_content()
     assert msg["Bcc"] is None
@@ -141,14 +197,27 @@ def test_no_links_without_a_dashboard_url_and_names_cannot_inject_headers():
 
 
 def test_rollups_are_weekly_per_head():
-    rows = frame([exc("web-01", "cpu", "warning", 40, PRIYA, head="head@example.com"),
-                  exc("cache-01", "memory", "critical", 0, OMAR, department="Search", head="head@example.com")])
+    rows = frame(
+        [
+            exc("web-01", "cpu", "warning", 40, PRIYA, head="head@example.com"),
+            exc(
+                "cache-01",
+                "memory",
+                "critical",
+                0,
+                OMAR,
+                department="Search",
+                head="head@example.com",
+            ),
+        ]
+    )
     due = digest.rollup_rows(rows, None)
     assert len(due) == 2
     msgs = digest.compose_rollups(due, SENDER)
     assert [m["Subject"] for m in msgs] == [
         "Capacity risk weekly roll-up for Payments & Billing: 1 exception",
-        "Capacity risk weekly roll-up for Search: 1 exception (1 critical)"]
+        "Capacity risk weekly roll-up for Search: 1 exception (1 critical)",
+    ]
     sent = ledger_of(due, kind="rollup")
     assert digest.rollup_rows(rows, sent, now=SENT_AT + timedelta(days=5)).empty
     assert len(digest.rollup_rows(rows, sent, now=SENT_AT + timedelta(days=6))) == 2

@@ -1,4 +1,5 @@
 """``notify`` end to end: a DuckDB file, a real SMTP server on loopback, the notifications ledger."""
+
 from __future__ import annotations
 
 import email
@@ -17,8 +18,16 @@ from aiosmtpd.smtp import AuthResult
 
 from capacity_assets.notify import SmtpSettings, SmtpUnavailable, notify
 from capacity_assets.store.db import db_lock, drop_other_batches
-from capacity_assets_tests.notify.conftest import (OMAR, PRIYA, SENDER, exc, fleet, free_port, ledger_rows,
-                                                   write_risk)
+from capacity_assets_tests.notify.conftest import (
+    OMAR,
+    PRIYA,
+    SENDER,
+    exc,
+    fleet,
+    free_port,
+    ledger_rows,
+    write_risk,
+)
 
 DASH = "https://dash.example.com/"
 SECRET = "hunter2-Sup3r-s3cret"
@@ -45,22 +54,31 @@ def test_one_digest_per_manager_with_exactly_their_rows(risk_db, mail_server, ca
 
     plain, page = body(priya, "plain"), body(priya, "html")
     # critical first, then soonest; only her servers
-    assert plain.index("db-01 / disk") < plain.index('<b>srv "x" & y</b> / memory') < plain.index("web-01 / cpu")
+    assert (
+        plain.index("db-01 / disk")
+        < plain.index('<b>srv "x" & y</b> / memory')
+        < plain.index("web-01 / cpu")
+    )
     assert "cache-01" not in plain and "batch-09" not in plain
     assert "first breach 2025-01-16 (in 10 days); trust high; application Payments; new" in plain
     assert f"{DASH}?server=db-01" in plain
     # every user value escaped in HTML; the link is percent-encoded
     assert "&lt;b&gt;srv &quot;x&quot; &amp; y&lt;/b&gt;" in page and "<b>srv" not in page
     assert "Pay &amp; &lt;Bill&gt;" in page
-    assert 'href="https://dash.example.com/?server=%3Cb%3Esrv%20%22x%22%20%26%20y%3C%2Fb%3E"' in page
+    assert (
+        'href="https://dash.example.com/?server=%3Cb%3Esrv%20%22x%22%20%26%20y%3C%2Fb%3E"' in page
+    )
     assert "already at the threshold" in body(omar, "plain")
 
     assert summary["sent"] == 2 and summary["rows"] == 4 and summary["failures"] == []
     assert summary["recipients"] == ["omar@example.com", "priya.raman@example.com"]
     ledger = ledger_rows(risk_db)
     assert sorted(zip(ledger["recipient"], ledger["server_id"])) == [
-        ("omar@example.com", "cache-01"), ("priya.raman@example.com", '<b>srv "x" & y</b>'),
-        ("priya.raman@example.com", "db-01"), ("priya.raman@example.com", "web-01")]
+        ("omar@example.com", "cache-01"),
+        ("priya.raman@example.com", '<b>srv "x" & y</b>'),
+        ("priya.raman@example.com", "db-01"),
+        ("priya.raman@example.com", "web-01"),
+    ]
     assert set(ledger["kind"]) == {"digest"}
     assert set(ledger["message_id"]) == {priya["Message-ID"], omar["Message-ID"]}
     assert set(ledger["risk_batch"]) == {"batch_00", "batch_01"}
@@ -70,7 +88,10 @@ def test_managers_without_an_address_are_reported_and_not_recorded(risk_db, mail
     summary = notify(risk_db, mail_server.settings(), DASH)
     missing = {(r["app_manager"], r["reason"]) for r in summary["without_address"]}
     assert missing == {("Lena Fischer", "no address"), ("Unassigned", "no address")}
-    assert "app manager 'Lena Fischer' (Search) has 1 exception(s) but no address: not sent" in caplog.text
+    assert (
+        "app manager 'Lena Fischer' (Search) has 1 exception(s) but no address: not sent"
+        in caplog.text
+    )
     assert not {"batch-09", "legacy-01"} & set(ledger_rows(risk_db)["server_id"])
     # reported again next time: nothing was recorded for them
     caplog.clear()
@@ -78,7 +99,10 @@ def test_managers_without_an_address_are_reported_and_not_recorded(risk_db, mail
     assert again["sent"] == 0 and len(again["without_address"]) == 2
     # and the run does not end by calling them 'nothing new'
     assert "nothing new or worsened in risk_exceptions" not in caplog.text
-    assert "no mail: 2 exception(s) of 2 app manager(s) without a usable address (named above) reached nobody" in caplog.text
+    assert (
+        "no mail: 2 exception(s) of 2 app manager(s) without a usable address (named above) reached nobody"
+        in caplog.text
+    )
 
 
 def test_second_run_sends_nothing(risk_db, mail_server):
@@ -100,23 +124,31 @@ def test_worsened_exceptions_are_sent_again(risk_db, mail_server):
         return new
 
     rows = fleet()
-    rows[0] = exc("web-01", "cpu", "critical", 40, PRIYA, "Payments")      # warning -> critical
-    rows[1] = exc("db-01", "disk", "critical", 10 - 3, PRIYA, "Payments")  # 3 days earlier: not news
+    rows[0] = exc("web-01", "cpu", "critical", 40, PRIYA, "Payments")  # warning -> critical
+    rows[1] = exc(
+        "db-01", "disk", "critical", 10 - 3, PRIYA, "Payments"
+    )  # 3 days earlier: not news
     write_risk(risk_db, rows)
     summary = notify(risk_db, mail_server.settings(), DASH)
     assert summary["recipients"] == ["priya.raman@example.com"] and summary["rows"] == 1
     [msg] = latest()
     assert msg["Subject"] == "Capacity risk: 1 worsened exception (1 critical) for Priya Raman"
     plain = body(msg, "plain")
-    assert "web-01 / cpu" in plain and "now critical (was warning)" in plain and "db-01" not in plain
+    assert (
+        "web-01 / cpu" in plain and "now critical (was warning)" in plain and "db-01" not in plain
+    )
 
-    rows[1] = exc("db-01", "disk", "critical", 10 - 7, PRIYA, "Payments")  # 7 days earlier than last mailed
+    rows[1] = exc(
+        "db-01", "disk", "critical", 10 - 7, PRIYA, "Payments"
+    )  # 7 days earlier than last mailed
     write_risk(risk_db, rows)
     summary = notify(risk_db, mail_server.settings(), DASH)
     assert summary["rows"] == 1
     [msg] = latest()
     assert "db-01 / disk: first breach 2025-01-09 (in 3 days)" in body(msg, "plain")
-    assert "breach 7 days earlier (was 2025-01-16)" in body(msg, "plain") and "web-01" not in body(msg, "plain")
+    assert "breach 7 days earlier (was 2025-01-16)" in body(msg, "plain") and "web-01" not in body(
+        msg, "plain"
+    )
     assert len(ledger_rows(risk_db)) == 6
 
 
@@ -125,7 +157,9 @@ def test_refused_connection_leaves_the_ledger_unchanged(risk_db, mail_server, ca
     before = ledger_rows(risk_db)
     write_risk(risk_db, fleet() + [exc("new-01", "cpu", "critical", 5, OMAR)])
     port = free_port()  # nothing listens there
-    closed = SmtpSettings(host="127.0.0.1", port=port, user="robot", password=SECRET, sender=SENDER, timeout=5)
+    closed = SmtpSettings(
+        host="127.0.0.1", port=port, user="robot", password=SECRET, sender=SENDER, timeout=5
+    )
     with pytest.raises(SmtpUnavailable) as err:
         notify(risk_db, closed, DASH)
     text = str(err.value)
@@ -140,11 +174,15 @@ def test_refused_connection_leaves_the_ledger_unchanged(risk_db, mail_server, ca
 
 def test_failed_login_never_shows_the_password(risk_db, start_server, caplog):
     caplog.set_level(logging.DEBUG)
-    server = start_server(authenticator=lambda *a: AuthResult(success=False, handled=False), auth_require_tls=False)
+    server = start_server(
+        authenticator=lambda *a: AuthResult(success=False, handled=False), auth_require_tls=False
+    )
     settings = server.settings(user="robot", password=SECRET)
     with pytest.raises(SmtpUnavailable) as err:
         notify(risk_db, settings, DASH)
-    assert f"SMTP server 127.0.0.1:{server.port} refused the login as 'robot': 535" in str(err.value)
+    assert f"SMTP server 127.0.0.1:{server.port} refused the login as 'robot': 535" in str(
+        err.value
+    )
     for text in (str(err.value), repr(err.value), caplog.text, repr(settings)):
         assert SECRET not in text
     assert ledger_rows(risk_db) is None and server.messages() == []
@@ -158,7 +196,9 @@ def test_a_refused_mailbox_is_reported_the_others_recorded(risk_db, start_server
             envelope.rcpt_tos.append(address)
             return "250 OK"
 
-    write_risk(risk_db, fleet() + [exc("odd-01", "cpu", "warning", 30, ("Bo Unce", "bounce@example.com"))])
+    write_risk(
+        risk_db, fleet() + [exc("odd-01", "cpu", "warning", 30, ("Bo Unce", "bounce@example.com"))]
+    )
     server = start_server(Picky)
     summary = notify(risk_db, server.settings(), DASH)
     assert summary["sent"] == 2 and summary["rows"] == 4
@@ -171,12 +211,21 @@ def test_a_refused_mailbox_is_reported_the_others_recorded(risk_db, start_server
 
 
 def test_dry_run_writes_eml_files_and_records_nothing(risk_db, tmp_path, mail_server):
-    unreachable = SmtpSettings(host="127.0.0.1", port=free_port(), sender=SENDER)  # proves no connection
+    unreachable = SmtpSettings(
+        host="127.0.0.1", port=free_port(), sender=SENDER
+    )  # proves no connection
     out = tmp_path / "eml"
     summary = notify(risk_db, unreachable, DASH, dry_run=True, out_dir=str(out))
     files = sorted(out.glob("*.eml"))
-    assert [f.name for f in files] == ["001-digest-omar@example.com.eml", "002-digest-priya.raman@example.com.eml"]
-    assert summary["files"] == [str(f) for f in files] and summary["rows"] == 4 and summary["sent"] == 0
+    assert [f.name for f in files] == [
+        "001-digest-omar@example.com.eml",
+        "002-digest-priya.raman@example.com.eml",
+    ]
+    assert (
+        summary["files"] == [str(f) for f in files]
+        and summary["rows"] == 4
+        and summary["sent"] == 0
+    )
     msg = email.message_from_bytes(files[1].read_bytes(), policy=policy.default)
     assert msg["Subject"] == "Capacity risk: 3 new exceptions (1 critical) for Priya Raman"
     assert "db-01" in body(msg, "plain") and "<table" in body(msg, "html")
@@ -209,18 +258,33 @@ def test_rollups_go_to_department_heads_weekly(tmp_path, mail_server):
     summary = notify(db, mail_server.settings(), DASH, rollup=True, now=monday)
     rollups = [m for m in mail_server.messages() if m["X-Capacity-Kind"] == "rollup"]
     assert [(m["X-RcptTo"], m["Subject"]) for m in rollups] == [
-        ("pay-head@example.com", "Capacity risk weekly roll-up for Payments & Billing: 3 exceptions (1 critical)"),
-        ("search-head@example.com", "Capacity risk weekly roll-up for Search: 2 exceptions (1 critical)")]
+        (
+            "pay-head@example.com",
+            "Capacity risk weekly roll-up for Payments & Billing: 3 exceptions (1 critical)",
+        ),
+        (
+            "search-head@example.com",
+            "Capacity risk weekly roll-up for Search: 2 exceptions (1 critical)",
+        ),
+    ]
     search = body(rollups[1], "plain")
     # grouped by app manager, the one with critical exceptions first; unaddressed managers included
-    assert search.index("Omar Haddad <omar@example.com>: 1 exception (1 critical)") < \
-        search.index("Lena Fischer: 1 exception")
+    assert search.index("Omar Haddad <omar@example.com>: 1 exception (1 critical)") < search.index(
+        "Lena Fischer: 1 exception"
+    )
     assert "&lt;b&gt;srv" in body(rollups[0], "html")
-    assert [r["department"] for r in summary["without_address"] if r["kind"] == "rollup"] == ["Unassigned"]
+    assert [r["department"] for r in summary["without_address"] if r["kind"] == "rollup"] == [
+        "Unassigned"
+    ]
     ledger = ledger_rows(db)
     assert (ledger["kind"] == "rollup").sum() == 5 and (ledger["kind"] == "digest").sum() == 4
 
-    assert notify(db, mail_server.settings(), DASH, rollup=True, now=monday + timedelta(days=1))["messages"] == 0
+    assert (
+        notify(db, mail_server.settings(), DASH, rollup=True, now=monday + timedelta(days=1))[
+            "messages"
+        ]
+        == 0
+    )
     again = notify(db, mail_server.settings(), DASH, rollup=True, now=monday + timedelta(days=7))
     assert again["sent"] == 2 and set(again["recipients"]) == set(heads.values())
 
@@ -246,8 +310,10 @@ def test_missing_database_or_table_is_explained(tmp_path, mail_server):
 
 
 def test_the_package_imports_no_dagster():
-    code = ("import sys, capacity_assets.notify, capacity_assets.notify.__main__; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'); assert not bad, bad")
+    code = (
+        "import sys, capacity_assets.notify, capacity_assets.notify.__main__; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'); assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -257,8 +323,13 @@ def test_command_line_dry_run(risk_db, tmp_path):
     cmd = [sys.executable, "-m", "capacity_assets.notify", "--db", risk_db]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "set CAPACITY_SMTP_HOST" in proc.stderr
-    proc = subprocess.run(cmd + ["--dry-run", str(tmp_path / "eml")], env={**env, "CAPACITY_DASHBOARD_URL": DASH},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        cmd + ["--dry-run", str(tmp_path / "eml")],
+        env={**env, "CAPACITY_DASHBOARD_URL": DASH},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rows"] == 4 and len(list((tmp_path / "eml").glob("*.eml"))) == 2
     assert ledger_rows(risk_db) is None

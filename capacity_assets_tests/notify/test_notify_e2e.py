@@ -5,6 +5,7 @@ address, then `capacity notify` (the CLI), the Dagster job `capacity_notify` and
 One module fixture performs the sequence a user would (dry run, send, send again, the job, a dry run
 after sending, a re-run of one batch, notify again) and records what each step left behind.
 """
+
 import email
 import json
 import os
@@ -54,11 +55,19 @@ def evaluate_sensor(home: Path, cursor: str | None):
 
 
 def run_notify_job(work: Path, env: dict) -> subprocess.CompletedProcess:
-    code = ("from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
-            "r = defs.resolve_job_def('capacity_notify').execute_in_process(instance=DagsterInstance.get(), "
-            "raise_on_error=False)\nprint('SUCCESS' if r.success else 'FAILED')")
-    return subprocess.run([str(BIN / "python"), "-c", code], cwd=work, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
+        "r = defs.resolve_job_def('capacity_notify').execute_in_process(instance=DagsterInstance.get(), "
+        "raise_on_error=False)\nprint('SUCCESS' if r.success else 'FAILED')"
+    )
+    return subprocess.run(
+        [str(BIN / "python"), "-c", code],
+        cwd=work,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +79,42 @@ def notified(tmp_path_factory):
     hier = pd.read_csv(fleet["hierarchy"], dtype=str)
     hier["app_manager_email"] = hier["app_manager"].map(address)
     hier.to_csv(fleet["hierarchy"], index=False)
-    env = {"CAPACITY_METRICS": fleet["metrics"], "CAPACITY_HIERARCHY": fleet["hierarchy"],
-           "CAPACITY_DB": str(work / "cap.duckdb"), "CAPACITY_BATCHES": str(BATCHES),
-           "CAPACITY_THRESHOLD": str(THRESHOLD), "DAGSTER_HOME": str(work / ".dagster")}
+    env = {
+        "CAPACITY_METRICS": fleet["metrics"],
+        "CAPACITY_HIERARCHY": fleet["hierarchy"],
+        "CAPACITY_DB": str(work / "cap.duckdb"),
+        "CAPACITY_BATCHES": str(BATCHES),
+        "CAPACITY_THRESHOLD": str(THRESHOLD),
+        "DAGSTER_HOME": str(work / ".dagster"),
+    }
     # one worker: both batches in one process, one after the other
     capacity("run", "--workers", "1", cwd=work, env=env)
     db, home = env["CAPACITY_DB"], work / ".dagster"
-    state = {"work": work, "env": env, "db": db, "hierarchy": hier,
-             "risk": sql(db, "select * from risk_exceptions")}
+    state = {
+        "work": work,
+        "env": env,
+        "db": db,
+        "hierarchy": hier,
+        "risk": sql(db, "select * from risk_exceptions"),
+    }
     state["sensor_fresh"] = evaluate_sensor(home, None)
     server = MailServer(work / "maildir")
     try:
-        mail_env = {**env, "CAPACITY_SMTP_HOST": "127.0.0.1", "CAPACITY_SMTP_PORT": str(server.port),
-                    "CAPACITY_SMTP_FROM": SENDER, "CAPACITY_SMTP_USER": "", "CAPACITY_SMTP_PASSWORD": "",
-                    "CAPACITY_SMTP_STARTTLS": "false", "CAPACITY_SMTP_TIMEOUT": "10", "CAPACITY_DASHBOARD_URL": ""}
+        mail_env = {
+            **env,
+            "CAPACITY_SMTP_HOST": "127.0.0.1",
+            "CAPACITY_SMTP_PORT": str(server.port),
+            "CAPACITY_SMTP_FROM": SENDER,
+            "CAPACITY_SMTP_USER": "",
+            "CAPACITY_SMTP_PASSWORD": "",
+            "CAPACITY_SMTP_STARTTLS": "false",
+            "CAPACITY_SMTP_TIMEOUT": "10",
+            "CAPACITY_DASHBOARD_URL": "",
+        }
         state["mail_env"] = mail_env
-        state["dry"] = capacity("notify", "--dry-run", "--out", str(work / "eml"), cwd=work, env=mail_env)
+        state["dry"] = capacity(
+            "notify", "--dry-run", "--out", str(work / "eml"), cwd=work, env=mail_env
+        )
         state["after_dry"] = {"ledger": ledger_rows(db), "delivered": len(server.messages())}
         state["first"] = capacity("notify", cwd=work, env=mail_env)
         state["messages"] = server.messages()
@@ -94,7 +123,9 @@ def notified(tmp_path_factory):
         state["after_second"] = {"ledger": ledger_rows(db), "delivered": len(server.messages())}
         state["job"] = run_notify_job(work, mail_env)
         state["after_job"] = {"ledger": ledger_rows(db), "delivered": len(server.messages())}
-        state["dry_again"] = capacity("notify", "--dry-run", "--out", str(work / "eml-again"), cwd=work, env=mail_env)
+        state["dry_again"] = capacity(
+            "notify", "--dry-run", "--out", str(work / "eml-again"), cwd=work, env=mail_env
+        )
         state["sensor_after"] = evaluate_sensor(home, state["sensor_fresh"][1])
         capacity("run", "--workers", "1", "--batch", "batch_00", "--force", cwd=work, env=env)
         state["sensor_rerun"] = evaluate_sensor(home, state["sensor_fresh"][1])
@@ -127,7 +158,11 @@ def test_one_digest_per_manager_with_exactly_their_rows(notified):
     got = {m["X-RcptTo"]: m for m in msgs}
     assert len(msgs) == len(got) == len(want), [m["X-RcptTo"] for m in msgs]
     assert set(got) == set(want)
-    managers = notified["risk"].drop_duplicates("app_manager_email").set_index("app_manager_email")["app_manager"]
+    managers = (
+        notified["risk"]
+        .drop_duplicates("app_manager_email")
+        .set_index("app_manager_email")["app_manager"]
+    )
     for recipient, msg in got.items():
         assert listed(msg) == want[recipient], recipient
         assert msg["X-Capacity-Kind"] == "digest" and msg["From"] == SENDER
@@ -143,8 +178,9 @@ def test_one_digest_per_manager_with_exactly_their_rows(notified):
 def test_the_ledger_records_each_delivered_exception_once(notified):
     ledger, risk = notified["ledger"], notified["risk"]
     assert ledger is not None and len(ledger) == len(risk)
-    assert set(zip(ledger["recipient"], ledger["server_id"], ledger["resource"])) == \
-        set(zip(risk["app_manager_email"], risk["server_id"], risk["resource"]))
+    assert set(zip(ledger["recipient"], ledger["server_id"], ledger["resource"])) == set(
+        zip(risk["app_manager_email"], risk["server_id"], risk["resource"])
+    )
     assert set(ledger["kind"]) == {"digest"}
     ids = {m["X-RcptTo"]: m["Message-ID"] for m in notified["messages"]}
     assert all(ids[r] == mid for r, mid in zip(ledger["recipient"], ledger["message_id"]))
@@ -168,7 +204,9 @@ def test_dry_run_writes_eml_files_and_records_nothing(notified):
         assert recipient.replace("@", "") in path.name.replace("@", "")
     assert notified["after_dry"] == {"ledger": None, "delivered": 0}
     summary = json.loads(notified["dry"].stdout)
-    assert summary["dry_run"] is True and summary["sent"] == 0 and len(summary["files"]) == len(want)
+    assert (
+        summary["dry_run"] is True and summary["sent"] == 0 and len(summary["files"]) == len(want)
+    )
     # after the real send, a dry run has nothing left to write
     assert json.loads(notified["dry_again"].stdout)["messages"] == 0
     assert not list((notified["work"] / "eml-again").glob("*.eml"))
@@ -176,7 +214,9 @@ def test_dry_run_writes_eml_files_and_records_nothing(notified):
 
 def test_the_dagster_job_succeeds_and_sends_nothing_new(notified):
     job = notified["job"]
-    assert job.returncode == 0 and job.stdout.strip().endswith("SUCCESS"), job.stdout + job.stderr[-3000:]
+    assert job.returncode == 0 and job.stdout.strip().endswith("SUCCESS"), (
+        job.stdout + job.stderr[-3000:]
+    )
     assert notified["after_job"]["delivered"] == len(notified["messages"])
     pd.testing.assert_frame_equal(notified["after_job"]["ledger"], notified["ledger"])
 
@@ -199,7 +239,9 @@ def test_the_sensor_asks_for_digests_once_per_new_risk_materialisation(notified)
 def test_re_running_a_batch_does_not_mail_the_same_exceptions_again(notified):
     risk, again = notified["risk"], notified["risk_rerun"]
     key = ["server_id", "resource", "severity", "first_breach_date"]
-    assert set(map(tuple, again[key].itertuples(index=False))) == set(map(tuple, risk[key].itertuples(index=False)))
+    assert set(map(tuple, again[key].itertuples(index=False))) == set(
+        map(tuple, risk[key].itertuples(index=False))
+    )
     summary = json.loads(notified["third"].stdout)
     assert summary["sent"] == 0
     assert notified["after_third"]["delivered"] == len(notified["messages"])

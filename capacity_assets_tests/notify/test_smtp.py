@@ -1,4 +1,5 @@
 """SMTP settings from the environment, and the password staying out of every text."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,23 +10,46 @@ SECRET = "hunter2-Sup3r-s3cret"
 
 
 def test_from_env_defaults_and_starttls_port():
-    s = SmtpSettings.from_env({"CAPACITY_SMTP_HOST": "mail.example.com", "CAPACITY_SMTP_FROM": "cap@example.com"})
-    assert (s.host, s.port, s.starttls, s.sender, s.configured) == ("mail.example.com", 25, False, "cap@example.com",
-                                                                      True)
-    s = SmtpSettings.from_env({"CAPACITY_SMTP_HOST": "mail.example.com", "CAPACITY_SMTP_STARTTLS": "True",
-                               "CAPACITY_SMTP_USER": "robot@example.com", "CAPACITY_SMTP_PASSWORD": SECRET})
+    s = SmtpSettings.from_env(
+        {"CAPACITY_SMTP_HOST": "mail.example.com", "CAPACITY_SMTP_FROM": "cap@example.com"}
+    )
+    assert (s.host, s.port, s.starttls, s.sender, s.configured) == (
+        "mail.example.com",
+        25,
+        False,
+        "cap@example.com",
+        True,
+    )
+    s = SmtpSettings.from_env(
+        {
+            "CAPACITY_SMTP_HOST": "mail.example.com",
+            "CAPACITY_SMTP_STARTTLS": "True",
+            "CAPACITY_SMTP_USER": "robot@example.com",
+            "CAPACITY_SMTP_PASSWORD": SECRET,
+        }
+    )
     assert (s.port, s.starttls, s.sender, s.password) == (587, True, "robot@example.com", SECRET)
-    s = SmtpSettings.from_env({"CAPACITY_SMTP_HOST": "m", "CAPACITY_SMTP_STARTTLS": "false",
-                               "CAPACITY_SMTP_PORT": "2525"})
+    s = SmtpSettings.from_env(
+        {"CAPACITY_SMTP_HOST": "m", "CAPACITY_SMTP_STARTTLS": "false", "CAPACITY_SMTP_PORT": "2525"}
+    )
     assert (s.port, s.starttls) == (2525, False)
     assert not SmtpSettings.from_env({}).configured
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"CAPACITY_SMTP_STARTTLS": "maybe"}, "CAPACITY_SMTP_STARTTLS must be true or false, not 'maybe'"),
-    ({"CAPACITY_SMTP_PORT": "smtp"}, "CAPACITY_SMTP_PORT must be a port number (1-65535), not 'smtp'"),
-    ({"CAPACITY_SMTP_PORT": "70000"}, "CAPACITY_SMTP_PORT must be a port number"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"CAPACITY_SMTP_STARTTLS": "maybe"},
+            "CAPACITY_SMTP_STARTTLS must be true or false, not 'maybe'",
+        ),
+        (
+            {"CAPACITY_SMTP_PORT": "smtp"},
+            "CAPACITY_SMTP_PORT must be a port number (1-65535), not 'smtp'",
+        ),
+        ({"CAPACITY_SMTP_PORT": "70000"}, "CAPACITY_SMTP_PORT must be a port number"),
+    ],
+)
 def test_from_env_rejects_bad_values(env, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         SmtpSettings.from_env({"CAPACITY_SMTP_HOST": "m", **env})

@@ -1,4 +1,5 @@
 """Dagster's private API that the staged IO manager relies on: fails loudly when an upgrade moves it."""
+
 import inspect
 
 import dagster as dg
@@ -8,7 +9,9 @@ from capacity_assets.pipeline import dagster_private
 
 
 def test_private_symbols_still_exist_with_the_shape_we_use():
-    assert inspect.isclass(dagster_private.DbIOManager) and inspect.isclass(dagster_private.TableSlice)
+    assert inspect.isclass(dagster_private.DbIOManager) and inspect.isclass(
+        dagster_private.TableSlice
+    )
     assert {"table", "schema", "partition_dimensions"} <= set(dagster_private.TableSlice._fields)
     for method in ("handle_output", "load_input"):
         assert hasattr(dagster_private.DbTypeHandler, method)

@@ -1,4 +1,5 @@
 """The code location loads as Dagster sees it, on current APIs only, and its resource mirrors the settings."""
+
 import dataclasses
 import os
 import subprocess
@@ -11,25 +12,62 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_definitions_load_in_dagster():
-    proc = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from capacity_assets.pipeline.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"business_hierarchy", "processed_data", "skipped_series", "prophet_results", "ets_results",
-                    "challenger_results", "combination_results", "champions", "forecasts", "risk_exceptions",
-                    "capacity_plan", "forecast_history", "risk_history", "forecast_accuracy", "risk_calls",
-                    "risk_resolved", "batch_ledger"}
+    assert keys == {
+        "business_hierarchy",
+        "processed_data",
+        "skipped_series",
+        "prophet_results",
+        "ets_results",
+        "challenger_results",
+        "combination_results",
+        "champions",
+        "forecasts",
+        "risk_exceptions",
+        "capacity_plan",
+        "forecast_history",
+        "risk_history",
+        "forecast_accuracy",
+        "risk_calls",
+        "risk_resolved",
+        "batch_ledger",
+    }
     # the schedules the README names, by those names (the UI shows these)
-    assert {s.name for s in defs.schedules} == {"weekly_forecast", "weekly_hierarchy", "daily_freshness"}
+    assert {s.name for s in defs.schedules} == {
+        "weekly_forecast",
+        "weekly_hierarchy",
+        "daily_freshness",
+    }
 
 
 def test_definitions_raise_no_deprecation_warning():
-    code = ("import capacity_assets.pipeline.definitions as d; d.defs.resolve_job_def('capacity_forecast'); "
-            "d.defs.resolve_asset_graph()")
-    proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "import capacity_assets.pipeline.definitions as d; d.defs.resolve_job_def('capacity_forecast'); "
+        "d.defs.resolve_asset_graph()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -37,14 +75,27 @@ def test_a_whole_run_raises_no_deprecation_warning_from_the_project(tiny_fleet, 
     """Every asset, check and IO-manager call of a real run, in one process with the project's
     DeprecationWarnings and FutureWarnings as errors (a step that raises one fails, and so does the
     command). Dagster attributes its deprecations to the caller, so a normal run's output hides them."""
-    env = {**os.environ, "CAPACITY_METRICS": tiny_fleet["metrics"], "CAPACITY_HIERARCHY": tiny_fleet["hierarchy"],
-           "CAPACITY_DB": str(tmp_path / "cap.duckdb"), "DAGSTER_HOME": str(tmp_path / ".dagster")}
-    code = ("import sys, warnings; "
-            "warnings.filterwarnings('error', category=DeprecationWarning, module='capacity_assets'); "
-            "warnings.filterwarnings('error', category=FutureWarning, module='capacity_assets'); "
-            "from capacity_assets.cli.main import main; sys.exit(main(['run', '--workers', '1']))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "CAPACITY_METRICS": tiny_fleet["metrics"],
+        "CAPACITY_HIERARCHY": tiny_fleet["hierarchy"],
+        "CAPACITY_DB": str(tmp_path / "cap.duckdb"),
+        "DAGSTER_HOME": str(tmp_path / ".dagster"),
+    }
+    code = (
+        "import sys, warnings; "
+        "warnings.filterwarnings('error', category=DeprecationWarning, module='capacity_assets'); "
+        "warnings.filterwarnings('error', category=FutureWarning, module='capacity_assets'); "
+        "from capacity_assets.cli.main import main; sys.exit(main(['run', '--workers', '1']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "series forecast:" in proc.stdout
 
@@ -60,11 +111,15 @@ def test_settings_resource_has_every_setting_and_no_default_of_its_own():
 
 
 def test_cli_dashboard_and_report_import_no_dagster():
-    code = ("import sys, capacity_assets.cli.main, capacity_assets.dashboard.data, capacity_assets.dashboard.charts, "
-            "capacity_assets.risk.report, capacity_assets.store.queries, capacity_assets.config; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_duckdb')); "
-            "assert not bad, bad")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, capacity_assets.cli.main, capacity_assets.dashboard.data, capacity_assets.dashboard.charts, "
+        "capacity_assets.risk.report, capacity_assets.store.queries, capacity_assets.config; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_duckdb')); "
+        "assert not bad, bad"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -79,24 +134,36 @@ def test_only_the_pipeline_package_imports_dagster():
     assert offenders == []
 
 
-def test_a_password_in_the_prometheus_url_is_not_shown_by_the_ui_and_a_run_still_gets_it(monkeypatch):
+def test_a_password_in_the_prometheus_url_is_not_shown_by_the_ui_and_a_run_still_gets_it(
+    monkeypatch,
+):
     """The UI's resource page shows what the code server sends it (the repository snapshot): a password
     written into CAPACITY_METRICS must not be in it, while the run's assets still read the whole URL."""
     import dagster as dg
 
     url = "prometheus+http://capacity:Right-Pa55word@127.0.0.1:9090"
-    code = ("from dagster._core.remote_representation.external_data import RepositorySnap; "
-            "from dagster._serdes import serialize_value; "
-            "from capacity_assets.pipeline.definitions import defs; "
-            "print(serialize_value(RepositorySnap.from_def(defs.get_repository_def())))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "CAPACITY_METRICS": url},
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "from dagster._core.remote_representation.external_data import RepositorySnap; "
+        "from dagster._serdes import serialize_value; "
+        "from capacity_assets.pipeline.definitions import defs; "
+        "print(serialize_value(RepositorySnap.from_def(defs.get_repository_def())))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "CAPACITY_METRICS": url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Right-Pa55word" not in proc.stdout and "CAPACITY_METRICS" in proc.stdout
 
     from capacity_assets.pipeline.resources import SettingsResource
 
-    monkeypatch.setenv("CAPACITY_METRICS", url + " \n")  # a .env file's trailing blank: still hidden
+    monkeypatch.setenv(
+        "CAPACITY_METRICS", url + " \n"
+    )  # a .env file's trailing blank: still hidden
     settings = CapacitySettings.from_env()
     assert isinstance(SettingsResource.wrap(settings).metrics, dg.EnvVar)
     seen = {}

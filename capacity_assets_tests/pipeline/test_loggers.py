@@ -1,11 +1,14 @@
 """The console of a run: Dagster's provenance warning off it, every other warning on it, and all of
 them still in the run's event log (the UI)."""
+
 import dagster as dg
 
 from capacity_assets.pipeline.loggers import console
 
-PROVENANCE = ("Data version mismatch for asset AssetKey(['processed_data']). Data version from materialization "
-              "within current step is `abc`. Data version from most recent materialization is `def`.")
+PROVENANCE = (
+    "Data version mismatch for asset AssetKey(['processed_data']). Data version from materialization "
+    "within current step is `abc`. Data version from most recent materialization is `def`."
+)
 
 
 def test_the_console_drops_dagsters_provenance_warning_and_keeps_the_others(capfd):
@@ -19,8 +22,9 @@ def test_the_console_drops_dagsters_provenance_warning_and_keeps_the_others(capf
         talk()
 
     instance = dg.DagsterInstance.ephemeral()
-    result = job.execute_in_process(run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-                                    instance=instance)
+    result = job.execute_in_process(
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}, instance=instance
+    )
     assert result.success
     shown = capfd.readouterr()
     assert "8 series too short to forecast" in shown.err
@@ -32,5 +36,10 @@ def test_the_console_drops_dagsters_provenance_warning_and_keeps_the_others(capf
 def test_every_job_of_the_code_location_uses_it():
     from capacity_assets.pipeline.definitions import defs
 
-    for name in ("capacity_forecast", "capacity_hierarchy", "capacity_freshness", "capacity_notify"):
+    for name in (
+        "capacity_forecast",
+        "capacity_hierarchy",
+        "capacity_freshness",
+        "capacity_notify",
+    ):
         assert defs.resolve_job_def(name).loggers["console"] is console, name

@@ -5,6 +5,7 @@ with per-resource and default levels from the environment; then `capacity report
 Every figure of capacity_plan is recomputed here from the golden record (forecasts) and the
 settings the run was given, so a plan that ignores a level, a lead time or a size is caught.
 """
+
 import math
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def expected_threshold(server: str, resource: str) -> float:
 def expected_target(server: str, resource: str) -> float:
     if server == TARGET_SERVER and resource == "memory":
         return 70.0
-    return min(DEFAULT_TARGET, expected_threshold(server, resource))  # a target is capped at its threshold
+    return min(
+        DEFAULT_TARGET, expected_threshold(server, resource)
+    )  # a target is capped at its threshold
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +63,29 @@ def planned(tmp_path_factory) -> dict:
         hier[column] = [None if s == UNSIZED_SERVER else size for s in servers]
     hier["threshold_cpu"] = [99 if s == THRESHOLD_SERVER else None for s in servers]
     hier["target_memory"] = [70 if s == TARGET_SERVER else None for s in servers]
-    hier["threshold_network"] = ["abc" if s == UNSIZED_SERVER else None for s in servers]  # unusable: reported
+    hier["threshold_network"] = [
+        "abc" if s == UNSIZED_SERVER else None for s in servers
+    ]  # unusable: reported
     hier.to_csv(fleet["hierarchy"], index=False)
-    env = {"CAPACITY_METRICS": fleet["metrics"], "CAPACITY_HIERARCHY": fleet["hierarchy"],
-           "CAPACITY_DB": str(work / "cap.duckdb"), "CAPACITY_BATCHES": str(BATCHES),
-           "CAPACITY_THRESHOLD": str(THRESHOLD), "CAPACITY_THRESHOLD_DISK": str(THRESHOLD_DISK),
-           "CAPACITY_LEAD_DAYS": str(LEAD_DAYS), "DAGSTER_HOME": str(work / ".dagster")}
-    for name in ("CAPACITY_TARGET", "CAPACITY_TARGET_MEMORY", "CAPACITY_THRESHOLD_CPU", "CAPACITY_THRESHOLD_MEMORY",
-                 "CAPACITY_THRESHOLD_NETWORK", "CAPACITY_ROUND_GB", "CAPACITY_HORIZON_DAYS"):
+    env = {
+        "CAPACITY_METRICS": fleet["metrics"],
+        "CAPACITY_HIERARCHY": fleet["hierarchy"],
+        "CAPACITY_DB": str(work / "cap.duckdb"),
+        "CAPACITY_BATCHES": str(BATCHES),
+        "CAPACITY_THRESHOLD": str(THRESHOLD),
+        "CAPACITY_THRESHOLD_DISK": str(THRESHOLD_DISK),
+        "CAPACITY_LEAD_DAYS": str(LEAD_DAYS),
+        "DAGSTER_HOME": str(work / ".dagster"),
+    }
+    for name in (
+        "CAPACITY_TARGET",
+        "CAPACITY_TARGET_MEMORY",
+        "CAPACITY_THRESHOLD_CPU",
+        "CAPACITY_THRESHOLD_MEMORY",
+        "CAPACITY_THRESHOLD_NETWORK",
+        "CAPACITY_ROUND_GB",
+        "CAPACITY_HORIZON_DAYS",
+    ):
         env[name] = ""  # unset for this run: the defaults are what the expectations assume
     # two worker processes by request (a fleet this small would get one): this is the suite's run
     # through the process pool, with both batches staged at the same time
@@ -75,11 +93,22 @@ def planned(tmp_path_factory) -> dict:
     out = proc.stdout
     assert "with 2 worker(s)" in out and "[1/2]" in out and "[2/2]" in out, out
     db = env["CAPACITY_DB"]
-    return {"work": work, "env": env, "db": db, "servers": servers, "stderr": proc.stderr, "stdout": out,
-            "plan": sql(db, "select * from capacity_plan"),
-            "forecasts": sql(db, "select batch, server_id, resource, ds, yhat_upper, demand_upper from forecasts"),
-            "risk": sql(db, "select * from risk_exceptions"),
-            "history": sql(db, "select distinct batch, server_id, resource, threshold from forecast_history")}
+    return {
+        "work": work,
+        "env": env,
+        "db": db,
+        "servers": servers,
+        "stderr": proc.stderr,
+        "stdout": out,
+        "plan": sql(db, "select * from capacity_plan"),
+        "forecasts": sql(
+            db, "select batch, server_id, resource, ds, yhat_upper, demand_upper from forecasts"
+        ),
+        "risk": sql(db, "select * from risk_exceptions"),
+        "history": sql(
+            db, "select distinct batch, server_id, resource, threshold from forecast_history"
+        ),
+    }
 
 
 def per_series(forecasts: pd.DataFrame) -> pd.DataFrame:
@@ -88,8 +117,13 @@ def per_series(forecasts: pd.DataFrame) -> pd.DataFrame:
     f["threshold"] = [expected_threshold(s, r) for s, r in zip(f["server_id"], f["resource"])]
     f["demand_upper"] = f["demand_upper"].astype(float).fillna(f["yhat_upper"].astype(float))
     g = f.groupby(KEY)
-    out = pd.DataFrame({"peak": g["demand_upper"].max().clip(lower=0.0),
-                        "max_upper": g["yhat_upper"].max(), "threshold": g["threshold"].first()})
+    out = pd.DataFrame(
+        {
+            "peak": g["demand_upper"].max().clip(lower=0.0),
+            "max_upper": g["yhat_upper"].max(),
+            "threshold": g["threshold"].first(),
+        }
+    )
     crossing = f[f["yhat_upper"] >= f["threshold"]].groupby(KEY)["ds"].min()
     out["crossing"] = crossing.reindex(out.index)
     out = out.reset_index()
@@ -107,7 +141,9 @@ def test_every_forecast_series_has_exactly_one_plan_row(planned):
     # the hierarchy's owners are on the plan (no 'Unassigned' in this fleet)
     owners = pd.read_csv(planned["env"]["CAPACITY_HIERARCHY"], dtype=str).set_index("server_id")
     for r in plan.itertuples():
-        assert (r.department, r.app_manager) == tuple(owners.loc[r.server_id, ["department", "app_manager"]])
+        assert (r.department, r.app_manager) == tuple(
+            owners.loc[r.server_id, ["department", "app_manager"]]
+        )
 
 
 def test_thresholds_and_targets_per_server_per_resource_and_default(planned):
@@ -116,8 +152,26 @@ def test_thresholds_and_targets_per_server_per_resource_and_default(planned):
         assert r.threshold == expected_threshold(r.server_id, r.resource), r
         assert r.target == expected_target(r.server_id, r.resource), r
     # the overrides are present in this run at all (otherwise the loop above proves little)
-    assert len(plan[(plan["server_id"] == THRESHOLD_SERVER) & (plan["resource"] == "cpu") & (plan["threshold"] == 99)]) == 1
-    assert len(plan[(plan["server_id"] == TARGET_SERVER) & (plan["resource"] == "memory") & (plan["target"] == 70)]) == 1
+    assert (
+        len(
+            plan[
+                (plan["server_id"] == THRESHOLD_SERVER)
+                & (plan["resource"] == "cpu")
+                & (plan["threshold"] == 99)
+            ]
+        )
+        == 1
+    )
+    assert (
+        len(
+            plan[
+                (plan["server_id"] == TARGET_SERVER)
+                & (plan["resource"] == "memory")
+                & (plan["target"] == 70)
+            ]
+        )
+        == 1
+    )
     assert (plan.loc[plan["resource"] == "disk", "threshold"] == THRESHOLD_DISK).all()
     assert (plan["resource"] == "disk").any()
     # risk_exceptions judged every series against the same line
@@ -137,10 +191,14 @@ def test_actions_follow_the_crossing_of_each_series_own_threshold(planned):
     adds = want["crossing"].notna()
     assert adds.any(), "the fleet needs at least one series to add capacity to"
     assert set(plan.index[plan["action"] == "add"]) == set(want.index[adds])
-    assert set(plan.index[plan["action"] == "add"]).isdisjoint(plan.index[plan["action"] == "reclaim"])
+    assert set(plan.index[plan["action"] == "add"]).isdisjoint(
+        plan.index[plan["action"] == "reclaim"]
+    )
     # the per-server 99 % keeps that cpu out of the adds whenever its upper bound stays below 99
     key = next(k for k in want.index if k[1] == THRESHOLD_SERVER and k[2] == "cpu")
-    assert THRESHOLD <= want.loc[key, "max_upper"] < 99, "this fleet's series should cross the default, not 99"
+    assert THRESHOLD <= want.loc[key, "max_upper"] < 99, (
+        "this fleet's series should cross the default, not 99"
+    )
     assert plan.loc[key, "action"] != "add"
 
 
@@ -153,16 +211,21 @@ def test_change_pct_and_needed_by_of_add_rows_recomputed_from_the_forecasts(plan
     expected_pct = (want["peak"] / want["target"] - 1.0) * 100.0
     np.testing.assert_allclose(plan.loc[add, "change_pct"], expected_pct[add], rtol=1e-7, atol=1e-7)
     reclaim = plan["action"] == "reclaim"
-    np.testing.assert_allclose(plan.loc[reclaim, "change_pct"], expected_pct[reclaim], rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(
+        plan.loc[reclaim, "change_pct"], expected_pct[reclaim], rtol=1e-7, atol=1e-7
+    )
     assert (plan.loc[plan["action"] == "none", "change_pct"] == 0).all()
     needed = pd.to_datetime(plan.loc[add, "needed_by"])
-    assert (needed == want.loc[add, "crossing"] - pd.Timedelta(days=LEAD_DAYS)).all(), \
-        pd.DataFrame({"got": needed, "want": want.loc[add, "crossing"] - pd.Timedelta(days=LEAD_DAYS)})
+    assert (needed == want.loc[add, "crossing"] - pd.Timedelta(days=LEAD_DAYS)).all(), pd.DataFrame(
+        {"got": needed, "want": want.loc[add, "crossing"] - pd.Timedelta(days=LEAD_DAYS)}
+    )
     assert plan.loc[~add, "needed_by"].isna().all()
     # the target-70 series is sized to 70, not to the default
     key = next(k for k in plan.index if k[1] == TARGET_SERVER and k[2] == "memory")
     if plan.loc[key, "action"] != "none":
-        assert plan.loc[key, "change_pct"] == pytest.approx((want.loc[key, "peak"] / 70.0 - 1) * 100)
+        assert plan.loc[key, "change_pct"] == pytest.approx(
+            (want.loc[key, "peak"] / 70.0 - 1) * 100
+        )
 
 
 def test_change_units_only_where_the_size_is_known(planned):
@@ -177,10 +240,14 @@ def test_change_units_only_where_the_size_is_known(planned):
         size, step = SIZES[SIZE_OF[r.resource]], STEP[r.resource]
         steps = round(size * abs(r.change_pct) / 100 / step, 9)
         if r.action == "add":
-            assert r.change_units == pytest.approx(math.ceil(steps) * step), r  # buy enough: round up
+            assert r.change_units == pytest.approx(math.ceil(steps) * step), (
+                r
+            )  # buy enough: round up
             assert r.change_units > 0
         elif r.action == "reclaim":
-            assert r.change_units == pytest.approx(-min(math.floor(steps), max(math.floor(size / step) - 1, 0)) * step)
+            assert r.change_units == pytest.approx(
+                -min(math.floor(steps), max(math.floor(size / step) - 1, 0)) * step
+            )
         else:
             assert r.change_units == 0
 
@@ -202,13 +269,22 @@ def test_report_writes_plan_files_next_to_the_risk_files(planned, reported):
 
     expected_plan_files = department_files(plan["department"], "plan_")
     expected_risk_files = department_files(planned["risk"]["department"], "risk_")
-    assert names == {"plan_all.csv", "risk_all.csv", *expected_plan_files.values(), *expected_risk_files.values()}
+    assert names == {
+        "plan_all.csv",
+        "risk_all.csv",
+        *expected_plan_files.values(),
+        *expected_risk_files.values(),
+    }
     everything = pd.read_csv(out / "plan_all.csv")
     assert len(everything) == len(plan)
-    assert set(map(tuple, everything[KEY].itertuples(index=False))) == set(map(tuple, plan[KEY].itertuples(index=False)))
+    assert set(map(tuple, everything[KEY].itertuples(index=False))) == set(
+        map(tuple, plan[KEY].itertuples(index=False))
+    )
     for dep, name in expected_plan_files.items():
         part = pd.read_csv(out / name)
-        assert len(part) == int((plan["department"] == dep).sum()) and set(part["department"]) == {dep}, name
+        assert len(part) == int((plan["department"] == dep).sum()) and set(part["department"]) == {
+            dep
+        }, name
         mine = plan[plan["department"] == dep].set_index(KEY)
         got = part.set_index(KEY).loc[mine.index]
         np.testing.assert_allclose(got["change_pct"], mine["change_pct"], atol=0.006)
@@ -222,7 +298,9 @@ def test_plan_reports_list_adds_first_soonest_needed_first_across_batches(planne
 
     rank = {"add": 0, "reclaim": 1, "none": 2}
     files = ["plan_all.csv", *department_files(planned["plan"]["department"], "plan_").values()]
-    assert planned["plan"]["batch"].nunique() == BATCHES  # the rows of both batches are listed together
+    assert (
+        planned["plan"]["batch"].nunique() == BATCHES
+    )  # the rows of both batches are listed together
     for name in files:
         part = pd.read_csv(reported["out"] / name)
         assert part["action"].map(rank).is_monotonic_increasing, (name, list(part["action"]))
@@ -231,6 +309,7 @@ def test_plan_reports_list_adds_first_soonest_needed_first_across_batches(planne
 
 
 # --- a batch's risk rows must not depend on what another batch staged ---------------------------------
+
 
 def _risk_frames(planned) -> tuple[pd.DataFrame, pd.DataFrame]:
     """risk_exceptions of batch_00 as the pipeline makes it with rows (a low threshold), and of batch_01
@@ -247,7 +326,9 @@ def _risk_frames(planned) -> tuple[pd.DataFrame, pd.DataFrame]:
     frames = []
     for batch, threshold in (("batch_00", 50.0), ("batch_01", 100.0)):
         f = forecasts[forecasts["batch"] == batch].reset_index(drop=True)
-        risk = risk_exceptions(f, hierarchy, actuals[actuals["batch"] == batch], risk_days=90, thresholds=threshold)
+        risk = risk_exceptions(
+            f, hierarchy, actuals[actuals["batch"] == batch], risk_days=90, thresholds=threshold
+        )
         if batch == "batch_01":
             risk = risk.iloc[0:0]
         frames.append(exception_status(cfg, batch, risk, f))
@@ -275,7 +356,9 @@ def test_staging_one_batch_never_drops_the_rows_another_run_staged(planned, tmp_
     from capacity_assets.store import staging
 
     with_rows, without = _risk_frames(planned)
-    later = without.assign(cost_centre=pd.Series(dtype="string"))  # the next hierarchy has one more column
+    later = without.assign(
+        cost_centre=pd.Series(dtype="string")
+    )  # the next hierarchy has one more column
     conn = duckdb.connect(str(tmp_path / "stage.duckdb"))
     try:
         conn.register("a", with_rows)
@@ -285,7 +368,9 @@ def test_staging_one_batch_never_drops_the_rows_another_run_staged(planned, tmp_
         staging.stage(conn, "risk_exceptions", "select * from b", "run-b", ["batch_01"])
         staging.publish(conn, "run-a", "batch_00")
         staging.publish(conn, "run-b", "batch_01")
-        published = conn.execute("select batch, count(*) from main.risk_exceptions group by 1").fetchall()
+        published = conn.execute(
+            "select batch, count(*) from main.risk_exceptions group by 1"
+        ).fetchall()
     finally:
         conn.close()
     assert dict(published) == {"batch_00": len(with_rows)}
@@ -314,12 +399,21 @@ def test_an_unusable_level_and_targets_above_thresholds_are_reported_once(planne
     """The README promises both are reported: the hierarchy's bad cell with its server and column, and
     the targets capped at their threshold (CAPACITY_TARGET 80 over CAPACITY_THRESHOLD 75)."""
     err = planned["stderr"]
-    bad = (f"hierarchy column 'threshold_network': 1 invalid value(s) ignored (expected a percentage in (0, 100]), "
-           f"CAPACITY_THRESHOLD ({THRESHOLD:g}) used instead: '{UNSIZED_SERVER}' = 'abc'")
+    bad = (
+        f"hierarchy column 'threshold_network': 1 invalid value(s) ignored (expected a percentage in (0, 100]), "
+        f"CAPACITY_THRESHOLD ({THRESHOLD:g}) used instead: '{UNSIZED_SERVER}' = 'abc'"
+    )
     assert err.count(bad) == 1, err
-    capped = [(s, r) for s in planned["servers"] for r in ("cpu", "memory", "disk", "network")
-              if expected_target(s, r) < DEFAULT_TARGET and not (s == TARGET_SERVER and r == "memory")]
-    assert err.count(f"target above threshold for {len(capped)} series, capped at the threshold: ") == 1, err
+    capped = [
+        (s, r)
+        for s in planned["servers"]
+        for r in ("cpu", "memory", "disk", "network")
+        if expected_target(s, r) < DEFAULT_TARGET and not (s == TARGET_SERVER and r == "memory")
+    ]
+    assert (
+        err.count(f"target above threshold for {len(capped)} series, capped at the threshold: ")
+        == 1
+    ), err
 
 
 def test_the_summary_names_the_thresholds_the_risk_list_was_judged_against(planned):
@@ -327,6 +421,13 @@ def test_the_summary_names_the_thresholds_the_risk_list_was_judged_against(plann
     risk = planned["risk"]
     assert risk["threshold"].nunique() > 1, risk  # 75 (the setting) and 90 (disk) at least
     # every setting is named, flagged or not; series judged at their server's own level are counted
-    own = int((risk["threshold"] != risk["resource"].map(lambda r: THRESHOLD_DISK if r == "disk" else THRESHOLD)).sum())
-    said = f"{THRESHOLD:g}%, disk {THRESHOLD_DISK:g}%" + (f"; {own} at-risk series at their server's own level" if own else "")
+    own = int(
+        (
+            risk["threshold"]
+            != risk["resource"].map(lambda r: THRESHOLD_DISK if r == "disk" else THRESHOLD)
+        ).sum()
+    )
+    said = f"{THRESHOLD:g}%, disk {THRESHOLD_DISK:g}%" + (
+        f"; {own} at-risk series at their server's own level" if own else ""
+    )
     assert f"(upper bound >= {said}): {len(risk)} series" in planned["stdout"], planned["stdout"]

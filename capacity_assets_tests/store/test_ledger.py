@@ -1,4 +1,5 @@
 """The batch ledger's rules on hand-made rows: what is unchanged, what is stale, which settings were used."""
+
 import json
 
 import pandas as pd
@@ -19,16 +20,24 @@ def test_unchanged_means_the_published_fingerprint_equals_todays():
 
 
 def test_stale_names_old_and_never_published_batches():
-    b = book([{"batch": "b0", "published_at": NOW - pd.Timedelta(days=1)},
-              {"batch": "b1", "published_at": NOW - pd.Timedelta(days=20)}])
+    b = book(
+        [
+            {"batch": "b0", "published_at": NOW - pd.Timedelta(days=1)},
+            {"batch": "b1", "published_at": NOW - pd.Timedelta(days=20)},
+        ]
+    )
     stale = ledger.stale(b, ["b0", "b1", "b2"], NOW)
     assert set(stale) == {"b1", "b2"}
     assert stale["b2"] == "never published" and "20 days ago" in stale["b1"]
 
 
 def test_run_settings_agree_or_list_every_value():
-    b = book([{"batch": "b0", "settings": json.dumps({"threshold": 90.0, "risk_days": 90})},
-              {"batch": "b1", "settings": json.dumps({"threshold": 95.0, "risk_days": 90})}])
+    b = book(
+        [
+            {"batch": "b0", "settings": json.dumps({"threshold": 90.0, "risk_days": 90})},
+            {"batch": "b1", "settings": json.dumps({"threshold": 95.0, "risk_days": 90})},
+        ]
+    )
     assert ledger.run_settings(b) == {"threshold": [90.0, 95.0], "risk_days": 90}
 
 

@@ -1,5 +1,6 @@
 """Staged publication on a real DuckDB file: all of a batch's tables or none, and a run that another
 run took the batch over from fails instead of reporting success for work it never published."""
+
 import duckdb
 import pandas as pd
 import pytest
@@ -17,7 +18,10 @@ def _stage(conn, table, run_id, batch, values):
 
 
 def _main(conn, table, batch):
-    return sorted(v for (v,) in conn.execute(f"select v from main.{table} where batch = ?", [batch]).fetchall())
+    return sorted(
+        v
+        for (v,) in conn.execute(f"select v from main.{table} where batch = ?", [batch]).fetchall()
+    )
 
 
 def test_a_batch_is_published_whole_and_only_when_asked(tmp_path):
@@ -35,12 +39,16 @@ def test_the_later_run_takes_the_batch_over_and_the_earlier_one_fails_loudly(tmp
     _stage(conn, "b", "old", "b0", [2])
     staging.publish(conn, "old", "b0")  # the previous complete publication
     _stage(conn, "a", "slow", "b0", [10])  # run 'slow' starts ...
-    assert _stage(conn, "a", "fast", "b0", [20]) == {"b0": "slow"}  # ... 'fast' starts later and takes over
+    assert _stage(conn, "a", "fast", "b0", [20]) == {
+        "b0": "slow"
+    }  # ... 'fast' starts later and takes over
     with pytest.raises(staging.Superseded, match="slow was superseded by run fast"):
         _stage(conn, "b", "slow", "b0", [11])
     with pytest.raises(staging.Superseded):
         staging.publish(conn, "slow", "b0")
-    assert _main(conn, "a", "b0") == [1] and _main(conn, "b", "b0") == [2]  # still the previous results
+    assert _main(conn, "a", "b0") == [1] and _main(conn, "b", "b0") == [
+        2
+    ]  # still the previous results
     _stage(conn, "b", "fast", "b0", [21])
     staging.publish(conn, "fast", "b0")
     assert _main(conn, "a", "b0") == [20] and _main(conn, "b", "b0") == [21]
@@ -61,8 +69,10 @@ def test_an_append_table_replaces_only_its_vintage_and_keeps_the_newest(tmp_path
         staging.publish(conn, run, batch)
 
     def vintages(batch):
-        return conn.execute("select vintage, list(v order by v) from main.h where batch = ? group by 1 order by 1",
-                            [batch]).fetchall()
+        return conn.execute(
+            "select vintage, list(v order by v) from main.h where batch = ? group by 1 order by 1",
+            [batch],
+        ).fetchall()
 
     publish("r1", "b0", 1, [10])
     publish("r1", "b1", 1, [99])
@@ -84,10 +94,14 @@ def test_arrow_fetch_types_every_column_as_fetchdf_does():
     from capacity_assets.store.db import fetch_frame
 
     conn = duckdb.connect()
-    query = ("select * from (values (date '2026-01-01', timestamp '2026-01-01 10:00', 'app-01', null::integer, "
-             "true, null::boolean, 7::bigint, 1.5::float, 2.5::double), "
-             "(null, null, null, 3, false, true, 8, null, null)) t(d, ts, s, n, b, nb, i, f, x) where s = ? or s is null")
-    pd.testing.assert_frame_equal(fetch_frame(conn, query, ["app-01"]), conn.execute(query, ["app-01"]).fetchdf())
+    query = (
+        "select * from (values (date '2026-01-01', timestamp '2026-01-01 10:00', 'app-01', null::integer, "
+        "true, null::boolean, 7::bigint, 1.5::float, 2.5::double), "
+        "(null, null, null, 3, false, true, 8, null, null)) t(d, ts, s, n, b, nb, i, f, x) where s = ? or s is null"
+    )
+    pd.testing.assert_frame_equal(
+        fetch_frame(conn, query, ["app-01"]), conn.execute(query, ["app-01"]).fetchdf()
+    )
     empty = "select 1::integer as x, 'a' as s, date '2026-01-01' as d where false"
     pd.testing.assert_frame_equal(fetch_frame(conn, empty), conn.execute(empty).fetchdf())
     conn.close()

@@ -1,4 +1,5 @@
 """forecast_accuracy by hand: 2 series x 3 vintages (see the numbers in each test)."""
+
 import pandas as pd
 import pytest
 
@@ -15,23 +16,41 @@ CPU_Y = [50, 52, 60, 40, 50, 50, 50, 56, 50, 50, 50, 50, 50, 50]
 
 def scenario():
     vintages = [
-        ("2026-01-01", "r1", golden(B, "a", "cpu", "2026-01-01", 50, 45, 55, run_id="r1"),
-         golden(B, "n", "network", "2026-01-01", 1.0, 0.0, 2.0, run_id="r1")),
-        ("2026-01-08", "r2", golden(B, "a", "cpu", "2026-01-08", 55, 50, 60, run_id="r2"),
-         golden(B, "n", "network", "2026-01-08", 0.5, 0.0, 1.0, run_id="r2")),
-        ("2026-01-15", "r3", golden(B, "a", "cpu", "2026-01-15", 50, 45, 55, run_id="r3"),
-         golden(B, "n", "network", "2026-01-15", 0.5, 0.0, 1.0, run_id="r3")),
+        (
+            "2026-01-01",
+            "r1",
+            golden(B, "a", "cpu", "2026-01-01", 50, 45, 55, run_id="r1"),
+            golden(B, "n", "network", "2026-01-01", 1.0, 0.0, 2.0, run_id="r1"),
+        ),
+        (
+            "2026-01-08",
+            "r2",
+            golden(B, "a", "cpu", "2026-01-08", 55, 50, 60, run_id="r2"),
+            golden(B, "n", "network", "2026-01-08", 0.5, 0.0, 1.0, run_id="r2"),
+        ),
+        (
+            "2026-01-15",
+            "r3",
+            golden(B, "a", "cpu", "2026-01-15", 50, 45, 55, run_id="r3"),
+            golden(B, "n", "network", "2026-01-15", 0.5, 0.0, 1.0, run_id="r3"),
+        ),
     ]
     history = pd.DataFrame()
     for _, _, *series in vintages:
         history = append_vintage(history, as_vintage(cat(*series)))
-    processed = cat(actuals(B, "a", "cpu", "2026-01-01", CPU_Y, filled=["2026-01-03"]),
-                    actuals(B, "n", "network", "2026-01-01", [0.5] * 14))
+    processed = cat(
+        actuals(B, "a", "cpu", "2026-01-01", CPU_Y, filled=["2026-01-03"]),
+        actuals(B, "n", "network", "2026-01-01", [0.5] * 14),
+    )
     return history, processed
 
 
 def row(acc, vintage, server, bucket):
-    got = acc[(acc["vintage"] == day(vintage)) & (acc["server_id"] == server) & (acc["horizon_bucket"] == bucket)]
+    got = acc[
+        (acc["vintage"] == day(vintage))
+        & (acc["server_id"] == server)
+        & (acc["horizon_bucket"] == bucket)
+    ]
     assert len(got) == 1, (vintage, server, bucket)
     return got.iloc[0]
 
@@ -43,8 +62,17 @@ def test_contract_and_which_rows_exist():
     got = set(zip(acc["vintage"].dt.strftime("%m-%d"), acc["server_id"], acc["horizon_bucket"]))
     # 01-01: days 1-10 -> buckets 1-7 and 8-30; 01-08: only days 1-7 have actuals; 01-15: none yet.
     # 31-90 and 91-180 have no scored day anywhere: no rows
-    assert got == {(v, s, b) for s in ("a", "n") for v, b in
-                   [("01-01", "1-7"), ("01-01", "8-30"), ("01-01", "all"), ("01-08", "1-7"), ("01-08", "all")]}
+    assert got == {
+        (v, s, b)
+        for s in ("a", "n")
+        for v, b in [
+            ("01-01", "1-7"),
+            ("01-01", "8-30"),
+            ("01-01", "all"),
+            ("01-08", "1-7"),
+            ("01-08", "all"),
+        ]
+    }
     # sorted by vintage, series, bucket order
     assert acc["horizon_bucket"].tolist()[:3] == ["1-7", "8-30", "all"]
     assert set(acc["horizon_bucket"]) <= set(HORIZON_BUCKETS)
@@ -80,8 +108,10 @@ def test_busy_series_by_hand():
     assert r["wape"] == pytest.approx(31 / 356 * 100)
     assert r["bias"] == pytest.approx(29 / 7)
     assert r["band_coverage"] == pytest.approx(1.0)
-    assert row(acc, "2026-01-08", "a", "all")[["days_scored", "mape"]].tolist() == \
-        row(acc, "2026-01-08", "a", "1-7")[["days_scored", "mape"]].tolist()
+    assert (
+        row(acc, "2026-01-08", "a", "all")[["days_scored", "mape"]].tolist()
+        == row(acc, "2026-01-08", "a", "1-7")[["days_scored", "mape"]].tolist()
+    )
 
 
 def test_idle_series_uses_the_mape_floor():
@@ -108,21 +138,49 @@ def test_day_91_and_beyond_fall_in_their_buckets():
     history = as_vintage(golden(B, "a", "cpu", "2026-01-01", 50, 40, 60, days=200))
     acc = score_vintages(history, actuals(B, "a", "cpu", "2026-01-01", [50.0] * 200))
     days = acc.set_index("horizon_bucket")["days_scored"].to_dict()
-    assert days == {"1-7": 7, "8-30": 23, "31-90": 60, "91-180": 90, "all": 200}  # 181-200 only in all
+    assert days == {
+        "1-7": 7,
+        "8-30": 23,
+        "31-90": 60,
+        "91-180": 90,
+        "all": 200,
+    }  # 181-200 only in all
 
 
 def accuracy_rows(batch, vintage_mapes, days=10):
     """Hand-made `all` rows: vintage -> list of series MAPEs."""
-    rows = [{"batch": batch, "vintage": day(v), "server_id": f"s{i}", "resource": "cpu", "model": "prophet",
-             "horizon_bucket": "all", "days_scored": days, "mape": m, "wape": m, "bias": 0.0, "band_coverage": 0.8}
-            for v, ms in vintage_mapes.items() for i, m in enumerate(ms)]
+    rows = [
+        {
+            "batch": batch,
+            "vintage": day(v),
+            "server_id": f"s{i}",
+            "resource": "cpu",
+            "model": "prophet",
+            "horizon_bucket": "all",
+            "days_scored": days,
+            "mape": m,
+            "wape": m,
+            "bias": 0.0,
+            "band_coverage": 0.8,
+        }
+        for v, ms in vintage_mapes.items()
+        for i, m in enumerate(ms)
+    ]
     return pd.DataFrame(rows)
 
 
 def test_batch_drift_uses_the_last_four_scored_vintages():
     acc = cat(
-        accuracy_rows("b1", {"2026-01-01": [100, 100], "2026-01-08": [10, 20], "2026-01-15": [10, 20],
-                             "2026-01-22": [10, 20], "2026-01-29": [30, 30]}),
+        accuracy_rows(
+            "b1",
+            {
+                "2026-01-01": [100, 100],
+                "2026-01-08": [10, 20],
+                "2026-01-15": [10, 20],
+                "2026-01-22": [10, 20],
+                "2026-01-29": [30, 30],
+            },
+        ),
         accuracy_rows("b1", {"2026-02-05": [500]}, days=3),  # too young: fewer than 7 scored days
         accuracy_rows("b2", {"2026-01-29": [40, 50]}),
         accuracy_rows("b3", {"2026-01-29": [5]}),
@@ -158,10 +216,23 @@ def test_matches_the_tournament_metrics_on_random_series():
         rec = []
         for s, r in series:
             yhat = np.round(rng.uniform(0, 100, 200), 2)
-            rec.append(golden(B, s, r, start, yhat, yhat - rng.uniform(0, 10, 200), yhat + rng.uniform(0, 10, 200),
-                              run_id=f"r{k}", days=200))
+            rec.append(
+                golden(
+                    B,
+                    s,
+                    r,
+                    start,
+                    yhat,
+                    yhat - rng.uniform(0, 10, 200),
+                    yhat + rng.uniform(0, 10, 200),
+                    run_id=f"r{k}",
+                    days=200,
+                )
+            )
         history = append_vintage(history, as_vintage(cat(*rec)))
-    act = cat(*[actuals(B, s, r, "2025-12-01", np.round(rng.uniform(0, 100, 260), 2)) for s, r in series])
+    act = cat(
+        *[actuals(B, s, r, "2025-12-01", np.round(rng.uniform(0, 100, 260), 2)) for s, r in series]
+    )
     act["filled"] = rng.random(len(act)) < 0.1
     act = act[rng.random(len(act)) > 0.1]  # gaps
     acc = score_vintages(history, act)
@@ -171,17 +242,29 @@ def test_matches_the_tournament_metrics_on_random_series():
     for (v, s, r), g in m.groupby(["vintage", "server_id", "resource"]):
         for name, (lo, hi) in [*zip(HORIZON_BUCKETS, BUCKET_EDGES), ("all", (1, 10**6))]:
             d = g[(g["day"] >= lo) & (g["day"] <= hi)]
-            got = acc[(acc["vintage"] == v) & (acc["server_id"] == s) & (acc["resource"] == r)
-                      & (acc["horizon_bucket"] == name)]
+            got = acc[
+                (acc["vintage"] == v)
+                & (acc["server_id"] == s)
+                & (acc["resource"] == r)
+                & (acc["horizon_bucket"] == name)
+            ]
             if d.empty:
                 assert got.empty
                 continue
-            ref = series_metrics(d["y"].to_numpy(float), d["yhat"].to_numpy(float).round(2),
-                                 d["yhat_lower"].to_numpy(float).round(2), d["yhat_upper"].to_numpy(float).round(2))
+            ref = series_metrics(
+                d["y"].to_numpy(float),
+                d["yhat"].to_numpy(float).round(2),
+                d["yhat_lower"].to_numpy(float).round(2),
+                d["yhat_upper"].to_numpy(float).round(2),
+            )
             row = got.iloc[0]
             assert row["days_scored"] == ref["n_days"]
-            assert row["mape"] == pytest.approx(ref["mape"]) and row["wape"] == pytest.approx(ref["wape"])
+            assert row["mape"] == pytest.approx(ref["mape"]) and row["wape"] == pytest.approx(
+                ref["wape"]
+            )
             assert row["band_coverage"] == pytest.approx(ref["coverage"])
-            assert row["bias"] == pytest.approx((d["yhat"].to_numpy(float).round(2) - d["y"]).mean())
+            assert row["bias"] == pytest.approx(
+                (d["yhat"].to_numpy(float).round(2) - d["y"]).mean()
+            )
             checked += 1
     assert checked == 2 * 3 * 5  # every bucket of every series-vintage has actuals

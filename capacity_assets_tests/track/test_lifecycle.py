@@ -1,4 +1,5 @@
 """Exception lifecycle by hand: status, first_flagged and resolved reasons across vintages."""
+
 import pandas as pd
 
 from capacity_assets import schema
@@ -65,7 +66,9 @@ def test_ongoing_across_a_retention_edge_stops_at_the_oldest_kept_vintage():
 def test_a_hierarchy_column_called_status_is_kept_aside():
     now = flags("a").assign(status="in production")
     got = with_status(now, pd.DataFrame(), V1, pd.DataFrame({"batch": [B], "vintage": [day(V1)]}))
-    assert got["status"].tolist() == ["new"] and got["hierarchy_status"].tolist() == ["in production"]
+    assert got["status"].tolist() == ["new"] and got["hierarchy_status"].tolist() == [
+        "in production"
+    ]
 
 
 def test_resolved_reasons():
@@ -77,22 +80,37 @@ def test_resolved_reasons():
     peaks.append(golden(B, "late", "cpu", V2, 80, 70, [90] * 9 + [99], run_id="r9"))
     forecasts_now = cat(*peaks)  # 'left' has no forecast any more
     history = append_vintage(history, as_vintage(forecasts_now))
-    levels = pd.DataFrame({"server_id": list(upper) + ["late"], "resource": "cpu",
-                           "threshold": [97.0 if s in ("thr", "thrfell") else 95.0 for s in list(upper) + ["late"]]})
+    levels = pd.DataFrame(
+        {
+            "server_id": list(upper) + ["late"],
+            "resource": "cpu",
+            "threshold": [
+                97.0 if s in ("thr", "thrfell") else 95.0 for s in list(upper) + ["late"]
+            ],
+        }
+    )
     risk_now = flags("still")  # 'unknown' reaches 98 but is not in risk_now: cause not known
     got = resolved(rh, risk_now, forecasts_now, V2, vintages_of(history), levels, risk_days=5)
     assert list(got.columns) == list(RISK_RESOLVED)
     r = got.set_index("server_id")
     assert r["reason"].fillna("unknown").to_dict() == {
-        "fell": "forecast fell", "late": "forecast fell", "left": "left the fleet", "thr": "threshold changed",
-        "thrfell": "forecast fell", "unknown": "unknown"}
+        "fell": "forecast fell",
+        "late": "forecast fell",
+        "left": "left the fleet",
+        "thr": "threshold changed",
+        "thrfell": "forecast fell",
+        "unknown": "unknown",
+    }
     assert set(r["last_flagged"]) == {day(V1)} and set(r["resolved_in"]) == {day(V2)}
     assert set(r["threshold_before"]) == {95.0}
     assert r.loc["thr", "threshold_now"] == 97.0 and pd.isna(r.loc["left", "threshold_now"])
     assert r.loc["fell", "department"] == "Pay" and r.loc["fell", "app_manager"] == "ann"
     # a number works too: with 95 everywhere, thr's 96 is still at risk, so its cause is unknown
-    assert pd.isna(resolved(rh, risk_now, forecasts_now, V2, history, 95.0, risk_days=5)
-                   .set_index("server_id").loc["thr", "reason"])
+    assert pd.isna(
+        resolved(rh, risk_now, forecasts_now, V2, history, 95.0, risk_days=5)
+        .set_index("server_id")
+        .loc["thr", "reason"]
+    )
 
 
 def test_nothing_resolved_on_the_first_vintage_or_after_a_silent_one():
@@ -101,13 +119,17 @@ def test_nothing_resolved_on_the_first_vintage_or_after_a_silent_one():
     history, rh = past([(V1, ["a"]), (V2, [])])
     # 'a' resolved in 01-08 already; in 01-15 the previous vintage (01-08) flagged nothing
     assert resolved(rh, no_risk(), record(V3, "r9", ["a"]), V3, history, 95.0).empty
-    assert resolved(rh, no_risk(), record(V2, "r1", ["a"]), V2, history, 95.0)["reason"].tolist() == ["forecast fell"]
+    assert resolved(rh, no_risk(), record(V2, "r1", ["a"]), V2, history, 95.0)[
+        "reason"
+    ].tolist() == ["forecast fell"]
 
 
 def test_no_risk_now_gives_an_empty_frame_with_the_new_columns():
     history, rh = past([(V1, ["a"])])
     got = with_status(no_risk(), rh, V2, history)
-    assert got.empty and list(got.columns) == list(schema.RISK_EXCEPTIONS) + list(RISK_EXCEPTIONS_LIFECYCLE)
+    assert got.empty and list(got.columns) == list(schema.RISK_EXCEPTIONS) + list(
+        RISK_EXCEPTIONS_LIFECYCLE
+    )
 
 
 def test_every_server_of_a_batch_leaving_resolves_its_flags_as_left_the_fleet():

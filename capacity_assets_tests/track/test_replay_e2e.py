@@ -22,7 +22,7 @@ BUCKETS = {"1-7": (1, 7), "8-30": (8, 30), "31-90": (31, 90), "91-180": (91, 180
 SERIES = ["batch", "vintage", "server_id", "resource"]
 TRACK = {
     "history": "select batch, vintage, run_id, server_id, resource, ds, yhat, yhat_lower, yhat_upper, model, threshold "
-               "from forecast_history",
+    "from forecast_history",
     "accuracy": "select * from forecast_accuracy",
     "risk_history": "select * from risk_history",
     "risk": "select * from risk_exceptions",
@@ -47,23 +47,49 @@ def snapshot(db: str) -> dict[str, pd.DataFrame]:
 
 def vintages(history: pd.DataFrame) -> pd.DataFrame:
     """batch, vintage, run_id, rows: one row per kept vintage."""
-    return (history.groupby(["batch", "vintage", "run_id"]).size().rename("rows").reset_index()
-            .sort_values(["batch", "vintage"], ignore_index=True))
+    return (
+        history.groupby(["batch", "vintage", "run_id"])
+        .size()
+        .rename("rows")
+        .reset_index()
+        .sort_values(["batch", "vintage"], ignore_index=True)
+    )
 
 
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("replay_e2e")
-    env = {"CAPACITY_DB": str(work / "cap.duckdb"), "CAPACITY_BATCHES": str(BATCHES),
-           "CAPACITY_THRESHOLD": str(THRESHOLD), "DAGSTER_HOME": str(work / ".dagster"),
-           "CAPACITY_KEEP_VINTAGES": "", "CAPACITY_METRICS": "", "CAPACITY_HIERARCHY": ""}
+    env = {
+        "CAPACITY_DB": str(work / "cap.duckdb"),
+        "CAPACITY_BATCHES": str(BATCHES),
+        "CAPACITY_THRESHOLD": str(THRESHOLD),
+        "DAGSTER_HOME": str(work / ".dagster"),
+        "CAPACITY_KEEP_VINTAGES": "",
+        "CAPACITY_METRICS": "",
+        "CAPACITY_HIERARCHY": "",
+    }
     demo = work / "demo"
-    shown = capacity("demo", "--servers", "6", "--months", "12", "--weeks", str(WEEKS), "--out", str(demo),
-                     cwd=work, env=env, timeout=900).stdout
+    shown = capacity(
+        "demo",
+        "--servers",
+        "6",
+        "--months",
+        "12",
+        "--weeks",
+        str(WEEKS),
+        "--out",
+        str(demo),
+        cwd=work,
+        env=env,
+        timeout=900,
+    ).stdout
     weeks = sorted(p.name for p in (demo / "weeks").iterdir())
     states = {"demo": snapshot(env["CAPACITY_DB"])}
-    last = {**env, "CAPACITY_METRICS": str(demo / "weeks" / weeks[-1] / "metrics.parquet"),
-            "CAPACITY_HIERARCHY": str(demo / "hierarchy.csv")}
+    last = {
+        **env,
+        "CAPACITY_METRICS": str(demo / "weeks" / weeks[-1] / "metrics.parquet"),
+        "CAPACITY_HIERARCHY": str(demo / "hierarchy.csv"),
+    }
     unchanged = capacity("run", cwd=work, env=last).stdout
     states["unchanged"] = snapshot(env["CAPACITY_DB"])
     capacity("run", "--force", cwd=work, env=last)
@@ -75,12 +101,29 @@ def replay(tmp_path_factory) -> dict:
 
     victim = states["kept2"]["risk"]["batch"].value_counts().idxmax()
     metrics = pd.read_parquet(last["CAPACITY_METRICS"])
-    metrics[metrics["server_id"].map(lambda s: batch_of(s, BATCHES)) != victim].to_parquet(work / "emptied.parquet")
-    capacity("run", "--force", cwd=work, env={**last, "CAPACITY_KEEP_VINTAGES": "2",
-                                             "CAPACITY_METRICS": str(work / "emptied.parquet")})
+    metrics[metrics["server_id"].map(lambda s: batch_of(s, BATCHES)) != victim].to_parquet(
+        work / "emptied.parquet"
+    )
+    capacity(
+        "run",
+        "--force",
+        cwd=work,
+        env={
+            **last,
+            "CAPACITY_KEEP_VINTAGES": "2",
+            "CAPACITY_METRICS": str(work / "emptied.parquet"),
+        },
+    )
     states["emptied"] = snapshot(env["CAPACITY_DB"])
-    return {"work": work, "demo": demo, "weeks": weeks, "states": states, "demo_stdout": shown,
-            "unchanged_stdout": unchanged, "victim": victim}
+    return {
+        "work": work,
+        "demo": demo,
+        "weeks": weeks,
+        "states": states,
+        "demo_stdout": shown,
+        "unchanged_stdout": unchanged,
+        "victim": victim,
+    }
 
 
 def test_the_demo_replays_three_mondays_one_week_apart(replay):
@@ -90,9 +133,14 @@ def test_the_demo_replays_three_mondays_one_week_apart(replay):
     yesterday = pd.Timestamp.now(tz="UTC").normalize().tz_localize(None) - pd.Timedelta(days=1)
     assert yesterday - pd.Timedelta(days=6) <= mondays[-1] <= yesterday + pd.Timedelta(days=1)
     for i, monday in enumerate(mondays, 1):
-        week = pd.read_parquet(replay["demo"] / "weeks" / monday.strftime("%Y-%m-%d") / "metrics.parquet")
+        week = pd.read_parquet(
+            replay["demo"] / "weeks" / monday.strftime("%Y-%m-%d") / "metrics.parquet"
+        )
         assert pd.Timestamp(week["timestamp"].max()).normalize() == monday - pd.Timedelta(days=1)
-        assert f"week {i}/{WEEKS}: history up to {monday - pd.Timedelta(days=1):%Y-%m-%d}" in replay["demo_stdout"]
+        assert (
+            f"week {i}/{WEEKS}: history up to {monday - pd.Timedelta(days=1):%Y-%m-%d}"
+            in replay["demo_stdout"]
+        )
 
 
 def test_forecast_history_holds_one_vintage_per_week_and_batch(replay):
@@ -104,8 +152,12 @@ def test_forecast_history_holds_one_vintage_per_week_and_batch(replay):
         # each vintage is its run's first forecast day: the Monday after the history's last Sunday
         assert list(mine["vintage"]) == mondays, mine
         assert mine["run_id"].nunique() == WEEKS
-        assert mine["rows"].nunique() == 1 and mine["rows"].iloc[0] > 0  # same series x 180 days each week
-        first_days = s["history"][s["history"]["batch"] == batch].groupby(SERIES)["ds"].min().reset_index()
+        assert (
+            mine["rows"].nunique() == 1 and mine["rows"].iloc[0] > 0
+        )  # same series x 180 days each week
+        first_days = (
+            s["history"][s["history"]["batch"] == batch].groupby(SERIES)["ds"].min().reset_index()
+        )
         assert (first_days["ds"] == first_days["vintage"]).mean() > 0.5
     # the newest vintage is exactly what is published now
     newest = v[v["vintage"] == mondays[-1]].set_index("batch")["run_id"]
@@ -136,14 +188,25 @@ def hand_accuracy(history: pd.DataFrame, processed: pd.DataFrame) -> pd.DataFram
                 continue
             n = len(days)
             sum_y = sum(abs(y) for _, y, *_ in days)
-            rows.append({
-                "batch": batch, "vintage": vintage, "server_id": server, "resource": resource,
-                "model": fc["model"].iloc[0], "horizon_bucket": bucket, "days_scored": n,
-                "mape": sum(abs(y - f) / max(abs(y), MAPE_FLOOR) for _, y, f, _, _ in days) / n * 100,
-                "wape": sum(abs(y - f) for _, y, f, _, _ in days) / sum_y * 100 if sum_y > 0 else np.nan,
-                "bias": sum(f - y for _, y, f, _, _ in days) / n,
-                "band_coverage": sum(lo <= y <= hi for _, y, _, lo, hi in days) / n,
-            })
+            rows.append(
+                {
+                    "batch": batch,
+                    "vintage": vintage,
+                    "server_id": server,
+                    "resource": resource,
+                    "model": fc["model"].iloc[0],
+                    "horizon_bucket": bucket,
+                    "days_scored": n,
+                    "mape": sum(abs(y - f) / max(abs(y), MAPE_FLOOR) for _, y, f, _, _ in days)
+                    / n
+                    * 100,
+                    "wape": sum(abs(y - f) for _, y, f, _, _ in days) / sum_y * 100
+                    if sum_y > 0
+                    else np.nan,
+                    "bias": sum(f - y for _, y, f, _, _ in days) / n,
+                    "band_coverage": sum(lo <= y <= hi for _, y, _, lo, hi in days) / n,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -154,12 +217,16 @@ def test_forecast_accuracy_equals_a_hand_computation(replay, state):
     got = s["accuracy"]
     key = [*SERIES, "horizon_bucket"]
     assert len(got) > 0 and not got.duplicated(key).any()
-    assert set(map(tuple, got[key].itertuples(index=False))) == set(map(tuple, want[key].itertuples(index=False)))
+    assert set(map(tuple, got[key].itertuples(index=False))) == set(
+        map(tuple, want[key].itertuples(index=False))
+    )
     merged = want.merge(got, on=key, suffixes=("_want", "_got"))
     assert (merged["model_want"] == merged["model_got"]).all()
     assert (merged["days_scored_want"] == merged["days_scored_got"]).all()
     for c in ("mape", "wape", "bias", "band_coverage"):
-        np.testing.assert_allclose(merged[f"{c}_got"], merged[f"{c}_want"], rtol=1e-9, atol=1e-9, err_msg=c)
+        np.testing.assert_allclose(
+            merged[f"{c}_got"], merged[f"{c}_want"], rtol=1e-9, atol=1e-9, err_msg=c
+        )
     # the oldest vintage has two weeks of actuals behind it: its second week lands in bucket 8-30
     oldest = got[got["vintage"] == got["vintage"].min()]
     assert {"1-7", "8-30", "all"} <= set(oldest["horizon_bucket"])
@@ -171,17 +238,32 @@ def test_one_hand_picked_row_of_the_oldest_vintage(replay):
     """The same check spelled out for one series, vintage and bucket, as a reader would do it."""
     s = replay["states"]["demo"]
     acc = s["accuracy"]
-    row = acc[(acc["horizon_bucket"] == "8-30") & (acc["vintage"] == acc["vintage"].min())].sort_values(SERIES).iloc[0]
+    row = (
+        acc[(acc["horizon_bucket"] == "8-30") & (acc["vintage"] == acc["vintage"].min())]
+        .sort_values(SERIES)
+        .iloc[0]
+    )
     h = s["history"]
-    fc = h[(h["batch"] == row["batch"]) & (h["vintage"] == row["vintage"]) & (h["server_id"] == row["server_id"])
-           & (h["resource"] == row["resource"])]
+    fc = h[
+        (h["batch"] == row["batch"])
+        & (h["vintage"] == row["vintage"])
+        & (h["server_id"] == row["server_id"])
+        & (h["resource"] == row["resource"])
+    ]
     p = s["processed"]
-    act = p[(p["batch"] == row["batch"]) & (p["server_id"] == row["server_id"]) & (p["resource"] == row["resource"])
-            & ~p["filled"].astype(bool)]
+    act = p[
+        (p["batch"] == row["batch"])
+        & (p["server_id"] == row["server_id"])
+        & (p["resource"] == row["resource"])
+        & ~p["filled"].astype(bool)
+    ]
     both = fc.merge(act, on="ds")
     both = both[((both["ds"] - fc["ds"].min()).dt.days + 1).between(8, 30)]
     y, yhat = both["y"].to_numpy(float), np.round(both["yhat"].to_numpy(float), 2)
-    lo, hi = np.round(both["yhat_lower"].to_numpy(float), 2), np.round(both["yhat_upper"].to_numpy(float), 2)
+    lo, hi = (
+        np.round(both["yhat_lower"].to_numpy(float), 2),
+        np.round(both["yhat_upper"].to_numpy(float), 2),
+    )
     assert row["days_scored"] == len(both) > 0
     assert row["mape"] == pytest.approx(np.mean(np.abs(y - yhat) / np.maximum(np.abs(y), 5)) * 100)
     assert row["wape"] == pytest.approx(np.abs(y - yhat).sum() / np.abs(y).sum() * 100)
@@ -190,19 +272,33 @@ def test_one_hand_picked_row_of_the_oldest_vintage(replay):
 
 
 def test_re_running_unchanged_data_without_force_is_skipped(replay):
-    assert f"{BATCHES} batch(es) unchanged" in replay["unchanged_stdout"], replay["unchanged_stdout"]
-    before, after = vintages(replay["states"]["demo"]["history"]), vintages(replay["states"]["unchanged"]["history"])
+    assert f"{BATCHES} batch(es) unchanged" in replay["unchanged_stdout"], replay[
+        "unchanged_stdout"
+    ]
+    before, after = (
+        vintages(replay["states"]["demo"]["history"]),
+        vintages(replay["states"]["unchanged"]["history"]),
+    )
     pd.testing.assert_frame_equal(before, after)
 
 
 def test_re_running_the_last_week_replaces_its_vintage(replay):
-    before, after = vintages(replay["states"]["demo"]["history"]), vintages(replay["states"]["rerun"]["history"])
+    before, after = (
+        vintages(replay["states"]["demo"]["history"]),
+        vintages(replay["states"]["rerun"]["history"]),
+    )
     newest = before["vintage"].max()
     assert len(after) == len(before) == WEEKS * BATCHES
-    assert list(after["vintage"]) == list(before["vintage"]) and list(after["rows"]) == list(before["rows"])
+    assert list(after["vintage"]) == list(before["vintage"]) and list(after["rows"]) == list(
+        before["rows"]
+    )
     old, new = before[before["vintage"] == newest], after[after["vintage"] == newest]
-    assert set(old["run_id"]).isdisjoint(new["run_id"])  # replaced by the re-run, not added next to it
-    pd.testing.assert_frame_equal(before[before["vintage"] < newest], after[after["vintage"] < newest])
+    assert set(old["run_id"]).isdisjoint(
+        new["run_id"]
+    )  # replaced by the re-run, not added next to it
+    pd.testing.assert_frame_equal(
+        before[before["vintage"] < newest], after[after["vintage"] < newest]
+    )
     ledger = replay["states"]["rerun"]["ledger"].set_index("batch")["run_id"]
     assert new.set_index("batch")["run_id"].to_dict() == ledger.to_dict()
     # risk_history: one vintage per week still, the newest from the re-run
@@ -227,19 +323,25 @@ def test_a_batch_whose_servers_all_left_resolves_its_exceptions_as_left_the_flee
     flagged = before["risk"][before["risk"]["batch"] == victim]
     assert len(flagged) > 0 and not (after["risk"]["batch"] == victim).any()
     res = after["resolved"][after["resolved"]["batch"] == victim]
-    assert sorted(zip(res["server_id"], res["resource"])) == sorted(zip(flagged["server_id"], flagged["resource"]))
+    assert sorted(zip(res["server_id"], res["resource"])) == sorted(
+        zip(flagged["server_id"], flagged["resource"])
+    )
     assert set(res["reason"]) == {"left the fleet"}
     assert set(pd.to_datetime(res["resolved_in"])) == {pd.Timestamp(replay["weeks"][-1])}
 
 
 def test_keeping_two_vintages_drops_the_oldest(replay):
-    before, after = vintages(replay["states"]["rerun"]["history"]), vintages(replay["states"]["kept2"]["history"])
+    before, after = (
+        vintages(replay["states"]["rerun"]["history"]),
+        vintages(replay["states"]["kept2"]["history"]),
+    )
     mondays = [pd.Timestamp(w) for w in replay["weeks"]]
     for batch in KEYS:
         assert list(after.loc[after["batch"] == batch, "vintage"]) == mondays[-2:]
     kept = after[after["vintage"] < mondays[-1]]
-    pd.testing.assert_frame_equal(kept.reset_index(drop=True),
-                                  before[before["vintage"] == mondays[-2]].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        kept.reset_index(drop=True), before[before["vintage"] == mondays[-2]].reset_index(drop=True)
+    )
     rh = replay["states"]["kept2"]["risk_history"]
     for batch in KEYS:
         assert set(rh.loc[rh["batch"] == batch, "vintage"]) <= set(mondays[-2:])
@@ -258,17 +360,29 @@ def test_after_retention_nothing_refers_to_a_dropped_vintage(replay):
     assert set(s["accuracy"]["vintage"]) <= kept, sorted(set(s["accuracy"]["vintage"]) - kept)
     risk = s["risk"]
     assert len(risk) > 0
-    assert (risk["first_flagged"] >= min(kept)).all(), risk[["server_id", "resource", "first_flagged"]]
+    assert (risk["first_flagged"] >= min(kept)).all(), risk[
+        ["server_id", "resource", "first_flagged"]
+    ]
     for r in risk.itertuples():
         register = sorted(set(s["history"].loc[s["history"]["batch"] == r.batch, "vintage"]))
-        want = expected_first_flagged(s["risk_history"], register, r.batch, r.server_id, r.resource, max(kept))
+        want = expected_first_flagged(
+            s["risk_history"], register, r.batch, r.server_id, r.resource, max(kept)
+        )
         assert r.first_flagged == want and r.status == ("ongoing" if want < max(kept) else "new"), r
 
 
-def expected_first_flagged(risk_history: pd.DataFrame, register: list, batch, server, resource, vintage):
+def expected_first_flagged(
+    risk_history: pd.DataFrame, register: list, batch, server, resource, vintage
+):
     """The oldest vintage of the unbroken run of flagged vintages that ends with ``vintage``."""
-    flagged = set(risk_history.loc[(risk_history["batch"] == batch) & (risk_history["server_id"] == server)
-                                   & (risk_history["resource"] == resource), "vintage"])
+    flagged = set(
+        risk_history.loc[
+            (risk_history["batch"] == batch)
+            & (risk_history["server_id"] == server)
+            & (risk_history["resource"] == resource),
+            "vintage",
+        ]
+    )
     order = [v for v in register if v <= vintage]
     first = vintage
     for v in reversed(order[:-1]):
@@ -286,13 +400,19 @@ def test_exceptions_are_new_or_ongoing_since_their_first_flag(replay, state):
     assert set(risk["status"]) <= {"new", "ongoing"}
     newest = s["history"]["vintage"].max()
     assert (risk["first_flagged"] <= newest).all()
-    assert (risk["status"] == "ongoing").any(), "a 50 % threshold flags the same series week after week"
+    assert (risk["status"] == "ongoing").any(), (
+        "a 50 % threshold flags the same series week after week"
+    )
     for r in risk.itertuples():
         register = sorted(set(s["history"].loc[s["history"]["batch"] == r.batch, "vintage"]))
         first = expected_first_flagged(rh, register, r.batch, r.server_id, r.resource, newest)
         assert r.first_flagged == first, (r.server_id, r.resource, r.first_flagged, first)
         assert r.status == ("ongoing" if first < newest else "new"), r
-    assert (risk["first_flagged"] == pd.Timestamp(replay["weeks"][0])).any()  # flagged every week since the first
+    assert (
+        risk["first_flagged"] == pd.Timestamp(replay["weeks"][0])
+    ).any()  # flagged every week since the first
     # this week's risk_history is this week's risk list
     now = rh[rh["vintage"] == newest]
-    assert set(zip(now["server_id"], now["resource"])) == set(zip(risk["server_id"], risk["resource"]))
+    assert set(zip(now["server_id"], now["resource"])) == set(
+        zip(risk["server_id"], risk["resource"])
+    )

@@ -7,6 +7,7 @@ calendar), the result holds schema.ENGINE_RESULTS rows: for every series the bac
 before) and the future rows (split='future', ``horizon_days`` days after the last history day,
 from a refit on all history).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ def split_series(series: pd.DataFrame, cfg: ForecastConfig) -> tuple[pd.DataFram
 
 
 def future_dates(last_ds: pd.Timestamp, cfg: ForecastConfig) -> pd.DatetimeIndex:
-    return pd.date_range(pd.Timestamp(last_ds) + pd.Timedelta(days=1), periods=cfg.horizon_days, freq="D")
+    return pd.date_range(
+        pd.Timestamp(last_ds) + pd.Timedelta(days=1), periods=cfg.horizon_days, freq="D"
+    )
 
 
 def min_history_days(cfg: ForecastConfig) -> int:

@@ -34,6 +34,7 @@ shared and repeats on the calendar:
 A series the model cannot handle is returned as not fitted with its reason (the registry gives it the
 naive fallback); a failed fit does so for that resource's series, never failing the batch.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,36 +45,59 @@ import pandas as pd
 import xgboost as xgb
 from numpy.lib.stride_tricks import sliding_window_view
 
-from capacity_assets.forecasting.engines.base import (ForecastConfig, backtest_cutoff, future_dates,
-                                          min_history_days)
+from capacity_assets.forecasting.engines.base import (
+    ForecastConfig,
+    backtest_cutoff,
+    future_dates,
+    min_history_days,
+)
 from capacity_assets.schema import RAW_RESULTS, SERIES_KEY, empty
 
 NAME = "challenger"
 
-WINDOW_DAYS = 730      # training window per series (after the last level shift)
-HALF_LIFE_DAYS = 180   # recency weight of the baseline fit
-PHI = 0.995            # daily damping of the extrapolated slope
-TAU = 60.0             # horizon (days) at which the bounds have widened by sqrt(2)
-MIN_REGIME_DAYS = 56   # shorter regimes get a flat level (or the last fill rate), no fit
+WINDOW_DAYS = 730  # training window per series (after the last level shift)
+HALF_LIFE_DAYS = 180  # recency weight of the baseline fit
+PHI = 0.995  # daily damping of the extrapolated slope
+TAU = 60.0  # horizon (days) at which the bounds have widened by sqrt(2)
+MIN_REGIME_DAYS = 56  # shorter regimes get a flat level (or the last fill rate), no fit
 KNOT_WEEKS = (8, 13, 21, 30)  # candidate recent slope changes, weeks before the last day
-KNOT_GAIN = 0.5        # ... taken if they halve the robust residual scale
+KNOT_GAIN = 0.5  # ... taken if they halve the robust residual scale
 XGB_PARAMS = {
-    "objective": "reg:pseudohubererror", "huber_slope": 1.0, "tree_method": "hist", "max_depth": 6,
-    "eta": 0.15, "min_child_weight": 20, "subsample": 0.8, "colsample_bytree": 0.9, "max_bin": 64,
-    "lambda": 1.0, "nthread": 1,  # one batch process per core
+    "objective": "reg:pseudohubererror",
+    "huber_slope": 1.0,
+    "tree_method": "hist",
+    "max_depth": 6,
+    "eta": 0.15,
+    "min_child_weight": 20,
+    "subsample": 0.8,
+    "colsample_bytree": 0.9,
+    "max_bin": 64,
+    "lambda": 1.0,
+    "nthread": 1,  # one batch process per core
 }
 ROUNDS = 80
-RESID_DAYS = 365       # recent in-sample residuals that set each series' bounds
+RESID_DAYS = 365  # recent in-sample residuals that set each series' bounds
 
 
 # ---------------------------------------------------------------- per-series baseline
+
 
 def _calendar(ds: pd.DatetimeIndex) -> np.ndarray:
     """Calendar features shared by every series: dow, dom, days to month end, month, yearly Fourier."""
     doy = 2 * np.pi * ds.dayofyear.to_numpy(float) / 365.25
     dtm = (ds.days_in_month - ds.day).to_numpy(float)
-    return np.column_stack([ds.dayofweek, ds.day, dtm, ds.month,
-                            np.sin(doy), np.cos(doy), np.sin(2 * doy), np.cos(2 * doy)]).astype(float)
+    return np.column_stack(
+        [
+            ds.dayofweek,
+            ds.day,
+            dtm,
+            ds.month,
+            np.sin(doy),
+            np.cos(doy),
+            np.sin(2 * doy),
+            np.cos(2 * doy),
+        ]
+    ).astype(float)
 
 
 def _shifts(y: np.ndarray) -> list[tuple[int, float]]:
@@ -86,17 +110,19 @@ def _shifts(y: np.ndarray) -> list[tuple[int, float]]:
     d1 = np.diff(w)
     drift = np.median(d1)
     noise = 1.4826 * np.median(np.abs(d1 - drift)) / np.sqrt(2) + 1e-9
-    med = np.median(sliding_window_view(w, 4), axis=1)          # med[i] = median(w[i:i+4])
-    tail = [np.median(w[j:]) for j in (n_w - 3, n_w - 2)]          # 3 and 2 weeks after
+    med = np.median(sliding_window_view(w, 4), axis=1)  # med[i] = median(w[i:i+4])
+    tail = [np.median(w[j:]) for j in (n_w - 3, n_w - 2)]  # 3 and 2 weeks after
     j = np.arange(4, n_w - 1)
     before = med[j - 4]
-    after = np.concatenate([med[4:n_w - 3], tail])
-    gap = 2.5 + (np.minimum(n_w - j, 4) - 1) / 2                   # weeks between window centres
+    after = np.concatenate([med[4 : n_w - 3], tail])
+    gap = 2.5 + (np.minimum(n_w - j, 4) - 1) / 2  # weeks between window centres
     jump = np.abs(after - before - drift * gap)
-    big = jump > np.maximum(6 * noise, 0.15 * np.maximum(np.maximum(np.abs(before), np.abs(after)), 5.0))
+    big = jump > np.maximum(
+        6 * noise, 0.15 * np.maximum(np.maximum(np.abs(before), np.abs(after)), 5.0)
+    )
     signed = after - before - drift * gap
     shifts, hits = [], j[big]
-    while len(hits):                                          # strongest of each cluster, last first
+    while len(hits):  # strongest of each cluster, last first
         near = hits[hits >= hits[-1] - 3]
         k = near[np.argmax(np.abs(signed[near - 4]))]
         shifts.append((off + 7 * int(k), float(signed[k - 4])))
@@ -104,7 +130,9 @@ def _shifts(y: np.ndarray) -> list[tuple[int, float]]:
     return shifts[::-1]
 
 
-def _design(t: np.ndarray, doy: np.ndarray, harmonics: int, knot: float | None = None) -> np.ndarray:
+def _design(
+    t: np.ndarray, doy: np.ndarray, harmonics: int, knot: float | None = None
+) -> np.ndarray:
     cols = [np.ones_like(t), t]
     for k in range(1, harmonics + 1):
         cols += [np.sin(2 * np.pi * k * doy / 365.25), np.cos(2 * np.pi * k * doy / 365.25)]
@@ -116,7 +144,7 @@ def _design(t: np.ndarray, doy: np.ndarray, harmonics: int, knot: float | None =
 def _irls(X: np.ndarray, w: np.ndarray, rec: np.ndarray, ridge: int) -> tuple[np.ndarray, float]:
     """Huber IRLS with recency weights; ridge on the ``ridge`` Fourier columns. (coef, MAD of resid)."""
     pen = np.zeros(X.shape[1])
-    pen[2:2 + ridge] = 0.05 * len(w)
+    pen[2 : 2 + ridge] = 0.05 * len(w)
     wt = rec.copy()
     for _ in range(4):
         coef = np.linalg.solve(X.T @ (X * wt[:, None]) + np.diag(pen), X.T @ (w * wt))
@@ -133,7 +161,7 @@ def _weekly(y: np.ndarray, ds: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray
     off = m - n_w * 7
     w = y[off:].reshape(n_w, 7).mean(axis=1)
     t = (np.arange(n_w) * 7 + off + 3 - (m - 1)) / 365.25
-    return w, t, ds[off + 3::7][:n_w].dayofyear.to_numpy(float)
+    return w, t, ds[off + 3 :: 7][:n_w].dayofyear.to_numpy(float)
 
 
 class _Baseline:
@@ -148,7 +176,7 @@ class _Baseline:
         self.cycle = float(np.median(np.diff(drops))) if len(drops) >= 2 else 0.0
         self.since = len(y) - 1 - drops[-1] if drops else 0
         self.knot = None
-        prev = (y[drops[-2]:drops[-1]], ds[drops[-2]:drops[-1]]) if len(drops) >= 2 else None
+        prev = (y[drops[-2] : drops[-1]], ds[drops[-2] : drops[-1]]) if len(drops) >= 2 else None
         y, ds = y[start:], ds[start:]
         m = len(y)
         self.last = ds[-1]
@@ -181,23 +209,30 @@ class _Baseline:
         fit = self.at(ds)
         resid = y - fit
         level = max(abs(float(np.median(y[-28:]))), 0.0)
-        self.scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))),
-                         float(np.std(resid)) * 0.25, 0.02 * level, 0.05)
+        self.scale = max(
+            1.4826 * float(np.median(np.abs(resid - np.median(resid)))),
+            float(np.std(resid)) * 0.25,
+            0.02 * level,
+            0.05,
+        )
         self.level = level
 
     def at(self, ds: pd.DatetimeIndex) -> np.ndarray:
         """Baseline on ``ds``; beyond the last day the slope is damped, or a fill cycle repeats."""
         h = (ds - self.last).days.to_numpy(float)
         ahead = np.clip(h, 0, None)
-        t = np.where(h > 0, PHI * (1 - PHI ** ahead) / (1 - PHI), h)
+        t = np.where(h > 0, PHI * (1 - PHI**ahead) / (1 - PHI), h)
         if self.cycle:
-            first = max(self.cycle - self.since, 7.0)             # days to the next clean-up
+            first = max(self.cycle - self.since, 7.0)  # days to the next clean-up
             wrap = h >= first
             t[wrap] = -self.since + (h[wrap] - first) % self.cycle
-        return _design(t / 365.25, ds.dayofyear.to_numpy(float), self.harmonics, self.knot) @ self.coef
+        return (
+            _design(t / 365.25, ds.dayofyear.to_numpy(float), self.harmonics, self.knot) @ self.coef
+        )
 
 
 # ---------------------------------------------------------------- global model
+
 
 def _series_features(z: np.ndarray, cal: np.ndarray, base: _Baseline) -> np.ndarray:
     """Per-series descriptors: its own weekly / month-end profile of z, level, noise ratio."""
@@ -212,8 +247,7 @@ def _series_features(z: np.ndarray, cal: np.ndarray, base: _Baseline) -> np.ndar
 def _rows(cal: np.ndarray, desc: np.ndarray) -> np.ndarray:
     dow = cal[:, 0].astype(int)
     dtm = np.minimum(cal[:, 2], 3).astype(int)
-    return np.column_stack([cal, desc[dow], desc[7 + dtm],
-                            np.tile(desc[11:], (len(cal), 1))])
+    return np.column_stack([cal, desc[dow], desc[7 + dtm], np.tile(desc[11:], (len(cal), 1))])
 
 
 def _fit_predict(series: list[dict], end_of: str, targets: str, cfg: ForecastConfig, log) -> dict:
@@ -225,13 +259,14 @@ def _fit_predict(series: list[dict], end_of: str, targets: str, cfg: ForecastCon
             n = s[end_of]
             y, ds = s["y"][:n], s["ds"][:n]
             base = _Baseline(y, ds)
-            y_w, ds_w = y[base.start:], ds[base.start:]
+            y_w, ds_w = y[base.start :], ds[base.start :]
             z = (y_w - base.at(ds_w)) / base.scale
             cal = _calendar(ds_w)
             desc = _series_features(z, cal, base)
             tds = s[targets]
             by_resource.setdefault(s["key"][1], []).append(
-                (s, base, _rows(cal, desc), z, tds, _rows(_calendar(tds), desc)))
+                (s, base, _rows(cal, desc), z, tds, _rows(_calendar(tds), desc))
+            )
         except Exception as exc:  # noqa: BLE001 - one bad series must not fail the batch
             out[s["key"]] = f"baseline failed: {exc!r}"
     a = (1 - cfg.interval) / 2
@@ -248,24 +283,28 @@ def _fit_predict(series: list[dict], end_of: str, targets: str, cfg: ForecastCon
                 out[it[0]["key"]] = f"{resource} model failed: {exc!r}"
             continue
         i = j = 0
-        for s, base, xs, zs, tds, xt in items:
-            resid = (zs - fitted[j:j + len(zs)])[-RESID_DAYS:]
-            q = P[i:i + len(xt)]
+        for s, base, _xs, zs, tds, xt in items:
+            resid = (zs - fitted[j : j + len(zs)])[-RESID_DAYS:]
+            q = P[i : i + len(xt)]
             i, j = i + len(xt), j + len(zs)
             lo, hi = np.quantile(resid, [a, 1 - a])
             trend = base.at(tds)
             h = np.maximum((tds - base.last).days.to_numpy(float), 1.0)
             grow = np.sqrt(1 + h / TAU)
             yhat = trend + base.scale * q
-            out[s["key"]] = pd.DataFrame({
-                "ds": tds, "yhat": yhat,
-                "yhat_lower": yhat + base.scale * min(lo, 0.0) * grow,
-                "yhat_upper": yhat + base.scale * max(hi, 0.0) * grow,
-            })
+            out[s["key"]] = pd.DataFrame(
+                {
+                    "ds": tds,
+                    "yhat": yhat,
+                    "yhat_lower": yhat + base.scale * min(lo, 0.0) * grow,
+                    "yhat_upper": yhat + base.scale * max(hi, 0.0) * grow,
+                }
+            )
     return out
 
 
 # ---------------------------------------------------------------- engine
+
 
 def _unusable(g: pd.DataFrame, cfg: ForecastConfig) -> str | None:
     y = g["y"].to_numpy(float)
@@ -292,11 +331,24 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
         if reason is None:
             ds = pd.DatetimeIndex(g["ds"])
             full = pd.date_range(ds[0], ds[-1], freq="D")
-            y = pd.Series(g["y"].to_numpy(float), index=ds).reindex(full).interpolate(limit_direction="both")
+            y = (
+                pd.Series(g["y"].to_numpy(float), index=ds)
+                .reindex(full)
+                .interpolate(limit_direction="both")
+            )
             cut = backtest_cutoff(full[-1], cfg)
             n_train = int((full <= cut).sum())
-            good.append({"key": key, "ds": full, "y": y.to_numpy(), "train": n_train, "all": len(full),
-                         "backtest": full[n_train:], "future": future_dates(full[-1], cfg)})
+            good.append(
+                {
+                    "key": key,
+                    "ds": full,
+                    "y": y.to_numpy(),
+                    "train": n_train,
+                    "all": len(full),
+                    "backtest": full[n_train:],
+                    "future": future_dates(full[-1], cfg),
+                }
+            )
         else:
             failed[key] = reason
     bt = _fit_predict(good, "train", "backtest", cfg, log) if good else {}
@@ -309,6 +361,10 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
             continue
         rows.append(b.assign(server_id=key[0], resource=key[1], split="backtest"))
         rows.append(f.assign(server_id=key[0], resource=key[1], split="future"))
-    log.info("challenger: %d series, %d usable, %.0f ms CPU/series", len(groups), len(good),
-             1000 * (time.process_time() - cpu0) / max(len(groups), 1))
+    log.info(
+        "challenger: %d series, %d usable, %.0f ms CPU/series",
+        len(groups),
+        len(good),
+        1000 * (time.process_time() - cpu0) / max(len(groups), 1),
+    )
     return (pd.concat(rows, ignore_index=True) if rows else empty(RAW_RESULTS)), failed

@@ -19,6 +19,7 @@ series ETS cannot fit (too short, constant, a failed optimiser) is reported with
 gets the registry's naive fallback. The 80 % intervals are ETS's own, rescaled on the backtest like
 every engine's (``intervals.calibrate``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,7 +40,9 @@ WINDOW_DAYS = 210
 MIN_POINTS = 4 * SEASON  # fewer observations in a fit: the naive fallback
 
 
-def _fit_forecast(y: np.ndarray, h: int, interval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _fit_forecast(
+    y: np.ndarray, h: int, interval: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from statsforecast.models import AutoETS  # heavy import (~1-2 s), only when the engine runs
 
     y = y[-WINDOW_DAYS:]
@@ -49,8 +52,12 @@ def _fit_forecast(y: np.ndarray, h: int, interval: float) -> tuple[np.ndarray, n
         raise ValueError("constant series")
     level = int(round(interval * 100))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # statsforecast warns on near-singular fits; the check below decides
-        fc = AutoETS(season_length=SEASON, model=MODEL, damped=DAMPED).forecast(y=y.astype(float), h=h, level=[level])
+        warnings.simplefilter(
+            "ignore"
+        )  # statsforecast warns on near-singular fits; the check below decides
+        fc = AutoETS(season_length=SEASON, model=MODEL, damped=DAMPED).forecast(
+            y=y.astype(float), h=h, level=[level]
+        )
     mean, lo, hi = (np.asarray(fc[k], float) for k in ("mean", f"lo-{level}", f"hi-{level}"))
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
         raise ValueError("non-finite forecast")
@@ -59,8 +66,17 @@ def _fit_forecast(y: np.ndarray, h: int, interval: float) -> tuple[np.ndarray, n
 
 def _frame(key, ds, parts, split: str) -> pd.DataFrame:
     yhat, lo, hi = parts
-    return pd.DataFrame({"server_id": key[0], "resource": key[1], "ds": ds, "yhat": yhat,
-                         "yhat_lower": lo, "yhat_upper": hi, "split": split})
+    return pd.DataFrame(
+        {
+            "server_id": key[0],
+            "resource": key[1],
+            "ds": ds,
+            "yhat": yhat,
+            "yhat_lower": lo,
+            "yhat_upper": hi,
+            "split": split,
+        }
+    )
 
 
 def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.DataFrame, dict]:
@@ -74,18 +90,29 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
             g = g.sort_values("ds")
             ds = pd.DatetimeIndex(g["ds"])
             full = pd.date_range(ds[0], ds[-1], freq="D")
-            y = pd.Series(g["y"].to_numpy(float), index=ds).reindex(full).interpolate(limit_direction="both")
+            y = (
+                pd.Series(g["y"].to_numpy(float), index=ds)
+                .reindex(full)
+                .interpolate(limit_direction="both")
+            )
             if y.isna().all():
                 raise ValueError("no observations")
             y = y.to_numpy()
             train = full <= backtest_cutoff(full[-1], cfg)
             bt_ds, fut = full[~train], future_dates(full[-1], cfg)
-            parts = [_frame(key, bt_ds, _fit_forecast(y[train], len(bt_ds), cfg.interval), "backtest")
-                     ] if train.sum() and len(bt_ds) else []
+            parts = (
+                [_frame(key, bt_ds, _fit_forecast(y[train], len(bt_ds), cfg.interval), "backtest")]
+                if train.sum() and len(bt_ds)
+                else []
+            )
             parts.append(_frame(key, fut, _fit_forecast(y, len(fut), cfg.interval), "future"))
             rows.extend(parts)
         except Exception as exc:  # noqa: BLE001 - one bad series never fails the batch
             failed[key] = str(exc) or type(exc).__name__
-    log.info("ets: %d series, %d not fitted, %.0f ms CPU/series", groups.ngroups, len(failed),
-             1000 * (time.process_time() - cpu0) / max(groups.ngroups, 1))
+    log.info(
+        "ets: %d series, %d not fitted, %.0f ms CPU/series",
+        groups.ngroups,
+        len(failed),
+        1000 * (time.process_time() - cpu0) / max(groups.ngroups, 1),
+    )
     return (pd.concat(rows, ignore_index=True) if rows else empty(RAW_RESULTS)), failed

@@ -25,6 +25,7 @@ A model whose backtest bounds covered 80 % across the fleet keeps them (k about 
 twice too narrow gets them doubled. Held-out coverage per family and resource is in
 ``benchmarks/README.md``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,14 +34,15 @@ import pandas as pd
 from capacity_assets.forecasting.engines.base import on_days_of
 
 K_MIN, K_MAX = 0.2, 10.0
-SHRINK = 0.5                   # weight of the pooled factor, in logs
-POOL_MIN_SERIES = 8            # fewer series of a resource in the call: pool over every resource
-HORIZON_BLOCKS = (30, 90)      # backtest horizons (days) that split the pooled horizon correction
+SHRINK = 0.5  # weight of the pooled factor, in logs
+POOL_MIN_SERIES = 8  # fewer series of a resource in the call: pool over every resource
+HORIZON_BLOCKS = (30, 90)  # backtest horizons (days) that split the pooled horizon correction
 _KEY = ["server_id", "resource"]
 
 
-def scale_factor(y: np.ndarray, yhat: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-                 interval: float) -> float:
+def scale_factor(
+    y: np.ndarray, yhat: np.ndarray, lower: np.ndarray, upper: np.ndarray, interval: float
+) -> float:
     """Conformal scale ``k`` for one series from its backtest actuals and bounds."""
     ok = np.isfinite(y) & np.isfinite(yhat)
     y, yhat, lower, upper = y[ok], yhat[ok], lower[ok], upper[ok]
@@ -73,27 +75,41 @@ def _horizon(frame: pd.DataFrame) -> np.ndarray:
     return ((frame["ds"] - first).dt.days + 1).to_numpy()
 
 
-def factors(backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float
-            ) -> tuple[dict, dict]:
+def factors(backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float) -> tuple[dict, dict]:
     """(``{(server_id, resource): k}``, ``{resource: {block: horizon correction}}``) from backtest rows."""
-    bt = backtest.drop(columns=["y"], errors="ignore").merge(on_days_of(actuals, backtest)[_KEY + ["ds", "y"]],
-                                                             on=_KEY + ["ds"])
+    bt = backtest.drop(columns=["y"], errors="ignore").merge(
+        on_days_of(actuals, backtest)[_KEY + ["ds", "y"]], on=_KEY + ["ds"]
+    )
     bt = bt[np.isfinite(bt["y"].to_numpy(float)) & np.isfinite(bt["yhat"].to_numpy(float))]
     if bt.empty:
         return {}, {}
     y, yhat = bt["y"].to_numpy(float), bt["yhat"].to_numpy(float)
     err = y - yhat
-    half = np.where(err >= 0, bt["yhat_upper"].to_numpy(float) - yhat, yhat - bt["yhat_lower"].to_numpy(float))
-    floor = np.maximum(1e-6, 0.05 * bt.assign(a=np.abs(err)).groupby(_KEY, sort=False)["a"].transform("mean").to_numpy())
+    half = np.where(
+        err >= 0, bt["yhat_upper"].to_numpy(float) - yhat, yhat - bt["yhat_lower"].to_numpy(float)
+    )
+    floor = np.maximum(
+        1e-6,
+        0.05 * bt.assign(a=np.abs(err)).groupby(_KEY, sort=False)["a"].transform("mean").to_numpy(),
+    )
     bt = bt.assign(score=np.abs(err) / np.maximum(half, floor), block=_block(_horizon(bt)))
-    own = {key: _conformal_quantile(g.to_numpy(), interval) for key, g in bt.groupby(_KEY, sort=False)["score"]}
+    own = {
+        key: _conformal_quantile(g.to_numpy(), interval)
+        for key, g in bt.groupby(_KEY, sort=False)["score"]
+    }
     n_series = bt.drop_duplicates(_KEY)["resource"].value_counts()
     pools: dict = {}
     for resource in n_series.index:
         part = bt[bt["resource"] == resource] if n_series[resource] >= POOL_MIN_SERIES else bt
         k_pool = _conformal_quantile(part["score"].to_numpy(), interval)
-        ratio = {int(b): _conformal_quantile(g.to_numpy(), interval) / k_pool
-                 for b, g in part.groupby("block")["score"]} if k_pool > 0 else {}
+        ratio = (
+            {
+                int(b): _conformal_quantile(g.to_numpy(), interval) / k_pool
+                for b, g in part.groupby("block")["score"]
+            }
+            if k_pool > 0
+            else {}
+        )
         pools[resource] = (k_pool, ratio)
     k = {}
     for (server, resource), k_own in own.items():
@@ -113,8 +129,9 @@ def _lookup(values: dict, keys: pd.MultiIndex) -> tuple[np.ndarray, np.ndarray]:
     return np.where(found, table.to_numpy()[pos], 1.0), found
 
 
-def calibrate(future: pd.DataFrame, backtest: pd.DataFrame, actuals: pd.DataFrame,
-              interval: float) -> pd.DataFrame:
+def calibrate(
+    future: pd.DataFrame, backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float
+) -> pd.DataFrame:
     """Rescale ``future`` bounds per series and horizon by the backtest's conformal factors.
 
     ``backtest`` and ``future`` hold ENGINE_RESULTS rows of the same series (usually a batch),
@@ -123,13 +140,24 @@ def calibrate(future: pd.DataFrame, backtest: pd.DataFrame, actuals: pd.DataFram
     if future.empty:
         return future
     k, ratios = factors(backtest, actuals, interval)
-    rows = pd.MultiIndex.from_arrays([future["server_id"].astype(object), future["resource"].astype(object)])
+    rows = pd.MultiIndex.from_arrays(
+        [future["server_id"].astype(object), future["resource"].astype(object)]
+    )
     kk, known = _lookup(k, rows)
     # a block the backtest did not reach takes the farthest one it did
-    table = {(r, b): ratio.get(b, ratio[max(ratio)]) for r, ratio in ratios.items() if ratio
-             for b in range(len(HORIZON_BLOCKS) + 1)}
+    table = {
+        (r, b): ratio.get(b, ratio[max(ratio)])
+        for r, ratio in ratios.items()
+        if ratio
+        for b in range(len(HORIZON_BLOCKS) + 1)
+    }
     block = _block(_horizon(future))
-    corr, _ = _lookup(table, pd.MultiIndex.from_arrays([future["resource"].astype(object).to_numpy(), block.astype(int)]))
+    corr, _ = _lookup(
+        table,
+        pd.MultiIndex.from_arrays(
+            [future["resource"].astype(object).to_numpy(), block.astype(int)]
+        ),
+    )
     corr = np.where(known, corr, 1.0)
     kk = np.clip(kk * corr, K_MIN, K_MAX)
     out = future.copy()

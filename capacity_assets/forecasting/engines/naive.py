@@ -5,6 +5,7 @@ engine cannot fit (constant, all zeros, a failed optimiser): never smart, never 
 the empirical quantiles of its own one-week-ahead errors, widened with sqrt(weeks ahead) as for a
 random walk across weeks.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,10 +30,16 @@ def predict_one(train: pd.DataFrame, ds: pd.DatetimeIndex, interval: float) -> p
         yhat = np.full(len(h), y[-1] if len(y) else 0.0)
         resid = np.diff(y)
     alpha = (1 - interval) / 2
-    lo, hi = (np.quantile(resid, [alpha, 1 - alpha]) if len(resid) else (0.0, 0.0))
+    lo, hi = np.quantile(resid, [alpha, 1 - alpha]) if len(resid) else (0.0, 0.0)
     grow = np.sqrt((h - 1) // SEASON + 1)
-    return pd.DataFrame({"ds": ds, "yhat": yhat, "yhat_lower": yhat + min(lo, 0.0) * grow,
-                         "yhat_upper": yhat + max(hi, 0.0) * grow})
+    return pd.DataFrame(
+        {
+            "ds": ds,
+            "yhat": yhat,
+            "yhat_lower": yhat + min(lo, 0.0) * grow,
+            "yhat_upper": yhat + max(hi, 0.0) * grow,
+        }
+    )
 
 
 def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.DataFrame, dict]:
@@ -46,8 +53,14 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
             continue
         train, backtest = split_series(series, cfg)
         if len(train) and len(backtest):
-            parts.append(predict_one(train, pd.DatetimeIndex(backtest["ds"]), cfg.interval)
-                         .assign(server_id=key[0], resource=key[1], split="backtest"))
-        parts.append(predict_one(series, future_dates(series["ds"].max(), cfg), cfg.interval)
-                     .assign(server_id=key[0], resource=key[1], split="future"))
+            parts.append(
+                predict_one(train, pd.DatetimeIndex(backtest["ds"]), cfg.interval).assign(
+                    server_id=key[0], resource=key[1], split="backtest"
+                )
+            )
+        parts.append(
+            predict_one(series, future_dates(series["ds"].max(), cfg), cfg.interval).assign(
+                server_id=key[0], resource=key[1], split="future"
+            )
+        )
     return (pd.concat(parts, ignore_index=True) if parts else empty(RAW_RESULTS)), failed

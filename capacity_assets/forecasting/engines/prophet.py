@@ -45,6 +45,7 @@ ties the refit to the backtest's optimum) and a least-squares start (forecasts u
 stock Prophet's: the posterior is flat along the Laplace-prior changepoint directions, so where
 L-BFGS stops depends on where it starts).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -78,27 +79,33 @@ SETTINGS = {
     "yearly_min_days": 730,
 }
 LBFGS_TOL_REL_GRAD = 1e8  # CmdStan's default 1e7; Prophet passes fit(df, tol_rel_grad=...) through
-MIN_POINTS = 60          # fewer observations in a fit: the naive fallback
-WORKERS = 2              # concurrent CmdStan processes per batch
+MIN_POINTS = 60  # fewer observations in a fit: the naive fallback
+WORKERS = 2  # concurrent CmdStan processes per batch
 PROGRESS_EVERY = (50, 10.0)  # log progress every 50 series or 10 s, whichever comes first
 
 # the compiled model inside the installed prophet package, found without importing prophet (0.8 s)
 _SPEC = importlib.util.find_spec("prophet")
 if _SPEC is None or not _SPEC.submodule_search_locations:
-    raise ModuleNotFoundError("the prophet engine needs the prophet package (pip install prophet)", name="prophet")
+    raise ModuleNotFoundError(
+        "the prophet engine needs the prophet package (pip install prophet)", name="prophet"
+    )
 STAN_BIN = os.path.join(_SPEC.submodule_search_locations[0], "stan_model", "prophet_model.bin")
 _EPOCH_DAY = np.datetime64("1970-01-01", "D")
 
 
 def prophet_kwargs(yearly: bool = True) -> dict:
     """Stock ``prophet.Prophet`` arguments equivalent to ``SETTINGS`` (used by the parity test)."""
-    return dict(growth="linear", n_changepoints=SETTINGS["n_changepoints"],
-                changepoint_range=SETTINGS["changepoint_range"],
-                changepoint_prior_scale=SETTINGS["changepoint_prior_scale"],
-                seasonality_prior_scale=SETTINGS["seasonality_prior_scale"],
-                weekly_seasonality=SETTINGS["weekly_order"],
-                yearly_seasonality=SETTINGS["yearly_order"] if yearly else False,
-                daily_seasonality=False, seasonality_mode="additive")
+    return dict(
+        growth="linear",
+        n_changepoints=SETTINGS["n_changepoints"],
+        changepoint_range=SETTINGS["changepoint_range"],
+        changepoint_prior_scale=SETTINGS["changepoint_prior_scale"],
+        seasonality_prior_scale=SETTINGS["seasonality_prior_scale"],
+        weekly_seasonality=SETTINGS["weekly_order"],
+        yearly_seasonality=SETTINGS["yearly_order"] if yearly else False,
+        daily_seasonality=False,
+        seasonality_mode="additive",
+    )
 
 
 class FitError(RuntimeError):
@@ -107,7 +114,9 @@ class FitError(RuntimeError):
 
 def _fourier(days: np.ndarray, yearly: bool) -> np.ndarray:
     """Prophet's ``fourier_series`` columns (sin, cos per order), weekly then yearly."""
-    blocks = [(7.0, SETTINGS["weekly_order"])] + ([(365.25, SETTINGS["yearly_order"])] if yearly else [])
+    blocks = [(7.0, SETTINGS["weekly_order"])] + (
+        [(365.25, SETTINGS["yearly_order"])] if yearly else []
+    )
     cols = []
     for period, order in blocks:
         x = 2 * np.pi * days / period
@@ -140,11 +149,12 @@ def _features_json(days: np.ndarray, yearly: bool) -> str:
 @dataclass
 class Design:
     """Everything of a fit that depends only on the dates (shared by a batch's series)."""
-    days: np.ndarray        # days since epoch, float, sorted
-    t: np.ndarray           # Prophet's scaled time
+
+    days: np.ndarray  # days since epoch, float, sorted
+    t: np.ndarray  # Prophet's scaled time
     t_change: np.ndarray
     yearly: bool
-    json_head: str          # data JSON up to the "y" value
+    json_head: str  # data JSON up to the "y" value
     json_tail: str
 
     @property
@@ -174,13 +184,25 @@ def make_design(days: np.ndarray) -> Design:
     else:
         t_change = np.array([0.0])  # Prophet's dummy changepoint
     K = _n_features(bool(yearly))
-    head = ('{"T": %d, "K": %d, "S": %d, "tau": %r, "trend_indicator": 0, "t": %s, "t_change": %s, '
-            '"X": %s, "sigmas": %s, "s_a": %s, "s_m": %s, "cap": %s, "y": ') % (
-        T, K, len(t_change), SETTINGS["changepoint_prior_scale"], _json_floats(t.tolist()),
-        json.dumps(t_change.tolist()), _features_json(days, bool(yearly)),
-        json.dumps([SETTINGS["seasonality_prior_scale"]] * K), json.dumps([1.0] * K),
-        json.dumps([0.0] * K), json.dumps([0.0] * T))
-    return Design(days=days, t=t, t_change=t_change, yearly=bool(yearly), json_head=head, json_tail="}")
+    head = (
+        '{"T": %d, "K": %d, "S": %d, "tau": %r, "trend_indicator": 0, "t": %s, "t_change": %s, '
+        '"X": %s, "sigmas": %s, "s_a": %s, "s_m": %s, "cap": %s, "y": '
+    ) % (
+        T,
+        K,
+        len(t_change),
+        SETTINGS["changepoint_prior_scale"],
+        _json_floats(t.tolist()),
+        json.dumps(t_change.tolist()),
+        _features_json(days, bool(yearly)),
+        json.dumps([SETTINGS["seasonality_prior_scale"]] * K),
+        json.dumps([1.0] * K),
+        json.dumps([0.0] * K),
+        json.dumps([0.0] * T),
+    )
+    return Design(
+        days=days, t=t, t_change=t_change, yearly=bool(yearly), json_head=head, json_tail="}"
+    )
 
 
 class DesignCache:
@@ -205,9 +227,21 @@ class DesignCache:
 
 
 def _run_stan(data_path: str, init_path: str, out_path: str, algorithm: str, seed: int) -> None:
-    cmd = [STAN_BIN, "random", f"seed={seed}", "data", f"file={data_path}", f"init={init_path}",
-           "output", f"file={out_path}", "refresh=0", "method=optimize", f"algorithm={algorithm}",
-           *([f"tol_rel_grad={LBFGS_TOL_REL_GRAD:g}"] if algorithm == "lbfgs" else []), "iter=10000"]
+    cmd = [
+        STAN_BIN,
+        "random",
+        f"seed={seed}",
+        "data",
+        f"file={data_path}",
+        f"init={init_path}",
+        "output",
+        f"file={out_path}",
+        "refresh=0",
+        "method=optimize",
+        f"algorithm={algorithm}",
+        *([f"tol_rel_grad={LBFGS_TOL_REL_GRAD:g}"] if algorithm == "lbfgs" else []),
+        "iter=10000",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -226,22 +260,34 @@ def _read_params(out_path: str, S: int, K: int) -> dict:
         raise FitError(f"unexpected CmdStan columns {names[:5]}...")
     if not np.all(np.isfinite(vals)):
         raise FitError("non-finite parameters")
-    return {"k": vals[1], "m": vals[2], "delta": vals[3:3 + S], "sigma_obs": vals[3 + S],
-            "beta": vals[4 + S:]}
+    return {
+        "k": vals[1],
+        "m": vals[2],
+        "delta": vals[3 : 3 + S],
+        "sigma_obs": vals[3 + S],
+        "beta": vals[4 + S :],
+    }
 
 
 def fit_map(y: np.ndarray, design: Design, workdir: str, tag: str, seed: int = 0) -> dict:
     """Prophet's MAP fit of ``y`` (on ``design``'s dates) by its Stan model; params plus y_scale."""
     y_scale = float(np.abs(y).max()) or 1.0
     ys = y / y_scale
-    data_path, init_path, out_path = (os.path.join(workdir, f"{tag}.{ext}") for ext in ("data.json", "init.json", "csv"))
+    data_path, init_path, out_path = (
+        os.path.join(workdir, f"{tag}.{ext}") for ext in ("data.json", "init.json", "csv")
+    )
     with open(data_path, "w") as f:
         f.write(design.json_head)
         f.write(json.dumps(ys.tolist()))
         f.write(design.json_tail)
     k = (ys[-1] - ys[0]) / (design.t[-1] - design.t[0])  # Prophet's linear_growth_init
-    init = {"k": k, "m": ys[0] - k * design.t[0], "delta": [0.0] * design.S,
-            "beta": [0.0] * design.K, "sigma_obs": 1.0}
+    init = {
+        "k": k,
+        "m": ys[0] - k * design.t[0],
+        "delta": [0.0] * design.S,
+        "beta": [0.0] * design.K,
+        "sigma_obs": 1.0,
+    }
     with open(init_path, "w") as f:
         json.dump(init, f)
     algorithm = "newton" if len(y) < 100 else "lbfgs"
@@ -256,7 +302,9 @@ def fit_map(y: np.ndarray, design: Design, workdir: str, tag: str, seed: int = 0
     return params
 
 
-def predict_map(params: dict, design: Design, days: np.ndarray, interval: float) -> tuple[np.ndarray, np.ndarray]:
+def predict_map(
+    params: dict, design: Design, days: np.ndarray, interval: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(yhat, half-width) on ``days`` from a fit: Prophet's point forecast, analytic bounds."""
     t = design.scaled_time(days)
     cp = design.t_change
@@ -289,14 +337,25 @@ def _as_days(ds: pd.Series) -> np.ndarray:
     return (ds.to_numpy().astype("datetime64[D]") - _EPOCH_DAY).astype(np.int64).astype(float)
 
 
-def _frame(key: tuple, days: np.ndarray, yhat: np.ndarray, half: np.ndarray, split: str) -> pd.DataFrame:
-    return pd.DataFrame({"server_id": key[0], "resource": key[1],
-                         "ds": (_EPOCH_DAY + days.astype(np.int64)).astype("datetime64[ns]"),
-                         "yhat": yhat, "yhat_lower": yhat - half, "yhat_upper": yhat + half, "split": split})
+def _frame(
+    key: tuple, days: np.ndarray, yhat: np.ndarray, half: np.ndarray, split: str
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "server_id": key[0],
+            "resource": key[1],
+            "ds": (_EPOCH_DAY + days.astype(np.int64)).astype("datetime64[ns]"),
+            "yhat": yhat,
+            "yhat_lower": yhat - half,
+            "yhat_upper": yhat + half,
+            "split": split,
+        }
+    )
 
 
-def forecast_series(series: pd.DataFrame, cfg: ForecastConfig, cache: DesignCache, workdir: str,
-                    tag: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def forecast_series(
+    series: pd.DataFrame, cfg: ForecastConfig, cache: DesignCache, workdir: str, tag: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(backtest rows, future rows) of one series, uncalibrated; raises on any fit problem."""
     series = series.sort_values("ds")
     series = series[series["y"].notna()]
@@ -324,8 +383,9 @@ def forecast_series(series: pd.DataFrame, cfg: ForecastConfig, cache: DesignCach
     return _frame(key, bt_days, yb, hb, "backtest"), _frame(key, fut_days, yf, hf, "future")
 
 
-def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None, workers: int | None = None
-            ) -> tuple[pd.DataFrame, dict]:
+def predict(
+    history: pd.DataFrame, cfg: ForecastConfig, log=None, workers: int | None = None
+) -> tuple[pd.DataFrame, dict]:
     """Raw backtest and future rows of every series it can fit, and why it could not fit the rest."""
     log = log or logging.getLogger(__name__)
     workers = max(1, workers or WORKERS)
@@ -350,10 +410,15 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None, workers: int |
                 state["done"] += 1
                 state["failed"] += isinstance(result, str)
                 now = time.monotonic()
-                if state["done"] % PROGRESS_EVERY[0] == 0 or now - state["last_log"] >= PROGRESS_EVERY[1]:
+                if (
+                    state["done"] % PROGRESS_EVERY[0] == 0
+                    or now - state["last_log"] >= PROGRESS_EVERY[1]
+                ):
                     state["last_log"] = now
-                    log.info(f"prophet: {state['done']}/{len(groups)} series, {state['failed']} not fitted, "
-                             f"{now - start:.1f} s")
+                    log.info(
+                        f"prophet: {state['done']}/{len(groups)} series, {state['failed']} not fitted, "
+                        f"{now - start:.1f} s"
+                    )
             return key, result
 
         with ThreadPoolExecutor(max_workers=workers) as series_pool:

@@ -13,6 +13,7 @@ makes a ``<name>_results`` asset, the tournament scores it and the dashboard col
 actuals, cfg)`` builds its rows from the fitted contenders' (``CONTENDERS``) results, and the
 tournament scores it like the others (``TOURNAMENT``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -35,25 +36,47 @@ class Engine:
     description: str
     colour: str  # one colour per engine from the tournament bars to the deep dive
     contender: bool = True  # takes part in the tournament (naive is the baseline and the fallback)
-    combiner: bool = False  # built from the fitted contenders' results (``module.combine``), not by ``run``
+    combiner: bool = (
+        False  # built from the fitted contenders' results (``module.combine``), not by ``run``
+    )
 
 
 ENGINES: dict[str, Engine] = {
-    "prophet": Engine("capacity_assets.forecasting.engines.prophet",
-                      "Prophet (weekly + yearly seasonality) on Prophet's own Stan model.", "#2563eb"),
-    "challenger": Engine("capacity_assets.forecasting.engines.challenger",
-                         "XGBoost challenger: a global model per resource on a damped per-series trend.", "#f59e0b"),
-    "ets": Engine("capacity_assets.forecasting.engines.ets",
-                  "ETS (statsforecast AutoETS, weekly season): local level and trend, its own intervals.", "#10b981"),
-    "combination": Engine("capacity_assets.forecasting.combination",
-                          "Combination: the per-day mean of the fitted contenders, bounds from their mixture.",
-                          "#8b5cf6", combiner=True),
-    "naive": Engine("capacity_assets.forecasting.engines.naive",
-                    "Seasonal naive: next week looks like the last observed week.", "#94a3b8", contender=False),
+    "prophet": Engine(
+        "capacity_assets.forecasting.engines.prophet",
+        "Prophet (weekly + yearly seasonality) on Prophet's own Stan model.",
+        "#2563eb",
+    ),
+    "challenger": Engine(
+        "capacity_assets.forecasting.engines.challenger",
+        "XGBoost challenger: a global model per resource on a damped per-series trend.",
+        "#f59e0b",
+    ),
+    "ets": Engine(
+        "capacity_assets.forecasting.engines.ets",
+        "ETS (statsforecast AutoETS, weekly season): local level and trend, its own intervals.",
+        "#10b981",
+    ),
+    "combination": Engine(
+        "capacity_assets.forecasting.combination",
+        "Combination: the per-day mean of the fitted contenders, bounds from their mixture.",
+        "#8b5cf6",
+        combiner=True,
+    ),
+    "naive": Engine(
+        "capacity_assets.forecasting.engines.naive",
+        "Seasonal naive: next week looks like the last observed week.",
+        "#94a3b8",
+        contender=False,
+    ),
 }
 # registry order decides ties in the tournament
-CONTENDERS: tuple[str, ...] = tuple(n for n, e in ENGINES.items() if e.contender and not e.combiner)  # fitted by ``run``
-COMBINERS: tuple[str, ...] = tuple(n for n, e in ENGINES.items() if e.contender and e.combiner)  # ``combine`` them
+CONTENDERS: tuple[str, ...] = tuple(
+    n for n, e in ENGINES.items() if e.contender and not e.combiner
+)  # fitted by ``run``
+COMBINERS: tuple[str, ...] = tuple(
+    n for n, e in ENGINES.items() if e.contender and e.combiner
+)  # ``combine`` them
 TOURNAMENT: tuple[str, ...] = CONTENDERS + COMBINERS  # every contender the tournament scores
 FALLBACK = "naive"
 
@@ -64,23 +87,30 @@ def engine(name: str) -> ModuleType:
     return importlib.import_module(ENGINES[name].module)
 
 
-def combine(name: str, results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame,
-            cfg: ForecastConfig) -> pd.DataFrame:
+def combine(
+    name: str, results_by_model: dict[str, pd.DataFrame], actuals: pd.DataFrame, cfg: ForecastConfig
+) -> pd.DataFrame:
     """A combiner's ENGINE_RESULTS rows from the fitted contenders' results (see ``combination``)."""
     if name not in COMBINERS:
         raise ValueError(f"{name!r} is not a combiner; combiners: {', '.join(COMBINERS)}")
     return engine(name).combine(results_by_model, actuals, cfg)
 
 
-def _split_bad(rows: pd.DataFrame, failed: dict, history: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+def _split_bad(
+    rows: pd.DataFrame, failed: dict, history: pd.DataFrame
+) -> tuple[pd.DataFrame, dict]:
     """Series with a non-finite value or without future rows join the failed ones."""
     failed = dict(failed)
     values = rows[["yhat", "yhat_lower", "yhat_upper"]].to_numpy(float)
     bad = rows.loc[~np.isfinite(values).all(axis=1), SERIES_KEY]
     for key in set(map(tuple, bad.to_numpy().tolist())):
         failed.setdefault(key, "non-finite prediction")
-    with_future = set(map(tuple, rows.loc[rows["split"] == "future", SERIES_KEY].to_numpy().tolist()))
-    for key in set(map(tuple, history[SERIES_KEY].drop_duplicates().to_numpy().tolist())) - with_future:
+    with_future = set(
+        map(tuple, rows.loc[rows["split"] == "future", SERIES_KEY].to_numpy().tolist())
+    )
+    for key in (
+        set(map(tuple, history[SERIES_KEY].drop_duplicates().to_numpy().tolist())) - with_future
+    ):
         failed.setdefault(key, "no prediction")
     if failed:
         keys = pd.MultiIndex.from_frame(rows[SERIES_KEY])
@@ -88,8 +118,13 @@ def _split_bad(rows: pd.DataFrame, failed: dict, history: pd.DataFrame) -> tuple
     return rows, failed
 
 
-def finish(rows: pd.DataFrame, actuals: pd.DataFrame, cfg: ForecastConfig, model: str,
-           calibrate: bool = True) -> pd.DataFrame:
+def finish(
+    rows: pd.DataFrame,
+    actuals: pd.DataFrame,
+    cfg: ForecastConfig,
+    model: str,
+    calibrate: bool = True,
+) -> pd.DataFrame:
     """Calibrated, clipped ENGINE_RESULTS rows from an engine's raw rows."""
     if rows.empty:
         return empty(ENGINE_RESULTS)
@@ -97,8 +132,11 @@ def finish(rows: pd.DataFrame, actuals: pd.DataFrame, cfg: ForecastConfig, model
     if calibrate:
         future = intervals.calibrate(future, backtest, actuals, cfg.interval)
     out = pd.concat([backtest, future], ignore_index=True)
-    out = out.assign(model=model, demand=out["yhat"].clip(lower=0.0),
-                     demand_upper=np.maximum(out["yhat_upper"], out["yhat"]).clip(lower=0.0))
+    out = out.assign(
+        model=model,
+        demand=out["yhat"].clip(lower=0.0),
+        demand_upper=np.maximum(out["yhat_upper"], out["yhat"]).clip(lower=0.0),
+    )
     return conform(intervals.clip_utilisation(out), ENGINE_RESULTS)
 
 
@@ -107,7 +145,9 @@ def run(name: str, history: pd.DataFrame, cfg: ForecastConfig, log=None) -> pd.D
     series, the ones it could not fit from the seasonal-naive fallback, marked ``<name>:fallback``."""
     log = log or logging.getLogger(__name__)
     if name in COMBINERS:
-        raise ValueError(f"{name!r} combines the other contenders' results: call combine({name!r}, ...)")
+        raise ValueError(
+            f"{name!r} combines the other contenders' results: call combine({name!r}, ...)"
+        )
     if history.empty:
         return empty(ENGINE_RESULTS)
     started = time.monotonic()
@@ -120,9 +160,21 @@ def run(name: str, history: pd.DataFrame, cfg: ForecastConfig, log=None) -> pd.D
         keys = pd.MultiIndex.from_frame(history[SERIES_KEY])
         naive_rows, _ = engine(FALLBACK).predict(history[keys.isin(list(failed))], cfg, log=log)
         # the naive bounds are its own error quantiles, honest as they are: not rescaled
-        parts.append(finish(conform(naive_rows, RAW_RESULTS), history, cfg, f"{name}:fallback", calibrate=False))
-    out = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else empty(ENGINE_RESULTS)
+        parts.append(
+            finish(
+                conform(naive_rows, RAW_RESULTS), history, cfg, f"{name}:fallback", calibrate=False
+            )
+        )
+    out = (
+        pd.concat([p for p in parts if len(p)], ignore_index=True)
+        if any(len(p) for p in parts)
+        else empty(ENGINE_RESULTS)
+    )
     n = history[SERIES_KEY].drop_duplicates().shape[0]
-    log.info(f"{name}: {n} series in {time.monotonic() - started:.1f} s, {n - len(failed)} fitted, "
-             f"{len(failed)} fallbacks")
-    return conform(out, ENGINE_RESULTS).sort_values(SERIES_KEY + ["split", "ds"], kind="stable", ignore_index=True)
+    log.info(
+        f"{name}: {n} series in {time.monotonic() - started:.1f} s, {n - len(failed)} fitted, "
+        f"{len(failed)} fallbacks"
+    )
+    return conform(out, ENGINE_RESULTS).sort_values(
+        SERIES_KEY + ["split", "ds"], kind="stable", ignore_index=True
+    )
