@@ -1,20 +1,25 @@
 """The one place configuration lives: environment variables with defaults, overridable by CLI flags.
 
-``CapacitySettings`` is a plain frozen dataclass, so the CLI and the dashboard read it without
-importing Dagster; ``pipeline.resources`` wraps it as a Dagster resource (the UI shows the values a
-run used). It also names the storage (IO manager) and the executor, so a deployment swaps DuckDB
-for a warehouse or the in-process executor for a distributed one by configuration alone.
+This is the only module that reads ``CAPACITY_*`` variables, and only when asked (``load``,
+``smtp_settings``, ``prometheus_credentials``), never at import time: the definitions are built
+from one ``CapacitySettings`` (``pipeline.definitions.build_defs``), so a test, a worker on another
+host or a code-server reload sees one consistent set. ``CapacitySettings`` is a plain frozen
+dataclass, so the CLI and the dashboard read it without importing Dagster; ``pipeline.resources``
+wraps it as Dagster resources (the UI shows the values a run used). It also names the storage and
+the executor, so a deployment swaps them by configuration alone.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from capacity_assets.forecasting.engines.base import ForecastConfig
 from capacity_assets.forecasting.engines.registry import CONTENDERS as FITTED
 from capacity_assets.inputs.prometheus import is_prometheus
+from capacity_assets.notify.smtp import SmtpSettings
 from capacity_assets.schema import RESOURCES
 
 DAILY_AGGS = ("mean", "max", "p95")
@@ -56,6 +61,15 @@ ENV = {
     "CAPACITY_PROM_HISTORY_DAYS": "prom_history_days",
     "CAPACITY_PROM_CACHE": "prom_cache",
     "CAPACITY_DASHBOARD_URL": "dashboard_url",
+    "CAPACITY_LOCK_TIMEOUT": "lock_timeout",
+    "CAPACITY_DASHBOARD_LOCK_TIMEOUT": "dashboard_lock_timeout",
+    "CAPACITY_DASK_ADDRESS": "dask_address",
+    "CAPACITY_DASK_WORKERS": "dask_workers",
+}
+# what a value must look like, where a bare "not a valid float" would not say (also for validate)
+EXPECTED = {
+    "CAPACITY_LOCK_TIMEOUT": "the seconds to wait for the database, e.g. 600",
+    "CAPACITY_DASHBOARD_LOCK_TIMEOUT": "the seconds a view waits for a writing run, e.g. 8",
 }
 OPTIONAL_FLOATS = {f"threshold_{r}" for r in RESOURCES} | {f"target_{r}" for r in RESOURCES}
 
@@ -64,17 +78,22 @@ class ConfigError(ValueError):
     """A configuration value a user set is unusable; the message names the variable."""
 
 
-def _env(name: str):
+def _env(name: str, env: Mapping[str, str]):
     field = ENV[name]
     default = DEFAULTS[field]
-    raw = os.environ.get(name, "").strip()
+    raw = env.get(name, "").strip()
     if raw == "":
         return default
     kind = float if field in OPTIONAL_FLOATS else type(default)
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
+        value = None
+    if value is None or (name in EXPECTED and not value >= 0):
+        if name in EXPECTED:
+            raise ConfigError(f"{name}={raw!r}: expected {EXPECTED[name]}") from None
         raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -121,10 +140,17 @@ class CapacitySettings:
     prom_history_days: int = 1095
     prom_cache: str = "data/prometheus"
     dashboard_url: str = ""  # links in digests to the dashboard's deep dive
+    lock_timeout: float = 600.0  # seconds a pipeline process waits for the database
+    dashboard_lock_timeout: float = (
+        8.0  # seconds a dashboard view waits before showing its last data
+    )
+    dask_address: str = ""  # tcp://host:port of a Dask scheduler; unset: a local cluster
+    dask_workers: int = 2  # workers of the local Dask cluster (no CAPACITY_DASK_ADDRESS)
 
     @classmethod
-    def from_env(cls) -> CapacitySettings:
-        settings = cls(**{field: _env(name) for name, field in ENV.items()})
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CapacitySettings:
+        env = os.environ if env is None else env
+        settings = cls(**{field: _env(name, env) for name, field in ENV.items()})
         settings.validate()
         return settings
 
@@ -161,6 +187,13 @@ class CapacitySettings:
             (self.keep_vintages >= 1, "CAPACITY_KEEP_VINTAGES", "at least 1"),
             (self.drift_factor >= 1, "CAPACITY_DRIFT_FACTOR", "at least 1"),
             (self.prom_history_days >= 1, "CAPACITY_PROM_HISTORY_DAYS", "at least 1"),
+            (self.lock_timeout >= 0, "CAPACITY_LOCK_TIMEOUT", EXPECTED["CAPACITY_LOCK_TIMEOUT"]),
+            (
+                self.dashboard_lock_timeout >= 0,
+                "CAPACITY_DASHBOARD_LOCK_TIMEOUT",
+                EXPECTED["CAPACITY_DASHBOARD_LOCK_TIMEOUT"],
+            ),
+            (self.dask_workers >= 1, "CAPACITY_DASK_WORKERS", "at least 1"),
             *[
                 (
                     v is None or 0 < v <= 100,
@@ -224,11 +257,42 @@ class CapacitySettings:
 DEFAULTS = {f.name: f.default for f in fields(CapacitySettings)}
 
 
-def contender_names() -> tuple[str, ...]:
-    """The fitted contenders, needed when the definitions load (one asset each)."""
-    return CapacitySettings(engines=str(_env("CAPACITY_ENGINES"))).contenders
+def load(env: Mapping[str, str] | None = None) -> CapacitySettings:
+    """The settings of ``env`` (default: this process's environment), validated."""
+    return CapacitySettings.from_env(env)
 
 
-def batch_count() -> int:
-    """Partition count, needed when the definitions load (before any resource exists)."""
-    return int(_env("CAPACITY_BATCHES"))
+def smtp_settings(env: Mapping[str, str] | None = None) -> SmtpSettings:
+    """Where digests and alerts are mailed: CAPACITY_SMTP_HOST, _PORT, _USER, _PASSWORD, _FROM,
+    _STARTTLS (true/false) and _TIMEOUT (seconds). The sender defaults to the user when it is an
+    address. Raises ConfigError naming the variable."""
+    env = os.environ if env is None else env
+
+    def get(key: str, default: str = "") -> str:
+        return env.get(f"CAPACITY_SMTP_{key}", default).strip()
+
+    try:
+        return SmtpSettings.parse(
+            host=get("HOST"),
+            port=get("PORT"),
+            user=get("USER"),
+            password=env.get("CAPACITY_SMTP_PASSWORD", ""),
+            sender=get("FROM"),
+            starttls=get("STARTTLS"),
+            timeout=get("TIMEOUT"),
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+PROM_CREDENTIALS = {
+    "token": "CAPACITY_PROM_TOKEN",
+    "user": "CAPACITY_PROM_USER",
+    "password": "CAPACITY_PROM_PASSWORD",
+}
+
+
+def prometheus_credentials(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The Prometheus server's credentials besides the URL's own: {token, user, password}, '' unset."""
+    env = os.environ if env is None else env
+    return {k: env.get(name, "") for k, name in PROM_CREDENTIALS.items()}

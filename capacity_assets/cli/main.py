@@ -336,14 +336,15 @@ def cmd_notify(args) -> int:
     import json
     import logging
 
+    from capacity_assets.config import smtp_settings
     from capacity_assets.notify.run import NothingToRead, NotifyError, notify
-    from capacity_assets.notify.smtp import SmtpSettings, SmtpUnavailable
+    from capacity_assets.notify.smtp import SmtpUnavailable
 
     _apply(args)
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="capacity notify: %(message)s")
     try:
-        smtp = SmtpSettings.from_env()
+        smtp = smtp_settings()
     except ValueError as e:
         return _fail(str(e))
     if not args.dry_run and not smtp.configured:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
+from capacity_assets.config import load, smtp_settings
 from capacity_assets.notify.run import NothingToRead, NotifyError, notify
-from capacity_assets.notify.smtp import SmtpSettings, SmtpUnavailable
+from capacity_assets.notify.smtp import SmtpUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,12 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--db",
-        default=os.environ.get("CAPACITY_DB", "data/capacity.duckdb"),
+        default=None,
         help="the DuckDB file (default: CAPACITY_DB or data/capacity.duckdb)",
     )
     p.add_argument(
         "--dashboard-url",
-        default=os.environ.get("CAPACITY_DASHBOARD_URL", ""),
+        default=None,
         help="link each server to the dashboard's deep dive (default: CAPACITY_DASHBOARD_URL)",
     )
     p.add_argument(
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        smtp = SmtpSettings.from_env()
+        settings = load()
+        smtp = smtp_settings()
     except ValueError as e:
         print(f"capacity notify: error: {e}", file=sys.stderr)
         return 2
@@ -52,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = notify(
-            args.db,
+            args.db or settings.db,
             smtp,
-            args.dashboard_url,
+            settings.dashboard_url if args.dashboard_url is None else args.dashboard_url,
             dry_run=bool(args.dry_run),
             out_dir=args.dry_run,
             rollup=args.rollup,

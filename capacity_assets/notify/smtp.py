@@ -1,4 +1,4 @@
-"""Delivering mails through one SMTP server: settings from the environment, one connection per run.
+"""Delivering mails through one SMTP server: one connection per run.
 
 ``send`` reports each message's outcome instead of stopping at the first refusal, so that one bad
 mailbox does not keep every other manager from their digest, and the caller records exactly what
@@ -10,11 +10,10 @@ repr, a log line or an error message.
 from __future__ import annotations
 
 import base64
-import os
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
@@ -60,41 +59,46 @@ class SmtpSettings:
     timeout: float = DEFAULT_TIMEOUT_S
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SmtpSettings:
-        """From CAPACITY_SMTP_HOST, _PORT, _USER, _PASSWORD, _FROM, _STARTTLS (true/false) and
-        _TIMEOUT (seconds). The sender defaults to the user when it is an address."""
-        env = os.environ if env is None else env
-        get = lambda k, d="": env.get(f"CAPACITY_SMTP_{k}", d).strip()  # noqa: E731
-        starttls = _flag("CAPACITY_SMTP_STARTTLS", get("STARTTLS"))
-        port_text = get("PORT") or ("587" if starttls else "25")
+    def parse(
+        cls,
+        host: str = "",
+        port: str = "",
+        user: str = "",
+        password: str = "",
+        sender: str = "",
+        starttls: str = "",
+        timeout: str = "",
+    ) -> SmtpSettings:
+        """From the settings as written (``config.smtp_settings`` reads them from CAPACITY_SMTP_*);
+        raises ValueError naming the setting."""
+        tls = _flag("CAPACITY_SMTP_STARTTLS", starttls)
+        port_text = port.strip() or ("587" if tls else "25")
         try:
-            port = int(port_text)
-            if not 0 < port < 65536:
+            number = int(port_text)
+            if not 0 < number < 65536:
                 raise ValueError
         except ValueError:
             raise ValueError(
                 f"CAPACITY_SMTP_PORT must be a port number (1-65535), not {port_text!r}"
             ) from None
         try:
-            timeout = float(get("TIMEOUT") or DEFAULT_TIMEOUT_S)
+            seconds = float(timeout.strip() or DEFAULT_TIMEOUT_S)
         except ValueError:
-            timeout = float("nan")
+            seconds = float("nan")
         if (
-            not 0 < timeout < float("inf")
-        ):  # 0 would be a non-blocking socket, NaN or below 0 refused by it
-            raise ValueError(
-                f"CAPACITY_SMTP_TIMEOUT must be seconds above 0, not {get('TIMEOUT')!r}"
-            ) from None
-        user = get("USER")
-        sender = get("FROM") or (user if "@" in user else f"capacity@{socket.getfqdn()}")
+            not 0 < seconds < float("inf")
+        ):  # 0 would be a non-blocking socket, NaN or below 0 refused
+            raise ValueError(f"CAPACITY_SMTP_TIMEOUT must be seconds above 0, not {timeout!r}")
+        user = user.strip()
+        sender = sender.strip() or (user if "@" in user else f"capacity@{socket.getfqdn()}")
         return cls(
-            host=get("HOST"),
-            port=port,
+            host=host.strip(),
+            port=number,
             user=user,
-            password=env.get("CAPACITY_SMTP_PASSWORD", ""),
+            password=password,
             sender=sender,
-            starttls=starttls,
-            timeout=timeout,
+            starttls=tls,
+            timeout=seconds,
         )
 
     @property

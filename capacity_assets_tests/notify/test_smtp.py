@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from capacity_assets.config import smtp_settings
 from capacity_assets.notify.smtp import SmtpSettings
 
 SECRET = "hunter2-Sup3r-s3cret"
 
 
 def test_from_env_defaults_and_starttls_port():
-    s = SmtpSettings.from_env(
+    s = smtp_settings(
         {"CAPACITY_SMTP_HOST": "mail.example.com", "CAPACITY_SMTP_FROM": "cap@example.com"}
     )
     assert (s.host, s.port, s.starttls, s.sender, s.configured) == (
@@ -20,7 +21,7 @@ def test_from_env_defaults_and_starttls_port():
         "cap@example.com",
         True,
     )
-    s = SmtpSettings.from_env(
+    s = smtp_settings(
         {
             "CAPACITY_SMTP_HOST": "mail.example.com",
             "CAPACITY_SMTP_STARTTLS": "True",
@@ -29,11 +30,11 @@ def test_from_env_defaults_and_starttls_port():
         }
     )
     assert (s.port, s.starttls, s.sender, s.password) == (587, True, "robot@example.com", SECRET)
-    s = SmtpSettings.from_env(
+    s = smtp_settings(
         {"CAPACITY_SMTP_HOST": "m", "CAPACITY_SMTP_STARTTLS": "false", "CAPACITY_SMTP_PORT": "2525"}
     )
     assert (s.port, s.starttls) == (2525, False)
-    assert not SmtpSettings.from_env({}).configured
+    assert not smtp_settings({}).configured
 
 
 @pytest.mark.parametrize(
@@ -52,7 +53,7 @@ def test_from_env_defaults_and_starttls_port():
 )
 def test_from_env_rejects_bad_values(env, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        SmtpSettings.from_env({"CAPACITY_SMTP_HOST": "m", **env})
+        smtp_settings({"CAPACITY_SMTP_HOST": "m", **env})
 
 
 def test_repr_never_shows_the_password():
