@@ -21,6 +21,7 @@ from capacity_assets.forecasting.engines.registry import CONTENDERS as FITTED
 from capacity_assets.inputs.prometheus import is_prometheus
 from capacity_assets.notify.smtp import SmtpSettings
 from capacity_assets.schema import RESOURCES
+from capacity_assets.store.db import Database
 
 DAILY_AGGS = ("mean", "max", "p95")
 EXECUTORS = ("in_process", "multiprocess", "dask")
@@ -243,6 +244,11 @@ class CapacitySettings:
         if self.hierarchy:
             return self.hierarchy
         return str(Path(self.demo_dir) / "hierarchy.csv") if self.uses_demo else ""
+
+    @property
+    def database(self) -> Database:
+        """CAPACITY_DB with how long to wait for it (CAPACITY_LOCK_TIMEOUT)."""
+        return Database(self.db, self.lock_timeout)
 
     @property
     def forecast_config(self) -> ForecastConfig:

@@ -113,7 +113,7 @@ def cmd_run(args) -> int:
     ensure_home()
     source, files = preflight.check_inputs(settings)  # clear errors before any table is touched
     print(
-        f"capacity run: {source}; {settings.batches} batches into {settings.db} "
+        f"capacity run: {source}; {settings.batches} batches into {settings.database} "
         f"with {args.workers or f'up to {cores}'} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}"
     )
     get_instance()
@@ -130,7 +130,7 @@ def cmd_run(args) -> int:
     unchanged = (
         set()
         if args.force
-        else ledger.unchanged(ledger.read(settings.db), fingerprints) & set(keys)
+        else ledger.unchanged(ledger.read(settings.database), fingerprints) & set(keys)
     )
     todo = [k for k in keys if k not in unchanged]
     if unchanged:
@@ -153,7 +153,7 @@ def cmd_run(args) -> int:
     if todo and not args.batch:
         # a new CAPACITY_BATCHES re-runs every batch: their steps then read each server's kept vintages
         # under its new batch (risk calls, accuracy, lifecycles), none lost with a key that goes
-        moved, removed = history.rekey(settings.db, settings.batches)
+        moved, removed = history.rekey(settings.database, settings.batches)
         if moved or removed:
             print(
                 f"capacity run: the track record follows CAPACITY_BATCHES={settings.batches}: {moved:,} rows moved "
@@ -162,7 +162,7 @@ def cmd_run(args) -> int:
     outcome = run_batches(todo, workers, verbose=args.verbose, servers=servers)
     outcome.unchanged = sorted(unchanged)
     if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
-        dropped = drop_other_batches(settings.db, batch_keys(settings.batches))
+        dropped = drop_other_batches(settings.database, batch_keys(settings.batches))
         if dropped:
             print(
                 f"capacity run: removed {len(dropped)} batch(es) left by an earlier CAPACITY_BATCHES: "
@@ -307,13 +307,13 @@ def cmd_report(args) -> int:
 
     _apply(args)
     settings = _settings()
-    risk = read_table(settings.db, "risk_exceptions")
+    risk = read_table(settings.database, "risk_exceptions")
     if risk is None:
         return _fail(
-            f"{settings.db} has no risk_exceptions table yet: run `capacity run` (or `capacity demo`) first"
+            f"{settings.database} has no risk_exceptions table yet: run `capacity run` (or `capacity demo`) first"
         )
     paths = write_department_reports(risk, args.out)
-    plan = read_table(settings.db, "capacity_plan")
+    plan = read_table(settings.database, "capacity_plan")
     if plan is not None:
         paths += write_department_reports(sort_plan(plan), args.out, prefix=PLAN_PREFIX)
     deps = risk["department"].nunique()
@@ -355,7 +355,7 @@ def cmd_notify(args) -> int:
         return _fail("--dry-run needs --out DIR: where the .eml files go")
     try:
         summary = notify(
-            settings.db,
+            settings.database,
             smtp,
             settings.dashboard_url,
             dry_run=args.dry_run,
@@ -374,7 +374,10 @@ def cmd_dashboard(args) -> int:
     _apply(args)
     settings = _settings()
     app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-    print(f"capacity dashboard: http://{args.host}:{args.port} (reading {settings.db})", flush=True)
+    print(
+        f"capacity dashboard: http://{args.host}:{args.port} (reading {settings.database})",
+        flush=True,
+    )
     os.execv(
         sys.executable,
         [

@@ -28,8 +28,8 @@ def check_inputs(settings) -> tuple[str, list[files.SourceFile]]:
     )
     if settings.hierarchy_path:
         read_hierarchy(conn, settings.hierarchy_path)
-    with db_lock(settings.db):  # a file that is not DuckDB is refused here, untouched
-        connect(settings.db).close()
+    with db_lock(settings.database):  # a file that is not DuckDB is refused here, untouched
+        connect(settings.database).close()
     notes = [
         f"{len(sources)} file{'s' if len(sources) != 1 else ''}",
         f"{sum(f.rows for f in sources):,} rows",

@@ -19,15 +19,15 @@ class Summary:
 
 
 def run_summary(settings, outcome) -> Summary:
-    db = settings.db
+    db = settings.database
     have = tables(db)
     # figures are for the whole database: batches not run now keep their last published results
     ok = [b.batch for b in outcome.batches if b.success]
     lines = [
         f"\nSummary: {len(ok)}/{len(outcome.batches)} batches run and succeeded in {outcome.seconds:.0f}s "
-        f"({settings.db})"
+        f"({settings.database})"
         if outcome.batches
-        else f"\nSummary: no batch needed running ({settings.db})"
+        else f"\nSummary: no batch needed running ({settings.database})"
     ]
     if outcome.unchanged:
         lines.append(

@@ -12,6 +12,7 @@ import sys
 from capacity_assets.config import load, smtp_settings
 from capacity_assets.notify.run import NothingToRead, NotifyError, notify
 from capacity_assets.notify.smtp import SmtpUnavailable
+from capacity_assets.store.db import Database
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = notify(
-            args.db or settings.db,
+            Database(args.db, settings.lock_timeout) if args.db else settings.database,
             smtp,
             settings.dashboard_url if args.dashboard_url is None else args.dashboard_url,
             dry_run=bool(args.dry_run),

@@ -21,7 +21,7 @@ import pandas as pd
 
 from capacity_assets.notify import digest, ledger
 from capacity_assets.notify.smtp import SmtpSettings, SmtpUnavailable
-from capacity_assets.store.db import connect, db_lock, reading, table_exists
+from capacity_assets.store.db import connect, db_lock, lock_timeout, reading, table_exists
 
 RISK_TABLE = "risk_exceptions"
 _log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def notify(
     }
 
     # serialise notify runs (not the pipeline): this lock is held across SMTP on purpose
-    with db_lock(f"{db}.notify") if not dry_run else nullcontext():
+    with db_lock(f"{db}.notify", timeout=lock_timeout(db)) if not dry_run else nullcontext():
         risk, sent = _read(db)
         due = digest.pending(risk, sent)
         summary["without_address"] = _report_unaddressed(digest.unaddressed(risk), "digest", log)

@@ -32,7 +32,7 @@ from capacity_assets.pipeline.dagster_private import (
 )
 from capacity_assets.schema import DATE_COLUMNS, quote_ident
 from capacity_assets.store import staging
-from capacity_assets.store.db import connect, db_lock, table_exists
+from capacity_assets.store.db import DEFAULT_TIMEOUT_S, Database, connect, db_lock, table_exists
 
 # asset metadata of an append table (forecast_history): publishing a batch replaces only the
 # vintages it staged and keeps the newest `capacity/keep` of them (see store.staging)
@@ -52,7 +52,7 @@ class LockedDuckDbClient(DuckDbClient):
     @staticmethod
     @contextmanager
     def connect(context, _):
-        db = context.resource_config["database"]
+        db = Database(context.resource_config["database"], context.resource_config["lock_timeout"])
         with db_lock(db):
             conn = connect(db)
             try:
@@ -171,6 +171,8 @@ class StagedPandasTypeHandler(DuckDBPandasTypeHandler):
 class CapacityDuckDBIOManager(DuckDBPandasIOManager):
     """DuckDB IO manager with per-file locking, atomic batch replacement and DATE columns."""
 
+    lock_timeout: float = DEFAULT_TIMEOUT_S
+
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [StagedPandasTypeHandler()]
@@ -189,5 +191,7 @@ class CapacityDuckDBIOManager(DuckDBPandasIOManager):
 def build_io_manager(settings):
     """The IO manager for ``settings.storage``; the only place that knows the storage."""
     if settings.storage == "duckdb":
-        return CapacityDuckDBIOManager(database=settings.db, schema="main")
+        return CapacityDuckDBIOManager(
+            database=settings.db, schema="main", lock_timeout=settings.lock_timeout
+        )
     raise ValueError(f"CAPACITY_STORAGE={settings.storage!r} is not supported")

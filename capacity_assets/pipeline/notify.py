@@ -19,7 +19,7 @@ RISK = dg.AssetKey("risk_exceptions")
 )
 def send_digests(context: dg.OpExecutionContext, settings: SettingsResource) -> None:
     cfg = settings.get()
-    summary = notify(cfg.db, SmtpSettings.from_env(), cfg.dashboard_url, log=context.log)
+    summary = notify(cfg.database, SmtpSettings.from_env(), cfg.dashboard_url, log=context.log)
     context.log.info(
         f"digests: {summary['sent']} sent to {len(summary['recipients'])} recipients, "
         f"{len(summary['without_address'])} owners without an address"

@@ -157,7 +157,7 @@ def run_job(
             for n in names
         ]
     # a failed range run may still have published some of its batches: the ledger says which
-    book = ledger.read(definitions.settings.db)
+    book = ledger.read(definitions.settings.database)
     published = set(book.loc[book["run_id"] == result.run_id, "batch"])
     error = _failure_text(result)
     return [

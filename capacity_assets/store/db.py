@@ -26,20 +26,22 @@ NOTICE_AFTER_S = 10.0
 log = logging.getLogger(__name__)
 
 
-def lock_timeout() -> float:
-    """CAPACITY_LOCK_TIMEOUT: seconds a process waits for the database before giving up."""
-    raw = os.environ.get("CAPACITY_LOCK_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0:
-        raise StorageError(
-            f"CAPACITY_LOCK_TIMEOUT={raw!r}: expected the seconds to wait for the database, e.g. 600"
-        )
-    return value
+class Database(str):
+    """A database path that carries how long to wait for it (CAPACITY_LOCK_TIMEOUT, read by
+    ``config``): a ``str``, so every message, path operation and caller that wants the plain path
+    keeps working, while the store's functions need no timeout argument threaded through them."""
+
+    lock_timeout: float
+
+    def __new__(cls, path: str | os.PathLike, lock_timeout: float = DEFAULT_TIMEOUT_S):
+        self = super().__new__(cls, os.fspath(path))
+        self.lock_timeout = lock_timeout
+        return self
+
+
+def lock_timeout(db) -> float:
+    """Seconds to wait for ``db``: its own (a ``Database``) or the default."""
+    return getattr(db, "lock_timeout", DEFAULT_TIMEOUT_S)
 
 
 class DatabaseBusy(RuntimeError):
@@ -54,7 +56,7 @@ def lock_path(db: str | os.PathLike) -> Path:
 def db_lock(db: str | os.PathLike, exclusive: bool = True, timeout: float | None = None):
     path = lock_path(db)
     path.parent.mkdir(parents=True, exist_ok=True)
-    timeout = lock_timeout() if timeout is None else timeout
+    timeout = lock_timeout(db) if timeout is None else timeout
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     started = time.monotonic()
@@ -109,11 +111,11 @@ def connect(
     the file is never changed by a refusal."""
     if not read_only:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + (lock_timeout() if timeout is None else timeout)
+    deadline = time.monotonic() + (lock_timeout(db) if timeout is None else timeout)
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(db, read_only=read_only)
+            return duckdb.connect(str(db), read_only=read_only)
         except duckdb.IOException as e:
             text = str(e)
             first = text.splitlines()[0]

@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 from capacity_assets.schema import (
-    RISK_LIFECYCLE,  # noqa: F401
+    FORECAST_ACCURACY,
+    FORECAST_HISTORY,
+    RISK_CALL_OUTCOMES,
+    RISK_HISTORY,
+    RISK_LIFECYCLE,
+    RISK_RESOLVED,
 )
+
+# the table contracts the track record's code reads from here, beside its own shapes
+__all__ = [
+    "FORECAST_ACCURACY",
+    "FORECAST_HISTORY",
+    "RISK_CALL_OUTCOMES",
+    "RISK_HISTORY",
+    "RISK_LIFECYCLE",
+    "RISK_RESOLVED",
+    "HORIZON_BUCKETS",
+    "RISK_CALL_SCORES",
+    "RISK_EXCEPTIONS_LIFECYCLE",
+    "REASON_FELL",
+    "REASON_LEFT",
+    "REASON_THRESHOLD",
+]
 
 HORIZON_BUCKETS = ("1-7", "8-30", "31-90", "91-180", "all")
 

@@ -89,7 +89,7 @@ def batch_ledger(
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
 
     def record(batch, forecasts, business_hierarchy):
-        fp, code = _inputs_read(context, cfg.db, batch)
+        fp, code = _inputs_read(context, cfg.database, batch)
         return ledger.ledger_row(
             batch,
             context.run.run_id,
@@ -138,7 +138,7 @@ def every_batch_fresh(settings: SettingsResource) -> dg.AssetCheckResult:
     # check only its own range's rows, not yet published, and every batch looked "never published"
     cfg = settings.get()
     keys = batch_keys(cfg.batches)
-    batch_ledger = ledger.read(cfg.db)
+    batch_ledger = ledger.read(cfg.database)
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     stale = ledger.stale(batch_ledger, keys, now)
     oldest = pd.to_datetime(batch_ledger["published_at"]).min() if len(batch_ledger) else None

@@ -50,11 +50,11 @@ class Kept:
 
     @cached_property
     def _risk(self) -> dict[str, pd.DataFrame]:
-        return read_batches(self.cfg.db, "risk_history", self.batches, RISK_HISTORY)
+        return read_batches(self.cfg.database, "risk_history", self.batches, RISK_HISTORY)
 
     @cached_property
     def _series(self) -> dict[str, pd.DataFrame]:
-        return read_series_vintages(self.cfg.db, self.batches)
+        return read_series_vintages(self.cfg.database, self.batches)
 
     def risk_history(self, batch: str, current) -> pd.DataFrame:
         return newest(self.cfg, self._risk[batch], current)
@@ -166,7 +166,7 @@ def forecast_accuracy(
     ):  # every forecast day: one batch at a time
         history = newest(
             cfg,
-            read_batch(cfg.db, "forecast_history", batch, FORECAST_HISTORY),
+            read_batch(cfg.database, "forecast_history", batch, FORECAST_HISTORY),
             current_vintage(forecasts),
         )
         return accuracy.score_vintages(history, processed_data)
