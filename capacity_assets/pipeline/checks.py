@@ -1,18 +1,25 @@
-"""Asset checks: one pure function per rule, from a batch's frames to an AssetCheckResult.
+"""Every asset check and watch of the graph, in one home.
 
-They run inside the asset that produced the frame (``check_specs``), so a check sees exactly what
-was written to that partition. Every rule has one shape: the offending series, named in the
-description and the metadata, so a failing check says where to look.
+Most rules are one pure function from a batch's frames to an AssetCheckResult, run inside the asset
+that produced the frame (``check_specs``), so a check sees exactly what was written to that
+partition; every such rule names the offending series in its description and metadata, so a
+failing check says where to look. The freshness check looks across all batches, so it is its own
+asset check with its own job.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 import pandas as pd
 
+from capacity_assets.inputs.batching import batch_keys
 from capacity_assets.pipeline.batches import failures
+from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.schema import BATCH_SERIES_KEY as KEY
 from capacity_assets.schema import series_names
+from capacity_assets.store import ledger
 
 SHOW = 10  # series named in a failing check's message
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
@@ -276,3 +283,55 @@ PLAN_CHECKS = [
         description="Every low-trust 'add' or 'reclaim' row is marked for review.",
     ),
 ]
+
+
+# --- forecast_accuracy -----------------------------------------------------------------------------
+
+DRIFT_SPEC = dg.AssetCheckSpec(
+    "batch_drift",
+    asset="forecast_accuracy",
+    description=(
+        "WARN when a batch's realised MAPE over its last 4 scored vintages is worse than its backtest MAPE by more "
+        "than CAPACITY_DRIFT_FACTOR: the models are drifting."
+    ),
+)
+
+# the weekly schedule refreshes everything on Mondays; a week and a day later it is overdue
+FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(days=8), warn_window=timedelta(days=7)
+)
+
+
+# --- batch_ledger, across every batch: a check of its own (capacity_freshness) ---------------------
+
+
+@dg.asset_check(
+    asset="batch_ledger",
+    name="every_batch_fresh",
+    description=f"Every batch was published within {ledger.STALE_AFTER_DAYS} days; fails naming the "
+    "batches that are stale or were never published, so one fresh batch never makes "
+    "the whole golden record look fresh.",
+)
+def every_batch_fresh(settings: SettingsResource) -> dg.AssetCheckResult:
+    # the published ledger, every batch of it: handed over as an input, a UI backfill's run gave the
+    # check only its own range's rows, not yet published, and every batch looked "never published"
+    cfg = settings.get()
+    keys = batch_keys(cfg.batches)
+    batch_ledger = ledger.read(cfg.database)
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    stale = ledger.stale(batch_ledger, keys, now)
+    oldest = pd.to_datetime(batch_ledger["published_at"]).min() if len(batch_ledger) else None
+    return dg.AssetCheckResult(
+        passed=not stale,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=None
+        if not stale
+        else f"{len(stale)} of {len(keys)} batches are not fresh: "
+        + "; ".join(f"{b}: {why}" for b, why in list(stale.items())[:10]),
+        metadata={
+            "stale_batches": ", ".join(stale) or "none",
+            "oldest_published_at": str(oldest)
+            if oldest is not None and not pd.isna(oldest)
+            else "none",
+        },
+    )

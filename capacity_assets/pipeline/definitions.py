@@ -1,4 +1,5 @@
-"""The code location: assets, checks, jobs, schedules and resources, all chosen from CapacitySettings."""
+"""The code location: assets, checks, jobs, schedules and resources, all built from one set of
+settings (``build_defs``), never from the environment at import time."""
 
 from __future__ import annotations
 
@@ -6,61 +7,67 @@ import logging
 
 import dagster as dg
 
+from capacity_assets import config
 from capacity_assets.config import CapacitySettings
-from capacity_assets.pipeline.assets.forecasting import engine_assets
-from capacity_assets.pipeline.assets.ingest import business_hierarchy, processed_data
-from capacity_assets.pipeline.assets.ledger import batch_ledger, every_batch_fresh
-from capacity_assets.pipeline.assets.risk import capacity_plan, risk_exceptions
-from capacity_assets.pipeline.assets.tournament import champions, forecasts
-from capacity_assets.pipeline.assets.track import (
-    forecast_accuracy,
-    forecast_history,
-    risk_call_outcomes,
-    risk_history,
-    risk_resolved,
-)
-from capacity_assets.pipeline.jobs import (
-    daily_freshness,
-    forecast_job,
-    freshness_job,
-    hierarchy_job,
-    weekly_forecast,
-    weekly_hierarchy,
-)
+from capacity_assets.notify.smtp import SmtpSettings
+from capacity_assets.pipeline import checks
+from capacity_assets.pipeline.assets.forecasting import forecasting_assets
+from capacity_assets.pipeline.assets.ingest import business_hierarchy, processed_data_asset
+from capacity_assets.pipeline.assets.ledger import ledger_assets
+from capacity_assets.pipeline.assets.risk import risk_assets
+from capacity_assets.pipeline.assets.tournament import tournament_assets
+from capacity_assets.pipeline.assets.track import track_assets
+from capacity_assets.pipeline.jobs import build_jobs
 from capacity_assets.pipeline.loggers import console
-from capacity_assets.pipeline.notify import capacity_notify, digests_after_risk
+from capacity_assets.pipeline.notify import capacity_notify, digests_sensor
+from capacity_assets.pipeline.partitions import layout
 from capacity_assets.pipeline.resources import build_executor, build_resources
 
 logging.getLogger("cmdstanpy").disabled = True
 
-settings = CapacitySettings.from_env()
+_BUILT: dict[tuple, dg.Definitions] = {}  # building costs about a second; a process reuses it
 
-defs = dg.Definitions(
-    assets=[
-        business_hierarchy,
-        processed_data,
-        *engine_assets,
-        champions,
-        forecasts,
-        risk_exceptions,
-        capacity_plan,
-        forecast_history,
-        risk_history,
-        forecast_accuracy,
-        risk_call_outcomes,
-        risk_resolved,
-        batch_ledger,
-    ],
-    asset_checks=[every_batch_fresh],
-    jobs=[forecast_job, hierarchy_job, freshness_job, capacity_notify],
-    sensors=[digests_after_risk],
-    schedules=[weekly_forecast, weekly_hierarchy, daily_freshness],
-    resources=build_resources(settings),
-    executor=build_executor(settings),
-    loggers={"console": console},
-)
+
+def build_defs(
+    settings: CapacitySettings | None = None,
+    smtp: SmtpSettings | None = None,
+    credentials: dict[str, str] | None = None,
+) -> dg.Definitions:
+    """The definitions of ``settings`` (default: this process's environment, read now)."""
+    settings = settings or config.load()
+    smtp = smtp or config.smtp_settings()
+    credentials = credentials if credentials is not None else config.prometheus_credentials()
+    key = (settings, smtp, smtp.password, tuple(sorted(credentials.items())))
+    if key not in _BUILT:
+        lay = layout(settings)
+        jobs, schedules = build_jobs(lay)
+        _BUILT[key] = dg.Definitions(
+            assets=[
+                business_hierarchy,
+                processed_data_asset(lay),
+                *forecasting_assets(lay, settings.contenders),
+                *tournament_assets(lay, settings.contenders),
+                *risk_assets(lay),
+                *track_assets(lay, settings.keep_vintages),
+                *ledger_assets(lay),
+            ],
+            asset_checks=[checks.every_batch_fresh],
+            jobs=[*jobs, capacity_notify],
+            sensors=[digests_sensor(smtp.configured)],
+            schedules=schedules,
+            resources=build_resources(settings, smtp, credentials),
+            executor=build_executor(settings),
+            loggers={"console": console},
+        )
+    return _BUILT[key]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What Dagster's tools load (`dg dev`, `dagster dev`, the code server)."""
+    return build_defs()
 
 
 def capacity_forecast_job():
     """The batch job, reconstructable in another process (for the multiprocess and dask executors)."""
-    return defs.resolve_job_def("capacity_forecast")
+    return build_defs().resolve_job_def("capacity_forecast")

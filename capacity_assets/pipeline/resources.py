@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import re
 
 import dagster as dg
 
-from capacity_assets.config import CapacitySettings
+from capacity_assets.config import PROM_CREDENTIALS, CapacitySettings
 from capacity_assets.inputs.prometheus import has_password
+from capacity_assets.inputs.sources import prepare_metrics
+from capacity_assets.notify.smtp import SmtpSettings
 from capacity_assets.pipeline.io_manager import build_io_manager
 
 
@@ -54,23 +56,85 @@ class SettingsResource(dg.ConfigurableResource):
     prom_history_days: int
     prom_cache: str
     dashboard_url: str
+    lock_timeout: float
+    dashboard_lock_timeout: float
+    dask_address: str
+    dask_workers: int
 
     @classmethod
     def wrap(cls, settings: CapacitySettings) -> SettingsResource:
         values = dataclasses.asdict(settings)
-        # a Prometheus URL with a password in it is bound by name, so the UI's resource page shows
-        # "CAPACITY_METRICS" instead of the password; the run reads the value when it starts
-        if (
-            has_password(settings.metrics)
-            and os.environ.get("CAPACITY_METRICS", "").strip() == settings.metrics
-        ):
-            values["metrics"] = dg.EnvVar("CAPACITY_METRICS")
+        # a password in a Prometheus URL stays out of the UI: PrometheusResource carries the URL
+        values["metrics"] = (
+            redacted(settings.metrics) if settings.uses_prometheus else settings.metrics
+        )
         return cls(**values)
 
     def get(self) -> CapacitySettings:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(CapacitySettings)}
-        values["metrics"] = values["metrics"].strip()  # read by name, as the environment has it
         return CapacitySettings(**values)
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password in it replaced by ***."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def _bound(name: str, value: str):
+    """A secret bound by name, so the UI's resource page shows the variable, not the value; a
+    plain '' where it is unset (an EnvVar of an unset variable fails the run)."""
+    return dg.EnvVar(name) if value else ""
+
+
+class PrometheusResource(dg.ConfigurableResource):
+    """The Prometheus-compatible server CAPACITY_METRICS names ('' when the metrics are files), with
+    its credentials. Secrets are bound by name (dg.EnvVar): a run reads them when it starts."""
+
+    url: str = ""
+    token: str = ""
+    user: str = ""
+    password: str = ""
+
+    @classmethod
+    def wrap(cls, settings: CapacitySettings, credentials: dict[str, str]) -> PrometheusResource:
+        url = settings.metrics if settings.uses_prometheus else ""
+        return cls(
+            url=_bound("CAPACITY_METRICS", url) if has_password(url) else url,
+            token=_bound(PROM_CREDENTIALS["token"], credentials.get("token", "")),
+            user=credentials.get("user", ""),
+            password=_bound(PROM_CREDENTIALS["password"], credentials.get("password", "")),
+        )
+
+    def metrics_files(self, settings: CapacitySettings, log=None) -> str:
+        """The path or glob the file ingest reads: the Prometheus server's days brought into the
+        local cache first (the one place a run talks to it), or the demo fleet written once."""
+        if self.url:
+            settings = dataclasses.replace(settings, metrics=self.url.strip())
+        credentials = {"token": self.token, "user": self.user, "password": self.password}
+        return prepare_metrics(settings, log=log, credentials=credentials)
+
+
+class SmtpResource(dg.ConfigurableResource):
+    """The SMTP server digests go through (CAPACITY_SMTP_*; no host: nothing is sent). The
+    password is bound by name (dg.EnvVar), never shown in the UI or put in run config."""
+
+    host: str = ""
+    port: int = 25
+    user: str = ""
+    password: str = ""
+    sender: str = ""
+    starttls: bool = False
+    timeout: float = 30.0
+
+    @classmethod
+    def wrap(cls, smtp: SmtpSettings) -> SmtpResource:
+        values = {f.name: getattr(smtp, f.name) for f in dataclasses.fields(SmtpSettings)}
+        return cls(**{**values, "password": _bound("CAPACITY_SMTP_PASSWORD", smtp.password)})
+
+    def get(self) -> SmtpSettings:
+        return SmtpSettings(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(SmtpSettings)}
+        )
 
 
 def build_executor(settings: CapacitySettings) -> dg.ExecutorDefinition:
@@ -83,13 +147,13 @@ def build_executor(settings: CapacitySettings) -> dg.ExecutorDefinition:
         return dg.multiprocess_executor
     from dagster_dask import dask_executor  # optional extra: pip install .[dask]
 
-    address = os.environ.get("CAPACITY_DASK_ADDRESS", "")
+    address = settings.dask_address
     cluster = (
         {"existing": {"address": address}}
         if address
         else {
             "local": {
-                "n_workers": int(os.environ.get("CAPACITY_DASK_WORKERS", "2")),
+                "n_workers": settings.dask_workers,
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": ":0",
@@ -99,5 +163,13 @@ def build_executor(settings: CapacitySettings) -> dg.ExecutorDefinition:
     return dask_executor.configured({"cluster": cluster})
 
 
-def build_resources(settings: CapacitySettings) -> dict:
-    return {"settings": SettingsResource.wrap(settings), "io_manager": build_io_manager(settings)}
+def build_resources(
+    settings: CapacitySettings, smtp: SmtpSettings, credentials: dict[str, str]
+) -> dict:
+    """One resource per outside system: the store (io_manager), Prometheus, SMTP; and the settings."""
+    return {
+        "settings": SettingsResource.wrap(settings),
+        "prometheus": PrometheusResource.wrap(settings, credentials),
+        "smtp": SmtpResource.wrap(smtp),
+        "io_manager": build_io_manager(settings),
+    }

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -87,18 +86,6 @@ def _failure_text(result) -> str:
     return "\n".join(lines) or "run failed"
 
 
-def _stale_definitions() -> bool:
-    """True when this process loaded the definitions under other settings than the environment's
-    now (`capacity demo --weeks` points CAPACITY_METRICS at each week in turn): the assets read
-    their settings when the definitions load, so running them here would use the old ones."""
-    loaded = sys.modules.get("capacity_assets.pipeline.definitions")
-    if loaded is None:
-        return False
-    from capacity_assets.config import CapacitySettings
-
-    return loaded.settings != CapacitySettings.from_env()
-
-
 def run_job(
     job_name: str, keys: list[str] | None = None, verbose: bool = False
 ) -> list[BatchResult]:
@@ -108,26 +95,23 @@ def run_job(
     The default in-process executor runs here; any other (multiprocess, dask) goes through
     ``execute_job`` with a reconstructable job so its steps can run elsewhere.
     """
-    if _stale_definitions():  # a fresh process loads them from today's environment
-        with ProcessPoolExecutor(max_workers=1, mp_context=worker_context()) as pool:
-            return pool.submit(
-                run_in, dict(os.environ), os.getcwd(), run_job, job_name, keys, verbose
-            ).result()
     import dagster as dg
 
+    from capacity_assets import config
     from capacity_assets.pipeline import definitions
     from capacity_assets.pipeline.instance import get_instance
     from capacity_assets.pipeline.jobs import range_tags
     from capacity_assets.store import ledger
 
     started = time.monotonic()
+    settings = config.load()  # now: `capacity demo --weeks` points CAPACITY_METRICS at each week
     instance = get_instance()
     run_config = VERBOSE_RUN_CONFIG if verbose else QUIET_RUN_CONFIG
     names = keys or [job_name]
     tags = range_tags(keys[0], keys[-1]) if keys else None
     try:
-        if definitions.settings.executor == "in_process" or not keys:
-            job = definitions.defs.resolve_job_def(job_name)
+        if settings.executor == "in_process" or not keys:
+            job = definitions.build_defs(settings).resolve_job_def(job_name)
             result = job.execute_in_process(
                 instance=instance, raise_on_error=False, run_config=run_config, tags=tags
             )
@@ -157,7 +141,7 @@ def run_job(
             for n in names
         ]
     # a failed range run may still have published some of its batches: the ledger says which
-    book = ledger.read(definitions.settings.database)
+    book = ledger.read(settings.database)
     published = set(book.loc[book["run_id"] == result.run_id, "batch"])
     error = _failure_text(result)
     return [
@@ -197,11 +181,11 @@ def plan_ranges(keys: list[str], workers: int, servers: int = 0) -> list[list[st
     """The batches to run as contiguous ranges, about one per worker (more where ``keys`` has gaps),
     and more, smaller ones when a range would hold over ``servers_per_run()`` of the ``servers``."""
     from capacity_assets.pipeline.jobs import ranges
-    from capacity_assets.pipeline.partitions import batches
 
-    order = batches.get_partition_keys()
+    index = {k: int(k.rsplit("_", 1)[-1]) for k in keys}
+    order = sorted(keys, key=index.__getitem__)
     return [
-        order[order.index(a) : order.index(b) + 1]
+        [k for k in order if index[a] <= index[k] <= index[b]]
         for a, b in ranges(keys, batches_per_run(len(keys), workers, servers))
     ]
 

@@ -654,7 +654,7 @@ from capacity_assets.pipeline.definitions import defs
 from capacity_assets.pipeline.instance import get_instance
 
 victim = sys.argv[1]
-job = defs.resolve_job_def("capacity_forecast")
+job = defs().resolve_job_def("capacity_forecast")
 tags = {"dagster/backfill": "splitbf", "dagster/asset_partition_range_start": victim,
         "dagster/asset_partition_range_end": victim}
 halves = [["processed_data", "skipped_series", "prophet_results", "challenger_results", "ets_results",

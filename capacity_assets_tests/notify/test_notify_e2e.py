@@ -46,7 +46,9 @@ def evaluate_sensor(home: Path, cursor: str | None):
     """``digests_after_risk`` evaluated on the instance `capacity run` recorded to; (result, new cursor)."""
     import dagster as dg
 
-    from capacity_assets.pipeline.notify import digests_after_risk
+    from capacity_assets.pipeline.notify import digests_sensor
+
+    digests_after_risk = digests_sensor(smtp_configured=True)
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         context = dg.build_sensor_context(instance=instance, cursor=cursor)
@@ -57,7 +59,7 @@ def evaluate_sensor(home: Path, cursor: str | None):
 def run_notify_job(work: Path, env: dict) -> subprocess.CompletedProcess:
     code = (
         "from dagster import DagsterInstance\nfrom capacity_assets.pipeline.definitions import defs\n"
-        "r = defs.resolve_job_def('capacity_notify').execute_in_process(instance=DagsterInstance.get(), "
+        "r = defs().resolve_job_def('capacity_notify').execute_in_process(instance=DagsterInstance.get(), "
         "raise_on_error=False)\nprint('SUCCESS' if r.success else 'FAILED')"
     )
     return subprocess.run(

@@ -28,6 +28,7 @@ def test_definitions_load_in_dagster():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from capacity_assets.pipeline.definitions import defs
 
+    defs = defs()
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "business_hierarchy",
@@ -58,8 +59,8 @@ def test_definitions_load_in_dagster():
 
 def test_definitions_raise_no_deprecation_warning():
     code = (
-        "import capacity_assets.pipeline.definitions as d; d.defs.resolve_job_def('capacity_forecast'); "
-        "d.defs.resolve_asset_graph()"
+        "import capacity_assets.pipeline.definitions as d; d.defs().resolve_job_def('capacity_forecast'); "
+        "d.defs().resolve_asset_graph()"
     )
     proc = subprocess.run(
         [sys.executable, "-W", "error::DeprecationWarning", "-c", code],
@@ -146,7 +147,7 @@ def test_a_password_in_the_prometheus_url_is_not_shown_by_the_ui_and_a_run_still
         "from dagster._core.remote_representation.external_data import RepositorySnap; "
         "from dagster._serdes import serialize_value; "
         "from capacity_assets.pipeline.definitions import defs; "
-        "print(serialize_value(RepositorySnap.from_def(defs.get_repository_def())))"
+        "print(serialize_value(RepositorySnap.from_def(defs().get_repository_def())))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],
@@ -159,21 +160,25 @@ def test_a_password_in_the_prometheus_url_is_not_shown_by_the_ui_and_a_run_still
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Right-Pa55word" not in proc.stdout and "CAPACITY_METRICS" in proc.stdout
 
-    from capacity_assets.pipeline.resources import SettingsResource
+    from capacity_assets.config import prometheus_credentials
+    from capacity_assets.pipeline.resources import PrometheusResource, SettingsResource
 
     monkeypatch.setenv(
         "CAPACITY_METRICS", url + " \n"
     )  # a .env file's trailing blank: still hidden
     settings = CapacitySettings.from_env()
-    assert isinstance(SettingsResource.wrap(settings).metrics, dg.EnvVar)
+    prometheus = PrometheusResource.wrap(settings, prometheus_credentials())
+    assert isinstance(prometheus.url, dg.EnvVar)
+    assert "Right-Pa55word" not in SettingsResource.wrap(settings).metrics
     seen = {}
 
     @dg.asset
-    def probe(settings: SettingsResource) -> None:
-        seen["metrics"] = settings.get().metrics
+    def probe(prometheus: PrometheusResource) -> None:
+        seen["url"] = prometheus.url.strip()
 
-    assert dg.materialize([probe], resources={"settings": SettingsResource.wrap(settings)}).success
-    assert seen["metrics"] == url
+    assert dg.materialize([probe], resources={"prometheus": prometheus}).success
+    assert seen["url"] == url
     # without a password the value is shown as it is
-    plain = SettingsResource.wrap(CapacitySettings(metrics="prometheus+http://127.0.0.1:9090"))
-    assert plain.metrics == "prometheus+http://127.0.0.1:9090"
+    plain = CapacitySettings(metrics="prometheus+http://127.0.0.1:9090")
+    assert PrometheusResource.wrap(plain, {}).url == "prometheus+http://127.0.0.1:9090"
+    assert SettingsResource.wrap(plain).metrics == "prometheus+http://127.0.0.1:9090"

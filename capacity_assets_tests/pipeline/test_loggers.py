@@ -36,6 +36,7 @@ def test_the_console_drops_dagsters_provenance_warning_and_keeps_the_others(capf
 def test_every_job_of_the_code_location_uses_it():
     from capacity_assets.pipeline.definitions import defs
 
+    defs = defs()
     for name in (
         "capacity_forecast",
         "capacity_hierarchy",

@@ -22,11 +22,16 @@ def settings_for(fleet, db) -> CapacitySettings:
 
 
 def materialize_processed(fleet: dict, db: str, key: str) -> bool:
-    from capacity_assets.pipeline.assets.ingest import processed_data
+    from capacity_assets.notify.smtp import SmtpSettings
+    from capacity_assets.pipeline.assets.ingest import processed_data_asset
+    from capacity_assets.pipeline.partitions import layout
     from capacity_assets.pipeline.resources import build_resources
 
+    settings = settings_for(fleet, db)
     result = dg.materialize(
-        [processed_data], partition_key=key, resources=build_resources(settings_for(fleet, db))
+        [processed_data_asset(layout(settings))],
+        partition_key=key,
+        resources=build_resources(settings, SmtpSettings(), {}),
     )
     return result.success
 

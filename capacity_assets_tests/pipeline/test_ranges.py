@@ -347,8 +347,8 @@ def test_capacity_ui_sizes_a_backfills_runs_by_the_fleet_as_capacity_run_does(
         [
             sys.executable,
             "-c",
-            "from capacity_assets.pipeline.partitions import BACKFILL; "
-            "print(BACKFILL.max_partitions_per_run)",
+            "from capacity_assets.config import load; from capacity_assets.pipeline.partitions import layout; "
+            "print(layout(load()).backfill.max_partitions_per_run)",
         ],
         capture_output=True,
         text=True,

@@ -16,7 +16,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from capacity_assets.pipeline.partitions import BATCHES_PER_RUN
+from capacity_assets.config import load
+from capacity_assets.pipeline.partitions import layout
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = (
@@ -82,7 +83,7 @@ def run_ids(db: str) -> dict:
 
 
 # the backfill policy packs the 3 batches into ranges of BATCHES_PER_RUN: one run per core
-RUNS = math.ceil(3 / BATCHES_PER_RUN)
+RUNS = math.ceil(3 / layout(load()).per_run)
 
 
 @pytest.fixture

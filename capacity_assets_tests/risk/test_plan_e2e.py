@@ -315,8 +315,8 @@ def _risk_frames(planned) -> tuple[pd.DataFrame, pd.DataFrame]:
     """risk_exceptions of batch_00 as the pipeline makes it with rows (a low threshold), and of batch_01
     as it makes it without any, both through the asset's own `exception_status`."""
     from capacity_assets.config import CapacitySettings
-    from capacity_assets.pipeline.assets.track import exception_status
     from capacity_assets.risk.breaches import risk_exceptions
+    from capacity_assets.track.kept import exception_status
 
     db = planned["db"]
     forecasts = sql(db, "select * from forecasts")

@@ -5,14 +5,11 @@ import time
 import dagster as dg
 import pandas as pd
 
-from capacity_assets.config import contender_names
 from capacity_assets.forecasting.engines.registry import COMBINERS, ENGINES, combine, run
 from capacity_assets.pipeline.batches import each_batch
-from capacity_assets.pipeline.partitions import PER_BATCH
+from capacity_assets.pipeline.partitions import Layout
 from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.schema import MODEL_RESULTS, conform
-
-CONTENDERS = contender_names()  # fitted in this deployment; the tournament adds the combiners
 
 
 def forecastable(processed: pd.DataFrame, skipped: pd.DataFrame) -> pd.DataFrame:
@@ -41,11 +38,11 @@ def results_metadata(results: pd.DataFrame, seconds: float) -> dict:
     }
 
 
-def engine_asset(name: str) -> dg.AssetsDefinition:
+def engine_asset(name: str, layout: Layout) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{name}_results",
         group_name="forecasting",
-        **PER_BATCH,
+        **layout.per_batch(),
         description=f"{ENGINES[name].description} Backtest rows (fit on all but the last "
         "CAPACITY_BACKTEST_MONTHS) and a refit's CAPACITY_HORIZON_DAYS future rows, with bounds.",
         ins={"processed_data": dg.AssetIn(), "skipped_series": dg.AssetIn()},
@@ -84,13 +81,13 @@ def engine_asset(name: str) -> dg.AssetsDefinition:
     return _results
 
 
-def combiner_asset(name: str) -> dg.AssetsDefinition:
+def combiner_asset(name: str, layout: Layout, contenders: tuple[str, ...]) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{name}_results",
         group_name="forecasting",
-        **PER_BATCH,
+        **layout.per_batch(),
         description=f"{ENGINES[name].description} Scored and crowned like any contender; fits nothing.",
-        ins={"processed_data": dg.AssetIn(), **{f"{n}_results": dg.AssetIn() for n in CONTENDERS}},
+        ins={"processed_data": dg.AssetIn(), **{f"{n}_results": dg.AssetIn() for n in contenders}},
     )
     def _results(
         context: dg.AssetExecutionContext,
@@ -101,7 +98,7 @@ def combiner_asset(name: str) -> dg.AssetsDefinition:
         cfg = settings.get()
 
         def combined(batch, processed_data, **results):
-            by_model = {n: results[f"{n}_results"] for n in CONTENDERS}
+            by_model = {n: results[f"{n}_results"] for n in contenders}
             out = combine(
                 name,
                 by_model,
@@ -118,4 +115,8 @@ def combiner_asset(name: str) -> dg.AssetsDefinition:
     return _results
 
 
-engine_assets = [engine_asset(n) for n in CONTENDERS] + [combiner_asset(n) for n in COMBINERS]
+def forecasting_assets(layout: Layout, contenders: tuple[str, ...]) -> list[dg.AssetsDefinition]:
+    """One asset per fitted contender of this deployment (CAPACITY_ENGINES), and the combiners."""
+    return [engine_asset(n, layout) for n in contenders] + [
+        combiner_asset(n, layout, contenders) for n in COMBINERS
+    ]

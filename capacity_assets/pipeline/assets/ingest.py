@@ -10,11 +10,10 @@ from capacity_assets.forecasting.engines.base import min_history_days
 from capacity_assets.inputs import cleaning, files, fingerprint
 from capacity_assets.inputs.batching import batch_of
 from capacity_assets.inputs.hierarchy import UNASSIGNED, hierarchy_table, read_hierarchy
-from capacity_assets.inputs.sources import prepare_metrics
 from capacity_assets.pipeline import checks
 from capacity_assets.pipeline.batches import each_batch, failures, mark
-from capacity_assets.pipeline.partitions import BACKFILL, STORED_BY_BATCH, batches
-from capacity_assets.pipeline.resources import SettingsResource
+from capacity_assets.pipeline.partitions import STORED_BY_BATCH, Layout
+from capacity_assets.pipeline.resources import PrometheusResource, SettingsResource
 from capacity_assets.risk.thresholds import fleet_problems
 from capacity_assets.schema import PROCESSED_DATA
 
@@ -47,10 +46,10 @@ def _coverage(conn, metrics: str, table: pd.DataFrame) -> tuple[list[str], list[
     "hierarchy file (CAPACITY_HIERARCHY). Servers missing here are reported as Unassigned.",
 )
 def business_hierarchy(
-    context: dg.AssetExecutionContext, settings: SettingsResource
+    context: dg.AssetExecutionContext, settings: SettingsResource, prometheus: PrometheusResource
 ) -> dg.Output[pd.DataFrame]:
     cfg = settings.get()
-    metrics = prepare_metrics(cfg, log=context.log.info)
+    metrics = prometheus.metrics_files(cfg, log=context.log.info)
     path = cfg.hierarchy_path
     conn = duckdb.connect()
     if path:
@@ -94,127 +93,136 @@ def business_hierarchy(
     )
 
 
-@dg.multi_asset(
-    outs={
-        "processed_data": dg.AssetOut(
-            metadata=STORED_BY_BATCH,
-            kinds={"duckdb"},
-            description=(
-                "One value per server, resource and day (CAPACITY_DAILY_AGG of the raw samples), on a complete "
-                "calendar with gaps interpolated (filled = true) and values clipped to 0–100."
+def processed_data_asset(layout: Layout) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        outs={
+            "processed_data": dg.AssetOut(
+                metadata=STORED_BY_BATCH,
+                kinds={"duckdb"},
+                description=(
+                    "One value per server, resource and day (CAPACITY_DAILY_AGG of the raw samples), on a complete "
+                    "calendar with gaps interpolated (filled = true) and values clipped to 0–100."
+                ),
             ),
-        ),
-        "skipped_series": dg.AssetOut(
-            metadata=STORED_BY_BATCH,
-            kinds={"duckdb"},
-            description=(
-                "Series too short to backtest, with the reason; they are kept in processed_data but not forecast."
+            "skipped_series": dg.AssetOut(
+                metadata=STORED_BY_BATCH,
+                kinds={"duckdb"},
+                description=(
+                    "Series too short to backtest, with the reason; they are kept in processed_data but not forecast."
+                ),
             ),
-        ),
-    },
-    partitions_def=batches,
-    backfill_policy=BACKFILL,
-    group_name="ingest",
-    check_specs=checks.PROCESSED_CHECKS,
-)
-def processed_data(context: dg.AssetExecutionContext, settings: SettingsResource):
-    cfg = settings.get()
-    keys = context.partition_keys
-    started = time.monotonic()
-    conn = duckdb.connect()
-    # the input is read once for every batch of the run, whatever their number
-    sources = files.inspect_metrics(conn, prepare_metrics(cfg, log=context.log.info))
-    digests = fingerprint.server_digests(conn, sources)
-    prints = fingerprint.batch_fingerprints(conn, sources, cfg, digests=digests)
-    server_batch = {s: batch_of(s, cfg.batches) for s in digests}
-    servers = sorted(s for s, b in server_batch.items() if b in keys)
-    daily, stats = files.read_daily(conn, sources, servers, cfg.daily_agg)
-    daily = daily.assign(batch=daily["server_id"].map(server_batch))
-    read_s = time.monotonic() - started
-    fills: dict[str, dict] = {}
-
-    in_input = pd.Series(server_batch).value_counts() if server_batch else pd.Series(dtype=int)
-
-    def clean(batch: str, daily: pd.DataFrame) -> pd.DataFrame:
-        if daily.empty and in_input.get(batch, 0):
-            # its servers are in the input but none of their rows is usable: publishing would replace
-            # the batch's last results with nothing, so it fails and keeps them
-            raise files.InputError(
-                f"none of the input rows of its {in_input[batch]} server(s) can be used "
-                f"({'; '.join(stats.examples) or 'see the dropped-rows warnings'}); "
-                "its previous results are kept"
-            )
-        full, fills[batch] = cleaning.complete_calendar(
-            daily.drop(columns="batch"), cfg.backtest_months
-        )
-        return cleaning.processed_frame(full, batch)
-
-    processed = each_batch(context, "processed_data", {"daily": daily}, clean, PROCESSED_DATA)
-    short = cleaning.short_series(processed, min_history_days(cfg.forecast_config))
-    # judged against the run's newest day, not the published batches': re-running an older export
-    # must not find the whole fleet silent
-    stale = cleaning.stale_series(processed, daily["ds"].max() if len(daily) else None)
-    stale = stale.merge(short[["server_id", "resource"]], how="left", indicator=True)
-    stale = stale[stale.pop("_merge") == "left_only"]
-    skipped = mark(
-        pd.concat([short, stale], ignore_index=True).sort_values(
-            ["batch", "server_id", "resource"], ignore_index=True
-        ),
-        failures(processed),
-    )
-    _warn(context, stats, sources, short, stale)
-    gaps = [f for f in fills.values() if f["long_gaps"]]
-    if gaps:
-        context.log.warning(
-            f"{sum(f['long_gaps'] for f in gaps)} gap(s) longer than {cleaning.SHORT_GAP_DAYS} days "
-            f"interpolated (an outage or a missing export: the models see a straight line there), "
-            f"e.g. {gaps[0]['long_gap_example']}"
-        )
-    context.log.info(
-        f"{len(keys)} batch(es): {len(servers)} servers, {stats.rows_in:,} rows read in {read_s:.1f}s -> "
-        f"{len(processed):,} daily values ({sum(f['days_filled'] for f in fills.values()):,} filled) "
-        f"in {time.monotonic() - started:.1f}s"
-    )
-    yield dg.Output(
-        processed,
-        output_name="processed_data",
-        metadata={
-            "batches": len(keys),
-            "servers": len(servers),
-            "series": sum(f["series"] for f in fills.values()),
-            "rows_in": stats.rows_in,
-            "rows_out": len(processed),
-            "read_seconds": round(read_s, 2),
-            "duplicates_dropped": int(stats.duplicates),
-            "values_clipped": int(stats.clipped),
-            "days_filled": sum(f["days_filled"] for f in fills.values()),
-            "long_gaps_filled": sum(f["long_gaps"] for f in fills.values()),
-            "bad_timestamps_dropped": int(stats.bad_timestamp),
-            "missing_values_dropped": int(stats.missing_value),
-            "non_numeric_values_dropped": int(stats.non_numeric_value),
-            "unknown_resource_rows_dropped": int(stats.unknown_resource),
-            "unknown_resources": str(stats.unknown_resources or "none"),
-            "resource_names_mapped": str(stats.resources_mapped or "none"),
-            "duplicate_conflicts_averaged": int(stats.duplicate_conflicts),
-            "utc_offset_rows": int(stats.utc_offset_rows),
-            "naive_time_rows": int(stats.naive_time_rows),
-            "max_samples_per_day": int(stats.max_samples_per_day),
-            "series_skipped_short": len(skipped),
-            "rows_without_server_id_ignored_all_batches": int(sum(f.no_server_id for f in sources)),
-            "fraction_scaled_files": ", ".join(stats.fraction_files) or "none",
-            "daily_agg": cfg.daily_agg,
-            "source": cfg.metrics_glob if not cfg.uses_prometheus else cfg.prom_cache,
-            # what these results are made from, read from the same files at the same moment (batch_ledger)
-            "fingerprints": dg.MetadataValue.json({b: prints[b] for b in keys}),
-            "code_version": fingerprint.code_version(),
         },
+        partitions_def=layout.batches,
+        backfill_policy=layout.backfill,
+        group_name="ingest",
+        check_specs=checks.PROCESSED_CHECKS,
     )
-    yield dg.Output(
-        skipped, output_name="skipped_series", metadata={"series_skipped": len(skipped)}
-    )
-    yield checks.values_in_range(processed)
-    yield checks.one_row_per_day(processed)
-    yield checks.batch_not_empty(processed, keys)
+    def processed_data(
+        context: dg.AssetExecutionContext,
+        settings: SettingsResource,
+        prometheus: PrometheusResource,
+    ):
+        cfg = settings.get()
+        keys = context.partition_keys
+        started = time.monotonic()
+        conn = duckdb.connect()
+        # the input is read once for every batch of the run, whatever their number
+        sources = files.inspect_metrics(conn, prometheus.metrics_files(cfg, log=context.log.info))
+        digests = fingerprint.server_digests(conn, sources)
+        prints = fingerprint.batch_fingerprints(conn, sources, cfg, digests=digests)
+        server_batch = {s: batch_of(s, cfg.batches) for s in digests}
+        servers = sorted(s for s, b in server_batch.items() if b in keys)
+        daily, stats = files.read_daily(conn, sources, servers, cfg.daily_agg)
+        daily = daily.assign(batch=daily["server_id"].map(server_batch))
+        read_s = time.monotonic() - started
+        fills: dict[str, dict] = {}
+
+        in_input = pd.Series(server_batch).value_counts() if server_batch else pd.Series(dtype=int)
+
+        def clean(batch: str, daily: pd.DataFrame) -> pd.DataFrame:
+            if daily.empty and in_input.get(batch, 0):
+                # its servers are in the input but none of their rows is usable: publishing would replace
+                # the batch's last results with nothing, so it fails and keeps them
+                raise files.InputError(
+                    f"none of the input rows of its {in_input[batch]} server(s) can be used "
+                    f"({'; '.join(stats.examples) or 'see the dropped-rows warnings'}); "
+                    "its previous results are kept"
+                )
+            full, fills[batch] = cleaning.complete_calendar(
+                daily.drop(columns="batch"), cfg.backtest_months
+            )
+            return cleaning.processed_frame(full, batch)
+
+        processed = each_batch(context, "processed_data", {"daily": daily}, clean, PROCESSED_DATA)
+        short = cleaning.short_series(processed, min_history_days(cfg.forecast_config))
+        # judged against the run's newest day, not the published batches': re-running an older export
+        # must not find the whole fleet silent
+        stale = cleaning.stale_series(processed, daily["ds"].max() if len(daily) else None)
+        stale = stale.merge(short[["server_id", "resource"]], how="left", indicator=True)
+        stale = stale[stale.pop("_merge") == "left_only"]
+        skipped = mark(
+            pd.concat([short, stale], ignore_index=True).sort_values(
+                ["batch", "server_id", "resource"], ignore_index=True
+            ),
+            failures(processed),
+        )
+        _warn(context, stats, sources, short, stale)
+        gaps = [f for f in fills.values() if f["long_gaps"]]
+        if gaps:
+            context.log.warning(
+                f"{sum(f['long_gaps'] for f in gaps)} gap(s) longer than {cleaning.SHORT_GAP_DAYS} days "
+                f"interpolated (an outage or a missing export: the models see a straight line there), "
+                f"e.g. {gaps[0]['long_gap_example']}"
+            )
+        context.log.info(
+            f"{len(keys)} batch(es): {len(servers)} servers, {stats.rows_in:,} rows read in {read_s:.1f}s -> "
+            f"{len(processed):,} daily values ({sum(f['days_filled'] for f in fills.values()):,} filled) "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+        yield dg.Output(
+            processed,
+            output_name="processed_data",
+            metadata={
+                "batches": len(keys),
+                "servers": len(servers),
+                "series": sum(f["series"] for f in fills.values()),
+                "rows_in": stats.rows_in,
+                "rows_out": len(processed),
+                "read_seconds": round(read_s, 2),
+                "duplicates_dropped": int(stats.duplicates),
+                "values_clipped": int(stats.clipped),
+                "days_filled": sum(f["days_filled"] for f in fills.values()),
+                "long_gaps_filled": sum(f["long_gaps"] for f in fills.values()),
+                "bad_timestamps_dropped": int(stats.bad_timestamp),
+                "missing_values_dropped": int(stats.missing_value),
+                "non_numeric_values_dropped": int(stats.non_numeric_value),
+                "unknown_resource_rows_dropped": int(stats.unknown_resource),
+                "unknown_resources": str(stats.unknown_resources or "none"),
+                "resource_names_mapped": str(stats.resources_mapped or "none"),
+                "duplicate_conflicts_averaged": int(stats.duplicate_conflicts),
+                "utc_offset_rows": int(stats.utc_offset_rows),
+                "naive_time_rows": int(stats.naive_time_rows),
+                "max_samples_per_day": int(stats.max_samples_per_day),
+                "series_skipped_short": len(skipped),
+                "rows_without_server_id_ignored_all_batches": int(
+                    sum(f.no_server_id for f in sources)
+                ),
+                "fraction_scaled_files": ", ".join(stats.fraction_files) or "none",
+                "daily_agg": cfg.daily_agg,
+                "source": cfg.metrics_glob if not cfg.uses_prometheus else cfg.prom_cache,
+                # what these results are made from, read from the same files at the same moment (batch_ledger)
+                "fingerprints": dg.MetadataValue.json({b: prints[b] for b in keys}),
+                "code_version": fingerprint.code_version(),
+            },
+        )
+        yield dg.Output(
+            skipped, output_name="skipped_series", metadata={"series_skipped": len(skipped)}
+        )
+        yield checks.values_in_range(processed)
+        yield checks.one_row_per_day(processed)
+        yield checks.batch_not_empty(processed, keys)
+
+    return processed_data
 
 
 def _warn(context, stats, sources, short: pd.DataFrame, stale: pd.DataFrame) -> None:

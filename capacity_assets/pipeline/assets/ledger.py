@@ -1,13 +1,11 @@
-"""Stage 5: batch_ledger, the record of what a batch's published results were made from, and the
-check that every batch is fresh."""
+"""Stage 5: batch_ledger, the record of what a batch's published results were made from."""
 
 import dagster as dg
 import pandas as pd
 
-from capacity_assets.inputs.batching import batch_keys
 from capacity_assets.inputs.fingerprint import result_settings
 from capacity_assets.pipeline.batches import each_batch, failures
-from capacity_assets.pipeline.partitions import PER_BATCH
+from capacity_assets.pipeline.partitions import Layout
 from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.schema import BATCH_LEDGER
 from capacity_assets.store import ledger, staging
@@ -61,98 +59,69 @@ def _inputs_read(context: dg.AssetExecutionContext, db: str, batch: str) -> tupl
     return meta["fingerprints"].value[batch], meta["code_version"].value
 
 
-@dg.asset(
-    group_name="decision",
-    **PER_BATCH,
-    ins={"forecasts": dg.AssetIn(), "business_hierarchy": dg.AssetIn()},
-    deps=[
-        "risk_exceptions",
-        "capacity_plan",
-        "forecast_history",
-        "risk_history",
-        "forecast_accuracy",
-        "risk_calls",
-        "risk_resolved",
-    ],
-    description="One row per batch: the run that published it, when, the fingerprint of the inputs, "
-    "settings, code and library versions it was made from, and the hierarchy version its "
-    "owners came from. Published in the same transaction as the batch's tables; a run in "
-    "which some batches failed publishes the others and then fails, naming them.",
-)
-def batch_ledger(
-    context: dg.AssetExecutionContext,
-    settings: SettingsResource,
-    forecasts: pd.DataFrame,
-    business_hierarchy: pd.DataFrame,
-):
-    cfg = settings.get()
-    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+def ledger_assets(layout: Layout) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        group_name="decision",
+        **layout.per_batch(),
+        ins={"forecasts": dg.AssetIn(), "business_hierarchy": dg.AssetIn()},
+        deps=[
+            "risk_exceptions",
+            "capacity_plan",
+            "forecast_history",
+            "risk_history",
+            "forecast_accuracy",
+            "risk_calls",
+            "risk_resolved",
+        ],
+        description="One row per batch: the run that published it, when, the fingerprint of the inputs, "
+        "settings, code and library versions it was made from, and the hierarchy version its "
+        "owners came from. Published in the same transaction as the batch's tables; a run in "
+        "which some batches failed publishes the others and then fails, naming them.",
+    )
+    def batch_ledger(
+        context: dg.AssetExecutionContext,
+        settings: SettingsResource,
+        forecasts: pd.DataFrame,
+        business_hierarchy: pd.DataFrame,
+    ):
+        cfg = settings.get()
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
 
-    def record(batch, forecasts, business_hierarchy):
-        fp, code = _inputs_read(context, cfg.database, batch)
-        return ledger.ledger_row(
-            batch,
-            context.run.run_id,
-            fp,
-            forecasts,
-            result_settings(cfg),
-            code,
-            business_hierarchy,
-            now,
+        def record(batch, forecasts, business_hierarchy):
+            fp, code = _inputs_read(context, cfg.database, batch)
+            return ledger.ledger_row(
+                batch,
+                context.run.run_id,
+                fp,
+                forecasts,
+                result_settings(cfg),
+                code,
+                business_hierarchy,
+                now,
+            )
+
+        rows = each_batch(
+            context,
+            "batch_ledger",
+            {"forecasts": forecasts, "business_hierarchy": business_hierarchy},
+            record,
+            BATCH_LEDGER,
         )
-
-    rows = each_batch(
-        context,
-        "batch_ledger",
-        {"forecasts": forecasts, "business_hierarchy": business_hierarchy},
-        record,
-        BATCH_LEDGER,
-    )
-    failed = failures(rows)
-    yield dg.Output(
-        rows,
-        metadata={
-            "published": ", ".join(rows["batch"]) or "none",
-            "failed": ", ".join(failed) or "none",
-            "series": int(rows["series"].sum()),
-        },
-    )
-    if failed:  # the others are published by now; re-running only these is enough
-        raise dg.Failure(
-            f"{len(failed)} of {len(context.partition_keys)} batches failed and were not published "
-            f"(their previous results stay): "
-            + "; ".join(f"{b}: {why}" for b, why in failed.items()),
-            metadata={"failed_batches": ", ".join(failed)},
+        failed = failures(rows)
+        yield dg.Output(
+            rows,
+            metadata={
+                "published": ", ".join(rows["batch"]) or "none",
+                "failed": ", ".join(failed) or "none",
+                "series": int(rows["series"].sum()),
+            },
         )
+        if failed:  # the others are published by now; re-running only these is enough
+            raise dg.Failure(
+                f"{len(failed)} of {len(context.partition_keys)} batches failed and were not published "
+                f"(their previous results stay): "
+                + "; ".join(f"{b}: {why}" for b, why in failed.items()),
+                metadata={"failed_batches": ", ".join(failed)},
+            )
 
-
-@dg.asset_check(
-    asset=batch_ledger,
-    name="every_batch_fresh",
-    description=f"Every batch was published within {ledger.STALE_AFTER_DAYS} days; fails naming the "
-    "batches that are stale or were never published, so one fresh batch never makes "
-    "the whole golden record look fresh.",
-)
-def every_batch_fresh(settings: SettingsResource) -> dg.AssetCheckResult:
-    # the published ledger, every batch of it: handed over as an input, a UI backfill's run gave the
-    # check only its own range's rows, not yet published, and every batch looked "never published"
-    cfg = settings.get()
-    keys = batch_keys(cfg.batches)
-    batch_ledger = ledger.read(cfg.database)
-    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    stale = ledger.stale(batch_ledger, keys, now)
-    oldest = pd.to_datetime(batch_ledger["published_at"]).min() if len(batch_ledger) else None
-    return dg.AssetCheckResult(
-        passed=not stale,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=None
-        if not stale
-        else f"{len(stale)} of {len(keys)} batches are not fresh: "
-        + "; ".join(f"{b}: {why}" for b, why in list(stale.items())[:10]),
-        metadata={
-            "stale_batches": ", ".join(stale) or "none",
-            "oldest_published_at": str(oldest)
-            if oldest is not None and not pd.isna(oldest)
-            else "none",
-        },
-    )
+    return [batch_ledger]
