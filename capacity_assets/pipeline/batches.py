@@ -104,8 +104,3 @@ def each_batch(
             + (f"; failed: {', '.join(sorted(failed))}" if failed else "")
         )
     return mark(out, failed)
-
-
-def ok_batches(context: dg.AssetExecutionContext, frame: pd.DataFrame) -> list[str]:
-    failed = failures(frame)
-    return [b for b in context.partition_keys if b not in failed]

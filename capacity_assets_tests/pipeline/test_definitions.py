@@ -182,3 +182,80 @@ def test_a_password_in_the_prometheus_url_is_not_shown_by_the_ui_and_a_run_still
     plain = CapacitySettings(metrics="prometheus+http://127.0.0.1:9090")
     assert PrometheusResource.wrap(plain, {}).url == "prometheus+http://127.0.0.1:9090"
     assert SettingsResource.wrap(plain).metrics == "prometheus+http://127.0.0.1:9090"
+
+
+def test_two_environments_in_one_process_give_two_consistent_sets_of_definitions():
+    """A test, a worker on another host or a code-server reload builds the definitions from one set
+    of settings: partitions, contenders, kept vintages and the resources all agree with it."""
+    from capacity_assets import config
+    from capacity_assets.inputs.batching import batch_keys
+    from capacity_assets.notify.smtp import SmtpSettings
+    from capacity_assets.pipeline.definitions import build_defs
+
+    small = config.load({"CAPACITY_BATCHES": "3", "CAPACITY_ENGINES": "prophet,challenger"})
+    large = config.load({"CAPACITY_BATCHES": "5", "CAPACITY_KEEP_VINTAGES": "4"})
+    a, b = (build_defs(s, SmtpSettings(), {}) for s in (small, large))
+    for defs, settings in ((a, small), (b, large)):
+        graph = defs.resolve_asset_graph()
+        for key in graph.get_all_asset_keys():
+            node = graph.get(key)
+            if node.is_partitioned:
+                assert node.partitions_def.get_partition_keys() == batch_keys(settings.batches), key
+        assert defs.resolve_job_def("capacity_forecast").executor_def is not None
+        assert defs.resources["settings"].get() == settings
+    names = lambda d: {k.to_user_string() for k in d.resolve_asset_graph().get_all_asset_keys()}  # noqa: E731
+    assert "ets_results" not in names(a) and "ets_results" in names(b)
+    keep = b.resolve_assets_def("forecast_history").metadata_by_key[dg_key("forecast_history")]
+    assert keep["capacity/keep"] == 4
+
+
+def dg_key(name: str):
+    import dagster as dg
+
+    return dg.AssetKey(name)
+
+
+def test_no_module_reads_the_environment_when_it_is_imported():
+    """Every module imports under settings that are all wrong; only building the definitions (or
+    loading the settings) reads them, and then names the variable."""
+    code = (
+        "import importlib, pkgutil, capacity_assets\n"
+        "for m in pkgutil.walk_packages(capacity_assets.__path__, 'capacity_assets.'):\n"
+        "    if not m.name.endswith(('__main__', 'dashboard.app')):\n"
+        "        importlib.import_module(m.name)\n"
+        "from capacity_assets.pipeline.definitions import defs\n"
+        "try:\n    defs()\nexcept ValueError as e:\n    print('REFUSED', e)\n"
+    )
+    bad = {
+        "CAPACITY_BATCHES": "many",
+        "CAPACITY_KEEP_VINTAGES": "x",
+        "CAPACITY_SMTP_PORT": "smtp",
+        "CAPACITY_LOCK_TIMEOUT": "abc",
+        "CAPACITY_BATCHES_PER_RUN": "?",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, **bad},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "REFUSED CAPACITY_" in proc.stdout
+
+
+def test_only_config_reads_capacity_settings_and_asset_modules_stand_alone():
+    import re
+
+    read = re.compile(r"""(environ\.get\(|getenv\(|environ\[)\s*["']CAPACITY_(?!.*\]\s*=[^=])""")
+    offenders = [
+        f"{path.relative_to(REPO)}:{n}"
+        for path in (REPO / "capacity_assets").rglob("*.py")
+        if path.name != "config.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if read.search(line)
+    ]
+    assert offenders == []
+    for path in (REPO / "capacity_assets" / "pipeline" / "assets").glob("*.py"):
+        assert "pipeline.assets" not in path.read_text(), path.name
