@@ -2,10 +2,12 @@
 
 Every read goes through ``queries.query_many``: a short shared lock and a fresh read-only connection,
 so a pipeline run waiting to write is delayed by one query at most and no connection outlives a
-rerun. Results are cached on the file's *version* (size and mtime of the database and its WAL), so
-reruns and other viewers reuse them until a run commits something, and a 2,000-server fleet costs
-one query per view, not one table load. User-supplied values (server ids, departments, managers)
-are always parameters: ids from a CMDB can contain quotes, unicode or SQL.
+rerun. ``db`` is a ``store.db.Database`` that carries CAPACITY_DASHBOARD_LOCK_TIMEOUT, how long a
+view waits before ``last_good`` shows its last data; as a ``str`` it keys the caches by path alone.
+Results are cached on the file's *version* (size and mtime of the database and its WAL), so reruns
+and other viewers reuse them until a run commits something, and a 2,000-server fleet costs one
+query per view, not one table load. User-supplied values (server ids, departments, managers) are
+always parameters: ids from a CMDB can contain quotes, unicode or SQL.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import streamlit as st
 from capacity_assets.forecasting.engines.registry import TOURNAMENT
 from capacity_assets.schema import RESOURCES, RISK_EXCEPTIONS_STORED
 from capacity_assets.store import ledger, queries
+from capacity_assets.store.db import Database, lock_timeout
 from capacity_assets.track.contracts import HORIZON_BUCKETS
 from capacity_assets.track.risk_calls import FINAL
 
@@ -32,23 +35,6 @@ SERVER_LIST_LIMIT = 500
 BAD_MAPE_LIMIT = 1000
 CHANGES_LIMIT = 1000  # rows of each 'what changed' list
 ALL = "All"
-
-
-def lock_timeout() -> float:
-    """How long a view waits for a writing run before falling back to the last loaded data."""
-    from capacity_assets.config import ConfigError
-
-    raw = os.environ.get("CAPACITY_DASHBOARD_LOCK_TIMEOUT", "").strip() or "8"
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0:
-        raise ConfigError(
-            f"CAPACITY_DASHBOARD_LOCK_TIMEOUT={raw!r}: expected the seconds a view waits for a "
-            "writing run, e.g. 8"
-        )
-    return value
 
 
 def version(db: str) -> tuple | None:
@@ -65,8 +51,8 @@ def version(db: str) -> tuple | None:
     return (st_db.st_size, st_db.st_mtime_ns, wal)
 
 
-def _many(db: str, statements: dict[str, tuple[str, list]]) -> dict[str, pd.DataFrame]:
-    return queries.query_many(db, statements, timeout=lock_timeout())
+def _many(db: Database, statements: dict[str, tuple[str, list]]) -> dict[str, pd.DataFrame]:
+    return queries.query_many(db, statements, timeout=lock_timeout(db))
 
 
 def _filters(

@@ -1,0 +1,1 @@
+"""One module per dashboard tab; ``app.py`` opens the one the visitor chose."""
