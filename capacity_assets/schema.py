@@ -12,6 +12,8 @@ import pandas as pd
 RESOURCES = ("cpu", "memory", "disk", "network")
 SERIES_KEY = ["server_id", "resource"]
 BATCH_SERIES_KEY = ["batch", *SERIES_KEY]  # a series as stored: batch tables are keyed by this
+# a series in one vintage: the track record keeps every vintage of a series side by side
+VINTAGE_SERIES_KEY = ["batch", "vintage", *SERIES_KEY]
 
 TIMESTAMP = (
     "timestamp"  # contract type of a moment (UTC, naive); every other datetime64 column is a day
@@ -78,6 +80,20 @@ def escape_markdown(text) -> str:
     for ch in "`*_[]<>|~$":  # inline formatting, links, tables, HTML and Streamlit's LaTeX
         out = out.replace(ch, "\\" + ch)
     return out
+
+
+def find_column(frame: pd.DataFrame, name: str) -> str | None:
+    """The column of ``frame`` called ``name``, else the one matching it ignoring case and
+    surrounding blanks (None when there is none). Optional hierarchy columns come from spreadsheet
+    headers ('App_Manager_Email '), and the pipeline keeps extra headers as written; an exact name
+    wins so that 'threshold_cpu' next to 'Threshold_CPU' is not decided by column order."""
+    if name in frame.columns:
+        return name
+    wanted = name.strip().lower()
+    for c in frame.columns:
+        if str(c).strip().lower() == wanted:
+            return c
+    return None
 
 
 def series_names(df: pd.DataFrame, limit: int = 10) -> list[str]:

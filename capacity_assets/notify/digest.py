@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from capacity_assets.risk.breaches import SEVERITY_ORDER, sort_risk
+from capacity_assets.schema import SERIES_KEY, find_column
 
 EMAIL_COLUMN = "app_manager_email"
 HEAD_EMAIL_COLUMN = "department_head_email"
@@ -43,7 +44,8 @@ WORSENED_DAYS = 7
 # roll-ups are weekly; one day of slack so that next Monday's run, a few minutes earlier than this
 # one, still sends
 ROLLUP_MIN_GAP = pd.Timedelta(days=6)
-KEY = ["recipient", "server_id", "resource"]
+# the sent ledger's key: "new or worsened" is judged per address, so a new owner is told afresh
+LEDGER_KEY = ["recipient", *SERIES_KEY]
 
 # a plain ASCII address: enough for corporate mail, and nothing that could smuggle a second
 # recipient or a header into the message
@@ -51,14 +53,6 @@ _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-
 
 
 # --- recipients ------------------------------------------------------------------------------------
-def find_column(df: pd.DataFrame, name: str) -> str | None:
-    """The column called ``name`` ignoring case and blanks: hierarchy headers come from spreadsheets."""
-    for c in df.columns:
-        if str(c).strip().lower() == name:
-            return c
-    return None
-
-
 def normalize_address(value) -> str | None:
     """'Priya Raman <Priya@Example.com>' or 'mailto:priya@example.com' -> 'priya@example.com';
     None when empty or not exactly one plain address (a list 'a@x; b@x' is refused, not guessed)."""
@@ -127,7 +121,7 @@ def unaddressed(
 # --- what to send ----------------------------------------------------------------------------------
 def last_sent(sent: pd.DataFrame | None, kind: str = "digest") -> pd.DataFrame:
     """The latest ledger row per recipient, server and resource for ``kind``."""
-    cols = KEY + ["previous_severity", "previous_first_breach_date", "previous_sent_at"]
+    cols = LEDGER_KEY + ["previous_severity", "previous_first_breach_date", "previous_sent_at"]
     if sent is None or sent.empty:
         return pd.DataFrame(
             {
@@ -137,7 +131,7 @@ def last_sent(sent: pd.DataFrame | None, kind: str = "digest") -> pd.DataFrame:
         )
     s = sent[sent["kind"] == kind].copy()
     s["sent_at"] = pd.to_datetime(s["sent_at"])
-    s = s.sort_values("sent_at", kind="stable").drop_duplicates(KEY, keep="last")
+    s = s.sort_values("sent_at", kind="stable").drop_duplicates(LEDGER_KEY, keep="last")
     s = s.rename(
         columns={
             "severity": "previous_severity",
@@ -176,8 +170,8 @@ def pending(
         ).reset_index(drop=True)
     r = r.assign(first_breach_date=pd.to_datetime(r["first_breach_date"]).astype("datetime64[ns]"))
     # one row per key (a server listed under two batch keys after a re-batching): the most urgent
-    r = sort_risk(r).drop_duplicates(KEY, keep="first")
-    m = r.merge(last_sent(sent, "digest"), on=KEY, how="left")
+    r = sort_risk(r).drop_duplicates(LEDGER_KEY, keep="first")
+    m = r.merge(last_sent(sent, "digest"), on=LEDGER_KEY, how="left")
     worst = len(SEVERITY_ORDER)
     rank = m["severity"].map(SEVERITY_ORDER).fillna(worst)
     prev_rank = m["previous_severity"].map(SEVERITY_ORDER).fillna(worst)

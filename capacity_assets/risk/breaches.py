@@ -25,10 +25,10 @@ import pandas as pd
 
 from capacity_assets.inputs.hierarchy import HIERARCHY_REQUIRED, UNASSIGNED, hierarchy_table
 from capacity_assets.risk.thresholds import THRESHOLD_PREFIX, per_series, series_levels
+from capacity_assets.schema import BATCH_SERIES_KEY as KEY
 from capacity_assets.schema import RISK_EXCEPTIONS, SERIES_KEY, conform
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1}
-KEY = ["batch", "server_id", "resource"]
 LAST_WEEK_DAYS = 7
 
 

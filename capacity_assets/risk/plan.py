@@ -47,9 +47,9 @@ from capacity_assets.risk.thresholds import (
     series_levels,
     series_sizes,
 )
+from capacity_assets.schema import BATCH_SERIES_KEY as KEY
 from capacity_assets.schema import CAPACITY_PLAN, RESOURCES, conform, empty
 
-KEY = ["batch", "server_id", "resource"]
 ADD, RECLAIM, NONE = "add", "reclaim", "none"
 ACTION_ORDER = {ADD: 0, RECLAIM: 1, NONE: 2}
 TRUSTED = ("high", "medium")

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from capacity_assets.inputs.hierarchy import hierarchy_table
-from capacity_assets.schema import RESOURCES, SERIES_KEY, series_names
+from capacity_assets.schema import RESOURCES, SERIES_KEY, find_column, series_names
 
 THRESHOLD_PREFIX = "threshold_"
 TARGET_PREFIX = "target_"
@@ -80,16 +80,6 @@ def _per_resource(per_resource: Mapping[str, float | None] | None, prefix: str) 
         if v is not None and not (isinstance(v, float) and math.isnan(v)):
             out[r] = check_level(v, setting_name(prefix, r))
     return out
-
-
-def find_column(frame: pd.DataFrame, name: str) -> str | None:
-    """The column of ``frame`` called ``name`` ignoring case and surrounding blanks (exact name first)."""
-    if name in frame.columns:
-        return name
-    for c in frame.columns:
-        if str(c).strip().lower() == name:
-            return c
-    return None
 
 
 def _parse(values: pd.Series, upper: float | None, percent: bool) -> tuple[pd.Series, pd.Series]:

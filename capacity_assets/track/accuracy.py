@@ -23,11 +23,11 @@ import pandas as pd
 
 from capacity_assets.forecasting.tournament import MAPE_FLOOR
 from capacity_assets.schema import PROCESSED_DATA, conform, empty
+from capacity_assets.schema import VINTAGE_SERIES_KEY as SERIES
 from capacity_assets.track.contracts import FORECAST_ACCURACY, HORIZON_BUCKETS
 from capacity_assets.track.keys import day_numbers, match_days, series_codes, series_vintage_codes
 from capacity_assets.track.vintages import FORECAST_DECIMALS
 
-SERIES = ["batch", "vintage", "server_id", "resource"]
 BUCKET_EDGES = (
     (1, 7),
     (8, 30),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from capacity_assets.schema import BATCH_SERIES_KEY as KEY
 from capacity_assets.schema import RISK_EXCEPTIONS, SERIES_KEY, conform, empty
 from capacity_assets.track.contracts import (
     REASON_FELL,
@@ -31,7 +32,6 @@ from capacity_assets.track.contracts import (
     RISK_RESOLVED,
 )
 
-KEY = ["batch", "server_id", "resource"]
 NEW, ONGOING = "new", "ongoing"
 
 

@@ -30,13 +30,13 @@ import numpy as np
 import pandas as pd
 
 from capacity_assets.inputs.hierarchy import UNASSIGNED, hierarchy_table
-from capacity_assets.schema import conform, empty
+from capacity_assets.schema import SERIES_KEY, conform, empty
+from capacity_assets.schema import VINTAGE_SERIES_KEY as SERIES
 from capacity_assets.track.accuracy import measured
 from capacity_assets.track.contracts import RISK_CALL_OUTCOMES, RISK_CALL_SCORES, RISK_HISTORY
 from capacity_assets.track.keys import DAY_SPAN, day_numbers, series_codes, series_vintage_codes
 from capacity_assets.track.vintages import vintage_of, vintages_of
 
-SERIES = ["batch", "vintage", "server_id", "resource"]
 FINAL, SO_FAR = "final", "so_far"
 
 
@@ -156,7 +156,7 @@ def risk_call_outcomes(
     hot = act.loc[act["y"] >= out["threshold"].min(), ["server_id", "resource", "ds", "y"]]
     cand = hot.merge(
         out[SERIES + ["start", "window_end", "threshold"]],
-        on=["server_id", "resource"],
+        on=SERIES_KEY,
         how="inner",
     )
     cand = cand[

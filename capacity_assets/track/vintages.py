@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from capacity_assets.risk.thresholds import DEFAULT_THRESHOLD, per_series
-from capacity_assets.schema import SERIES_KEY, conform, empty
+from capacity_assets.schema import BATCH_SERIES_KEY, SERIES_KEY, conform, empty
+from capacity_assets.schema import VINTAGE_SERIES_KEY as SERIES
 from capacity_assets.track.contracts import FORECAST_HISTORY
 
 KEEP_VINTAGES = 26  # CAPACITY_KEEP_VINTAGES: half a year of weekly runs
 FORECAST_DECIMALS = 2  # percentage points of utilisation kept: 0.01 pp
-SERIES = ["batch", "vintage", "server_id", "resource"]
 ORDER = SERIES + ["ds"]
 
 
@@ -41,11 +41,7 @@ def vintage_of(forecasts: pd.DataFrame) -> pd.DataFrame:
                 "run_id": pd.Series(dtype="string"),
             }
         )
-    starts = (
-        forecasts.groupby(["batch", "server_id", "resource"], observed=True)["ds"]
-        .min()
-        .rename("vintage")
-    )
+    starts = forecasts.groupby(BATCH_SERIES_KEY, observed=True)["ds"].min().rename("vintage")
     counts = (
         starts.reset_index()
         .groupby(["batch", "vintage"], observed=True)

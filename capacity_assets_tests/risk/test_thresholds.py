@@ -10,6 +10,7 @@ from capacity_assets.risk.thresholds import (
     series_sizes,
     setting_name,
 )
+from capacity_assets.schema import find_column
 
 SERIES = pd.DataFrame(
     {
@@ -108,6 +109,16 @@ def test_column_names_match_ignoring_case_and_blanks():
     assert levels.tolist()[0] == 99.0
     sizes, problems = series_sizes(SERIES, h)
     assert sizes.tolist()[1] == 128.0 and np.isnan(sizes.tolist()[0]) and problems == []
+
+
+def test_find_column_prefers_the_exact_name_then_ignores_case_and_blanks():
+    # one rule for the threshold and the notify hierarchy columns (schema.find_column)
+    df = pd.DataFrame(columns=[" Threshold_CPU ", "threshold_cpu", "App_Manager_Email "])
+    assert find_column(df, "threshold_cpu") == "threshold_cpu"
+    assert find_column(df.drop(columns="threshold_cpu"), "threshold_cpu") == " Threshold_CPU "
+    assert find_column(df, "app_manager_email") == "App_Manager_Email "
+    assert find_column(df, " APP_MANAGER_EMAIL") == "App_Manager_Email "
+    assert find_column(df, "department_head_email") is None
 
 
 def test_levels_from_a_text_column_as_stored_by_duckdb():

@@ -1,16 +1,11 @@
-"""What every forecasting engine shares: the configuration and the backtest/future split.
-
-An engine is a module with ``NAME`` and ``forecast(history, cfg, log=None) -> DataFrame``:
-``history`` holds one batch's series (columns server_id, resource, ds, y; one row per day, complete
-calendar), the result holds schema.ENGINE_RESULTS rows: for every series the backtest rows
-(split='backtest', the ds of the last ``backtest_months`` of history, from a fit on everything
-before) and the future rows (split='future', ``horizon_days`` days after the last history day,
-from a refit on all history).
-"""
+"""What every forecasting engine shares: its configuration, the backtest/future split, and the
+interface ``registry.run`` calls (``EngineModule``)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -53,3 +48,27 @@ def on_days_of(actuals: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
         return actuals
     days = actuals["ds"]
     return actuals[(days >= rows["ds"].min()) & (days <= rows["ds"].max())]
+
+
+@runtime_checkable
+class EngineModule(Protocol):
+    """The one thing ``registry.run`` needs from an engine module (prophet, challenger, ets, naive).
+
+    Written down because the registry imports engines by module path, so nothing else states the
+    contract a new engine must meet. Everything else is deliberately not here: an engine's name is
+    its ``registry.ENGINES`` key and its description and colour live in that entry; calibration,
+    the naive fallback, clipping and the ENGINE_RESULTS contract are ``registry.run``'s, so no
+    engine can get them wrong. A combiner (``combination``) fits nothing and has ``combine`` instead.
+    """
+
+    def predict(
+        self, history: pd.DataFrame, cfg: ForecastConfig, log: logging.Logger | None = None
+    ) -> tuple[pd.DataFrame, dict[tuple[str, str], str]]:
+        """``history``: one batch's series (server_id, resource, ds, y; one row per day). ``log``
+        may be any logger with ``info`` (Dagster's ``context.log``). Returns RAW_RESULTS rows, raw
+        (uncalibrated, unclipped): per series the backtest rows (split='backtest', the days after
+        ``backtest_cutoff``, from a fit on the days up to it) and the future rows (split='future',
+        ``future_dates``, from a refit on all history); and ``{(server_id, resource): reason}`` for
+        the series it could not fit, which ``run`` hands to the naive fallback. Raising fails the
+        whole batch: an engine reports a bad series in that dict instead."""
+        ...

@@ -32,29 +32,12 @@ import numpy as np
 import pandas as pd
 
 from capacity_assets.forecasting.engines.base import on_days_of
+from capacity_assets.schema import SERIES_KEY
 
 K_MIN, K_MAX = 0.2, 10.0
 SHRINK = 0.5  # weight of the pooled factor, in logs
 POOL_MIN_SERIES = 8  # fewer series of a resource in the call: pool over every resource
 HORIZON_BLOCKS = (30, 90)  # backtest horizons (days) that split the pooled horizon correction
-_KEY = ["server_id", "resource"]
-
-
-def scale_factor(
-    y: np.ndarray, yhat: np.ndarray, lower: np.ndarray, upper: np.ndarray, interval: float
-) -> float:
-    """Conformal scale ``k`` for one series from its backtest actuals and bounds."""
-    ok = np.isfinite(y) & np.isfinite(yhat)
-    y, yhat, lower, upper = y[ok], yhat[ok], lower[ok], upper[ok]
-    if len(y) == 0:
-        return 1.0
-    err = y - yhat
-    half = np.where(err >= 0, upper - yhat, yhat - lower)
-    floor = max(1e-6, 0.05 * float(np.mean(np.abs(err))))  # degenerate zero-width bounds
-    score = np.abs(err) / np.maximum(half, floor)
-    n = len(score)
-    level = min(1.0, np.ceil((n + 1) * interval) / n)  # finite-sample conformal quantile
-    return float(np.clip(np.quantile(score, level), K_MIN, K_MAX))
 
 
 def _conformal_quantile(score: np.ndarray, interval: float) -> float:
@@ -71,14 +54,14 @@ def _block(h: np.ndarray) -> np.ndarray:
 
 def _horizon(frame: pd.DataFrame) -> np.ndarray:
     """Days since the series' first row in ``frame``, + 1."""
-    first = frame.groupby(_KEY, sort=False)["ds"].transform("min")
+    first = frame.groupby(SERIES_KEY, sort=False)["ds"].transform("min")
     return ((frame["ds"] - first).dt.days + 1).to_numpy()
 
 
 def factors(backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float) -> tuple[dict, dict]:
     """(``{(server_id, resource): k}``, ``{resource: {block: horizon correction}}``) from backtest rows."""
     bt = backtest.drop(columns=["y"], errors="ignore").merge(
-        on_days_of(actuals, backtest)[_KEY + ["ds", "y"]], on=_KEY + ["ds"]
+        on_days_of(actuals, backtest)[SERIES_KEY + ["ds", "y"]], on=SERIES_KEY + ["ds"]
     )
     bt = bt[np.isfinite(bt["y"].to_numpy(float)) & np.isfinite(bt["yhat"].to_numpy(float))]
     if bt.empty:
@@ -88,16 +71,14 @@ def factors(backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float) -> t
     half = np.where(
         err >= 0, bt["yhat_upper"].to_numpy(float) - yhat, yhat - bt["yhat_lower"].to_numpy(float)
     )
-    floor = np.maximum(
-        1e-6,
-        0.05 * bt.assign(a=np.abs(err)).groupby(_KEY, sort=False)["a"].transform("mean").to_numpy(),
-    )
+    mean_abs = bt.assign(a=np.abs(err)).groupby(SERIES_KEY, sort=False)["a"].transform("mean")
+    floor = np.maximum(1e-6, 0.05 * mean_abs.to_numpy())  # degenerate zero-width bounds
     bt = bt.assign(score=np.abs(err) / np.maximum(half, floor), block=_block(_horizon(bt)))
     own = {
         key: _conformal_quantile(g.to_numpy(), interval)
-        for key, g in bt.groupby(_KEY, sort=False)["score"]
+        for key, g in bt.groupby(SERIES_KEY, sort=False)["score"]
     }
-    n_series = bt.drop_duplicates(_KEY)["resource"].value_counts()
+    n_series = bt.drop_duplicates(SERIES_KEY)["resource"].value_counts()
     pools: dict = {}
     for resource in n_series.index:
         part = bt[bt["resource"] == resource] if n_series[resource] >= POOL_MIN_SERIES else bt
