@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import contextmanager
 
-import duckdb
+import dagster as dg
 import pandas as pd
 from dagster import InputContext, MetadataValue, OutputContext
 from dagster_duckdb.io_manager import DuckDbClient
@@ -31,15 +31,30 @@ from capacity_assets.pipeline.dagster_private import (
     run_id_of,
 )
 from capacity_assets.schema import DATE_COLUMNS, quote_ident
-from capacity_assets.store import staging
-from capacity_assets.store.db import DEFAULT_TIMEOUT_S, Database, connect, db_lock, table_exists
+from capacity_assets.store import postgres, staging
+from capacity_assets.store.db import (
+    DEFAULT_TIMEOUT_S,
+    Database,
+    replace_table,
+    schemas,
+    table_exists,
+    writing,
+)
 
 # asset metadata of an append table (forecast_history): publishing a batch replaces only the
 # vintages it staged and keeps the newest `capacity/keep` of them (see store.staging)
 APPEND_BY, KEEP = "capacity/append_by", "capacity/keep"
 
 
-class LockedDuckDbClient(DuckDbClient):
+class StoreClient(DuckDbClient):
+    """Dagster's table client over ``store.db.writing``: DuckDB under the file's lock, PostgreSQL
+    holding the written batches' advisory locks; one transaction either way."""
+
+    @staticmethod
+    def ensure_schema_exists(context, table_slice: TableSlice, connection) -> None:
+        if table_slice.schema not in schemas(connection):  # DDL only when needed (PostgreSQL)
+            DuckDbClient.ensure_schema_exists(context, table_slice, connection)
+
     @staticmethod
     def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
         # partitioned tables are replaced when the batch is published; a failed statement would
@@ -51,22 +66,15 @@ class LockedDuckDbClient(DuckDbClient):
 
     @staticmethod
     @contextmanager
-    def connect(context, _):
+    def connect(context, table_slice):
         db = Database(context.resource_config["database"], context.resource_config["lock_timeout"])
-        with db_lock(db):
-            conn = connect(db)
-            try:
-                conn.execute("begin transaction").fetchall()
-                yield conn
-                conn.execute("commit")
-            except BaseException:
-                try:
-                    conn.execute("rollback")
-                except duckdb.Error:
-                    pass
-                raise
-            finally:
-                conn.close()
+        written = (
+            _batches(table_slice)[1]
+            if isinstance(context, OutputContext) and (table_slice.partition_dimensions)
+            else ()
+        )
+        with writing(db, written) as conn:
+            yield conn
 
 
 def _batches(table_slice: TableSlice) -> tuple[str, list[str]]:
@@ -82,12 +90,13 @@ class StagedPandasTypeHandler(DuckDBPandasTypeHandler):
         self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection
     ):
         name = f"{table_slice.schema}.{quote_ident(table_slice.table)}"
-        casts = ", ".join(
+        listed = ", ".join(
             f"cast({quote_ident(c)} as date) as {quote_ident(c)}"
-            for c in obj.columns
             if c in DATE_COLUMNS
+            else quote_ident(c)
+            for c in obj.columns
         )
-        select = f"select * replace ({casts}) from obj" if casts else "select * from obj"
+        select = f"select {listed} from obj"
         failed = failures(obj)
         # an all-empty text column would be typed NULL and refuse the next batch's strings
         obj = obj.astype({c: "string" for c in obj.columns if obj[c].dtype == object})
@@ -98,9 +107,11 @@ class StagedPandasTypeHandler(DuckDBPandasTypeHandler):
         if (
             not table_slice.partition_dimensions
         ):  # replaced whole: its columns may change (hierarchy extras)
-            connection.execute(f"create or replace table {name} as {select}").fetchall()
+            replace_table(connection, name, select)
         else:
-            connection.execute(f"create table if not exists {name} as {select} limit 0").fetchall()
+            if not table_exists(connection, table_slice.schema, table_slice.table):
+                connection.execute(f"create table if not exists {name} as {select} limit 0")
+                connection.fetchall()
             self._stage(context, table_slice, select, connection, failed)
         connection.unregister("obj")
         meta = {
@@ -179,7 +190,7 @@ class CapacityDuckDBIOManager(DuckDBPandasIOManager):
 
     def create_io_manager(self, context) -> DbIOManager:
         return DbIOManager(
-            db_client=LockedDuckDbClient(),
+            db_client=StoreClient(),
             database=self.database,
             schema=self.schema_,
             type_handlers=self.type_handlers(),
@@ -189,9 +200,11 @@ class CapacityDuckDBIOManager(DuckDBPandasIOManager):
 
 
 def build_io_manager(settings):
-    """The IO manager for ``settings.storage``; the only place that knows the storage."""
+    """The IO manager of the store CAPACITY_DB names (a DuckDB file, or a PostgreSQL URL whose
+    password is bound by name, so the UI never shows it)."""
     if settings.storage == "duckdb":
+        database = dg.EnvVar("CAPACITY_DB") if postgres.has_password(settings.db) else settings.db
         return CapacityDuckDBIOManager(
-            database=settings.db, schema="main", lock_timeout=settings.lock_timeout
+            database=database, schema="main", lock_timeout=settings.lock_timeout
         )
     raise ValueError(f"CAPACITY_STORAGE={settings.storage!r} is not supported")

@@ -1,4 +1,9 @@
-"""Opening the DuckDB file: one advisory lock per file, shared by every process that touches it.
+"""Opening the store: a DuckDB file (the embedded default) or a PostgreSQL database (a URL).
+
+Every module reads and writes the store through ``reading`` and ``writing`` here; what differs
+between the two databases lives in ``store.postgres``.
+
+DuckDB: one advisory lock per file, shared by every process that touches it.
 
 DuckDB lets one process hold a file read-write, and refuses read-only opens meanwhile. Instead of
 racing on DuckDB's own lock (and failing after a few retries in a large backfill), writers take an
@@ -20,6 +25,7 @@ from pathlib import Path
 import duckdb
 
 from capacity_assets.schema import quote_ident
+from capacity_assets.store import postgres
 
 DEFAULT_TIMEOUT_S = 600.0
 NOTICE_AFTER_S = 10.0
@@ -27,16 +33,31 @@ log = logging.getLogger(__name__)
 
 
 class Database(str):
-    """A database path that carries how long to wait for it (CAPACITY_LOCK_TIMEOUT, read by
-    ``config``): a ``str``, so every message, path operation and caller that wants the plain path
-    keeps working, while the store's functions need no timeout argument threaded through them."""
+    """CAPACITY_DB with how long to wait for it (CAPACITY_LOCK_TIMEOUT, read by ``config``): a
+    ``str``, so every message and caller that wants the plain path keeps working, while the store's
+    functions need nothing threaded through them. A PostgreSQL URL reads as itself without its
+    password, so no message can show it; ``url`` holds the whole."""
 
     lock_timeout: float
+    url: str
 
     def __new__(cls, path: str | os.PathLike, lock_timeout: float = DEFAULT_TIMEOUT_S):
-        self = super().__new__(cls, os.fspath(path))
-        self.lock_timeout = lock_timeout
+        url = getattr(path, "url", None) or os.fspath(path)
+        self = super().__new__(cls, postgres.redact(url) if postgres.is_postgres(url) else url)
+        self.lock_timeout, self.url = lock_timeout, url
         return self
+
+    def __reduce__(self):
+        return (Database, (self.url, self.lock_timeout))
+
+
+def is_postgres(db) -> bool:
+    return postgres.is_postgres(db)
+
+
+def exists(db) -> bool:
+    """Whether there is a store to read yet (a PostgreSQL database is always there)."""
+    return is_postgres(db) or os.path.exists(db)
 
 
 def lock_timeout(db) -> float:
@@ -54,6 +75,9 @@ def lock_path(db: str | os.PathLike) -> Path:
 
 @contextmanager
 def db_lock(db: str | os.PathLike, exclusive: bool = True, timeout: float | None = None):
+    if is_postgres(db):  # PostgreSQL: transactions, and each batch's advisory lock in writers
+        yield
+        return
     path = lock_path(db)
     path.parent.mkdir(parents=True, exist_ok=True)
     timeout = lock_timeout(db) if timeout is None else timeout
@@ -88,8 +112,17 @@ def db_lock(db: str | os.PathLike, exclusive: bool = True, timeout: float | None
 
 @contextmanager
 def reading(db: str, timeout: float | None = None):
-    """A read-only connection to ``db`` under its shared lock, closed on exit: a writing run waits
-    for at most this one read."""
+    """A read-only connection to ``db``, closed on exit. DuckDB: under the file's shared lock, so a
+    writing run waits for at most this one read. PostgreSQL: one REPEATABLE READ READ ONLY
+    transaction, one consistent snapshot that never waits for a writer."""
+    if is_postgres(db):
+        conn = connect(db)
+        try:
+            conn.execute("begin isolation level repeatable read read only")
+            yield conn
+        finally:
+            conn.close()  # a read-only transaction: closing ends it
+        return
     with db_lock(db, exclusive=False, timeout=timeout):
         conn = connect(db, read_only=True)
         try:
@@ -98,17 +131,40 @@ def reading(db: str, timeout: float | None = None):
             conn.close()
 
 
+@contextmanager
+def writing(db: str, batches=()):
+    """A connection to ``db`` in one transaction, committed when the block ends and rolled back if
+    it raises. DuckDB: under the file's exclusive lock. PostgreSQL: holding ``batches``' advisory
+    locks, so runs of other batches go on meanwhile."""
+    with db_lock(db):
+        conn = connect(db)
+        try:
+            conn.execute("begin transaction").fetchall()
+            if is_postgres(db):
+                conn.lock_batches(batches)
+            yield conn
+            conn.execute("commit").fetchall()
+        except BaseException:
+            try:
+                conn.execute("rollback")
+            except Exception:  # noqa: BLE001 - the connection itself is gone: nothing to undo
+                pass
+            raise
+        finally:
+            conn.close()
+
+
 class StorageError(RuntimeError):
     """The database file cannot be used; the message names it."""
 
 
-def connect(
-    db: str, read_only: bool = False, timeout: float | None = None
-) -> duckdb.DuckDBPyConnection:
+def connect(db: str, read_only: bool = False, timeout: float | None = None):
     """Open ``db`` with a message a user can act on when it is not a DuckDB file or another program
     (a DuckDB shell, a notebook: anything that skips ``<db>.lock``) holds it; such a holder is waited
     for up to CAPACITY_LOCK_TIMEOUT, as the lock file is. DuckDB refuses before writing a byte, so
     the file is never changed by a refusal."""
+    if is_postgres(db):
+        return postgres.PgConnection(getattr(db, "url", db))
     if not read_only:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + (lock_timeout(db) if timeout is None else timeout)
@@ -146,6 +202,8 @@ def connect(
 
 
 def table_exists(conn, schema: str, table: str) -> bool:
+    if isinstance(conn, postgres.PgConnection):
+        return conn.table_exists(schema, table)
     return (
         conn.execute(
             "select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
@@ -155,40 +213,84 @@ def table_exists(conn, schema: str, table: str) -> bool:
     )
 
 
+def columns(conn, schema: str, table: str) -> list[tuple[str, str]]:
+    """(name, SQL type) of ``schema.table`` in column order."""
+    if isinstance(conn, postgres.PgConnection):
+        return conn.columns(schema, table)
+    return conn.execute(
+        "select column_name, data_type from duckdb_columns() where schema_name = ? "
+        "and table_name = ? order by column_index",
+        [schema, table],
+    ).fetchall()
+
+
+def describe(conn, select: str) -> list[tuple[str, str]]:
+    """(name, SQL type) of the columns ``select`` returns."""
+    if isinstance(conn, postgres.PgConnection):
+        return conn.describe(select)
+    return conn.execute(f"select column_name, column_type from (describe ({select}))").fetchall()
+
+
+def tables_with(conn, schema: str, column: str) -> list[str]:
+    """The tables of ``schema`` that have ``column``."""
+    if isinstance(conn, postgres.PgConnection):
+        sql = (
+            "select distinct table_name from information_schema.columns where table_schema = ? "
+            "and column_name = ? order by 1"
+        )
+    else:
+        sql = (
+            "select distinct table_name from duckdb_columns() where schema_name = ? "
+            "and column_name = ? order by 1"
+        )
+    return [t for (t,) in conn.execute(sql, [schema, column]).fetchall()]
+
+
+def table_names(conn, schema: str = "main") -> set[str]:
+    if isinstance(conn, postgres.PgConnection):
+        sql = "select table_name from information_schema.tables where table_schema = ?"
+    else:
+        sql = "select table_name from duckdb_tables() where schema_name = ?"
+    return {t for (t,) in conn.execute(sql, [schema]).fetchall()}
+
+
+def schemas(conn) -> set[str]:
+    return {
+        n for (n,) in conn.execute("select schema_name from information_schema.schemata").fetchall()
+    }
+
+
+def replace_table(conn, name: str, select: str) -> None:
+    """``name`` made anew from ``select`` (its columns may change: the hierarchy's extras)."""
+    if isinstance(conn, postgres.PgConnection):
+        conn.execute(f"drop table if exists {name}")
+        conn.execute(f"create table {name} as {select}")
+    else:
+        conn.execute(f"create or replace table {name} as {select}").fetchall()
+
+
 def drop_other_batches(db: str, keys: list[str]) -> list[str]:
     """Delete rows of batches that are not in ``keys`` (left by an earlier CAPACITY_BATCHES), in one
     transaction across every partitioned table; returns the batches removed."""
-    with db_lock(db):
-        conn = connect(db)
-        try:
-            tables = [
-                t
-                for (t,) in conn.execute(
-                    "select distinct table_name from duckdb_columns() where schema_name = 'main' "
-                    "and column_name = 'batch'"
+    with writing(db) as conn:
+        tables = tables_with(conn, "main", "batch")
+        stale = sorted(
+            {
+                b
+                for t in tables
+                for (b,) in conn.execute(
+                    f"select distinct batch from main.{quote_ident(t)}"
                 ).fetchall()
-            ]
-            stale = sorted(
-                {
-                    b
-                    for t in tables
-                    for (b,) in conn.execute(
-                        f"select distinct batch from main.{quote_ident(t)}"
-                    ).fetchall()
-                }
-                - set(keys)
-            )
-            if stale:
-                marks = ", ".join("?" for _ in stale)
-                conn.execute("begin transaction").fetchall()
-                for t in tables:
-                    conn.execute(
-                        f"delete from main.{quote_ident(t)} where batch in ({marks})", stale
-                    ).fetchall()
-                conn.execute("commit").fetchall()
-            return stale
-        finally:
-            conn.close()
+            }
+            - set(keys)
+        )
+        if stale:
+            marks = ", ".join("?" for _ in stale)
+            for t in tables:
+                conn.execute(
+                    f"delete from main.{quote_ident(t)} where batch in ({marks})", stale
+                ).fetchall()
+        return stale
 
 
 def fetch_frame(conn, sql: str, params: list | None = None):
@@ -198,9 +300,13 @@ def fetch_frame(conn, sql: str, params: list | None = None):
     hundreds of times each), so a run that loads ten batches of results holds one object per distinct
     name instead of one per row: a fifth of the memory of ``fetchdf``.
     """
+    return arrow_frame(conn.sql(sql, params=params or None).to_arrow_table())
+
+
+def arrow_frame(table):
+    """An Arrow table as pandas, typed as DuckDB's ``fetchdf`` types it."""
     import pyarrow as pa
 
-    table = conn.sql(sql, params=params or None).to_arrow_table()
     frame = table.to_pandas(date_as_object=False)
     for field in table.schema:
         col = frame[field.name]
@@ -216,4 +322,8 @@ def fetch_frame(conn, sql: str, params: list | None = None):
             )
         elif pa.types.is_boolean(field.type) and col.dtype == object:
             frame[field.name] = col.astype("boolean")
+        elif pa.types.is_decimal(
+            field.type
+        ):  # PostgreSQL's numeric (sum, avg): DuckDB gives floats
+            frame[field.name] = col.astype("float64")
     return frame

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 
 from capacity_assets.schema import quote_ident
+from capacity_assets.store import db
 from capacity_assets.store.db import fetch_frame, table_exists
 
 STAGING = "staging"
@@ -31,6 +32,9 @@ class Superseded(RuntimeError):
 
 
 def _ensure(conn) -> None:
+    # checked first: PostgreSQL serialises DDL (store.postgres), so writers must not all ask for it
+    if table_exists(conn, STAGING, "_failures") and "columns" in columns(conn, STAGING, "_writes"):
+        return
     conn.execute(f"create schema if not exists {STAGING}").fetchall()
     conn.execute(
         f"create table if not exists {WRITES} (run_id varchar, batch varchar, table_name varchar)"
@@ -74,7 +78,7 @@ def failure_reasons(conn, run_id: str, batches: list[str]) -> dict[str, str]:
         ).fetchall()
     )
     for b, by in conn.execute(
-        f"select batch, any_value(by_run_id) from {SUPERSEDED} where run_id = ? and batch in "
+        f"select batch, min(by_run_id) from {SUPERSEDED} where run_id = ? and batch in "
         f"({marks}) group by batch",
         [run_id, *batches],
     ).fetchall():
@@ -113,14 +117,7 @@ def claim(conn, run_id: str, batch: str) -> str | None:
 
 
 def columns(conn, schema: str, table: str) -> list[str]:
-    return [
-        c
-        for (c,) in conn.execute(
-            "select column_name from duckdb_columns() where schema_name = ? and "
-            "table_name = ? order by column_index",
-            [schema, table],
-        ).fetchall()
-    ]
+    return [c for c, _ in db.columns(conn, schema, table)]
 
 
 def stage(
@@ -139,13 +136,14 @@ def stage(
     stage_table = f"{STAGING}.{quote_ident(table)}"
     marks = ", ".join("?" for _ in batches)
     taken = {b: prev for b in batches if (prev := claim(conn, run_id, b))}
-    conn.execute(
-        f"create table if not exists {stage_table} as select *, ''::varchar as _run_id "
-        f"from ({select}) limit 0"
-    ).fetchall()
+    if not table_exists(conn, STAGING, table):
+        conn.execute(
+            f"create table if not exists {stage_table} as select *, ''::varchar as _run_id "
+            f"from ({select}) as _s limit 0"
+        ).fetchall()
     # the contract or the hierarchy's columns changed: widen the table, never drop what other runs staged
     have = set(columns(conn, STAGING, table))
-    mine = conn.execute(f"select column_name, column_type from (describe ({select}))").fetchall()
+    mine = db.describe(conn, select)
     for c, typ in mine:
         if c not in have:
             conn.execute(f"alter table {stage_table} add column {quote_ident(c)} {typ}").fetchall()
@@ -164,8 +162,10 @@ def stage(
     conn.execute(
         f"delete from {WRITES} where table_name = ? and batch in ({marks})", [table, *batches]
     ).fetchall()
+    names = ", ".join(quote_ident(c) for c, _ in mine)
     conn.execute(
-        f"insert into {stage_table} by name select *, ?::varchar as _run_id from ({select})",
+        f"insert into {stage_table} ({names}, _run_id) select {names}, ?::varchar "
+        f"from ({select}) as _s",
         [run_id],
     ).fetchall()
     listed = json.dumps([c for c, _ in mine])
@@ -203,21 +203,24 @@ def staged_batches(conn, run_id: str, table: str, batches: list[str]) -> set[str
 def _my_columns(conn, run_id: str, table: str, batch: str) -> list[str] | None:
     """The columns ``run_id`` staged for ``table``, in its order (None: a manifest from before they were kept)."""
     row = conn.execute(
-        f"select any_value(columns) from {WRITES} where run_id = ? and table_name = ? and batch = ?",
+        f"select min(columns) from {WRITES} where run_id = ? and table_name = ? and batch = ?",
         [run_id, table, batch],
     ).fetchall()
     return json.loads(row[0][0]) if row and row[0][0] is not None else None
 
 
-def _select_list(mine: list[str] | None) -> str:
-    return "* exclude (_run_id)" if mine is None else ", ".join(quote_ident(c) for c in mine)
+def _select_list(conn, table: str, mine: list[str] | None) -> str:
+    names = (
+        mine if mine is not None else [c for c in columns(conn, STAGING, table) if c != "_run_id"]
+    )
+    return ", ".join(quote_ident(c) for c in names)
 
 
 def read_staged(conn, run_id: str, table: str, batches: list[str], column: str = "batch"):
     marks = ", ".join("?" for _ in batches)
     return fetch_frame(
         conn,
-        f"select {_select_list(_my_columns(conn, run_id, table, batches[0]))} "
+        f"select {_select_list(conn, table, _my_columns(conn, run_id, table, batches[0]))} "
         f"from {STAGING}.{quote_ident(table)} "
         f"where _run_id = ? and {quote_ident(column)} in ({marks})",
         [run_id, *batches],
@@ -230,7 +233,7 @@ def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
     modes = dict(
         (t, (a, k))
         for t, a, k in conn.execute(
-            f"select table_name, any_value(append_by), any_value(keep) from {WRITES} where run_id = ? and batch = ? "
+            f"select table_name, min(append_by), min(keep) from {WRITES} where run_id = ? and batch = ? "
             f"group by 1",
             [run_id, batch],
         ).fetchall()
@@ -241,12 +244,8 @@ def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
         append_by, keep = modes[t]
         have = set(columns(conn, "main", t))
         mine = _my_columns(conn, run_id, t, batch)
-        cols = _select_list(mine)
-        for c, typ in conn.execute(
-            "select column_name, data_type from duckdb_columns() where schema_name = ? "
-            "and table_name = ? and column_name <> '_run_id' order by column_index",
-            [STAGING, t],
-        ).fetchall():
+        cols = _select_list(conn, t, mine)
+        for c, typ in [(c, typ) for c, typ in db.columns(conn, STAGING, t) if c != "_run_id"]:
             if c not in have and (
                 mine is None or c in mine
             ):  # a new column (e.g. a hierarchy column added): older batches get NULL
@@ -261,7 +260,7 @@ def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
         else:
             conn.execute(f"delete from {main} where {quote_ident(column)} = ?", [batch]).fetchall()
         conn.execute(
-            f"insert into {main} by name select {cols} from {stage_table} "
+            f"insert into {main} ({cols}) select {cols} from {stage_table} "
             f"where _run_id = ? and {quote_ident(column)} = ?",
             [run_id, batch],
         ).fetchall()
