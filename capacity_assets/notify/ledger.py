@@ -45,7 +45,10 @@ def empty() -> pd.DataFrame:
 
 
 def ensure(conn) -> None:
-    conn.execute(DDL)
+    if not table_exists(
+        conn, "main", TABLE
+    ):  # DDL waits for a lock in PostgreSQL: only when needed
+        conn.execute(DDL)
 
 
 def read_sent(conn) -> pd.DataFrame:
@@ -63,8 +66,8 @@ def read_sent(conn) -> pd.DataFrame:
 
 
 def record(conn, rows: pd.DataFrame) -> int:
-    """Append ``rows`` (the ledger columns) in one transaction, creating the table on first use;
-    returns the number of rows written. All or nothing."""
+    """Append ``rows`` (the ledger columns) in the caller's transaction (``store.db.writing``: all
+    or nothing), creating the table on first use; returns the number of rows written."""
     if rows is None or rows.empty:
         return 0
     missing = [c for c in COLUMNS if c not in rows.columns]
@@ -80,18 +83,10 @@ def record(conn, rows: pd.DataFrame) -> int:
     for c, t in _DTYPES.items():
         frame[c] = pd.to_datetime(frame[c]).astype(t)
     cols = ", ".join(COLUMNS)
-    conn.execute("begin transaction")
+    ensure(conn)
+    conn.register("_notify_ledger_rows", frame)
     try:
-        ensure(conn)
-        conn.register("_notify_ledger_rows", frame)
-        try:
-            conn.execute(
-                f"insert into main.{TABLE} ({cols}) select {cols} from _notify_ledger_rows"
-            )
-        finally:
-            conn.unregister("_notify_ledger_rows")
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
+        conn.execute(f"insert into main.{TABLE} ({cols}) select {cols} from _notify_ledger_rows")
+    finally:
+        conn.unregister("_notify_ledger_rows")
     return len(frame)

@@ -2,8 +2,8 @@
 
 The database lock is held only to read (shared) and to record (exclusive), never while talking to
 the mail server, so a slow SMTP server cannot stall a pipeline run. Two notify runs at once (say, a
-sensor firing per batch) are serialised by their own lock file, ``<db>.notify.lock``, so the second
-one sees what the first recorded and does not mail the same rows again.
+sensor firing per batch) are serialised by their own lock, so the second
+one sees what the first recorded and does not mail the same rows again (``store.db.exclusive``).
 
 Delivery is at least once: if the process dies between the server's acceptance and the ledger
 write, those rows are mailed again next time. Never the reverse (recorded but not delivered).
@@ -21,7 +21,7 @@ import pandas as pd
 
 from capacity_assets.notify import digest, ledger
 from capacity_assets.notify.smtp import SmtpSettings, SmtpUnavailable
-from capacity_assets.store.db import connect, db_lock, lock_timeout, reading, table_exists
+from capacity_assets.store.db import exclusive, exists, reading, table_exists, writing
 
 RISK_TABLE = "risk_exceptions"
 _log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class NothingToRead(NotifyError):
 
 
 def _read(db: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if not Path(db).exists():
+    if not exists(db):
         raise NothingToRead(f"{db} does not exist: run `capacity run` (or `capacity demo`) first")
     with reading(db) as conn:
         if not table_exists(conn, "main", RISK_TABLE):
@@ -138,7 +138,7 @@ def notify(
     }
 
     # serialise notify runs (not the pipeline): this lock is held across SMTP on purpose
-    with db_lock(f"{db}.notify", timeout=lock_timeout(db)) if not dry_run else nullcontext():
+    with exclusive(db, "notify") if not dry_run else nullcontext():
         risk, sent = _read(db)
         due = digest.pending(risk, sent)
         summary["without_address"] = _report_unaddressed(digest.unaddressed(risk), "digest", log)
@@ -213,12 +213,8 @@ def notify(
         if delivered:
             rows = pd.concat(delivered, ignore_index=True)
             try:
-                with db_lock(db):
-                    conn = connect(db)
-                    try:
-                        summary["rows"] = ledger.record(conn, rows)
-                    finally:
-                        conn.close()
+                with writing(db) as conn:
+                    summary["rows"] = ledger.record(conn, rows)
             except Exception as e:  # noqa: BLE001 - anything: the mails are out, say so
                 msg = (
                     f"{len(delivered)} message(s) were delivered but could not be recorded in "

@@ -132,6 +132,22 @@ def reading(db: str, timeout: float | None = None):
 
 
 @contextmanager
+def exclusive(db: str, name: str):
+    """One process at a time in the block, per store and ``name`` (two notify runs at once):
+    DuckDB a lock file ``<db>.<name>.lock``, PostgreSQL a session advisory lock."""
+    if not is_postgres(db):
+        with db_lock(f"{db}.{name}", timeout=lock_timeout(db)):
+            yield
+        return
+    conn = connect(db)
+    try:
+        conn.execute("select pg_advisory_lock(hashtextextended(?, 0))", [f"capacity_assets:{name}"])
+        yield
+    finally:
+        conn.close()  # ends the session, and its lock with it
+
+
+@contextmanager
 def writing(db: str, batches=()):
     """A connection to ``db`` in one transaction, committed when the block ends and rolled back if
     it raises. DuckDB: under the file's exclusive lock. PostgreSQL: holding ``batches``' advisory

@@ -13,12 +13,10 @@ those are read for all of a run's batches at once, like risk_history (``read_bat
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 
 from capacity_assets.schema import conform, empty, quote_ident
-from capacity_assets.store.db import connect, db_lock, fetch_frame, reading, table_exists
+from capacity_assets.store.db import exists, fetch_frame, reading, table_exists, writing
 
 # one row per batch, vintage and series of forecast_history: what risk calls and lifecycles read
 SERIES_VINTAGES = {
@@ -37,7 +35,7 @@ EVERY_ROW = "select * from {table} where batch in ({batches})"
 
 def _read(db: str, table: str, sql: str, batches: list[str]) -> pd.DataFrame | None:
     """``sql`` (``{table}`` and ``{batches}`` filled in) on the published ``table``; None when there is none."""
-    if not batches or not os.path.exists(db):
+    if not batches or not exists(db):
         return None
     with reading(db) as conn:
         if not table_exists(conn, "main", table):
@@ -76,7 +74,8 @@ def read_series_vintages(db: str, batches: list[str]) -> dict[str, pd.DataFrame]
     """forecast_history reduced to SERIES_VINTAGES (first forecast day, threshold) for ``batches``."""
     sql = (
         "select batch, vintage, run_id, server_id, resource, min(ds) as ds, min(threshold) as threshold "
-        "from {table} where batch in ({batches}) group by all order by all"
+        "from {table} where batch in ({batches}) group by batch, vintage, run_id, server_id, resource "
+        "order by batch, vintage, run_id, server_id, resource"
     )
     return _by_batch(_read(db, "forecast_history", sql, batches), batches, SERIES_VINTAGES)
 
@@ -92,41 +91,33 @@ def rekey(db: str, batches: int) -> tuple[int, int]:
     copies removed)."""
     from capacity_assets.inputs.batching import batch_of
 
-    if not os.path.exists(db):
+    if not exists(db):
         return 0, 0
-    with db_lock(db):
-        conn = connect(db)
-        try:
-            tables = [t for t in KEPT if table_exists(conn, "main", t)]
-            servers = sorted(
-                {
-                    s
-                    for t in tables
-                    for (s,) in conn.execute(
-                        f"select distinct server_id from main.{quote_ident(t)}"
-                    ).fetchall()
-                }
-            )
-            home = pd.DataFrame(
-                {"server_id": servers, "home": [batch_of(s, batches) for s in servers]}
-            )
-            conn.register("home", home)
-            moved = removed = 0
-            conn.execute("begin transaction").fetchall()
-            for t in tables:
-                name = f"main.{quote_ident(t)}"
-                removed += conn.execute(f"""delete from {name} as t using home h
-                                 where t.server_id = h.server_id and t.batch <> h.home
-                                   and exists (select 1 from {name} u where u.batch = h.home and u.vintage = t.vintage
-                                               and u.server_id = t.server_id and u.resource = t.resource)""").fetchone()[
-                    0
-                ]
-                moved += conn.execute(f"""update {name} as t set batch = h.home from home h
-                                          where t.server_id = h.server_id and t.batch <> h.home""").fetchone()[
-                    0
-                ]
-            conn.execute("commit").fetchall()
-            conn.unregister("home")
-            return moved, removed
-        finally:
-            conn.close()
+    with writing(db) as conn:
+        tables = [t for t in KEPT if table_exists(conn, "main", t)]
+        servers = sorted(
+            {
+                s
+                for t in tables
+                for (s,) in conn.execute(
+                    f"select distinct server_id from main.{quote_ident(t)}"
+                ).fetchall()
+            }
+        )
+        home = pd.DataFrame({"server_id": servers, "home": [batch_of(s, batches) for s in servers]})
+        conn.register("home", home)
+        moved = removed = 0
+        for t in tables:
+            name = f"main.{quote_ident(t)}"
+            removed += conn.execute(f"""delete from {name} as t using home h
+                             where t.server_id = h.server_id and t.batch <> h.home
+                               and exists (select 1 from {name} u where u.batch = h.home and u.vintage = t.vintage
+                                           and u.server_id = t.server_id and u.resource = t.resource)""").fetchone()[
+                0
+            ]
+            moved += conn.execute(f"""update {name} as t set batch = h.home from home h
+                                      where t.server_id = h.server_id and t.batch <> h.home""").fetchone()[
+                0
+            ]
+        conn.unregister("home")
+        return moved, removed

@@ -1,17 +1,16 @@
-"""Reading the pipeline's tables from outside Dagster (CLI, dashboard): short, shared-locked, read-only.
+"""Reading the pipeline's tables from outside Dagster (CLI, dashboard): short and read-only.
 
-A reader holds the file's shared lock only for the query, so a pipeline run waiting to write is
-delayed by at most one query and never fails because a dashboard is open.
+DuckDB: a reader holds the file's shared lock only for the query, so a pipeline run waiting to
+write is delayed by at most one query and never fails because a dashboard is open. PostgreSQL: a
+reader sees one snapshot and never waits.
 """
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 
 from capacity_assets.schema import quote_ident
-from capacity_assets.store.db import reading
+from capacity_assets.store.db import exists, reading, table_names
 
 
 def query(db: str, sql: str, params: list | None = None, timeout: float = 60) -> pd.DataFrame:
@@ -19,10 +18,10 @@ def query(db: str, sql: str, params: list | None = None, timeout: float = 60) ->
 
 
 def tables(db: str) -> set[str]:
-    if not os.path.exists(db):
+    if not exists(db):
         return set()
-    names = query(db, "select table_name from duckdb_tables() where schema_name = 'main'")
-    return set(names["table_name"])
+    with reading(db) as conn:
+        return table_names(conn, "main")
 
 
 def read_table(db: str, table: str) -> pd.DataFrame | None:
