@@ -22,6 +22,7 @@ from capacity_assets.inputs.prometheus import is_prometheus
 from capacity_assets.notify.smtp import SmtpSettings
 from capacity_assets.schema import RESOURCES
 from capacity_assets.store.db import Database
+from capacity_assets.store.postgres import is_postgres
 
 DAILY_AGGS = ("mean", "max", "p95")
 EXECUTORS = ("in_process", "multiprocess", "dask")
@@ -208,6 +209,15 @@ class CapacitySettings:
         for ok, name, expected in checks:
             if not ok:
                 raise ConfigError(f"{name}: expected {expected}")
+        if self.executor == "dask" and self.dask_address.strip() and not is_postgres(self.db):
+            # a worker on another host would stage into a file of its own that nobody publishes
+            raise ConfigError(
+                f"CAPACITY_DB={self.db!r} is a DuckDB file, and CAPACITY_EXECUTOR=dask with "
+                f"CAPACITY_DASK_ADDRESS={self.dask_address.strip()} sends steps to workers that "
+                "may run on other hosts, which cannot share one DuckDB file: set "
+                "CAPACITY_DB=postgresql://user@host:port/dbname (the same on every host), or unset "
+                "CAPACITY_DASK_ADDRESS to run a local Dask cluster on this machine"
+            )
 
     # derived values -------------------------------------------------------------------------
     @property
@@ -299,6 +309,9 @@ PROM_CREDENTIALS = {
 
 
 def prometheus_credentials(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The Prometheus server's credentials besides the URL's own: {token, user, password}, '' unset."""
+    """The Prometheus server's credentials besides the URL's own: {token, user, password}; token
+    and user '' when unset, the password None (an empty password is a password)."""
     env = os.environ if env is None else env
-    return {k: env.get(name, "") for k, name in PROM_CREDENTIALS.items()}
+    return {
+        k: env.get(name, None if k == "password" else "") for k, name in PROM_CREDENTIALS.items()
+    }

@@ -7,10 +7,19 @@ from capacity_assets.demo.ensure import ensure_demo_fleet
 from capacity_assets.inputs import prometheus
 
 
-def prepare_metrics(settings, log=None) -> str:
+def prepare_metrics(settings, log=None, credentials=None) -> str:
     """Make the metrics readable (write the demo fleet once, bring the Prometheus cache up to date)
-    and return the path or glob the file ingest reads."""
+    and return the path or glob the file ingest reads.
+
+    ``credentials`` for the server default to ``config.prometheus_credentials()``, read now so that a
+    rotated token is picked up by the next run, not the next restart.
+    """
     if settings.uses_prometheus:
+        if credentials is None:
+            # imported here: config imports inputs.prometheus, so a top-level import would be a cycle
+            from capacity_assets.config import prometheus_credentials
+
+            credentials = prometheus_credentials()
         return prometheus.sync(
             settings.metrics,
             settings.prom_cache,
@@ -20,6 +29,7 @@ def prepare_metrics(settings, log=None) -> str:
             agg=settings.daily_agg,
             server_label=settings.prom_server_label,
             log=log,
+            credentials=credentials,
         )
     ensure_demo_fleet(settings)
     return settings.metrics_glob

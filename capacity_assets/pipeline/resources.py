@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import dagster as dg
 
-from capacity_assets.config import PROM_CREDENTIALS, CapacitySettings
+from capacity_assets.config import ENV, PROM_CREDENTIALS, CapacitySettings
+from capacity_assets.inputs.fingerprint import result_settings
 from capacity_assets.inputs.prometheus import has_password
 from capacity_assets.inputs.sources import prepare_metrics
 from capacity_assets.notify.smtp import SmtpSettings
 from capacity_assets.pipeline.io_manager import build_io_manager
+
+# run tag: the launcher's result settings (JSON), so a step on another host can check its own
+SETTINGS_TAG = "capacity/settings"
+
+
+def settings_tag(settings: CapacitySettings) -> dict[str, str]:
+    """The run tag carrying ``settings``' result settings, for every run a launcher starts."""
+    return {SETTINGS_TAG: json.dumps(result_settings(settings), sort_keys=True)}
 
 
 class SettingsResource(dg.ConfigurableResource):
@@ -74,16 +84,42 @@ class SettingsResource(dg.ConfigurableResource):
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(CapacitySettings)}
         return CapacitySettings(**values)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Fail a step whose process (a Dask worker on another host) reads other result settings
+        than the run's launcher did: its batch would be computed with them and published as one."""
+        run = context.dagster_run
+        tag = run.tags.get(SETTINGS_TAG) if run is not None else None
+        if tag is None:
+            return
+        theirs = json.loads(tag)
+        ours = json.loads(json.dumps(result_settings(self.get())))
+        names = {field: name for name, field in ENV.items()}
+        differing = [
+            f"{names.get(k, k)} differs on this worker: {_shown(ours.get(k))} here, "
+            f"{_shown(theirs.get(k))} in the run"
+            for k in sorted(set(ours) | set(theirs))
+            if ours.get(k) != theirs.get(k)
+        ]
+        if differing:
+            raise dg.Failure(
+                "; ".join(differing) + "; every host needs the same CAPACITY_* settings",
+                allow_retries=False,
+            )
+
+
+def _shown(value) -> str:
+    return "unset" if value is None else str(value)
+
 
 def redacted(url: str) -> str:
     """``url`` with any password in it replaced by ***."""
     return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
-def _bound(name: str, value: str):
-    """A secret bound by name, so the UI's resource page shows the variable, not the value; a
-    plain '' where it is unset (an EnvVar of an unset variable fails the run)."""
-    return dg.EnvVar(name) if value else ""
+def _bound(name: str, value: str | None):
+    """A secret bound by name, so the UI's resource page shows the variable, not the value; left
+    as it is where it is empty or unset (an EnvVar of an unset variable fails the run)."""
+    return dg.EnvVar(name) if value else value
 
 
 class PrometheusResource(dg.ConfigurableResource):
@@ -93,7 +129,7 @@ class PrometheusResource(dg.ConfigurableResource):
     url: str = ""
     token: str = ""
     user: str = ""
-    password: str = ""
+    password: str | None = None
 
     @classmethod
     def wrap(cls, settings: CapacitySettings, credentials: dict[str, str]) -> PrometheusResource:
@@ -102,7 +138,7 @@ class PrometheusResource(dg.ConfigurableResource):
             url=_bound("CAPACITY_METRICS", url) if has_password(url) else url,
             token=_bound(PROM_CREDENTIALS["token"], credentials.get("token", "")),
             user=credentials.get("user", ""),
-            password=_bound(PROM_CREDENTIALS["password"], credentials.get("password", "")),
+            password=_bound(PROM_CREDENTIALS["password"], credentials.get("password")),
         )
 
     def metrics_files(self, settings: CapacitySettings, log=None) -> str:
@@ -135,32 +171,6 @@ class SmtpResource(dg.ConfigurableResource):
         return SmtpSettings(
             **{f.name: getattr(self, f.name) for f in dataclasses.fields(SmtpSettings)}
         )
-
-
-def build_executor(settings: CapacitySettings) -> dg.ExecutorDefinition:
-    """``in_process`` by default: a batch's steps share one process (imports paid once per run),
-    while batches run in parallel as separate runs. ``multiprocess`` is Dagster's default, ``dask``
-    sends steps to a Dask cluster (CAPACITY_DASK_ADDRESS, or a local one)."""
-    if settings.executor == "in_process":
-        return dg.in_process_executor
-    if settings.executor == "multiprocess":
-        return dg.multiprocess_executor
-    from dagster_dask import dask_executor  # optional extra: pip install .[dask]
-
-    address = settings.dask_address
-    cluster = (
-        {"existing": {"address": address}}
-        if address
-        else {
-            "local": {
-                "n_workers": settings.dask_workers,
-                "threads_per_worker": 1,
-                "processes": True,
-                "dashboard_address": ":0",
-            }
-        }
-    )
-    return dask_executor.configured({"cluster": cluster})
 
 
 def build_resources(

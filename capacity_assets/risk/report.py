@@ -9,13 +9,12 @@ as listed in its manifest, are ever removed; anything else in the folder is left
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from capacity_assets.atomic import write_atomic
 from capacity_assets.risk.breaches import sort_risk
 
 PREFIX = "risk_"
@@ -44,18 +43,7 @@ def department_files(departments, prefix: str = PREFIX) -> dict[str, str]:
 
 
 def _write_atomic(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        # mkstemp makes the file private (0600); a report is handed on, so it gets a new file's mode
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
 
 
 def _csv(df: pd.DataFrame) -> str:

@@ -17,8 +17,11 @@ import pandas as pd
 import pytest
 import requests
 
+from capacity_assets.config import PROM_CREDENTIALS, CapacitySettings, prometheus_credentials
 from capacity_assets.inputs import files
 from capacity_assets.inputs import prometheus as prom
+from capacity_assets.inputs.prometheus.fetch import _epoch
+from capacity_assets.inputs.sources import prepare_metrics
 from capacity_assets_tests import victoria
 from capacity_assets_tests.victoria import VictoriaMetrics, node_exporter_samples
 
@@ -448,8 +451,8 @@ def test_bad_promql_shows_the_servers_error(fleet):
         f"{vm.url}/api/v1/query_range",
         data={
             "query": prom.daily_query(bad),
-            "start": prom._epoch(START) + 86400,
-            "end": prom._epoch(START + timedelta(days=3)) + 86400,
+            "start": _epoch(START) + 86400,
+            "end": _epoch(START + timedelta(days=3)) + 86400,
             "step": 86400,
         },
     ).json()["error"]
@@ -500,7 +503,11 @@ def test_basic_auth_from_the_environment(guarded, monkeypatch, tmp_path):
     monkeypatch.setenv(prom.ENV_USER, "capacity")
     monkeypatch.setenv(prom.ENV_PASSWORD, "Right-Pa55word")
     got = prom.fetch_daily(
-        guarded.metrics_url, {"cpu": victoria.CPU}, START, START + timedelta(days=13)
+        guarded.metrics_url,
+        {"cpu": victoria.CPU},
+        START,
+        START + timedelta(days=13),
+        credentials=prometheus_credentials(),
     )
     assert len(got) == 14
     lines = []
@@ -511,6 +518,7 @@ def test_basic_auth_from_the_environment(guarded, monkeypatch, tmp_path):
         14,
         prom.load_queries(None),
         log=lines.append,
+        credentials=prometheus_credentials(),
     )
     assert len(_read_cache(pattern)) == 4 * 14
     written = "\n".join(lines) + (tmp_path / "manifest.json").read_text()
@@ -523,7 +531,11 @@ def test_wrong_or_missing_credentials_are_a_clear_401_that_reveals_nothing(guard
     monkeypatch.setenv(prom.ENV_PASSWORD, "Wrong-Pa55word")
     with pytest.raises(prom.PrometheusError) as wrong:
         prom.fetch_daily(
-            guarded.metrics_url, {"cpu": victoria.CPU}, START, START + timedelta(days=2)
+            guarded.metrics_url,
+            {"cpu": victoria.CPU},
+            START,
+            START + timedelta(days=2),
+            credentials=prometheus_credentials(),
         )
     assert "HTTP 401" in str(
         wrong.value
@@ -532,12 +544,20 @@ def test_wrong_or_missing_credentials_are_a_clear_401_that_reveals_nothing(guard
     monkeypatch.delenv(prom.ENV_PASSWORD)
     with pytest.raises(prom.PrometheusError, match="HTTP 401.*needs credentials") as missing:
         prom.fetch_daily(
-            guarded.metrics_url, {"cpu": victoria.CPU}, START, START + timedelta(days=2)
+            guarded.metrics_url,
+            {"cpu": victoria.CPU},
+            START,
+            START + timedelta(days=2),
+            credentials=prometheus_credentials(),
         )
     monkeypatch.setenv(prom.ENV_TOKEN, "tok-3141592653")
     with pytest.raises(prom.PrometheusError, match="refused the token") as token:
         prom.fetch_daily(
-            guarded.metrics_url, {"cpu": victoria.CPU}, START, START + timedelta(days=2)
+            guarded.metrics_url,
+            {"cpu": victoria.CPU},
+            START,
+            START + timedelta(days=2),
+            credentials=prometheus_credentials(),
         )
     monkeypatch.delenv(prom.ENV_TOKEN)
     in_url = f"prometheus+http://capacity:Wrong-Pa55word@127.0.0.1:{guarded.port}"
@@ -750,10 +770,73 @@ def test_credentials_in_the_url_and_the_environment_are_refused_together(monkeyp
             {"cpu": victoria.CPU},
             START,
             START + timedelta(days=1),
+            credentials=prometheus_credentials(),
         )
     assert "Url-Pa55word" not in str(e.value) and not any(
         v in str(e.value) for v in env.values() if len(v) > 8
     )
+
+
+def test_credentials_are_what_the_caller_passes_never_the_environment(guarded, monkeypatch):
+    """Configuration is read in config alone: the client only knows the credentials it is given."""
+    assert {prom.ENV_TOKEN, prom.ENV_USER, prom.ENV_PASSWORD} == set(PROM_CREDENTIALS.values())
+    monkeypatch.setenv(prom.ENV_USER, "capacity")
+    monkeypatch.setenv(prom.ENV_PASSWORD, "Right-Pa55word")
+    with pytest.raises(prom.PrometheusError, match="HTTP 401.*needs credentials"):
+        prom.fetch_daily(
+            guarded.metrics_url, {"cpu": victoria.CPU}, START, START + timedelta(days=2)
+        )
+    given = {"token": "", "user": "capacity", "password": "Right-Pa55word"}
+    for name in (prom.ENV_USER, prom.ENV_PASSWORD):
+        monkeypatch.delenv(name)
+    got = prom.fetch_daily(
+        guarded.metrics_url,
+        {"cpu": victoria.CPU},
+        START,
+        START + timedelta(days=2),
+        credentials=given,
+    )
+    assert len(got) == 3
+
+
+@pytest.mark.parametrize(
+    "credentials,says",
+    [
+        (
+            {"token": "tok-3141592653", "user": "capacity", "password": "x"},
+            "both CAPACITY_PROM_TOKEN and CAPACITY_PROM_USER are set: set one of them",
+        ),
+        (
+            {"user": "capacity", "password": ""},
+            "CAPACITY_PROM_USER is set but CAPACITY_PROM_PASSWORD is not",
+        ),
+    ],
+)
+def test_conflicting_or_incomplete_credentials_name_the_variables(credentials, says):
+    with pytest.raises(prom.PrometheusError, match=says):
+        prom.fetch_daily(
+            f"prometheus+http://127.0.0.1:{_closed_port()}",
+            {"cpu": victoria.CPU},
+            START,
+            START,
+            credentials=credentials,
+        )
+
+
+def test_prepare_metrics_hands_on_the_configured_credentials(guarded, monkeypatch, tmp_path):
+    """The server has no data for the recent days a sync asks for: 'no series' means the credentials
+    got through, a 401 that they did not."""
+    settings = CapacitySettings(
+        metrics=guarded.metrics_url, prom_cache=str(tmp_path), prom_history_days=2
+    )
+    with pytest.raises(prom.PrometheusError, match="HTTP 401.*needs credentials"):
+        prepare_metrics(settings)
+    with pytest.raises(prom.NoSeriesError):
+        prepare_metrics(settings, credentials={"user": "capacity", "password": "Right-Pa55word"})
+    monkeypatch.setenv(prom.ENV_USER, "capacity")
+    monkeypatch.setenv(prom.ENV_PASSWORD, "Right-Pa55word")
+    with pytest.raises(prom.NoSeriesError):
+        prepare_metrics(settings)  # read from the environment by config, at call time
 
 
 def test_a_day_without_any_data_is_not_taken_for_a_renamed_query(tmp_path):
