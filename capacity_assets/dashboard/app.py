@@ -1,11 +1,12 @@
 """Executive dashboard: where the fleet runs out of capacity, how far to trust it, and one server in detail.
 
-Run with ``capacity dashboard``. It only reads (``data`` → ``queries``: short shared locks, no
-connection kept across reruns) so it can stay open while runs write. When a run holds the database
-longer than a view is willing to wait, the view shows the data it loaded last, with a note, instead
-of an error (``last_good``). Only the open tab runs its queries (``st.tabs(on_change="rerun")``);
-each tab is a module of ``views``. Streamlit runs this file as a script, so it imports the package
-by absolute name and calls ``main()`` itself.
+Run with ``capacity dashboard``. It only reads (``data`` → ``store.db.reading``: short shared locks
+on a DuckDB file, one read-only snapshot on PostgreSQL, no connection kept across reruns) so it can
+stay open while runs write. When a run holds the database longer than a view is willing to wait,
+the view shows the data it loaded last, with a note, instead of an error (``last_good``). Only the
+open tab runs its queries (``st.tabs(on_change="rerun")``); each tab is a module of ``views``.
+Streamlit runs this file as a script, so it imports the package by absolute name and calls
+``main()`` itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from capacity_assets.dashboard import data, header
 from capacity_assets.dashboard.last_good import Loader, NotLoaded
 from capacity_assets.dashboard.views import deep_dive, plan, risk, tournament, track
 from capacity_assets.dashboard.widgets import not_loaded_note
-from capacity_assets.store.db import Database, StorageError
+from capacity_assets.store.db import Database, StorageError, is_postgres
+from capacity_assets.store.postgres import StorageError as ServerError
+from capacity_assets.store.postgres import redact
 
 VIEWS = ("Risk heatmap", "Capacity plan", "Track record", "Tournament summary", "Deep dive")
 SHOWN_SETTINGS = ("threshold", "risk_days", "mape_warn")
@@ -42,19 +45,27 @@ def main() -> None:
     try:
         settings = config.load()
     except config.ConfigError as e:
-        st.error(f"Configuration error: {e}")
+        st.error(f"Configuration error: {redact(str(e))}")  # CAPACITY_DB may carry a password
         return
-    db = Database(settings.db, settings.dashboard_lock_timeout)
-    ver = data.version(db)
+    db = Database(settings.db, settings.dashboard_lock_timeout)  # reads as itself, no password
+    try:
+        ver = data.version(db)  # PostgreSQL: a query, so the server may be down or refuse us
+    except (StorageError, ServerError) as e:  # ServerError: cannot connect (said without password)
+        return header.no_data_page(db, str(e))
     if ver is None:
-        return header.no_data_page(db, f"There is no database at `{db}` yet.")
+        return header.no_data_page(
+            db,
+            f"No batch has been published to `{db}` yet (a first run may still be in progress)."
+            if is_postgres(db)
+            else f"There is no database at `{db}` yet.",
+        )
     loader = Loader(db, ver)
     try:
         present = loader.load("tables", data.tables)
     except NotLoaded:
         st.title("Capacity outlook")
         return not_loaded_note()
-    except StorageError as e:
+    except (StorageError, ServerError) as e:
         return header.no_data_page(db, str(e))
     missing = [t for t in data.REQUIRED if t not in present]
     if missing:

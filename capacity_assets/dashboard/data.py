@@ -1,18 +1,27 @@
 """What each dashboard view reads, as small SQL aggregations with bound parameters.
 
-Every read goes through ``queries.query_many``: a short shared lock and a fresh read-only connection,
-so a pipeline run waiting to write is delayed by one query at most and no connection outlives a
-rerun. ``db`` is a ``store.db.Database`` that carries CAPACITY_DASHBOARD_LOCK_TIMEOUT, how long a
-view waits before ``last_good`` shows its last data; as a ``str`` it keys the caches by path alone.
-Results are cached on the file's *version* (size and mtime of the database and its WAL), so reruns
-and other viewers reuse them until a run commits something, and a 2,000-server fleet costs one
-query per view, not one table load. User-supplied values (server ids, departments, managers) are
-always parameters: ids from a CMDB can contain quotes, unicode or SQL.
+Every read goes through ``_reading`` (``store.db.reading``): DuckDB, a short shared lock and a fresh
+read-only connection, so a pipeline run waiting to write is delayed by one query at most and no
+connection outlives a rerun; PostgreSQL, one read-only snapshot. ``db`` is a ``store.db.Database``
+that carries CAPACITY_DASHBOARD_LOCK_TIMEOUT, how long a view waits before ``last_good`` shows its
+last data; as a ``str`` (a PostgreSQL URL without its password) it keys the caches. Results are
+cached on the store's *version* (``version``), so reruns and other viewers reuse them until a run
+commits something, and a 2,000-server fleet costs one query per view, not one table load.
+User-supplied values (server ids, departments, managers) are always parameters: ids from a CMDB can
+contain quotes, unicode or SQL.
+
+The SQL is the subset DuckDB and PostgreSQL share, so both stores show the same numbers: explicit
+GROUP BY columns, aliased subqueries, DESC with NULLS LAST spelled out (PostgreSQL puts NULLs first),
+floats divided as floats, and text ordered by ``_C`` (byte order, whatever a PostgreSQL database's
+locale). ``median``, ``any_value`` and ``isnan`` are PostgreSQL functions ``store.postgres.prepare``
+creates.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -20,8 +29,16 @@ import streamlit as st
 
 from capacity_assets.forecasting.engines.registry import TOURNAMENT
 from capacity_assets.schema import RESOURCES, RISK_EXCEPTIONS_STORED
-from capacity_assets.store import ledger, queries
-from capacity_assets.store.db import Database, lock_timeout
+from capacity_assets.store import ledger
+from capacity_assets.store.db import (
+    Database,
+    StorageError,
+    is_postgres,
+    lock_timeout,
+    reading,
+    table_names,
+)
+from capacity_assets.store.db import columns as table_columns
 from capacity_assets.track.contracts import HORIZON_BUCKETS
 from capacity_assets.track.risk_calls import FINAL
 
@@ -35,10 +52,16 @@ SERVER_LIST_LIMIT = 500
 BAD_MAPE_LIMIT = 1000
 CHANGES_LIMIT = 1000  # rows of each 'what changed' list
 ALL = "All"
+# ORDER BY text in byte order: DuckDB's own, and PostgreSQL's whatever the database's locale (an
+# en_US database would sort 'ann' before 'Payments' and change which rows a LIMIT keeps)
+_C = ' collate "C"'
 
 
 def version(db: str) -> tuple | None:
-    """Changes whenever a run commits; None while there is no database file at all."""
+    """Changes whenever a run commits; None while there is nothing to read at all (no DuckDB file,
+    or a PostgreSQL database no batch was ever published to)."""
+    if is_postgres(db):
+        return _pg_version(db)
     try:
         st_db = os.stat(db)
     except FileNotFoundError:
@@ -51,8 +74,52 @@ def version(db: str) -> tuple | None:
     return (st_db.st_size, st_db.st_mtime_ns, wal)
 
 
+def _pg_version(db: Database) -> tuple | None:
+    """PostgreSQL has no file to stat: the ledger changes whenever a batch is published (its newest
+    published_at, and its row count for a batch dropped) and the hierarchy, replaced whole (drop and
+    create), gets a new table oid each time. A writer replacing the ledger's columns holds it longer
+    than a view waits: then a version never seen before, so the views ask and show their last data."""
+    try:
+        with _reading(db) as conn:
+            if "batch_ledger" not in table_names(conn, "main"):
+                return None
+            return tuple(
+                conn.execute(
+                    "select (select max(published_at) from main.batch_ledger), "
+                    "(select count(*) from main.batch_ledger), "
+                    "to_regclass('main.business_hierarchy')::oid::bigint"
+                ).fetchone()
+            )
+    except StorageError as e:
+        if "lock timeout" not in str(e):
+            raise
+        return ("busy", time.time_ns())
+
+
+@contextmanager
+def _reading(db: Database):
+    """``reading(db)`` waiting at most as long as a view may (``lock_timeout(db)``). DuckDB waits for
+    the file's shared lock; a PostgreSQL snapshot never waits for a writer's rows, only for a table a
+    writer is replacing or altering: ``lock_timeout`` bounds that too, and its error ('canceling
+    statement due to lock timeout') is a lock error, so ``last_good`` shows the last data."""
+    with reading(db, lock_timeout(db)) as conn:
+        if is_postgres(db):
+            conn.execute(f"set local lock_timeout = {max(int(lock_timeout(db) * 1000), 1)}")
+        yield conn
+
+
 def _many(db: Database, statements: dict[str, tuple[str, list]]) -> dict[str, pd.DataFrame]:
-    return queries.query_many(db, statements, timeout=lock_timeout(db))
+    """Several queries on one connection, so a view's numbers come from the same pipeline state."""
+    with _reading(db) as conn:
+        return {
+            name: conn.execute(sql, params or []).fetchdf()
+            for name, (sql, params) in statements.items()
+        }
+
+
+def _without_batch(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table's rows without its partition column (DuckDB's ``exclude`` has no PostgreSQL twin)."""
+    return frame.drop(columns=["batch"], errors="ignore")
 
 
 def _filters(
@@ -75,25 +142,15 @@ def _filters(
 # ---------------------------------------------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=16)
 def tables(db: str, ver) -> set[str]:
-    out = _many(
-        db, {"t": ("select table_name from duckdb_tables() where schema_name = 'main'", [])}
-    )
-    return set(out["t"]["table_name"])
+    with _reading(db) as conn:
+        return set(table_names(conn, "main"))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def columns(db: str, ver, table: str) -> frozenset[str]:
     """A table's column names: a database from before a column was added still opens."""
-    out = _many(
-        db,
-        {
-            "c": (
-                "select column_name from duckdb_columns() where schema_name = 'main' and table_name = ?",
-                [table],
-            )
-        },
-    )
-    return frozenset(out["c"]["column_name"])
+    with _reading(db) as conn:
+        return frozenset(name for name, _ in table_columns(conn, "main", table))
 
 
 @dataclass(frozen=True)
@@ -132,11 +189,13 @@ def overview(
     db: str, ver, has_skipped: bool, has_ledger: bool = False, has_history: bool = False
 ) -> Overview:
     stmts = {
-        # the start most series share: a few servers whose metrics stop early start sooner
+        # the start most series share: a few servers whose metrics stop early start sooner (a tie:
+        # the later; DuckDB's mode() broke it arbitrarily and PostgreSQL has no such aggregate)
         "f": (
-            "with s as (select min(ds) s from forecasts group by server_id, resource) "
-            "select (select max(generated_at) from forecasts) g, mode(s) s, "
-            "(select max(ds) from forecasts) e from s",
+            "with starts as (select min(ds) first_ds from forecasts group by server_id, resource) "
+            "select (select max(generated_at) from forecasts) g, "
+            "(select first_ds from starts group by first_ds order by count(*) desc, first_ds desc "
+            "limit 1) s, (select max(ds) from forecasts) e",
             [],
         ),
         "c": ("select count(*) series, count(distinct batch) batches from champions", []),
@@ -144,7 +203,7 @@ def overview(
         "n": (
             "select count(distinct server_id) n from (select server_id from champions"
             + (" union all select server_id from skipped_series" if has_skipped else "")
-            + ")",
+            + ") ids",
             [],
         ),
         "r": (
@@ -158,7 +217,8 @@ def overview(
         stmts["s"] = ("select count(*) n from skipped_series", [])
     if has_ledger:
         stmts["l"] = (
-            "select batch, published_at from batch_ledger order by published_at, batch limit 1",
+            f"select batch, published_at from batch_ledger order by published_at, batch{_C} "
+            "limit 1",
             [],
         )
         stmts["b"] = (
@@ -168,7 +228,7 @@ def overview(
     else:  # a database from before the ledger: the oldest batch's newest forecast
         stmts["l"] = (
             "select batch, max(generated_at) published_at from forecasts group by batch "
-            "order by published_at, batch limit 1",
+            f"order by published_at, batch{_C} limit 1",
             [],
         )
     if has_history:
@@ -213,7 +273,8 @@ def risk_heatmap(db: str, ver, severity: str) -> pd.DataFrame:
         {
             "h": (
                 f"select department, resource, count(*)::int series from risk_exceptions "
-                f"where {where} group by all order by department, resource",
+                f"where {where} group by department, resource "
+                f"order by department{_C}, resource{_C}",
                 params,
             )
         },
@@ -227,8 +288,8 @@ def risk_managers(db: str, ver, severity: str, department: str) -> list[str]:
         db,
         {
             "m": (
-                f"select distinct app_manager from risk_exceptions where {where} "
-                f"order by app_manager",
+                f"select app_manager from risk_exceptions where {where} "
+                f"group by app_manager order by app_manager{_C}",
                 params,
             )
         },
@@ -240,17 +301,19 @@ def risk_managers(db: str, ver, severity: str, department: str) -> list[str]:
 def risk_list(db: str, ver, severity: str, department: str, manager: str) -> pd.DataFrame:
     """The exception list as planners act on it: most urgent first."""
     where, params = _filters(severity, department, manager)
-    return _many(
-        db,
-        {
-            "l": (
-                f"select * exclude (batch) from risk_exceptions where {where} "
-                f"order by severity = 'critical' desc, days_to_breach, peak_upper desc, "
-                f"server_id, resource",
-                params,
-            )
-        },
-    )["l"]
+    return _without_batch(
+        _many(
+            db,
+            {
+                "l": (
+                    f"select * from risk_exceptions where {where} "
+                    f"order by severity = 'critical' desc nulls last, days_to_breach, "
+                    f"peak_upper desc nulls last, server_id{_C}, resource{_C}",
+                    params,
+                )
+            },
+        )["l"]
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -259,8 +322,8 @@ def most_urgent_server(db: str, ver) -> str | None:
         db,
         {
             "u": (
-                "select server_id from risk_exceptions order by severity = 'critical' desc, "
-                "days_to_breach, peak_upper desc, server_id limit 1",
+                "select server_id from risk_exceptions order by severity = 'critical' desc nulls last, "
+                f"days_to_breach, peak_upper desc nulls last, server_id{_C} limit 1",
                 [],
             )
         },
@@ -297,23 +360,27 @@ def tournament(
         {
             "res": (
                 "select resource, champion, count(*)::int wins from champions where champion is not null "
-                "group by all order by resource, champion",
+                f"group by resource, champion order by resource{_C}, champion{_C}",
                 [],
             ),
+            # a subquery, so the grouped department is a column even when it is the constant
             "dep": (
-                f"select {dept} department, c.champion, count(*)::int wins from champions c {join} "
-                f"where c.champion is not null group by all order by 1, 2",
+                "select department, champion, count(*)::int wins from "
+                f"(select {dept} department, c.champion from champions c {join} "
+                "where c.champion is not null) d "
+                f"group by department, champion order by department{_C}, champion{_C}",
                 [],
             ),
             "bins": (
-                "select floor(least(champion_mape, ?) / ?) * ? as bin, count(*)::int series from champions "
-                "where champion_mape is not null group by all order by bin",
+                "select bin, count(*)::int series from (select floor(least(champion_mape, ?) / ?) * ? "
+                "as bin from champions where champion_mape is not null) b group by bin order by bin",
                 [bin_cap, bin_width, bin_width],
             ),
             "bad": (
                 f"select c.server_id, c.resource, c.champion, c.champion_mape, c.trust{owner} "
                 f"from champions c {join} where c.champion_mape > ? "
-                f"order by c.champion_mape desc, c.server_id, c.resource limit {BAD_MAPE_LIMIT}",
+                f"order by c.champion_mape desc nulls last, c.server_id{_C}, c.resource{_C} "
+                f"limit {BAD_MAPE_LIMIT}",
                 [mape_warn],
             ),
             "n": (
@@ -343,12 +410,14 @@ def servers(db: str, ver, search: str, has_skipped: bool = True) -> list[str]:
         db,
         {
             "s": (
-                f"with s as (select distinct server_id from (select server_id from champions{skipped}) "
-                "where contains(lower(server_id), lower(?))), "
+                "with s as (select distinct server_id from "
+                f"(select server_id from champions{skipped}) ids "
+                "where strpos(lower(server_id), lower(?)) > 0), "
                 "r as (select server_id, min(case severity when 'critical' then 0 else 1 end) sev, "
-                "min(days_to_breach) d from risk_exceptions group by all) "
+                "min(days_to_breach) d from risk_exceptions group by server_id) "
                 f"select s.server_id from s left join r using (server_id) "
-                f"order by r.sev nulls last, r.d nulls last, s.server_id limit {SERVER_LIST_LIMIT}",
+                f"order by r.sev nulls last, r.d nulls last, s.server_id{_C} "
+                f"limit {SERVER_LIST_LIMIT}",
                 [search or ""],
             )
         },
@@ -372,22 +441,21 @@ class ServerDetail:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def server_detail(db: str, ver, server_id: str, present: frozenset) -> ServerDetail:
-    """One server's rows from each table, under one lock so they belong to the same run."""
+    """One server's rows from each table, under one lock (one snapshot) so they belong to the same
+    run; ordered by resource, so both stores give the same frames."""
     p = [server_id]
+    by_resource = f"order by resource{_C}"
     stmts = {
         # every column: a database from before demand/demand_upper has the others (filled in below)
-        "forecast": (
-            "select * exclude (batch) from forecasts where server_id = ? order by resource, ds",
-            p,
-        ),
-        "risk": ("select * exclude (batch) from risk_exceptions where server_id = ?", p),
-        "champions": ("select * exclude (batch) from champions where server_id = ?", p),
+        "forecast": (f"select * from forecasts where server_id = ? {by_resource}, ds", p),
+        "risk": (f"select * from risk_exceptions where server_id = ? {by_resource}", p),
+        "champions": (f"select * from champions where server_id = ? {by_resource}", p),
     }
     if "processed_data" in present:
         stmts["history"] = (
             "select resource, ds, y, filled from processed_data where server_id = ? and ds > "
-            f"(select max(ds) from processed_data where server_id = ?) - interval {HISTORY_DAYS} day "
-            "order by resource, ds",
+            f"(select max(ds) from processed_data where server_id = ?) "
+            f"- interval '{HISTORY_DAYS} days' {by_resource}, ds",
             p + p,
         )
     # table names come from the contender registry, never from the user
@@ -399,19 +467,24 @@ def server_detail(db: str, ver, server_id: str, present: frozenset) -> ServerDet
     ]
     if parts:
         stmts["backtest"] = (
-            " union all ".join(parts) + " order by contender, resource, ds",
+            # a subquery: PostgreSQL orders a UNION by its output names only, not by expressions
+            f"select * from ({' union all '.join(parts)}) b "
+            f"order by contender{_C}, resource{_C}, ds",
             p * len(parts),
         )
     if "business_hierarchy" in present:
         stmts["owner"] = ("select * from business_hierarchy where server_id = ? limit 1", p)
     if "skipped_series" in present:
         stmts["skipped"] = (
-            "select resource, days, reason from skipped_series where server_id = ?",
+            f"select resource, days, reason from skipped_series where server_id = ? {by_resource}",
             p,
         )
     if "capacity_plan" in present:
-        stmts["plan"] = ("select * exclude (batch) from capacity_plan where server_id = ?", p)
+        stmts["plan"] = (f"select * from capacity_plan where server_id = ? {by_resource}", p)
     out = _many(db, stmts)
+    for name in ("forecast", "risk", "champions", "plan"):
+        if name in out:
+            out[name] = _without_batch(out[name])
     empty = pd.DataFrame()
     owner = out.get("owner", empty)
     for column in ("demand", "demand_upper"):  # a database from before the capacity plan
@@ -440,7 +513,9 @@ def plan_totals(db: str, ver) -> pd.DataFrame:
                 "select department, resource, action, count(*)::int series, "
                 "sum(change_units) filter (where change_units is not null) units, any_value(unit) unit, "
                 "count(*) filter (where change_units is null)::int series_in_percent_only "
-                "from capacity_plan where action in ('add', 'reclaim') group by all order by department, resource, action",
+                "from capacity_plan where action in ('add', 'reclaim') "
+                "group by department, resource, action "
+                f"order by department{_C}, resource{_C}, action{_C}",
                 [],
             )
         },
@@ -464,7 +539,8 @@ def plan_list(db: str, ver, department: str, action: str) -> pd.DataFrame:
                 "select server_id, resource, department, app_manager, action, needed_by, change_pct, change_units, unit, "
                 "peak_demand_upper, threshold, target, trust, review from capacity_plan where "
                 + " and ".join(where)
-                + " order by action, needed_by nulls last, change_pct desc, server_id, resource",
+                + f" order by action{_C}, needed_by nulls last, change_pct desc nulls last, "
+                f"server_id{_C}, resource{_C}",
                 params,
             )
         },
@@ -486,13 +562,22 @@ CHART_BUCKETS = tuple(
     b for b in HORIZON_BUCKETS if b != "all"
 )  # one line each; `all` only in the table
 # one risk-call score per group, as track.risk_calls.risk_call_scores defines it: series with a
-# measured day in their window only; `final` when every one of them is
+# measured day in their window only; `final` when every one of them is. Precision and recall divide
+# as floats: PostgreSQL's int / int truncates
 _CALL_SCORES = (
     "with g as (select {by}, count(*)::int series, count(*) filter (where flagged and crossed)::int tp, "
     "count(*) filter (where flagged and not crossed)::int fp, count(*) filter (where not flagged and crossed)::int fn, "
-    "bool_and(status = ?) final from risk_calls where days_measured > 0 {where} group by all) "
-    'select *, tp / nullif(tp + fp, 0) as "precision", tp / nullif(tp + fn, 0) as recall from g order by {order}'
+    "bool_and(status = ?) final from risk_calls where days_measured > 0 {where} group by {by}) "
+    'select *, cast(tp as double precision) / nullif(tp + fp, 0) as "precision", '
+    "cast(tp as double precision) / nullif(tp + fn, 0) as recall from g order by {order}"
 )
+
+
+def _bucket_order(column: str) -> str:
+    """The horizon buckets' position in HORIZON_BUCKETS (99 for any other), one bound parameter each:
+    DuckDB's ``list_position`` over a bound list has no PostgreSQL twin."""
+    whens = " ".join(f"when ? then {i}" for i in range(1, len(HORIZON_BUCKETS) + 1))
+    return f"case {column} {whens} else 99 end"
 
 
 @dataclass(frozen=True)
@@ -524,17 +609,20 @@ def track_record(db: str, ver, present: frozenset, has_status: bool) -> TrackRec
             "sum(bias * days_scored) / sum(days_scored) bias, "
             "sum(band_coverage * days_scored) / sum(days_scored) band_coverage "
             "from forecast_accuracy group by vintage, horizon_bucket "
-            "order by vintage, coalesce(list_position(?::varchar[], horizon_bucket), 99), horizon_bucket",
-            [list(HORIZON_BUCKETS)],
+            f"order by vintage, {_bucket_order('horizon_bucket')}, horizon_bucket{_C}",
+            list(HORIZON_BUCKETS),
         )
     if "risk_calls" in present:
         stmts["calls"] = (_CALL_SCORES.format(by="vintage", where="", order="vintage"), [FINAL])
     if has_status:
-        stmts["status"] = ("select status, count(*)::int n from risk_exceptions group by all", [])
+        stmts["status"] = (
+            "select status, count(*)::int n from risk_exceptions group by status",
+            [],
+        )
     if "risk_resolved" in present:
         stmts["resolved"] = (
-            "select coalesce(reason, 'unknown') reason, count(*)::int series from risk_resolved "
-            "group by all order by series desc, reason",
+            "select reason, count(*)::int series from (select coalesce(reason, 'unknown') reason "
+            f"from risk_resolved) r group by reason order by series desc, reason{_C}",
             [],
         )
     out = _many(db, stmts) if stmts else {}
@@ -571,17 +659,17 @@ def track_record(db: str, ver, present: frozenset, has_status: bool) -> TrackRec
 @st.cache_data(show_spinner=False, max_entries=64)
 def risk_calls_by_department(db: str, ver, vintage: str | None) -> pd.DataFrame:
     """Risk-call scores per department, over one vintage (``YYYY-MM-DD``) or every kept one (None:
-    a series counts once per vintage that scored it)."""
+    a series counts once per vintage that scored it; no filter, rather than a NULL parameter whose
+    type PostgreSQL cannot infer)."""
+    where, params = (
+        ("", [FINAL]) if vintage is None else ("and vintage = cast(? as date)", [FINAL, vintage])
+    )
     return _many(
         db,
         {
             "d": (
-                _CALL_SCORES.format(
-                    by="department",
-                    where="and (?::date is null or vintage = ?::date)",
-                    order="department",
-                ),
-                [FINAL, vintage, vintage],
+                _CALL_SCORES.format(by="department", where=where, order=f"department{_C}"),
+                params,
             )
         },
     )["d"]
@@ -602,15 +690,15 @@ def changes(db: str, ver, has_status: bool, has_resolved: bool) -> Changes:
         stmts["e"] = (
             "select status change, server_id, resource, department, app_manager, severity, "
             "first_breach_date, days_to_breach, first_flagged from risk_exceptions "
-            "order by status = 'new' desc, severity = 'critical' desc, days_to_breach, server_id, resource "
-            f"limit {CHANGES_LIMIT}",
+            "order by status = 'new' desc nulls last, severity = 'critical' desc nulls last, "
+            f"days_to_breach, server_id{_C}, resource{_C} limit {CHANGES_LIMIT}",
             [],
         )
     if has_resolved:
         stmts["r"] = (
             "select server_id, resource, department, app_manager, last_flagged, resolved_in, "
             "coalesce(reason, 'unknown') reason from risk_resolved "
-            f"order by department, server_id, resource limit {CHANGES_LIMIT}",
+            f"order by department{_C}, server_id{_C}, resource{_C} limit {CHANGES_LIMIT}",
             [],
         )
     out = _many(db, stmts) if stmts else {}

@@ -10,15 +10,17 @@ import streamlit as st
 from capacity_assets.config import CapacitySettings
 from capacity_assets.dashboard import data
 from capacity_assets.schema import escape_markdown
+from capacity_assets.store.postgres import redact
 
 
 def render(ov: data.Overview, settings: CapacitySettings, mixed: dict) -> None:
     """The settings shown are the published runs' (``mixed``: those the batches disagree on), not
-    this shell's: a viewer started with another CAPACITY_THRESHOLD must not relabel the results."""
+    this shell's: a viewer started with another CAPACITY_THRESHOLD must not relabel the results.
+    The database is named without a PostgreSQL URL's password (``settings.db`` is the whole URL)."""
     st.title("Capacity outlook")
     st.caption(
         f"Threshold {settings.threshold:g} % · risk window {settings.risk_days} days · "
-        f"MAPE warning {settings.mape_warn:g} % (as the published runs used them) · database {settings.db}"
+        f"MAPE warning {settings.mape_warn:g} % (as the published runs used them) · database {redact(settings.db)}"
     )
     if mixed:
         st.warning(

@@ -170,8 +170,7 @@ def writing(db: str, batches=()):
             conn.close()
 
 
-class StorageError(RuntimeError):
-    """The database file cannot be used; the message names it."""
+StorageError = postgres.StorageError  # one class for both databases: callers catch one
 
 
 def connect(db: str, read_only: bool = False, timeout: float | None = None):

@@ -85,14 +85,23 @@ def _plain(value):
 
 
 class StorageError(RuntimeError):
-    """The PostgreSQL server cannot be used; the message names it without the password."""
+    """The store cannot be used (a file that is not DuckDB, a server that refuses); the message
+    names it, without a password."""
 
 
 class PgConnection:
     """One PostgreSQL session, autocommit unless the caller says ``begin``."""
 
     def __init__(self, url: str):
-        import adbc_driver_postgresql.dbapi as adbc
+        try:
+            import adbc_driver_postgresql.dbapi as adbc
+        except ImportError:  # an optional extra: DuckDB, the default, needs none of it
+            from capacity_assets.store.db import StorageError as DbError  # what the CLI reports
+
+            raise DbError(
+                "CAPACITY_DB is a PostgreSQL URL, and the PostgreSQL driver is not installed: "
+                "pip install 'capacity_assets[postgres]'"
+            ) from None
 
         self.url = str(getattr(url, "url", url))
         try:
@@ -243,9 +252,7 @@ def _first_line(e: Exception) -> str:
 
 
 def _error(e: Exception, sql: str) -> Exception:
-    from capacity_assets.store.db import StorageError as DbError
-
-    return DbError(
+    return StorageError(
         f"PostgreSQL refused {sql.strip().split(None, 3)[:3]}...: {redact(_first_line(e))}"
     )
 

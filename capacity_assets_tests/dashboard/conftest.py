@@ -6,6 +6,9 @@ The replay costs a minute and a half or more on 2 cores, so it starts in the bac
 dashboard test is set up and runs alongside the tests on the single-run database (``tiny_run``, built
 meanwhile); ``track_db`` waits for it only when a Track record test needs it. A session that needs no
 track_db (``-k`` on other tests) kills it at the end.
+
+``postgres_server`` (capacity_assets_tests/servers.py) is a PostgreSQL server for the tests that read
+the same tables from PostgreSQL (test_dashboard_postgres.py); started only when one asks for it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import subprocess
 import pytest
 
 from capacity_assets_tests.conftest import BIN, TINY
+from capacity_assets_tests.servers import postgres_server  # noqa: F401 - a fixture (PostgreSQL tests)
 
 WEEKS = 3
 
