@@ -1,4 +1,9 @@
-"""`capacity`: the command line a planner uses. Flags override the CAPACITY_* environment variables."""
+"""`capacity`: the command line a planner uses. Flags override the CAPACITY_* environment variables.
+
+It parses flags and prints; the settings come from ``config.load()`` and the work of `capacity run`
+from ``pipeline.workflow``, imported when a command needs them, so `capacity --help` stays quick and
+importing this module loads no Dagster.
+"""
 
 from __future__ import annotations
 
@@ -75,9 +80,10 @@ def _apply(args) -> None:
 
 
 def _settings():
-    from capacity_assets.config import CapacitySettings
+    """Read after ``_apply``: the flags are in the environment by then."""
+    from capacity_assets import config
 
-    return CapacitySettings.from_env()
+    return config.load()
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -86,20 +92,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def cmd_run(args) -> int:
-    import duckdb
-
-    from capacity_assets.cli import preflight, summary
-    from capacity_assets.inputs import fingerprint
-    from capacity_assets.inputs.batching import batch_keys, batch_of
-    from capacity_assets.pipeline.instance import ensure_home, get_instance
-    from capacity_assets.pipeline.runner import (
-        SERVERS_PER_WORKER,
-        run_batches,
-        run_job,
-        useful_workers,
-    )
-    from capacity_assets.store import history, ledger
-    from capacity_assets.store.db import drop_other_batches
+    from capacity_assets.pipeline.workflow import run_fleet
 
     _apply(args)
     settings = _settings()
@@ -109,95 +102,28 @@ def cmd_run(args) -> int:
             f"capacity run: --workers {args.workers} capped to {cores}, the number of cores: "
             f"more batch processes than cores only add memory (~0.5–1 GB each)"
         )
-        args.workers = cores
-    ensure_home()
-    source, files = preflight.check_inputs(settings)  # clear errors before any table is touched
-    print(
-        f"capacity run: {source}; {settings.batches} batches into {settings.database} "
-        f"with {args.workers or f'up to {cores}'} worker(s); Dagster instance {os.environ['DAGSTER_HOME']}"
+        args.workers = cores  # `capacity demo --weeks` runs again with these args: said once
+    result = run_fleet(
+        settings, args.batch, args.workers, force=args.force, verbose=args.verbose, echo=print
     )
-    get_instance()
-    keys = batch_keys(settings.batches)
-    if args.batch:
-        unknown = [b for b in args.batch if b not in keys]
-        if unknown:
-            return _fail(f"unknown batch {unknown[0]!r}; batches are {keys[0]} .. {keys[-1]}")
-        keys = [k for k in keys if k in args.batch]
-    with duckdb.connect() as conn:
-        digests = fingerprint.server_digests(conn, files)
-    fingerprints = fingerprint.batch_fingerprints(None, files, settings, digests=digests)
-    # the ledger says what each batch's published results were made from, whoever ran it (CLI or UI)
-    unchanged = (
-        set()
-        if args.force
-        else ledger.unchanged(ledger.read(settings.database), fingerprints) & set(keys)
-    )
-    todo = [k for k in keys if k not in unchanged]
-    if unchanged:
-        print(
-            f"capacity run: {len(unchanged)} batch(es) unchanged since they were last published "
-            f"(same input rows, hierarchy, settings, code and libraries): skipped; --force re-runs them"
-        )
-    hierarchy = run_job("capacity_hierarchy", verbose=args.verbose)[0] if todo else None
-    if hierarchy is not None and not hierarchy.success:
-        print(hierarchy.error, file=sys.stderr)
-        return _fail("loading the business hierarchy failed; no batch was run", code=1)
-    running = set(todo)
-    servers = sum(1 for server in digests if batch_of(server, settings.batches) in running)
-    workers = args.workers or useful_workers(servers, cores)  # --workers is taken as given
-    if todo and workers < cores and not args.workers:
-        print(
-            f"capacity run: {workers} worker(s) for {servers} server(s) to run: a worker costs about 3 s to "
-            f"start, worth it from {SERVERS_PER_WORKER} servers each"
-        )
-    if todo and not args.batch:
-        # a new CAPACITY_BATCHES re-runs every batch: their steps then read each server's kept vintages
-        # under its new batch (risk calls, accuracy, lifecycles), none lost with a key that goes
-        moved, removed = history.rekey(settings.database, settings.batches)
-        if moved or removed:
-            print(
-                f"capacity run: the track record follows CAPACITY_BATCHES={settings.batches}: {moved:,} rows moved "
-                f"to their servers' batches, {removed:,} rows under an old batch removed (kept under the new one)"
-            )
-    outcome = run_batches(todo, workers, verbose=args.verbose, servers=servers)
-    outcome.unchanged = sorted(unchanged)
-    if not args.batch:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
-        dropped = drop_other_batches(settings.database, batch_keys(settings.batches))
-        if dropped:
-            print(
-                f"capacity run: removed {len(dropped)} batch(es) left by an earlier CAPACITY_BATCHES: "
-                f"{', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}"
-            )
-    # after every run, even one with nothing to do: published batches go stale while nothing changes,
-    # and the Dagster UI must show that as the summary does
-    run_job("capacity_freshness")
-    report = summary.run_summary(settings, outcome)
-    print(report.text)
-    if outcome.failed:
-        return _fail(
-            f"{len(outcome.failed)} of {len(keys)} batches failed: "
-            f"{', '.join(b.batch for b in outcome.failed)}",
-            code=1,
-        )
-    if report.series_forecast == 0:
-        return _fail(
-            "nothing could be forecast: every series is too short or invalid "
-            "(see skipped_series and the warnings above)",
-            code=1,
-        )
-    return 0
+    if result.summary:
+        print(result.summary)
+    if result.detail:
+        print(result.detail, file=sys.stderr)
+    return _fail(result.error, code=result.code) if result.error else 0
 
 
 def cmd_demo(args) -> int:
-    from capacity_assets.demo.fleet import write_fleet
-
-    out = Path(args.out)
     import pandas as pd
 
     from capacity_assets.demo.ensure import yesterday
+    from capacity_assets.demo.fleet import write_fleet
 
     if args.no_run and args.weeks:
         return _fail("--weeks replays runs and --no-run runs nothing: give one of them")
+    if args.out is None:
+        args.out = _settings().demo_dir  # `replay_weeks` writes each week's files under it
+    out = Path(args.out)
     end = pd.Timestamp(args.end) if args.end else yesterday()
     info = write_fleet(out, servers=args.servers, months=args.months, seed=args.seed, end=end)
     print(
@@ -254,7 +180,7 @@ def _size_ui_runs(settings) -> None:
     from capacity_assets.inputs import files
     from capacity_assets.pipeline.runner import batches_per_run
 
-    if os.environ.get("CAPACITY_BATCHES_PER_RUN", "").strip():
+    if settings.batches_per_run:
         return
     if settings.uses_prometheus:
         print(
@@ -273,7 +199,9 @@ def _size_ui_runs(settings) -> None:
             f"per core: {e}"
         )
         return
-    per_run = batches_per_run(settings.batches, os.cpu_count() or 1, servers)
+    per_run = batches_per_run(
+        settings.batches, os.cpu_count() or 1, servers, servers_per_run=settings.servers_per_run
+    )
     os.environ["CAPACITY_BATCHES_PER_RUN"] = str(per_run)
     print(
         f"capacity ui: a UI backfill runs {per_run} batch(es) per run ({servers} servers in {settings.batches} "
@@ -451,8 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out",
-        default=os.environ.get("CAPACITY_DEMO_DIR", "data/demo"),
-        help="folder for the demo files",
+        help="folder for the demo files (CAPACITY_DEMO_DIR, default data/demo)",
     )
     p.add_argument("--no-run", action="store_true", help="only write the files")
     p.add_argument(

@@ -14,6 +14,7 @@ from capacity_assets.inputs.prometheus import has_password
 from capacity_assets.inputs.sources import prepare_metrics
 from capacity_assets.notify.smtp import SmtpSettings
 from capacity_assets.pipeline.io_manager import build_io_manager
+from capacity_assets.store import postgres
 
 # run tag: the launcher's result settings (JSON), so a step on another host can check its own
 SETTINGS_TAG = "capacity/settings"
@@ -78,16 +79,19 @@ class SettingsResource(dg.ConfigurableResource):
         values["metrics"] = (
             redacted(settings.metrics) if settings.uses_prometheus else settings.metrics
         )
+        # a PostgreSQL password in CAPACITY_DB likewise: bound by name, read when a run starts
+        if postgres.has_password(settings.db):
+            values["db"] = dg.EnvVar("CAPACITY_DB")
         return cls(**values)
 
     def get(self) -> CapacitySettings:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(CapacitySettings)}
-        return CapacitySettings(**values)
+        return CapacitySettings(**{**values, "db": values["db"].strip()})
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Fail a step whose process (a Dask worker on another host) reads other result settings
         than the run's launcher did: its batch would be computed with them and published as one."""
-        run = context.dagster_run
+        run = context.run
         tag = run.tags.get(SETTINGS_TAG) if run is not None else None
         if tag is None:
             return

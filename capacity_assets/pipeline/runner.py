@@ -101,6 +101,7 @@ def run_job(
     from capacity_assets.pipeline import definitions
     from capacity_assets.pipeline.instance import get_instance
     from capacity_assets.pipeline.jobs import range_tags
+    from capacity_assets.pipeline.resources import settings_tag
     from capacity_assets.store import ledger
 
     started = time.monotonic()
@@ -108,7 +109,8 @@ def run_job(
     instance = get_instance()
     run_config = VERBOSE_RUN_CONFIG if verbose else QUIET_RUN_CONFIG
     names = keys or [job_name]
-    tags = range_tags(keys[0], keys[-1]) if keys else None
+    # the result settings ride along, so a step on another host checks its own against them
+    tags = {**(range_tags(keys[0], keys[-1]) if keys else {}), **settings_tag(settings)}
     try:
         if settings.executor == "in_process" or not keys:
             job = definitions.build_defs(settings).resolve_job_def(job_name)
@@ -169,34 +171,29 @@ def worker_context():
     return ctx
 
 
-def servers_per_run() -> int:
-    """CAPACITY_SERVERS_PER_RUN. A run holds its batches' inputs together (the champions step: daily
-    history and every contender's results); at 500 servers a run stays under about 2 GB."""
-    from capacity_assets.config import CapacitySettings
-
-    return CapacitySettings.from_env().servers_per_run
-
-
-def plan_ranges(keys: list[str], workers: int, servers: int = 0) -> list[list[str]]:
+def plan_ranges(
+    keys: list[str], workers: int, servers: int = 0, *, servers_per_run: int
+) -> list[list[str]]:
     """The batches to run as contiguous ranges, about one per worker (more where ``keys`` has gaps),
-    and more, smaller ones when a range would hold over ``servers_per_run()`` of the ``servers``."""
+    and more, smaller ones when a range would hold over ``servers_per_run`` of the ``servers``."""
     from capacity_assets.pipeline.jobs import ranges
 
     index = {k: int(k.rsplit("_", 1)[-1]) for k in keys}
     order = sorted(keys, key=index.__getitem__)
+    per_run = batches_per_run(len(keys), workers, servers, servers_per_run=servers_per_run)
     return [
-        [k for k in order if index[a] <= index[k] <= index[b]]
-        for a, b in ranges(keys, batches_per_run(len(keys), workers, servers))
+        [k for k in order if index[a] <= index[k] <= index[b]] for a, b in ranges(keys, per_run)
     ]
 
 
-def batches_per_run(batches: int, workers: int, servers: int = 0) -> int:
+def batches_per_run(batches: int, workers: int, servers: int = 0, *, servers_per_run: int) -> int:
     """How many of ``batches`` batches (holding ``servers`` servers) one run covers: about one run per
-    worker, and no run over ``servers_per_run()`` servers, so no process outgrows its memory."""
+    worker, and no run over ``servers_per_run`` (CAPACITY_SERVERS_PER_RUN) servers. A run holds its
+    batches' inputs together (the champions step: daily history and every contender's results), so
+    this bounds a process's memory: at 500 servers a run stays under about 2 GB."""
     per_run = max(1, math.ceil(batches / max(workers, 1)))
-    limit = servers_per_run()
-    if servers > limit:
-        per_run = min(per_run, max(1, limit * batches // servers))
+    if servers > servers_per_run:
+        per_run = min(per_run, max(1, servers_per_run * batches // servers))
     return per_run
 
 
@@ -206,9 +203,16 @@ def useful_workers(servers: int, workers: int) -> int:
 
 
 def run_batches(
-    keys: list[str], workers: int, verbose: bool = False, echo=print, servers: int = 0
+    keys: list[str],
+    workers: int,
+    verbose: bool = False,
+    echo=print,
+    servers: int = 0,
+    *,
+    servers_per_run: int,
 ) -> RunOutcome:
-    """Run every batch in ``keys`` with ``workers`` processes, echoing one line per finished range.
+    """Run every batch in ``keys`` (holding ``servers`` servers) with ``workers`` processes, in ranges
+    of at most ``servers_per_run`` servers, echoing one line per finished range.
 
     On Ctrl-C or SIGTERM the workers are stopped: a batch not yet published keeps its previous
     results in every table (see store.staging), finished batches stay, and the next run redoes the rest.
@@ -217,12 +221,12 @@ def run_batches(
     started = time.monotonic()
     if not keys:
         return outcome
-    chunks = plan_ranges(keys, workers, servers)
+    chunks = plan_ranges(keys, workers, servers, servers_per_run=servers_per_run)
     workers = max(1, min(workers, len(chunks)))
     done = 0
     # a fleet cut into ranges for memory runs each range in a fresh worker, even with one worker: in
     # the command's own process what one range leaves allocated would add to the next one's peak
-    if workers == 1 and (len(chunks) == 1 or servers <= servers_per_run()):
+    if workers == 1 and (len(chunks) == 1 or servers <= servers_per_run):
         for chunk in chunks:
             results = run_job("capacity_forecast", chunk, verbose)
             outcome.batches += results

@@ -187,32 +187,36 @@ def test_a_failing_batch_costs_the_others_nothing_and_is_repaired_alone(tmp_path
     assert values(db, "second") == {"b0": 20, "b1": 30, "b2": 20}
 
 
-def test_a_large_fleet_gets_more_smaller_ranges_and_a_small_one_a_range_per_worker(monkeypatch):
+def test_a_large_fleet_gets_more_smaller_ranges_and_a_small_one_a_range_per_worker():
     """A run holds its batches' inputs at once: past CAPACITY_SERVERS_PER_RUN servers a range is cut
     smaller (memory per process stays bounded), below it each worker gets one range (the per-run cost once)."""
+    from capacity_assets.config import CapacitySettings
     from capacity_assets.pipeline.runner import plan_ranges
 
-    monkeypatch.delenv("CAPACITY_SERVERS_PER_RUN", raising=False)
-    SERVERS_PER_RUN = 500  # the default
+    SERVERS_PER_RUN = CapacitySettings().servers_per_run  # the default, 500
+    limit = {"servers_per_run": SERVERS_PER_RUN}
 
     keys = ["batch_00", "batch_01", "batch_02"]
-    assert plan_ranges(keys, 2) == [["batch_00", "batch_01"], ["batch_02"]]
-    assert plan_ranges(keys, 2, servers=SERVERS_PER_RUN) == [["batch_00", "batch_01"], ["batch_02"]]
-    assert plan_ranges(keys, 2, servers=3 * SERVERS_PER_RUN) == [
+    assert plan_ranges(keys, 2, **limit) == [["batch_00", "batch_01"], ["batch_02"]]
+    assert plan_ranges(keys, 2, servers=SERVERS_PER_RUN, **limit) == [
+        ["batch_00", "batch_01"],
+        ["batch_02"],
+    ]
+    assert plan_ranges(keys, 2, servers=3 * SERVERS_PER_RUN, **limit) == [
         ["batch_00"],
         ["batch_01"],
         ["batch_02"],
     ]
-    assert plan_ranges(keys, 1, servers=2 * SERVERS_PER_RUN) == [
+    assert plan_ranges(keys, 1, servers=2 * SERVERS_PER_RUN, **limit) == [
         ["batch_00"],
         ["batch_01"],
         ["batch_02"],
     ]
-    assert plan_ranges(keys, 1, servers=SERVERS_PER_RUN) == [["batch_00", "batch_01", "batch_02"]]
-    monkeypatch.setenv(
-        "CAPACITY_SERVERS_PER_RUN", "100"
-    )  # a deployment with less memory per process
-    assert plan_ranges(keys, 2, servers=SERVERS_PER_RUN) == [
+    assert plan_ranges(keys, 1, servers=SERVERS_PER_RUN, **limit) == [
+        ["batch_00", "batch_01", "batch_02"]
+    ]
+    # a deployment with less memory per process
+    assert plan_ranges(keys, 2, servers=SERVERS_PER_RUN, servers_per_run=100) == [
         ["batch_00"],
         ["batch_01"],
         ["batch_02"],
@@ -262,7 +266,6 @@ def test_one_worker_runs_a_fleet_cut_for_memory_in_a_fresh_process_per_range(
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CAPACITY_SERVERS_PER_RUN", "2")  # the 6-server fleet now needs three runs
     with (
         monkeypatch.context() as elsewhere
     ):  # a fork server started under other settings (if none runs yet)
@@ -275,7 +278,8 @@ def test_one_worker_runs_a_fleet_cut_for_memory_in_a_fresh_process_per_range(
     keys = ["batch_00", "batch_01", "batch_02"]
     assert runner.run_job("capacity_hierarchy")[0].success
     lines = []
-    outcome = runner.run_batches(keys, 1, echo=lines.append, servers=6)
+    # at most 2 servers a run: the 6-server fleet needs three runs
+    outcome = runner.run_batches(keys, 1, echo=lines.append, servers=6, servers_per_run=2)
     assert not outcome.failed and len(lines) == 3, lines
     pids = set()
     for run_id in {b.run_id for b in outcome.batches}:

@@ -7,7 +7,7 @@ import duckdb
 import pandas as pd
 
 from capacity_assets.forecasting.engines.base import min_history_days
-from capacity_assets.inputs import cleaning, files, fingerprint
+from capacity_assets.inputs import cleaning, files, fingerprint, inspected
 from capacity_assets.inputs.batching import batch_of
 from capacity_assets.inputs.hierarchy import UNASSIGNED, hierarchy_table, read_hierarchy
 from capacity_assets.pipeline import checks
@@ -93,6 +93,13 @@ def business_hierarchy(
     )
 
 
+class IngestConfig(dg.Config):
+    """Run config of processed_data: what `capacity run` already inspected (``inputs.inspected``,
+    as JSON); empty in a run launched from the UI, which reads the input itself."""
+
+    inspected: str = ""
+
+
 def processed_data_asset(layout: Layout) -> dg.AssetsDefinition:
     @dg.multi_asset(
         outs={
@@ -121,16 +128,25 @@ def processed_data_asset(layout: Layout) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         settings: SettingsResource,
         prometheus: PrometheusResource,
+        config: IngestConfig,
     ):
         cfg = settings.get()
         keys = context.partition_keys
         started = time.monotonic()
         conn = duckdb.connect()
-        # the input is read once for every batch of the run, whatever their number
-        sources = files.inspect_metrics(conn, prometheus.metrics_files(cfg, log=context.log.info))
-        digests = fingerprint.server_digests(conn, sources)
-        prints = fingerprint.batch_fingerprints(conn, sources, cfg, digests=digests)
-        server_batch = {s: batch_of(s, cfg.batches) for s in digests}
+        if config.inspected:  # the launcher's inspection: this run reads only its batches' rows
+            seen = inspected.loads(config.inspected)
+            if not set(keys) <= seen.batches:
+                raise dg.Failure(
+                    f"the run was handed the inspection of {sorted(seen.batches)}, not of {keys}"
+                )
+            sources, prints, server_batch = seen.sources, seen.fingerprints, seen.server_batch
+        else:  # a run of its own (the UI): the input is read once for every batch of the run
+            metrics = prometheus.metrics_files(cfg, log=context.log.info)
+            sources = files.inspect_metrics(conn, metrics)
+            digests = fingerprint.server_digests(conn, sources)
+            prints = fingerprint.batch_fingerprints(conn, sources, cfg, digests=digests)
+            server_batch = {s: batch_of(s, cfg.batches) for s in digests}
         servers = sorted(s for s, b in server_batch.items() if b in keys)
         daily, stats = files.read_daily(conn, sources, servers, cfg.daily_agg)
         daily = daily.assign(batch=daily["server_id"].map(server_batch))
