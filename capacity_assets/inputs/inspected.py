@@ -9,7 +9,8 @@ but the files themselves (a path every worker can read).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 
 from capacity_assets.inputs.files import SourceFile
 
@@ -23,6 +24,16 @@ class Inspected:
     @property
     def batches(self) -> set[str]:
         return set(self.fingerprints)
+
+    def share(self, keys: list[str]) -> Inspected:
+        """The share of batches ``keys``: their servers and fingerprints, and every source file
+        by its absolute path (a worker runs in a folder of its own)."""
+        wanted = set(keys)
+        return Inspected(
+            [replace(s, path=os.path.abspath(s.path)) for s in self.sources],
+            {s: b for s, b in self.server_batch.items() if b in wanted},
+            {b: fp for b, fp in self.fingerprints.items() if b in wanted},
+        )
 
     def dumps(self) -> str:
         return json.dumps(
@@ -39,19 +50,4 @@ def loads(text: str) -> Inspected:
     data = json.loads(text)
     return Inspected(
         [SourceFile(**s) for s in data["sources"]], data["server_batch"], data["fingerprints"]
-    )
-
-
-def for_batches(
-    sources: list[SourceFile],
-    server_batch: dict[str, str],
-    fingerprints: dict[str, str],
-    keys: list[str],
-) -> Inspected:
-    """The share of ``keys``: their servers and fingerprints, and every source file."""
-    wanted = set(keys)
-    return Inspected(
-        list(sources),
-        {s: b for s, b in server_batch.items() if b in wanted},
-        {b: fp for b, fp in fingerprints.items() if b in wanted},
     )

@@ -19,6 +19,8 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
+from capacity_assets.inputs.inspected import Inspected
+
 # a worker process costs about 3 s before its first step (imports, the instance, its run): below
 # this many servers to run per worker it costs more than the fitting it takes over
 SERVERS_PER_WORKER = 25
@@ -87,10 +89,12 @@ def _failure_text(result) -> str:
 
 
 def run_job(
-    job_name: str, keys: list[str] | None = None, verbose: bool = False
+    job_name: str, keys: list[str] | None = None, verbose: bool = False, inspected: str = ""
 ) -> list[BatchResult]:
     """Execute one run of ``job_name`` (over the contiguous range ``keys``, for the batch job) against
     the persistent instance with the configured executor; one result per batch (or one for the job).
+    ``inspected``: what the launcher learnt of the input for these batches (``inputs.inspected``),
+    so the run reads only their rows.
 
     The default in-process executor runs here; any other (multiprocess, dask) goes through
     ``execute_job`` with a reconstructable job so its steps can run elsewhere.
@@ -108,6 +112,8 @@ def run_job(
     settings = config.load()  # now: `capacity demo --weeks` points CAPACITY_METRICS at each week
     instance = get_instance()
     run_config = VERBOSE_RUN_CONFIG if verbose else QUIET_RUN_CONFIG
+    if keys and inspected:
+        run_config = {**run_config, "ops": {"processed_data": {"config": {"inspected": inspected}}}}
     names = keys or [job_name]
     # the result settings ride along, so a step on another host checks its own against them
     tags = {**(range_tags(keys[0], keys[-1]) if keys else {}), **settings_tag(settings)}
@@ -210,25 +216,31 @@ def run_batches(
     servers: int = 0,
     *,
     servers_per_run: int,
+    inspection: Inspected | None = None,
 ) -> RunOutcome:
     """Run every batch in ``keys`` (holding ``servers`` servers) with ``workers`` processes, in ranges
     of at most ``servers_per_run`` servers, echoing one line per finished range.
 
     On Ctrl-C or SIGTERM the workers are stopped: a batch not yet published keeps its previous
     results in every table (see store.staging), finished batches stay, and the next run redoes the rest.
+    ``inspection``: the whole input's, of which each run is handed its own batches' share.
     """
     outcome = RunOutcome()
     started = time.monotonic()
     if not keys:
         return outcome
     chunks = plan_ranges(keys, workers, servers, servers_per_run=servers_per_run)
+
+    def share(chunk: list[str]) -> str:
+        return inspection.share(chunk).dumps() if inspection is not None else ""
+
     workers = max(1, min(workers, len(chunks)))
     done = 0
     # a fleet cut into ranges for memory runs each range in a fresh worker, even with one worker: in
     # the command's own process what one range leaves allocated would add to the next one's peak
     if workers == 1 and (len(chunks) == 1 or servers <= servers_per_run):
         for chunk in chunks:
-            results = run_job("capacity_forecast", chunk, verbose)
+            results = run_job("capacity_forecast", chunk, verbose, share(chunk))
             outcome.batches += results
             done += len(results)
             echo(_line(results, done, len(keys), started))
@@ -241,7 +253,9 @@ def run_batches(
         try:
             env, cwd = dict(os.environ), os.getcwd()
             futures = {
-                pool.submit(run_in, env, cwd, run_job, "capacity_forecast", chunk, verbose): chunk
+                pool.submit(
+                    run_in, env, cwd, run_job, "capacity_forecast", chunk, verbose, share(chunk)
+                ): chunk
                 for chunk in chunks
             }
             for fut in as_completed(futures):

@@ -22,6 +22,7 @@ from capacity_assets.demo.ensure import ensure_demo_fleet
 from capacity_assets.inputs import files, fingerprint, prometheus
 from capacity_assets.inputs.batching import batch_keys, batch_of
 from capacity_assets.inputs.hierarchy import read_hierarchy
+from capacity_assets.inputs.inspected import Inspected
 from capacity_assets.inputs.sources import prepare_metrics
 from capacity_assets.pipeline.instance import ensure_home, get_instance
 from capacity_assets.pipeline.runner import (
@@ -132,6 +133,9 @@ def run_fleet(
         echo=echo,
         servers=result.servers,
         servers_per_run=settings.servers_per_run,
+        inspection=Inspected(
+            sources, {s: batch_of(s, settings.batches) for s in digests}, fingerprints
+        ),
     )
     outcome.unchanged = sorted(unchanged)
     if not batches:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
