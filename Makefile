@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dask]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dask,postgres]'
 	touch $@
 
 install: $(BIN)/.installed

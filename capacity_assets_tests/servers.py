@@ -247,6 +247,15 @@ def _stop(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
             p.wait(timeout=5)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies without its teardown (a
+    killed pytest), so no scheduler or worker outlives it (Linux; elsewhere teardown only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _spawn(args: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
         return subprocess.Popen(
@@ -257,6 +266,7 @@ def _spawn(args: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Popen
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: killed as a whole
+            preexec_fn=_die_with_parent,
         )
 
 

@@ -2,16 +2,25 @@
 
 The staged IO manager needs what Dagster's public API does not give: the DbIOManager base and its
 TableSlice (dagster-duckdb builds on them too), the run id of an input's step, and the set of
-partitioned assets a run will write. A Dagster upgrade that moves any of these fails
+partitioned assets a run will write. The Dask executor (``pipeline/executors``) hands dagster-dask
+a PlanOrchestrationContext of its own, whose job name carries the run id. A Dagster upgrade that moves any of these fails
 ``capacity_assets_tests/pipeline/test_dagster_private.py`` loudly instead of a run quietly never
 publishing.
 """
 
 from __future__ import annotations
 
+from dagster._core.execution.context.system import PlanOrchestrationContext  # noqa: F401
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice  # noqa: F401
 
-__all__ = ["DbIOManager", "DbTypeHandler", "TableSlice", "run_id_of", "expected_tables"]
+__all__ = [
+    "DbIOManager",
+    "DbTypeHandler",
+    "TableSlice",
+    "PlanOrchestrationContext",
+    "run_id_of",
+    "expected_tables",
+]
 
 
 def run_id_of(context) -> str | None:

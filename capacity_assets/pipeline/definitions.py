@@ -4,6 +4,7 @@ settings (``build_defs``), never from the environment at import time."""
 from __future__ import annotations
 
 import logging
+import warnings
 
 import dagster as dg
 
@@ -17,11 +18,12 @@ from capacity_assets.pipeline.assets.ledger import ledger_assets
 from capacity_assets.pipeline.assets.risk import risk_assets
 from capacity_assets.pipeline.assets.tournament import tournament_assets
 from capacity_assets.pipeline.assets.track import track_assets
+from capacity_assets.pipeline.executors import build_executor
 from capacity_assets.pipeline.jobs import build_jobs
 from capacity_assets.pipeline.loggers import console
 from capacity_assets.pipeline.notify import capacity_notify, digests_sensor
 from capacity_assets.pipeline.partitions import layout
-from capacity_assets.pipeline.resources import build_executor, build_resources
+from capacity_assets.pipeline.resources import build_resources, settings_tag
 
 logging.getLogger("cmdstanpy").disabled = True
 
@@ -39,27 +41,35 @@ def build_defs(
     credentials = credentials if credentials is not None else config.prometheus_credentials()
     key = (settings, smtp, smtp.password, tuple(sorted(credentials.items())))
     if key not in _BUILT:
-        lay = layout(settings)
-        jobs, schedules = build_jobs(lay)
-        _BUILT[key] = dg.Definitions(
-            assets=[
-                business_hierarchy,
-                processed_data_asset(lay),
-                *forecasting_assets(lay, settings.contenders),
-                *tournament_assets(lay, settings.contenders),
-                *risk_assets(lay),
-                *track_assets(lay, settings.keep_vintages),
-                *ledger_assets(lay),
-            ],
-            asset_checks=[checks.every_batch_fresh],
-            jobs=[*jobs, capacity_notify],
-            sensors=[digests_sensor(smtp.configured)],
-            schedules=schedules,
-            resources=build_resources(settings, smtp, credentials),
-            executor=build_executor(settings),
-            loggers={"console": console},
-        )
+        with warnings.catch_warnings():
+            # Dagster marks backfill policies beta; they are its documented way to batch
+            # partitions, chosen knowingly here, so their notices are noise wherever code loads
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            _BUILT[key] = _build(settings, smtp, credentials)
     return _BUILT[key]
+
+
+def _build(settings: CapacitySettings, smtp: SmtpSettings, credentials: dict) -> dg.Definitions:
+    lay = layout(settings)
+    jobs, schedules = build_jobs(lay, settings_tag(settings))
+    return dg.Definitions(
+        assets=[
+            business_hierarchy,
+            processed_data_asset(lay),
+            *forecasting_assets(lay, settings.contenders),
+            *tournament_assets(lay, settings.contenders),
+            *risk_assets(lay),
+            *track_assets(lay, settings.keep_vintages),
+            *ledger_assets(lay),
+        ],
+        asset_checks=[checks.every_batch_fresh],
+        jobs=[*jobs, capacity_notify],
+        sensors=[digests_sensor(smtp.configured)],
+        schedules=schedules,
+        resources=build_resources(settings, smtp, credentials),
+        executor=build_executor(settings),
+        loggers={"console": console},
+    )
 
 
 @dg.definitions

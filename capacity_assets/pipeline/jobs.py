@@ -34,8 +34,9 @@ def range_tags(first: str, last: str) -> dict[str, str]:
     return {RANGE_START: first, RANGE_END: last}
 
 
-def build_jobs(layout: Layout) -> tuple[list, list]:
-    """(jobs, schedules) of the code location."""
+def build_jobs(layout: Layout, tags: dict[str, str] | None = None) -> tuple[list, list]:
+    """(jobs, schedules) of the code location; ``tags`` go on every batch run (the result
+    settings, which a step on another host checks its own against)."""
     forecast_job = dg.define_asset_job(
         "capacity_forecast",
         selection=(
@@ -44,6 +45,7 @@ def build_jobs(layout: Layout) -> tuple[list, list]:
             - dg.AssetSelection.checks(FRESHNESS_CHECK)
         ),
         description="processed_data through batch_ledger for one server batch.",
+        tags=tags,
     )
     hierarchy_job = dg.define_asset_job(
         "capacity_hierarchy",

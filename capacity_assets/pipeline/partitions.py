@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass
 
 import dagster as dg
@@ -17,9 +16,6 @@ from capacity_assets.inputs.batching import batch_keys
 
 # tells the IO manager which column holds the partition key, so a batch is replaced in place
 STORED_BY_BATCH = {"partition_expr": "batch"}
-# Dagster marks backfill policies (and a sensor's owners) beta; they are its documented way to batch
-# partitions, chosen knowingly here, so their notices are noise in every process that loads the code
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 @dataclass(frozen=True)

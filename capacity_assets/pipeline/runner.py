@@ -85,6 +85,12 @@ def _failure_text(result) -> str:
         while err.cause is not None and "capacity_assets" not in (err.message or ""):
             err = err.cause
         lines.append(f"{step}: {err.message.strip()}")
+    if not lines:  # no step failed: a resource that could not start (settings on a worker), say
+        for event in result.all_events:
+            err = getattr(event.event_specific_data, "error", None)
+            if err is not None and event.event_type_value != "STEP_FAILURE":
+                lines.append(f"{event.step_key or event.event_type_value}: {err.message.strip()}")
+                break
     return "\n".join(lines) or "run failed"
 
 

@@ -96,9 +96,7 @@ class PgConnection:
         try:
             import adbc_driver_postgresql.dbapi as adbc
         except ImportError:  # an optional extra: DuckDB, the default, needs none of it
-            from capacity_assets.store.db import StorageError as DbError  # what the CLI reports
-
-            raise DbError(
+            raise StorageError(
                 "CAPACITY_DB is a PostgreSQL URL, and the PostgreSQL driver is not installed: "
                 "pip install 'capacity_assets[postgres]'"
             ) from None

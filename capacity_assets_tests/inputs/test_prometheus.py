@@ -807,7 +807,7 @@ def test_credentials_are_what_the_caller_passes_never_the_environment(guarded, m
             "both CAPACITY_PROM_TOKEN and CAPACITY_PROM_USER are set: set one of them",
         ),
         (
-            {"user": "capacity", "password": ""},
+            {"user": "capacity"},
             "CAPACITY_PROM_USER is set but CAPACITY_PROM_PASSWORD is not",
         ),
     ],
