@@ -26,6 +26,10 @@ from capacity_assets.pipeline.partitions import layout
 from capacity_assets.pipeline.resources import build_resources, settings_tag
 
 logging.getLogger("cmdstanpy").disabled = True
+# Dagster marks backfill policies and a sensor's owners beta; they are its documented way to batch
+# partitions, chosen knowingly here, so their notices are noise in every process that loads the
+# code (Dagster resolves definitions lazily, so building them under a filter is not enough)
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 _BUILT: dict[tuple, dg.Definitions] = {}  # building costs about a second; a process reuses it
 

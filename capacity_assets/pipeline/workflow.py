@@ -33,7 +33,7 @@ from capacity_assets.pipeline.runner import (
     useful_workers,
 )
 from capacity_assets.store import history, ledger
-from capacity_assets.store.db import connect, db_lock, drop_other_batches
+from capacity_assets.store.db import connect, db_lock, drop_other_batches, prepare
 from capacity_assets.store.queries import query, tables
 
 if TYPE_CHECKING:
@@ -191,6 +191,7 @@ def check_inputs(
         read_hierarchy(conn, settings.hierarchy_path)
     with db_lock(settings.database):  # a file that is not DuckDB is refused here, untouched
         connect(settings.database).close()
+    prepare(settings.database)  # PostgreSQL: the schemas once, before any batch runs
     notes = [
         f"{len(sources)} file{'s' if len(sources) != 1 else ''}",
         f"{sum(f.rows for f in sources):,} rows",

@@ -147,11 +147,35 @@ def exclusive(db: str, name: str):
         conn.close()  # ends the session, and its lock with it
 
 
+_PREPARED: set[str] = set()  # PostgreSQL databases this process has seen prepared
+
+
+def prepare(db) -> None:
+    """What the store needs before any batch runs, created once: PostgreSQL's schemas and the
+    functions its readers use (concurrent DDL fails there). DuckDB needs nothing."""
+    if not is_postgres(db) or getattr(db, "url", db) in _PREPARED:
+        return
+    conn = connect(db)
+    try:
+        if (
+            not {"main", "staging"} <= schemas(conn)
+            or not conn.execute(
+                "select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
+                "where n.nspname = 'main' and p.proname = 'median'"
+            ).fetchone()[0]
+        ):
+            postgres.prepare(conn)
+    finally:
+        conn.close()
+    _PREPARED.add(getattr(db, "url", db))
+
+
 @contextmanager
 def writing(db: str, batches=()):
     """A connection to ``db`` in one transaction, committed when the block ends and rolled back if
     it raises. DuckDB: under the file's exclusive lock. PostgreSQL: holding ``batches``' advisory
     locks, so runs of other batches go on meanwhile."""
+    prepare(db)
     with db_lock(db):
         conn = connect(db)
         try:
