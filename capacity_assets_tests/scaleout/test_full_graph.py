@@ -215,7 +215,7 @@ def _running_step(instance, step: str | None = None):
     for record in instance.get_run_records(RunsFilter(job_name="capacity_forecast")):
         run_id = record.dagster_run.run_id
         started = {
-            r.step_key: r.pid
+            r.step_key: r.dagster_event.pid
             for r in instance.all_logs(run_id, of_type=DagsterEventType.STEP_START)
         }
         done = {
