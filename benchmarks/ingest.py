@@ -33,12 +33,14 @@ def child(runs: int) -> None:
     from capacity_assets.pipeline import definitions
     from capacity_assets.pipeline.instance import get_instance
     from capacity_assets.pipeline.jobs import range_tags, ranges
-    from capacity_assets.pipeline.partitions import batches
     from capacity_assets.pipeline.runner import QUIET_RUN_CONFIG
 
     instance = get_instance()
-    job = definitions.defs.resolve_job_def("capacity_forecast")
-    keys = batches.get_partition_keys()
+    from capacity_assets.config import load
+    from capacity_assets.inputs.batching import batch_keys
+
+    job = definitions.build_defs().resolve_job_def("capacity_forecast")
+    keys = batch_keys(load().batches)
     per_run = -(-len(keys) // runs)
     out = []
     for first, last in ranges(keys, per_run):

@@ -39,9 +39,9 @@ def _type(e) -> str:
 
 
 def _engines() -> set[str]:
-    from capacity_assets.config import contender_names
+    from capacity_assets.config import load
 
-    return {f"{n}_results" for n in contender_names()}
+    return {f"{n}_results" for n in load().contenders}
 
 
 def run_breakdown(instance, run, fitted: set[str]) -> dict:

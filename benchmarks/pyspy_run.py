@@ -33,7 +33,7 @@ LAYERS = [
     ("Dagster event log (SQLite writes/reads)", r"sqlalchemy|sqlite_event_log|store_event|sqlite3"),
     (
         "input read (DuckDB scan, fingerprints)",
-        r"files\.py|fingerprint\.py|preflight\.py|sources\.py",
+        r"files\.py|fingerprint\.py|workflow\.py|sources\.py",
     ),
     (
         "DuckDB IO: staging, publish, loads, history reads",

@@ -141,10 +141,10 @@ def main() -> int:
             if "capacity_forecast" in n["jobNames"] and n["isPartitioned"]
         ]
         os.environ["CAPACITY_BATCHES"] = env.get("CAPACITY_BATCHES", "20")
-        from capacity_assets.config import batch_count
+        from capacity_assets.config import load
         from capacity_assets.inputs.batching import batch_keys
 
-        keys = batch_keys(batch_count())
+        keys = batch_keys(load().batches)
         selection = ", ".join("{path: %s}" % json.dumps(p) for p in assets)
         time.sleep(5)  # let the daemon settle after start-up
         launched_at = time.time()
