@@ -3,7 +3,7 @@
 AppTest does not run the frontend, so only a real browser shows that the Plotly charts draw. Needs
 Debian's ``chromium`` package (Playwright's own browser download is not used); without it the test
 skips locally and fails in CI (env CI set). It runs on ``track_db`` (conftest.py), so the Track record
-has charts to draw.
+has charts to draw, once from the DuckDB file and once from a PostgreSQL store holding the same tables.
 """
 
 from __future__ import annotations
@@ -48,10 +48,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(params=["duckdb", "postgres"])
+def store(request, track_db) -> str:
+    """The store the dashboard reads: the DuckDB file, or a PostgreSQL copy of its tables."""
+    if request.param == "duckdb":
+        return track_db["db"]
+    from capacity_assets_tests.dashboard.test_dashboard_postgres import copy_to_postgres
+
+    url = request.getfixturevalue("postgres_server").create_database()
+    copy_to_postgres(track_db["db"], url)
+    return url
+
+
 @pytest.fixture
-def dashboard(track_db, tmp_path):
+def dashboard(store, tmp_path):
     port = free_port()
-    env = {**os.environ, "CAPACITY_DB": track_db["db"]}
+    env = {**os.environ, "CAPACITY_DB": store}
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "capacity"), "dashboard", "--port", str(port)],
         cwd=tmp_path,
@@ -83,7 +95,7 @@ def dashboard(track_db, tmp_path):
         proc.wait(timeout=20)
 
 
-def test_dashboard_renders_in_chromium(dashboard, track_db, tmp_path):
+def test_dashboard_renders_in_chromium(dashboard, store, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -100,7 +112,7 @@ def test_dashboard_renders_in_chromium(dashboard, track_db, tmp_path):
             page.screenshot(path=str(tmp_path / "risk_heatmap.png"))
             # each view draws its own chart (found by its title), with its data in it, not an empty plot
             buckets = queries.query(
-                track_db["db"],
+                store,
                 "select count(distinct horizon_bucket) from forecast_accuracy "
                 "where horizon_bucket != 'all'",
             ).iloc[0, 0]
