@@ -9,8 +9,8 @@ The batch is stored as ``risk_batch``, not ``batch``: ``store.db.drop_other_batc
 rows of stale batch keys from every ``main`` table with a ``batch`` column, and forgetting what was
 sent would mail every manager again after a change of CAPACITY_BATCHES.
 
-Functions take an open DuckDB connection; the caller holds ``db_lock`` (shared to read, exclusive
-to write).
+Functions take an open connection of the store (``store.db.reading`` to read, ``writing`` to
+record: one transaction).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from capacity_assets.pipeline.runner import (
     useful_workers,
 )
 from capacity_assets.store import history, ledger
-from capacity_assets.store.db import connect, db_lock, drop_other_batches, prepare
+from capacity_assets.store.db import drop_other_batches, prepare
 from capacity_assets.store.queries import query, tables
 
 if TYPE_CHECKING:
@@ -189,9 +189,7 @@ def check_inputs(
     )
     if settings.hierarchy_path:
         read_hierarchy(conn, settings.hierarchy_path)
-    with db_lock(settings.database):  # a file that is not DuckDB is refused here, untouched
-        connect(settings.database).close()
-    prepare(settings.database)  # PostgreSQL: the schemas once, before any batch runs
+    prepare(settings.database)  # refuses a file that is not DuckDB, untouched; PostgreSQL: schemas
     notes = [
         f"{len(sources)} file{'s' if len(sources) != 1 else ''}",
         f"{sum(f.rows for f in sources):,} rows",

@@ -152,8 +152,13 @@ _PREPARED: set[str] = set()  # PostgreSQL databases this process has seen prepar
 
 def prepare(db) -> None:
     """What the store needs before any batch runs, created once: PostgreSQL's schemas and the
-    functions its readers use (concurrent DDL fails there). DuckDB needs nothing."""
-    if not is_postgres(db) or getattr(db, "url", db) in _PREPARED:
+    functions its readers use (concurrent DDL fails there). A DuckDB file is opened once, so one
+    that is not DuckDB is refused before anything runs (DuckDB refuses without writing a byte)."""
+    if not is_postgres(db):
+        with db_lock(db):
+            connect(db).close()
+        return
+    if getattr(db, "url", db) in _PREPARED:
         return
     conn = connect(db)
     try:
@@ -175,7 +180,8 @@ def writing(db: str, batches=()):
     """A connection to ``db`` in one transaction, committed when the block ends and rolled back if
     it raises. DuckDB: under the file's exclusive lock. PostgreSQL: holding ``batches``' advisory
     locks, so runs of other batches go on meanwhile."""
-    prepare(db)
+    if is_postgres(db):
+        prepare(db)
     with db_lock(db):
         conn = connect(db)
         try:
