@@ -17,7 +17,7 @@ install: $(BIN)/.installed
 demo: $(BIN)/.installed  ## the built-in 200-server demo fleet, whole graph, then a summary
 	$(BIN)/capacity demo
 
-test: $(BIN)/.installed  ## the whole test suite (about 6-7 minutes on 2 cores, a test file per core)
+test: $(BIN)/.installed  ## the whole test suite (a test file per core; the servers it needs are started by its fixtures)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: $(BIN)/.installed
