@@ -89,6 +89,20 @@ class StorageError(RuntimeError):
     names it, without a password."""
 
 
+def _plain_call(func, args, kwargs, cancel):
+    return func(*args, **kwargs)
+
+
+def _keep_python_sigint() -> None:
+    """ADBC runs each driver call under a native SIGINT handler that cancels the statement instead
+    of raising: Ctrl-C then fails a step as an ordinary error, or is lost when the call was short,
+    and a run goes on. Plain calls (what ADBC does on Windows) let Python's handler, and Dagster's
+    interrupt, see it as soon as the call returns."""
+    import adbc_driver_manager.dbapi as dbapi
+
+    dbapi._blocking_call = _plain_call
+
+
 class PgConnection:
     """One PostgreSQL session, autocommit unless the caller says ``begin``."""
 
@@ -100,7 +114,7 @@ class PgConnection:
                 "CAPACITY_DB is a PostgreSQL URL, and the PostgreSQL driver is not installed: "
                 "pip install 'capacity_assets[postgres]'"
             ) from None
-
+        _keep_python_sigint()
         self.url = str(getattr(url, "url", url))
         try:
             self._conn = adbc.connect(self.url, autocommit=True)

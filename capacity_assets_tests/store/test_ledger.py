@@ -1,11 +1,13 @@
-"""The batch ledger's rules on hand-made rows: what is unchanged, what is stale, which settings were used."""
+"""The batch ledger's rules on hand-made rows: what is unchanged, what is stale, which settings were
+used; and reading it back from either store."""
 
 import json
 
 import pandas as pd
 
 from capacity_assets.schema import BATCH_LEDGER
-from capacity_assets.store import ledger
+from capacity_assets.store import ledger, staging
+from capacity_assets.store.db import writing
 
 NOW = pd.Timestamp("2026-11-26 12:00")
 
@@ -47,3 +49,30 @@ def test_hierarchy_version_follows_content_not_order():
     assert ledger.hierarchy_version(h) == ledger.hierarchy_version(same)
     moved = h.assign(department=["X", "Z"])
     assert ledger.hierarchy_version(h) != ledger.hierarchy_version(moved)
+
+
+def test_the_ledger_reads_back_as_published_from_either_store(store):
+    """Skipping, freshness and the run summary read the ledger through ``ledger.read``: before the
+    first publication it is empty but typed, and a published row comes back with the contract's
+    types from DuckDB and PostgreSQL alike."""
+    empty = ledger.read(store)
+    assert empty.empty and list(empty.columns) == list(BATCH_LEDGER)
+    row = ledger.ledger_row(
+        "b0",
+        "r1",
+        "fp",
+        pd.DataFrame({"server_id": ["s", "s", "t"], "resource": ["cpu", "cpu", "cpu"]}),
+        {"threshold": 95.0},
+        "v1",
+        pd.DataFrame({"server_id": ["s"], "department": ["D"], "app_manager": ["m"]}),
+        NOW,
+    )
+    with writing(store, ["b0"]) as conn:  # as the IO manager publishes a batch
+        conn.register("obj", row)
+        conn.execute("create table if not exists main.batch_ledger as select * from obj limit 0")
+        staging.stage(conn, "batch_ledger", "select * from obj", "r1", ["b0"])
+        conn.unregister("obj")
+        staging.publish(conn, "r1", "b0")
+    # fetched as the store's readers fetch (text as objects), the values exactly as published
+    pd.testing.assert_frame_equal(ledger.read(store), row, check_dtype=False)
+    assert ledger.stale(ledger.read(store), ["b0", "b1"], NOW) == {"b1": "never published"}

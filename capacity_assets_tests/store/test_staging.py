@@ -1,11 +1,13 @@
-"""Staged publication on a real DuckDB file: all of a batch's tables or none, and a run that another
-run took the batch over from fails instead of reporting success for work it never published."""
+"""Staged publication on a real store, DuckDB and PostgreSQL alike (``store`` in conftest.py): all
+of a batch's tables or none, and a run that another run took the batch over from fails instead of
+reporting success for work it never published."""
 
 import duckdb
 import pandas as pd
 import pytest
 
 from capacity_assets.store import staging
+from capacity_assets.store.db import fetch_frame
 
 
 def _stage(conn, table, run_id, batch, values):
@@ -24,8 +26,7 @@ def _main(conn, table, batch):
     )
 
 
-def test_a_batch_is_published_whole_and_only_when_asked(tmp_path):
-    conn = duckdb.connect(str(tmp_path / "db.duckdb"))
+def test_a_batch_is_published_whole_and_only_when_asked(conn):
     _stage(conn, "a", "r1", "b0", [1, 2])
     assert _main(conn, "a", "b0") == []  # staged is not published
     _stage(conn, "b", "r1", "b0", [3])
@@ -33,8 +34,7 @@ def test_a_batch_is_published_whole_and_only_when_asked(tmp_path):
     assert _main(conn, "a", "b0") == [1, 2] and _main(conn, "b", "b0") == [3]
 
 
-def test_the_later_run_takes_the_batch_over_and_the_earlier_one_fails_loudly(tmp_path):
-    conn = duckdb.connect(str(tmp_path / "db.duckdb"))
+def test_the_later_run_takes_the_batch_over_and_the_earlier_one_fails_loudly(conn):
     _stage(conn, "a", "old", "b0", [1])
     _stage(conn, "b", "old", "b0", [2])
     staging.publish(conn, "old", "b0")  # the previous complete publication
@@ -57,8 +57,7 @@ def test_the_later_run_takes_the_batch_over_and_the_earlier_one_fails_loudly(tmp
     assert staging.staged_tables(conn, "slow", "b1") == {"a"}
 
 
-def test_an_append_table_replaces_only_its_vintage_and_keeps_the_newest(tmp_path):
-    conn = duckdb.connect(str(tmp_path / "db.duckdb"))
+def test_an_append_table_replaces_only_its_vintage_and_keeps_the_newest(conn):
 
     def publish(run, batch, vintage, values):
         obj = pd.DataFrame({"batch": batch, "vintage": vintage, "v": values})
@@ -69,10 +68,10 @@ def test_an_append_table_replaces_only_its_vintage_and_keeps_the_newest(tmp_path
         staging.publish(conn, run, batch)
 
     def vintages(batch):
-        return conn.execute(
-            "select vintage, list(v order by v) from main.h where batch = ? group by 1 order by 1",
-            [batch],
+        rows = conn.execute(
+            "select vintage, v from main.h where batch = ? order by 1, 2", [batch]
         ).fetchall()
+        return [(n, [v for m, v in rows if m == n]) for n in sorted({m for m, _ in rows})]
 
     publish("r1", "b0", 1, [10])
     publish("r1", "b1", 1, [99])
@@ -84,24 +83,20 @@ def test_an_append_table_replaces_only_its_vintage_and_keeps_the_newest(tmp_path
     assert vintages("b0") == [(2, [21, 22]), (3, [30])] and vintages("b1") == [(1, [99])]
 
 
-def test_arrow_fetch_types_every_column_as_fetchdf_does():
+def test_arrow_fetch_types_every_column_as_fetchdf_does(conn):
     """A ranged run loads its inputs through Arrow (shared strings, a fraction of the memory); every
-    step downstream must see the frame a plain fetch gives: dates, nullable integers and booleans,
-    text, floats, empty results."""
-    import duckdb
-    import pandas as pd
-
-    from capacity_assets.store.db import fetch_frame
-
-    conn = duckdb.connect()
+    step downstream must see the frame a plain DuckDB fetch gives, from either store: dates,
+    nullable integers and booleans, text, floats, empty results."""
     query = (
-        "select * from (values (date '2026-01-01', timestamp '2026-01-01 10:00', 'app-01', null::integer, "
-        "true, null::boolean, 7::bigint, 1.5::float, 2.5::double), "
-        "(null, null, null, 3, false, true, 8, null, null)) t(d, ts, s, n, b, nb, i, f, x) where s = ? or s is null"
-    )
-    pd.testing.assert_frame_equal(
-        fetch_frame(conn, query, ["app-01"]), conn.execute(query, ["app-01"]).fetchdf()
+        "select * from (values (date '2026-01-01', timestamp '2026-01-01 10:00', 'app-01', "
+        "null::integer, true, null::boolean, 7::bigint, 1.5::real, 2.5::double precision), "
+        "(null, null, null, 3, false, true, 8, null, null)) t(d, ts, s, n, b, nb, i, f, x) "
+        "where s = ? or s is null"
     )
     empty = "select 1::integer as x, 'a' as s, date '2026-01-01' as d where false"
-    pd.testing.assert_frame_equal(fetch_frame(conn, empty), conn.execute(empty).fetchdf())
-    conn.close()
+    plain = duckdb.connect()
+    pd.testing.assert_frame_equal(
+        fetch_frame(conn, query, ["app-01"]), plain.execute(query, ["app-01"]).fetchdf()
+    )
+    pd.testing.assert_frame_equal(fetch_frame(conn, empty), plain.execute(empty).fetchdf())
+    plain.close()
