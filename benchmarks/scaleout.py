@@ -1,7 +1,9 @@
-"""Beyond one machine: one Dask worker against two, PostgreSQL against DuckDB, and a model of large fleets.
+"""Beyond one machine: one Dask worker against two, PostgreSQL against DuckDB, a model of large fleets.
 
     python benchmarks/scaleout.py [--servers 200] [--only duckdb,postgres,postgres_pginstance,dask1,dask2]
     python benchmarks/scaleout.py --model-from benchmarks/out/scaleout/measured_200.json
+
+About 16 minutes for the 200-server demo on 2 cores.
 
 Everything is real: `capacity run` as a user runs it, a PostgreSQL server started here (the
 helpers of capacity_assets_tests/servers.py: ``initdb`` + ``pg_ctl`` on a free loopback port), and
@@ -35,11 +37,17 @@ What is measured, per measurement:
   ``batch: published`` log lines inside it give each batch's own publish time. Also IO write
   (staging every step's output) and IO read in all steps (benchmarks/profile_run.py's split);
 * Dagster events per run, by type, and step-seconds per step;
-* which Dask worker ran each step (the STEP_START event's pid).
+* which Dask worker ran each step (the STEP_START event's pid);
+* peak memory of the launcher's processes (sampled every 0.2 s).
+
+After the measurements, on the best two-worker run's PostgreSQL store: how long the first statement
+of every publish (``delete from main.t where batch = ?``) takes per table, and the launcher's serial
+work that grows with the fleet (input scan and fingerprints, the hierarchy's coverage scan, on one
+metrics file and on all; the end summary), each timed alone.
 
 Then a model (part c), from those figures, of the wall time for 20,000 and 100,000 servers on N
-worker machines of 2 cores (see ``model``). The figures are written to ``--out``/measured_N.json;
-``--model-from`` prints the model again from such a file.
+worker machines of 2 cores (see ``model``), and where its bottleneck is. The figures are written to
+``--out``/measured_N.json; ``--model-from`` prints the comparisons and the model again from one.
 """
 
 from __future__ import annotations
@@ -659,10 +667,11 @@ def split_by_runs(one: float, two: float) -> tuple[float, float]:
 
 
 def parameters(measured: dict) -> dict:
-    """The model's inputs. Costs that grow with the runs (a Dask task per step, run bookkeeping)
-    are told apart from those that grow with the series by the one-worker pair: the same batches
-    as 1 run (``capacity run --workers 1``) and as 2 runs (``--workers 2``). The event log's CPU
-    per event, the critical path and publishing come from the best two-worker run."""
+    """The model's inputs, from the Dask measurements (PostgreSQL store and instance): a worker's
+    time per series and per run from the one-worker one-run measurement, events and the launcher's
+    CPU per run from the one-worker pair, the event log's CPU per event, the critical path, the
+    scheduler and the launcher's memory from the best two-worker run, publishing's scans and the
+    launcher's serial parts from the probes run after it."""
     res = measured["results"]
     dask = [r for r in res if r["dask_workers"]]
     best2 = max(
@@ -676,34 +685,32 @@ def parameters(measured: dict) -> dict:
     def workers_cpu(r):
         return sum(v for k, v in r["cpu"].items() if k.startswith("dask_w"))
 
-    pair = {r["launch"]: r for r in dask if r["dask_workers"] == 1}
     p = {"servers": servers, "series_per_server": series / servers}
-    if 1 in pair and 2 in pair:
+    # a worker's time: from the run that had one worker to itself (one worker, one run), where
+    # the steps ran one after another: per series, the larger of its CPU and its step-seconds;
+    # per run, the gaps between its steps (Dask dispatch, the instance and plan a task opens,
+    # resource init), about 0.5 s a task
+    alone = [r for r in dask if r["dask_workers"] == 1 and summarise(r)["runs"] == 1]
+    base = alone[0] if alone else best2
+    sb = summarise(base)
+    p["worker_busy_per_series"] = max(workers_cpu(base), sb["step_seconds"]) / base["series"]
+    p["worker_seconds_per_run"] = max(0.0, sb["span"] - sb["step_seconds"]) if alone else 0.0
+    p["store_db_cpu_per_series"] = base["cpu"]["store_db"] / base["series"]
+    # events and the launcher's CPU: the same batches as 1 run and as 2 (the one-worker pair)
+    pair = {r["launch"]: r for r in dask if r["dask_workers"] == 1}
+    if 1 in pair and 2 in pair and summarise(pair[2])["runs"] == 2:
         one, two = pair[1], pair[2]
-        s_one, s_two = summarise(one), summarise(two)
-        for key, get in (
-            ("worker_cpu", workers_cpu),
-            ("step_seconds", lambda r: summarise(r)["step_seconds"]),
-            ("store_db_cpu", lambda r: r["cpu"]["store_db"]),
-        ):
-            per_run, rest = split_by_runs(get(one), get(two))
-            p[f"{key}_per_run"] = per_run
-            p[f"{key}_per_series"] = rest / one["series"]
         per_run, fixed = split_by_runs(one["cpu"]["launcher"], two["cpu"]["launcher"])
         p["launcher_cpu_per_run"], p["launcher_cpu_fixed"] = per_run, fixed
-        e_run, e_rest = split_by_runs(s_one["events"], s_two["events"])
+        e_run, e_rest = split_by_runs(summarise(one)["events"], summarise(two)["events"])
         p["events_per_run"], p["events_per_batch"] = e_run, e_rest / batches
-        p["split_from"] = "one-worker pair (1 and 2 runs)"
-    else:  # no pair: every cost counted per series (per-run costs then scale with the fleet)
-        p["worker_cpu_per_run"] = p["step_seconds_per_run"] = p["store_db_cpu_per_run"] = 0.0
-        p["worker_cpu_per_series"] = workers_cpu(best2) / series
-        p["step_seconds_per_series"] = s2["step_seconds"] / series
-        p["store_db_cpu_per_series"] = best2["cpu"]["store_db"] / series
+        p["split_from"] = "one-worker pair (the same batches as 1 run and as 2)"
+    else:  # by event type: materialisations (planned and done) are per batch
         p["launcher_cpu_per_run"], p["launcher_cpu_fixed"] = best2["cpu"]["launcher"] / 2, 0.0
         per_batch = sum(s2["types"].get(t, 0) for t in PER_BATCH_TYPES)
         p["events_per_run"] = (s2["events"] - per_batch) / s2["runs"]
         p["events_per_batch"] = per_batch / batches
-        p["split_from"] = "best two-worker run only"
+        p["split_from"] = "best two-worker run's event types"
     p["instance_db_cpu_per_event"] = best2["cpu"]["instance_db"] / s2["events"]
     p["critical_share"] = s2["critical_share"]
     p["fitting_share"] = s2["fitting_steps"] / s2["step_seconds"]
@@ -748,12 +755,20 @@ def scan_per_batch(p: dict, servers: int, vintages: int) -> float:
     )
 
 
-def model(p: dict, servers: int, machines: int, in_flight: int | None, vintages: int = 1) -> dict:
+def model(
+    p: dict,
+    servers: int,
+    machines: int,
+    in_flight: int | None,
+    vintages: int = 1,
+    indexed: bool = False,
+) -> dict:
     """Wall time of one weekly `capacity run --force` of ``servers`` servers on ``machines`` worker
     hosts of 2 cores (a single-threaded Dask worker per core); PostgreSQL (store and instance) on
     one 2-core host, the launcher and the scheduler on another; the store's tables already hold the
     fleet (``vintages`` vintages of forecast_history and risk_history). ``in_flight``: runs at once
-    (None: every run).
+    (None: as many as keep the workers busy). ``indexed``: the published tables have an index on
+    ``batch`` (or are partitioned by it), so a publish no longer reads whole tables.
 
     The batch phase lasts as long as the busiest of:
     - the workers: every step's time (the larger of CPU and step-seconds, per run and per series)
@@ -775,13 +790,12 @@ def model(p: dict, servers: int, machines: int, in_flight: int | None, vintages:
     needed = min(runs, math.ceil(workers * p["critical_share"]))
     flight = needed if in_flight is None else min(in_flight, runs)
     usable = min(workers, flight / p["critical_share"])
-    per_run = max(p["worker_cpu_per_run"], p["step_seconds_per_run"])
-    per_series = max(p["worker_cpu_per_series"], p["step_seconds_per_series"])
+    per_run, per_series = p["worker_seconds_per_run"], p["worker_busy_per_series"]
     work = (runs * per_run + series * per_series) / usable
     chain = (per_run + series / runs * per_series) * p["critical_share"]
     events = runs * p["events_per_run"] + batches * p["events_per_batch"]
-    store_rows = (runs * p["store_db_cpu_per_run"] + series * p["store_db_cpu_per_series"]) / CORES
-    store_scans = batches * scan_per_batch(p, servers, vintages) / CORES
+    store_rows = series * p["store_db_cpu_per_series"] / CORES
+    store_scans = 0.0 if indexed else batches * scan_per_batch(p, servers, vintages) / CORES
     event_db = events * p["instance_db_cpu_per_event"] / CORES
     orchestrator = runs * p["launcher_cpu_per_run"] / (CORES - p["scheduler_core_share"])
     launcher_gb = flight * p["launcher_rss_per_run_mb"] / 1024
@@ -867,26 +881,33 @@ def print_model(measured: dict) -> None:
                 + " |"
             )
     print(
-        "\nwall minutes (serial parts + the busiest resource) and the bottleneck: runs in flight "
-        f"as needed (as above); `capacity run` as it is (at most {CORES} runs in flight: "
-        "--workers <= the launcher's cores); runs in flight as needed with 26 vintages kept (a "
-        "steady weekly state: forecast_history and risk_history 26 times the rows):"
+        "\nwall minutes (serial parts + the busiest resource) and the bottleneck, per scenario: "
+        "runs in flight as needed (as above); `capacity run` as it is (at most "
+        f"{CORES} runs in flight: --workers <= the launcher's cores); runs in flight as needed "
+        "with an index on batch in every published table; a steady weekly state, 26 vintages "
+        "kept (forecast_history and risk_history 26 times the rows), without and with the index:"
+    )
+    scenarios = (
+        ("as needed", {}),
+        ("2 in flight", {"in_flight": CORES}),
+        ("batch index", {"indexed": True}),
+        ("26 vintages", {"vintages": 26}),
+        ("26 vintages, index", {"vintages": 26, "indexed": True}),
     )
     print(
-        "| servers | machines | runs in flight as needed | bottleneck | 2 runs in flight "
-        "| bottleneck | 26 vintages | bottleneck |"
+        "| servers | machines | "
+        + " | ".join(f"{name} | bottleneck" for name, _ in scenarios)
+        + " |"
     )
-    print("|" + "|".join(["---:", "---:", "---:", "---", "---:", "---", "---:", "---"]) + "|")
+    print("|---:|---:|" + "---:|---|" * len(scenarios))
     for servers in FLEETS:
         for n in MACHINES:
-            m = model(p, servers, n, None)
-            c = model(p, servers, n, CORES)
-            v = model(p, servers, n, None, vintages=26)
-            print(
-                f"| {servers:,} | {n} | {minutes(m['wall'])} | {m['bottleneck']} "
-                f"| {minutes(c['wall'])} | {c['bottleneck']} "
-                f"| {minutes(v['wall'])} | {v['bottleneck']} |"
-            )
+            cells = []
+            for _, kw in scenarios:
+                kw = dict(kw)
+                m = model(p, servers, n, kw.pop("in_flight", None), **kw)
+                cells.append(f"{minutes(m['wall'])} | {m['bottleneck']}")
+            print(f"| {servers:,} | {n} | " + " | ".join(cells) + " |")
 
 
 # --- main ----------------------------------------------------------------------------------------
