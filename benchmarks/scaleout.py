@@ -587,7 +587,7 @@ print(json.dumps(out))
 """
 
 
-def serial_probe(settings: dict[str, str]) -> dict[str, float]:
+def serial_probe(settings: dict[str, str], cwd: str) -> dict[str, float]:
     """What of the launcher's serial work grows with the fleet, timed alone (best of 3): the input
     scan of the preflight and fingerprints, the hierarchy's coverage scan, on one of the fleet's
     metrics files and on all of them; and the end summary on the measured store, with its one
@@ -600,7 +600,7 @@ def serial_probe(settings: dict[str, str]) -> dict[str, float]:
             env={**base_env(), **settings, "CAPACITY_METRICS": metrics},
             capture_output=True,
             text=True,
-            cwd=args_out(),
+            cwd=cwd,
         )
         if done.returncode != 0:
             raise SystemExit(f"serial probe failed: {done.stderr[-2000:]}")
@@ -651,13 +651,6 @@ def scan_probe(url: str) -> dict[str, dict[str, float]]:
                 conn.rollback()
             out[t] = {"rows": int(rows), "delete_scan": best}
     return out
-
-
-_OUT = [""]
-
-
-def args_out() -> str:
-    return _OUT[0]
 
 
 def split_by_runs(one: float, two: float) -> tuple[float, float]:
@@ -1053,7 +1046,6 @@ def main() -> int:
     out = Path(args.out).resolve()
     args.out = str(out)
     out.mkdir(parents=True, exist_ok=True)
-    _OUT[0] = str(out)
     fleet = make_fleet(args)
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     bin_dir = pg_bin()
@@ -1090,7 +1082,7 @@ def main() -> int:
         two = [r for r in results if r["dask_workers"] == 2]
         if two:  # on the store of the best two-worker run, the servers still up
             best = max(two, key=lambda r: summarise(r)["throughput"])
-            probe = serial_probe(best["settings"])
+            probe = serial_probe(best["settings"], str(out))
             scans = scan_probe(best["settings"]["CAPACITY_DB"])
             print(
                 "\nPostgreSQL store: rows and a publish's first statement (delete where batch = ?, "
