@@ -15,6 +15,11 @@ def batch_keys(n: int) -> list[str]:
     return [f"batch_{i:0{width}d}" for i in range(n)]
 
 
+def batch_index(key: str) -> int:
+    """batch_07 -> 7: the key's place in ``batch_keys`` order."""
+    return int(key.rsplit("_", 1)[-1])
+
+
 def batch_of(server_id: str, n: int) -> str:
     digest = hashlib.md5(str(server_id).encode("utf-8")).digest()
     return batch_keys(n)[int.from_bytes(digest[:8], "big") % n]

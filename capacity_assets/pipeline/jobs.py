@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from capacity_assets.inputs.batching import batch_index
 from capacity_assets.pipeline.partitions import Layout
 
 # Dagster's run tags for a run over a range of partitions (what its backfills set)
@@ -14,16 +15,12 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("batch_ledger"), "every_batch_fresh")
 
 
-def _index(key: str) -> int:
-    return int(key.rsplit("_", 1)[-1])  # batch_07 -> 7 (inputs.batching.batch_keys)
-
-
 def ranges(keys: list[str], per_run: int) -> list[tuple[str, str]]:
     """Contiguous (first, last) ranges of batch ``keys``, at most ``per_run`` batches each."""
-    keys = sorted(keys, key=_index)
+    keys = sorted(keys, key=batch_index)
     runs, current = [], []
     for k in keys:
-        if current and (_index(k) != _index(current[-1]) + 1 or len(current) == per_run):
+        if current and (batch_index(k) != batch_index(current[-1]) + 1 or len(current) == per_run):
             runs.append(current)
             current = []
         current.append(k)

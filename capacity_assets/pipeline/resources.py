@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 
 import dagster as dg
 
@@ -77,7 +76,7 @@ class SettingsResource(dg.ConfigurableResource):
         values = dataclasses.asdict(settings)
         # a password in a Prometheus URL stays out of the UI: PrometheusResource carries the URL
         values["metrics"] = (
-            redacted(settings.metrics) if settings.uses_prometheus else settings.metrics
+            postgres.redact(settings.metrics) if settings.uses_prometheus else settings.metrics
         )
         # a PostgreSQL password in CAPACITY_DB likewise: bound by name, read when a run starts
         if postgres.has_password(settings.db):
@@ -113,11 +112,6 @@ class SettingsResource(dg.ConfigurableResource):
 
 def _shown(value) -> str:
     return "unset" if value is None else str(value)
-
-
-def redacted(url: str) -> str:
-    """``url`` with any password in it replaced by ***."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 def _bound(name: str, value: str | None):

@@ -188,9 +188,10 @@ def plan_ranges(
 ) -> list[list[str]]:
     """The batches to run as contiguous ranges, about one per worker (more where ``keys`` has gaps),
     and more, smaller ones when a range would hold over ``servers_per_run`` of the ``servers``."""
+    from capacity_assets.inputs.batching import batch_index
     from capacity_assets.pipeline.jobs import ranges
 
-    index = {k: int(k.rsplit("_", 1)[-1]) for k in keys}
+    index = {k: batch_index(k) for k in keys}
     order = sorted(keys, key=index.__getitem__)
     per_run = batches_per_run(len(keys), workers, servers, servers_per_run=servers_per_run)
     return [
