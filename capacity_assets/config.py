@@ -67,6 +67,10 @@ ENV = {
     "CAPACITY_DASHBOARD_LOCK_TIMEOUT": "dashboard_lock_timeout",
     "CAPACITY_DASK_ADDRESS": "dask_address",
     "CAPACITY_DASK_WORKERS": "dask_workers",
+    "CAPACITY_ALERT_EMAIL": "alert_email",
+    "CAPACITY_DAGSTER_URL": "dagster_url",
+    "CAPACITY_PROM_TEXTFILE": "prom_textfile",
+    "CAPACITY_OWNERS": "owners",
 }
 # what a value must look like, where a bare "not a valid float" would not say (also for validate)
 EXPECTED = {
@@ -148,6 +152,10 @@ class CapacitySettings:
     )
     dask_address: str = ""  # tcp://host:port of a Dask scheduler; unset: a local cluster
     dask_workers: int = 2  # workers of the local Dask cluster (no CAPACITY_DASK_ADDRESS)
+    alert_email: str = ""  # comma-separated addresses mailed when a run fails
+    dagster_url: str = ""  # the Dagster UI's base URL, for links to a run in alerts
+    prom_textfile: str = ""  # file written after each run in Prometheus' text format
+    owners: str = ""  # comma-separated asset owners shown in the catalog (e-mails or team:name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CapacitySettings:
@@ -196,6 +204,16 @@ class CapacitySettings:
                 EXPECTED["CAPACITY_DASHBOARD_LOCK_TIMEOUT"],
             ),
             (self.dask_workers >= 1, "CAPACITY_DASK_WORKERS", "at least 1"),
+            (
+                all("@" in a for a in self.alert_recipients),
+                "CAPACITY_ALERT_EMAIL",
+                "comma-separated e-mail addresses",
+            ),
+            (
+                all("@" in o or o.startswith("team:") for o in self.owner_list),
+                "CAPACITY_OWNERS",
+                "comma-separated e-mail addresses or team:NAME",
+            ),
             *[
                 (
                     v is None or 0 < v <= 100,
@@ -225,6 +243,14 @@ class CapacitySettings:
         """The fitted contenders, in registry order (it decides ties)."""
         asked = {e.strip() for e in self.engines.split(",") if e.strip()}
         return tuple(n for n in FITTED if n in asked) + tuple(sorted(asked - set(FITTED)))
+
+    @property
+    def alert_recipients(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.alert_email.split(",") if a.strip())
+
+    @property
+    def owner_list(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.owners.split(",") if o.strip())
 
     @property
     def threshold_per_resource(self) -> dict[str, float | None]:
