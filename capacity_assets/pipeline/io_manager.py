@@ -35,6 +35,7 @@ from capacity_assets.store import postgres, staging
 from capacity_assets.store.db import (
     DEFAULT_TIMEOUT_S,
     Database,
+    index_batches,
     replace_table,
     schemas,
     table_exists,
@@ -112,6 +113,9 @@ class StagedPandasTypeHandler(DuckDBPandasTypeHandler):
             if not table_exists(connection, table_slice.schema, table_slice.table):
                 connection.execute(f"create table if not exists {name} as {select} limit 0")
                 connection.fetchall()
+                index_batches(
+                    connection, table_slice.schema, table_slice.table, _batches(table_slice)[0]
+                )
             self._stage(context, table_slice, select, connection, failed)
         connection.unregister("obj")
         meta = {

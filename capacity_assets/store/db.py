@@ -164,6 +164,7 @@ def prepare(db) -> None:
     try:
         if (
             not {"main", "staging"} <= schemas(conn)
+            or conn.unindexed("batch")
             or not conn.execute(
                 "select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
                 "where n.nspname = 'main' and p.proname = 'median'"
@@ -267,6 +268,14 @@ def columns(conn, schema: str, table: str) -> list[tuple[str, str]]:
         "and table_name = ? order by column_index",
         [schema, table],
     ).fetchall()
+
+
+def index_batches(conn, schema: str, table: str, column: str = "batch") -> None:
+    """PostgreSQL: an index on a new table's batch key, so a batch's publish reads its own rows
+    only. DuckDB needs none: its zone maps skip other batches' row groups, and an index there
+    would slow every insert and delete."""
+    if isinstance(conn, postgres.PgConnection):
+        conn.index_column(schema, table, column)
 
 
 def describe(conn, select: str) -> list[tuple[str, str]]:

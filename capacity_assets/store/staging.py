@@ -141,6 +141,7 @@ def stage(
             f"create table if not exists {stage_table} as select *, ''::varchar as _run_id "
             f"from ({select}) as _s limit 0"
         ).fetchall()
+        db.index_batches(conn, STAGING, table, column)
     # the contract or the hierarchy's columns changed: widen the table, never drop what other runs staged
     have = set(columns(conn, STAGING, table))
     mine = db.describe(conn, select)
