@@ -70,6 +70,10 @@ class SettingsResource(dg.ConfigurableResource):
     dashboard_lock_timeout: float
     dask_address: str
     dask_workers: int
+    alert_email: str
+    dagster_url: str
+    prom_textfile: str
+    owners: str
 
     @classmethod
     def wrap(cls, settings: CapacitySettings) -> SettingsResource:
