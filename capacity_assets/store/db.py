@@ -270,6 +270,29 @@ def columns(conn, schema: str, table: str) -> list[tuple[str, str]]:
     ).fetchall()
 
 
+def columns_by_table(conn, schema: str, tables: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """(name, SQL type) of each of ``tables`` in ``schema``, in column order, in one query."""
+    if not tables:
+        return {}
+    marks = ", ".join("?" for _ in tables)
+    if isinstance(conn, postgres.PgConnection):
+        sql = (
+            "select c.relname, a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a "
+            "join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace "
+            f"where n.nspname = ? and c.relname in ({marks}) and a.attnum > 0 "
+            "and not a.attisdropped order by c.relname, a.attnum"
+        )
+    else:
+        sql = (
+            "select table_name, column_name, data_type from duckdb_columns() where schema_name = ? "
+            f"and table_name in ({marks}) order by table_name, column_index"
+        )
+    found: dict[str, list[tuple[str, str]]] = {}
+    for t, c, typ in conn.execute(sql, [schema, *tables]).fetchall():
+        found.setdefault(t, []).append((c, typ))
+    return found
+
+
 def index_batches(conn, schema: str, table: str, column: str = "batch") -> None:
     """PostgreSQL: an index on a new table's batch key, so a batch's publish reads its own rows
     only. DuckDB needs none: its zone maps skip other batches' row groups, and an index there

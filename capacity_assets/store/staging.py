@@ -229,24 +229,31 @@ def read_staged(conn, run_id: str, table: str, batches: list[str], column: str =
 
 
 def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
-    """Replace ``batch`` in every main table with what ``run_id`` staged, in the caller's transaction."""
+    """Replace ``batch`` in every main table with what ``run_id`` staged, in the caller's transaction.
+    The manifest and both schemas' columns are read once for every table (a round trip each counts
+    on PostgreSQL)."""
     _refuse_if_superseded(conn, run_id, batch)
-    modes = dict(
-        (t, (a, k))
-        for t, a, k in conn.execute(
-            f"select table_name, min(append_by), min(keep) from {WRITES} where run_id = ? and batch = ? "
-            f"group by 1",
+    modes = {
+        t: (a, k, json.loads(c) if c is not None else None)
+        for t, a, k, c in conn.execute(
+            f"select table_name, min(append_by), min(keep), min(columns) from {WRITES} "
+            f"where run_id = ? and batch = ? group by 1",
             [run_id, batch],
         ).fetchall()
-    )
+    }
     tables = sorted(modes)
+    in_main = db.columns_by_table(conn, "main", tables)
+    in_staging = db.columns_by_table(conn, STAGING, tables)
+    key = quote_ident(column)
     for t in tables:
         main, stage_table = f"main.{quote_ident(t)}", f"{STAGING}.{quote_ident(t)}"
-        append_by, keep = modes[t]
-        have = set(columns(conn, "main", t))
-        mine = _my_columns(conn, run_id, t, batch)
-        cols = _select_list(conn, t, mine)
-        for c, typ in [(c, typ) for c, typ in db.columns(conn, STAGING, t) if c != "_run_id"]:
+        append_by, keep, mine = modes[t]
+        have = {c for c, _ in in_main.get(t, [])}
+        staged = [(c, typ) for c, typ in in_staging.get(t, []) if c != "_run_id"]
+        cols = ", ".join(
+            quote_ident(c) for c in (mine if mine is not None else [c for c, _ in staged])
+        )
+        for c, typ in staged:
             if c not in have and (
                 mine is None or c in mine
             ):  # a new column (e.g. a hierarchy column added): older batches get NULL
@@ -254,26 +261,25 @@ def publish(conn, run_id: str, batch: str, column: str = "batch") -> list[str]:
         if append_by:
             a = quote_ident(append_by)
             conn.execute(
-                f"delete from {main} where {quote_ident(column)} = ? and {a} in (select {a} from {stage_table} "
-                f"where _run_id = ? and {quote_ident(column)} = ?)",
+                f"delete from {main} where {key} = ? and {a} in (select {a} from {stage_table} "
+                f"where _run_id = ? and {key} = ?)",
                 [batch, run_id, batch],
             ).fetchall()
         else:
-            conn.execute(f"delete from {main} where {quote_ident(column)} = ?", [batch]).fetchall()
+            conn.execute(f"delete from {main} where {key} = ?", [batch]).fetchall()
         conn.execute(
             f"insert into {main} ({cols}) select {cols} from {stage_table} "
-            f"where _run_id = ? and {quote_ident(column)} = ?",
+            f"where _run_id = ? and {key} = ?",
             [run_id, batch],
         ).fetchall()
         if append_by and keep:
             conn.execute(
-                f"delete from {main} where {quote_ident(column)} = ? and {a} not in (select distinct {a} "
-                f"from {main} where {quote_ident(column)} = ? order by {a} desc limit {int(keep)})",
+                f"delete from {main} where {key} = ? and {a} not in (select distinct {a} "
+                f"from {main} where {key} = ? order by {a} desc limit {int(keep)})",
                 [batch, batch],
             ).fetchall()
         conn.execute(
-            f"delete from {stage_table} where _run_id = ? and {quote_ident(column)} = ?",
-            [run_id, batch],
+            f"delete from {stage_table} where _run_id = ? and {key} = ?", [run_id, batch]
         ).fetchall()
     conn.execute(f"delete from {WRITES} where run_id = ? and batch = ?", [run_id, batch]).fetchall()
     conn.execute(f"delete from {CLAIMS} where batch = ? and run_id = ?", [batch, run_id]).fetchall()
