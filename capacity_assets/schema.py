@@ -303,3 +303,135 @@ RISK_RESOLVED = {
 # risk_exceptions as stored: the risk list, then its lifecycle (track/lifecycle.py), then hierarchy extras
 RISK_LIFECYCLE = {"status": "string", "first_flagged": "datetime64[ns]"}
 RISK_EXCEPTIONS_STORED = {**RISK_EXCEPTIONS, **RISK_LIFECYCLE}
+
+# business_hierarchy: one row per server; any extra hierarchy columns follow these (inputs/hierarchy.py)
+HIERARCHY = {"server_id": "string", "department": "string", "app_manager": "string"}
+
+
+def table_contracts(contenders) -> dict[str, dict[str, str]]:
+    """Every table the asset graph writes -> its contract, for the fitted ``contenders`` (the
+    combination is scored with them). Tables with hierarchy extras (business_hierarchy,
+    risk_exceptions) list the contract's columns; the extras follow them as the file names them."""
+    from capacity_assets.forecasting.engines.registry import COMBINERS  # registry imports schema
+
+    names = (*contenders, *COMBINERS)
+    return {
+        "business_hierarchy": HIERARCHY,
+        "processed_data": PROCESSED_DATA,
+        "skipped_series": SKIPPED_SERIES,
+        **{f"{n}_results": MODEL_RESULTS for n in names},
+        "champions": champions_columns(names),
+        "forecasts": FORECASTS,
+        "risk_exceptions": RISK_EXCEPTIONS_STORED,
+        "capacity_plan": CAPACITY_PLAN,
+        "forecast_history": FORECAST_HISTORY,
+        "risk_history": RISK_HISTORY,
+        "forecast_accuracy": FORECAST_ACCURACY,
+        "risk_calls": RISK_CALL_OUTCOMES,
+        "risk_resolved": RISK_RESOLVED,
+        "batch_ledger": BATCH_LEDGER,
+    }
+
+
+# the type a contract dtype is stored as (DuckDB's names; PostgreSQL's are the equivalents)
+SQL_TYPES = {
+    "string": "VARCHAR",
+    "float64": "DOUBLE",
+    "float32": "FLOAT",
+    "int64": "BIGINT",
+    "bool": "BOOLEAN",
+    "datetime64[ns]": "DATE",
+    TIMESTAMP: "TIMESTAMP_NS",  # naive UTC, as pandas hands it over
+}
+
+# what each column means (README's outputs table in short); TABLE_COLUMN_DOCS where a table differs
+COLUMN_DOCS = {
+    "batch": "server batch (partition key): md5 of server_id, stable as servers come and go",
+    "server_id": "the server, exactly as the metrics name it",
+    "resource": "cpu, memory, disk or network",
+    "department": "the server's department from the hierarchy (Unassigned when missing)",
+    "app_manager": "the server's app manager from the hierarchy (Unassigned when missing)",
+    "ds": "the day (UTC)",
+    "y": "daily utilisation, % (0-100; CAPACITY_DAILY_AGG of the samples)",
+    "filled": "the day was interpolated over a gap, not measured",
+    "first_ds": "first day with data",
+    "last_ds": "last day with data",
+    "days": "measured (not gap-filled) days",
+    "reason": "why the series is not forecast",
+    "yhat": "forecast utilisation, % (clipped to 0-100)",
+    "yhat_lower": "lower bound of the CAPACITY_INTERVAL prediction interval, %",
+    "yhat_upper": "upper bound of the CAPACITY_INTERVAL prediction interval, %",
+    "split": "backtest (fit on all but the last CAPACITY_BACKTEST_MONTHS) or future",
+    "model": "the model that made the forecast (':fallback': seasonal naive where it could not fit)",
+    "demand": "forecast before clipping to 100 %: what the workload would use if it could",
+    "demand_upper": "upper bound before clipping: what capacity is sized on",
+    "champion": "the contender with the lowest backtest MAPE",
+    "champion_mape": "the champion's backtest MAPE, %",
+    "trust": "high, medium or low: could the backtest error move the call across the threshold",
+    "run_id": "the Dagster run that made it",
+    "generated_at": "when the forecast was made (UTC)",
+    "first_breach_date": "first day the upper bound reaches the threshold",
+    "days_to_breach": "days from the first forecast day to the first breach (0: already there)",
+    "peak_upper": "highest upper bound in the risk window, %",
+    "peak_yhat": "highest forecast in the risk window, %",
+    "severity": "critical (the forecast itself crosses) or warning (only its upper bound)",
+    "threshold": "the saturation threshold the series was judged against, %",
+    "status": "new (not flagged in the previous vintage) or ongoing",
+    "first_flagged": "vintage since which the series has been flagged without a break",
+    "target": "the utilisation the plan sizes to, %",
+    "peak_demand_upper": "highest unclipped upper demand over the horizon, %",
+    "needed_by": "first crossing minus CAPACITY_LEAD_DAYS (an add's order date)",
+    "action": "add, reclaim or none",
+    "change_pct": "capacity change that puts the peak upper demand at the target, %",
+    "change_units": "change_pct in the hierarchy's size (empty without one)",
+    "unit": "cores, GB or Gbps",
+    "review": "a low-trust forecast drives an add or reclaim: a person should look",
+    "vintage": "first forecast day of the run that made the vintage",
+    "horizon_bucket": "days ahead: 1-7, 8-30, 31-90, 91-180 or all",
+    "days_scored": "days with a measured actual in the bucket",
+    "mape": "mean absolute percentage error, % (5-point floor on the actual)",
+    "wape": "weighted absolute percentage error, %",
+    "bias": "mean of forecast minus actual, points (positive: over-forecast)",
+    "band_coverage": "share of actuals inside the bounds",
+    "flagged": "the vintage flagged the series at risk",
+    "crossed": "a measured actual in the risk window reached the threshold",
+    "first_crossed": "first day a measured actual reached the threshold",
+    "window_end": "last day of the risk window",
+    "days_measured": "measured days in the risk window (0: not scored)",
+    "last_flagged": "last vintage that flagged the series",
+    "resolved_in": "vintage in which it was no longer flagged",
+    "threshold_before": "threshold when last flagged, %",
+    "threshold_now": "threshold now, %",
+    "fingerprint": "hash of what the results were made from: inputs, hierarchy, settings, code, libraries",
+    "published_at": "when the batch was published (UTC)",
+    "series": "series in the batch's golden record",
+    "rows": "rows in the batch's golden record",
+    "code_version": "hash of the package's code that made the results",
+    "settings": "JSON of the settings that change results",
+    "hierarchy_version": "content hash of the hierarchy the owners came from",
+}
+TABLE_COLUMN_DOCS = {
+    ("risk_calls", "status"): "so_far until the data reaches the window's last day, then final",
+    ("risk_resolved", "reason"): "forecast fell, left the fleet or threshold changed",
+    ("forecast_history", "yhat"): "forecast utilisation, % (0.01-point precision)",
+}
+# per-contender columns of champions: '<contender>_<metric>'
+_CONTENDER_DOCS = {
+    "mape": "{}'s backtest MAPE, %",
+    "wape": "{}'s backtest WAPE, %",
+    "mae": "{}'s backtest mean absolute error, points",
+    "coverage": "share of {}'s backtest actuals inside its bounds",
+    "model": "the model {} used (':fallback' where it could not fit)",
+}
+
+
+def describe(table: str, column: str) -> str:
+    """What ``column`` of ``table`` means, for the catalog; every contract column has an answer."""
+    if (table, column) in TABLE_COLUMN_DOCS:
+        return TABLE_COLUMN_DOCS[(table, column)]
+    if column in COLUMN_DOCS:
+        return COLUMN_DOCS[column]
+    contender, _, metric = column.rpartition("_")
+    if table == "champions" and metric in _CONTENDER_DOCS:
+        return _CONTENDER_DOCS[metric].format(contender)
+    raise KeyError(f"schema.py describes no column {column!r} of {table!r}: add it to COLUMN_DOCS")

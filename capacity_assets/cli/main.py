@@ -22,6 +22,8 @@ FLAG_ENV = {
     "batches": "CAPACITY_BATCHES",
     "daily_agg": "CAPACITY_DAILY_AGG",
 }
+# read from the working folder, as `dg dev` and `dagster` read it
+ENV_FILE = ".env"
 
 
 def _add_config_flags(p: argparse.ArgumentParser, metrics: bool = True) -> None:
@@ -36,7 +38,11 @@ def _add_config_flags(p: argparse.ArgumentParser, metrics: bool = True) -> None:
             choices=["mean", "max", "p95"],
             help="daily value of sub-daily samples (CAPACITY_DAILY_AGG)",
         )
-    p.add_argument("--db", help="DuckDB file (CAPACITY_DB, default data/capacity.duckdb)")
+    p.add_argument(
+        "--db",
+        help="the store: a DuckDB file or a postgresql:// URL (CAPACITY_DB, default "
+        "data/capacity.duckdb)",
+    )
     p.add_argument(
         "--batches", type=int, help="number of server batches (CAPACITY_BATCHES, default 20)"
     )
@@ -91,7 +97,9 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, title: str = "") -> int:
+    """``title``: what the progress display calls this run (`capacity demo --weeks`: the week)."""
+    from capacity_assets.cli.progress import for_stream
     from capacity_assets.pipeline.workflow import run_fleet
 
     _apply(args)
@@ -103,9 +111,17 @@ def cmd_run(args) -> int:
             f"more batch processes than cores only add memory (~0.5–1 GB each)"
         )
         args.workers = cores  # `capacity demo --weeks` runs again with these args: said once
-    result = run_fleet(
-        settings, args.batch, args.workers, force=args.force, verbose=args.verbose, echo=print
-    )
+    # live on a terminal, plain lines in a log; closed (the last state left shown) before the summary
+    with for_stream(sys.stdout, title) as shown:
+        result = run_fleet(
+            settings,
+            args.batch,
+            args.workers,
+            force=args.force,
+            verbose=args.verbose,
+            echo=shown.echo,
+            watch=shown,
+        )
     if result.summary:
         print(result.summary)
     if result.detail:
@@ -145,6 +161,8 @@ def replay_weeks(args, metrics: str, end) -> int:
     import duckdb
     import pandas as pd
 
+    from capacity_assets.cli.progress import week_label
+
     mondays = [
         d
         for d in pd.date_range(
@@ -168,7 +186,7 @@ def replay_weeks(args, metrics: str, end) -> int:
             f"capacity demo: week {i}/{len(mondays)}: history up to {monday - pd.Timedelta(days=1):%Y-%m-%d}"
         )
         os.environ["CAPACITY_METRICS"] = str(target)
-        code = cmd_run(args) or code
+        code = cmd_run(args, title=week_label(i, len(mondays), monday)) or code
     return code
 
 
@@ -209,10 +227,47 @@ def _size_ui_runs(settings) -> None:
     )
 
 
+def _env_file_disagreements() -> list[str]:
+    """What ./.env sets otherwise than `capacity` uses (a flag or the environment won): Dagster's
+    processes let .env win, so `dg dev` would serve another instance or database than announced.
+    Names only: values may be secrets."""
+    from dotenv import dotenv_values
+
+    path = Path(ENV_FILE)
+    if not path.is_file():
+        return []
+    found = []
+    for key, value in dotenv_values(path).items():
+        ours = os.environ.get(key)
+        if value is None:
+            continue
+        if key == "DAGSTER_HOME":
+            home = Path(os.path.expanduser(value))
+            if not home.is_absolute():
+                found.append(f"DAGSTER_HOME is {value!r}, and Dagster needs an absolute path")
+                continue
+            if ours and home.resolve() == Path(ours).resolve():
+                continue
+        if ours != value:
+            found.append(f"{key} is not what a flag or the environment gives")
+    return found
+
+
 def cmd_ui(args) -> int:
+    """`dg dev`: the webserver and the daemon (schedules, sensors, backfills) on `capacity run`'s
+    instance; the code location is loaded in this Python, so no uv is needed."""
+    import shutil
+
     from capacity_assets.pipeline.instance import ensure_home
 
     _apply(args)
+    disagree = _env_file_disagreements()
+    if disagree:
+        return _fail(
+            f"{Path(ENV_FILE).resolve()}: {'; '.join(disagree)}. Dagster's processes (dg dev) take "
+            ".env's values, so the UI would not show what `capacity` uses: change .env, or unset "
+            "the variable and drop the flag"
+        )
     settings = _settings()
     home = ensure_home()
     _size_ui_runs(settings)
@@ -221,11 +276,17 @@ def cmd_ui(args) -> int:
         if Path("workspace.yaml").exists()
         else ["-m", "capacity_assets.pipeline.definitions"]
     )
-    cmd = ["dagster", "dev", *target, "-h", args.host, "-p", str(args.port)]
-    print(f"capacity ui: http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
-    exe = Path(sys.executable).with_name("dagster")
-    cmd[0] = str(exe) if exe.exists() else "dagster"
-    os.execvp(cmd[0], cmd)  # dagster dev gets Ctrl-C itself and shuts its daemon and webserver down
+    exe = Path(sys.executable).with_name("dg")
+    dg = str(exe) if exe.exists() else shutil.which("dg")
+    if dg is None:
+        return _fail("`dg` is not installed: pip install dagster-dg-cli (a dependency of capacity)")
+    cmd = [dg, "dev", *target, "-h", args.host, "-p", str(args.port)]
+    print(
+        f"capacity ui: http://{args.host}:{args.port} (dg dev: webserver and daemon; "
+        f"DAGSTER_HOME={home})",
+        flush=True,
+    )
+    os.execv(dg, cmd)  # dg dev gets Ctrl-C itself and shuts its daemon and webserver down
 
 
 def cmd_report(args) -> int:
@@ -257,6 +318,29 @@ def cmd_report(args) -> int:
     )
     for p in paths:
         print(f"  {p}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """The published forecasts in Prometheus' text format: the file a run writes to
+    CAPACITY_PROM_TEXTFILE, on demand (a first file, another folder, or stdout with `--out -`)."""
+    from capacity_assets.export.prometheus import ExportError
+    from capacity_assets.export.textfile import write_forecasts
+    from capacity_assets.store.monitoring import NothingPublished
+
+    _apply(args)
+    settings = _settings()
+    try:
+        counts = write_forecasts(settings.database, args.out, settings.prom_server_label)
+    except (NothingPublished, ExportError) as e:
+        return _fail(str(e))
+    if args.out == "-":
+        sys.stdout.write(counts["text"])
+        return 0
+    print(
+        f"capacity export: wrote {counts['series']} series ({counts['at_risk']} at risk) of "
+        f"{counts['batches']} batches to {args.out}"
+    )
     return 0
 
 
@@ -403,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "ui",
-        help="start the Dagster UI (dagster dev) on the same instance `capacity run` records to",
+        help="start the Dagster UI and daemon (dg dev) on the same instance `capacity run` records to",
     )
     _add_config_flags(p)
     p.add_argument("--port", type=int, default=3000, help="port of the UI (default 3000)")
@@ -424,11 +508,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
+        "export", help="write the published forecasts for another system (Prometheus)"
+    )
+    formats = p.add_subparsers(dest="format", required=True)
+    p = formats.add_parser(
+        "prometheus",
+        help="the Prometheus text file a run writes to CAPACITY_PROM_TEXTFILE (forecasts, days to "
+        "breach, thresholds, trust, publication times), from the published tables",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the file to write (atomically), e.g. /var/lib/node_exporter/textfile/capacity.prom; "
+        "'-' for stdout",
+    )
+    p.add_argument("--db", help="the store: a DuckDB file or a postgresql:// URL (CAPACITY_DB)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
         "notify",
         help="mail each app manager their new or worsened exceptions (SMTP from "
         "CAPACITY_SMTP_*); each exception is mailed once",
     )
-    p.add_argument("--db", help="the DuckDB file (CAPACITY_DB)")
+    p.add_argument("--db", help="the store: a DuckDB file or a postgresql:// URL (CAPACITY_DB)")
     p.add_argument(
         "--rollup", action="store_true", help="also send department heads their weekly roll-up"
     )
@@ -458,9 +560,24 @@ def _sigterm_as_interrupt(*_):
     raise KeyboardInterrupt
 
 
+def _load_env_file() -> None:
+    """Read ./.env as Dagster's tools do, so `capacity` and `dg dev` share DAGSTER_HOME and the
+    CAPACITY_* settings; a variable already set in the environment wins, and a flag over both."""
+    from dotenv import load_dotenv
+
+    try:
+        load_dotenv(ENV_FILE, override=False)
+    except UnicodeDecodeError:
+        raise ValueError(f"{Path(ENV_FILE).resolve()} is not a UTF-8 text file") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        _load_env_file()
+    except ValueError as e:
+        return _fail(str(e))
     from capacity_assets.config import ConfigError
     from capacity_assets.inputs.files import InputError
     from capacity_assets.inputs.prometheus import PrometheusError

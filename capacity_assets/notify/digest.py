@@ -5,6 +5,8 @@ hand-made frames and any caller can reuse them.
 
 Recipients come from optional hierarchy columns that the pipeline appends to ``risk_exceptions``:
 ``app_manager_email`` (digests) and ``department_head_email`` (roll-ups), matched ignoring case.
+Without such a column, the values of ``app_manager`` (``department_head``) that are addresses are
+used: a CMDB export often holds the manager's e-mail there, and a first run should reach them.
 A missing, empty or malformed address means the manager is reported (``unaddressed``), never mailed.
 
 "New or worsened" is decided per recipient address, server and resource (the ledger key), against
@@ -39,6 +41,8 @@ from capacity_assets.schema import SERIES_KEY, find_column
 
 EMAIL_COLUMN = "app_manager_email"
 HEAD_EMAIL_COLUMN = "department_head_email"
+# the owner column whose values are taken as addresses when the address column is absent
+FALLBACK_COLUMN = {EMAIL_COLUMN: "app_manager", HEAD_EMAIL_COLUMN: "department_head"}
 APPLICATION_COLUMN = "application"
 WORSENED_DAYS = 7
 # roll-ups are weekly; one day of slack so that next Monday's run, a few minutes earlier than this
@@ -68,14 +72,49 @@ def normalize_address(value) -> str | None:
     return s if _ADDRESS.fullmatch(s) else None
 
 
-def _address_problem(value) -> str:
+def _address_problem(value, missing: str | None = None) -> str:
+    """Why ``value`` addresses nobody; ``missing``: the address column absent, so ``value`` is the
+    owner's name column, where a name is no mistake."""
     if value is None or pd.isna(value) or not str(value).strip():
         return "no address"
+    if missing:
+        return f"{str(value).strip()!r} is not an address, and there is no {missing} column"
     return f"invalid address {str(value).strip()!r}"
 
 
-def _with_recipient(risk: pd.DataFrame, column: str) -> pd.DataFrame:
+def address_column(risk: pd.DataFrame, column: str = EMAIL_COLUMN) -> str | None:
+    """The column of ``risk`` that addresses ``column``'s mails: ``column`` itself (any case), else
+    its owner column (``FALLBACK_COLUMN``) when at least one of its values is an address, else None."""
     col = find_column(risk, column)
+    if col is not None:
+        return col
+    owner = find_column(risk, FALLBACK_COLUMN.get(column, ""))
+    if owner is not None and risk[owner].map(normalize_address).notna().any():
+        return owner
+    return None
+
+
+def address_source(risk: pd.DataFrame, column: str = EMAIL_COLUMN) -> str:
+    """Where ``column``'s addresses come from, for the run summary and ``capacity notify``:
+    'app_manager_email', 'app_manager (no app_manager_email column)' or 'none (...)'."""
+    col = address_column(risk, column)
+    if col is None:
+        return f"none (no {column} column)"
+    return col if col == find_column(risk, column) else f"{col} (no {column} column)"
+
+
+def address_line(risk: pd.DataFrame) -> str:
+    """One line for the run summary: where digests go, and how many owners at risk it reaches."""
+    line = f"digest addresses from {address_source(risk)}"
+    if risk.empty or "app_manager" not in risk.columns:
+        return line
+    managers = risk["app_manager"].nunique(dropna=False)
+    reached = _with_recipient(risk, EMAIL_COLUMN).dropna(subset=["recipient"])
+    return f"{line}: {reached['app_manager'].nunique()} of {managers} app managers at risk have one"
+
+
+def _with_recipient(risk: pd.DataFrame, column: str) -> pd.DataFrame:
+    col = address_column(risk, column)
     out = risk.copy()
     out["recipient"] = (
         out[col].map(normalize_address) if col is not None else pd.Series(None, index=out.index)
@@ -96,7 +135,8 @@ def unaddressed(
     )
     if risk.empty:
         return pd.DataFrame(columns=cols)
-    col = find_column(risk, column)
+    col = address_column(risk, column)
+    missing = column if col is not None and col != find_column(risk, column) else None
     r = _with_recipient(risk, column)
     r = r[r["recipient"].isna()].copy()
     if r.empty:
@@ -104,7 +144,7 @@ def unaddressed(
     r["reason"] = (
         f"risk_exceptions has no {column} column (add it to the hierarchy file)"
         if col is None
-        else r[col].map(_address_problem)
+        else r[col].map(lambda v: _address_problem(v, missing))
     )
     r["critical"] = r["severity"].eq("critical").astype(int)
     keys = list(dict.fromkeys([who, "department", "reason"]))
@@ -390,6 +430,8 @@ def digest_messages(
     for recipient, group in _sorted(rows).groupby("recipient", sort=True):
         group = group.reset_index(drop=True)
         name = _name(group, "app_manager", recipient)
+        if normalize_address(name) == recipient:  # addressed from app_manager itself
+            name = recipient
         items = _items(group, dashboard_url)
         n, crit = len(group), int(group["severity"].eq("critical").sum())
         new = int(group["change"].eq("new").sum()) if "change" in group else n
@@ -432,7 +474,7 @@ def rollup_messages(
     out = []
     if rows.empty:
         return out
-    manager_col = find_column(rows, EMAIL_COLUMN)
+    manager_col = address_column(rows, EMAIL_COLUMN)
     for (recipient, department), group in _sorted(rows).groupby(
         ["recipient", "department"], sort=True
     ):

@@ -111,7 +111,8 @@ def notify(
 
     Returns a summary: ``messages`` (composed), ``sent``, ``recipients`` (delivered to), ``rows``
     (recorded, or that would be in a dry run), ``without_address`` (owners not mailed, with the
-    reason), ``failures`` (recipient, error: the server's reply), ``files`` (dry run), ``dry_run``.
+    reason), ``addresses_from`` (per kind, the hierarchy column the addresses came from),
+    ``failures`` (recipient, error: the server's reply), ``files`` (dry run), ``dry_run``.
 
     ``dry_run`` writes one ``.eml`` file per message into ``out_dir`` and neither sends nor records.
     Raises ``SmtpUnavailable`` (nothing sent, nothing recorded) when the server cannot be reached
@@ -133,6 +134,7 @@ def notify(
         "recipients": [],
         "rows": 0,
         "without_address": [],
+        "addresses_from": {},
         "failures": [],
         "files": [],
     }
@@ -140,6 +142,11 @@ def notify(
     # serialise notify runs (not the pipeline): this lock is held across SMTP on purpose
     with exclusive(db, "notify") if not dry_run else nullcontext():
         risk, sent = _read(db)
+        kinds = {"digest": digest.EMAIL_COLUMN}
+        kinds |= {"rollup": digest.HEAD_EMAIL_COLUMN} if rollup else {}
+        for kind, column in kinds.items():
+            summary["addresses_from"][kind] = source = digest.address_source(risk, column)
+            log.info(f"notify: {kind} addresses from {source}")
         due = digest.pending(risk, sent)
         summary["without_address"] = _report_unaddressed(digest.unaddressed(risk), "digest", log)
         planned = [

@@ -12,12 +12,15 @@ from capacity_assets import config
 from capacity_assets.config import CapacitySettings
 from capacity_assets.notify.smtp import SmtpSettings
 from capacity_assets.pipeline import checks
+from capacity_assets.pipeline.alerts import run_failure_alert
+from capacity_assets.pipeline.assets.export import prometheus_textfile
 from capacity_assets.pipeline.assets.forecasting import forecasting_assets
 from capacity_assets.pipeline.assets.ingest import business_hierarchy, processed_data_asset
 from capacity_assets.pipeline.assets.ledger import ledger_assets
 from capacity_assets.pipeline.assets.risk import risk_assets
 from capacity_assets.pipeline.assets.tournament import tournament_assets
 from capacity_assets.pipeline.assets.track import track_assets
+from capacity_assets.pipeline.catalog import catalog
 from capacity_assets.pipeline.executors import build_executor
 from capacity_assets.pipeline.jobs import build_jobs
 from capacity_assets.pipeline.loggers import console
@@ -57,18 +60,23 @@ def _build(settings: CapacitySettings, smtp: SmtpSettings, credentials: dict) ->
     lay = layout(settings)
     jobs, schedules = build_jobs(lay, settings_tag(settings))
     return dg.Definitions(
-        assets=[
-            business_hierarchy,
-            processed_data_asset(lay),
-            *forecasting_assets(lay, settings.contenders),
-            *tournament_assets(lay, settings.contenders),
-            *risk_assets(lay),
-            *track_assets(lay, settings.keep_vintages),
-            *ledger_assets(lay),
-        ],
+        # owners, code versions, column schemas and kinds, for every asset in one place
+        assets=dg.map_asset_specs(
+            catalog(settings).apply,
+            [
+                business_hierarchy,
+                processed_data_asset(lay),
+                *forecasting_assets(lay, settings.contenders),
+                *tournament_assets(lay, settings.contenders),
+                *risk_assets(lay),
+                *track_assets(lay, settings.keep_vintages),
+                *ledger_assets(lay),
+                prometheus_textfile,
+            ],
+        ),
         asset_checks=[checks.every_batch_fresh],
         jobs=[*jobs, capacity_notify],
-        sensors=[digests_sensor(smtp.configured)],
+        sensors=[digests_sensor(smtp.configured), run_failure_alert(settings, smtp.configured)],
         schedules=schedules,
         resources=build_resources(settings, smtp, credentials),
         executor=build_executor(settings),

@@ -24,14 +24,17 @@ from capacity_assets.inputs.batching import batch_keys, batch_of
 from capacity_assets.inputs.hierarchy import read_hierarchy
 from capacity_assets.inputs.inspected import Inspected
 from capacity_assets.inputs.sources import prepare_metrics
+from capacity_assets.notify.digest import address_line
 from capacity_assets.pipeline.instance import ensure_home, get_instance
 from capacity_assets.pipeline.runner import (
     SERVERS_PER_WORKER,
     RunOutcome,
+    Watcher,
     run_batches,
     run_job,
     useful_workers,
 )
+from capacity_assets.schema import RESOURCES
 from capacity_assets.store import history, ledger
 from capacity_assets.store.db import drop_other_batches, prepare
 from capacity_assets.store.queries import query, tables
@@ -65,10 +68,12 @@ def run_fleet(
     force: bool = False,
     verbose: bool = False,
     echo: Callable[[str], object] = print,
+    watch: Watcher | None = None,
 ) -> FleetRun:
     """Materialise ``batches`` (default: all) with ``workers`` processes (default: as many as the
     fleet is worth, up to one per core). ``settings`` must be what the environment says: the runs
-    read it again in their own processes. Bad input raises before any table is touched."""
+    read it again in their own processes. Bad input raises before any table is touched. ``watch``
+    (the CLI's progress display) hears how the batches' runs go."""
     cores = os.cpu_count() or 1
     home = ensure_home()
     source, sources = check_inputs(settings, echo)
@@ -136,6 +141,7 @@ def run_fleet(
         inspection=Inspected(
             sources, {s: batch_of(s, settings.batches) for s in digests}, fingerprints
         ),
+        watch=watch,
     )
     outcome.unchanged = sorted(unchanged)
     if not batches:  # batches from an earlier CAPACITY_BATCHES would count their servers twice
@@ -284,6 +290,7 @@ def run_summary(settings: CapacitySettings, outcome: RunOutcome) -> Summary:
             f"{r.champion} {int(r.n)} ({r.n / max(series, 1):.0%})" for r in c.itertuples()
         )
         lines.append(f"  series forecast: {series}; wins: {wins}; median champion MAPE {med:.1f}%")
+        lines.append(f"  {_resources_forecast(db)}")
         flagged = int(
             query(
                 db,
@@ -314,10 +321,20 @@ def run_summary(settings: CapacitySettings, outcome: RunOutcome) -> Summary:
             lines.append(
                 f"    {x.department}: {int(x.critical)} critical, {int(x.warning)} warning"
             )
+        lines.append(f"  {address_line(query(db, 'select * from risk_exceptions'))}")
         lines.append(
             "  department lists: capacity report --out reports/   dashboard: capacity dashboard"
         )
     return Summary("\n".join(lines), series)
+
+
+def _resources_forecast(db: str) -> str:
+    """Which resources were forecast, and which none of (a Prometheus query that matched nothing)."""
+    n = query(db, "select resource, count(*) as n from champions group by 1")
+    n = dict(zip(n["resource"], n["n"].astype(int)))
+    text = "resources forecast: " + ", ".join(f"{r} ({n[r]} series)" for r in RESOURCES if r in n)
+    none = [r for r in RESOURCES if r not in n]
+    return text + (f"; none of {', '.join(none)}" if none else "")
 
 
 def _thresholds(db: str, settings: CapacitySettings) -> str:

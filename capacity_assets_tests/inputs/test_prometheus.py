@@ -748,6 +748,37 @@ def test_a_query_that_stops_matching_after_the_first_sync_stops_the_sync(tmp_pat
     assert "renamed" in text and f"cpu query: avg_over_time({victoria.CPU}[1d])" in text
 
 
+def test_a_query_that_matches_nothing_on_the_first_sync_is_left_out_and_asked_again(tmp_path):
+    """Virtual machines whose NICs report no link speed: the first sync stopped on 'no series at all'
+    for network, and nothing said that a query file without network was the way out. Now network is
+    left out with a warning naming its query, and fetched once the fleet reports it; a changed query
+    that matches nothing for a resource the cache holds still stops the sync."""
+    start, days = date(2024, 5, 1), 12
+    last = start + timedelta(days=days - 1)
+    every = node_exporter_samples(["a", "b"], start, days, seed=3).text.splitlines()
+    speed = [ln for ln in every if ln.startswith("node_network_speed_bytes")]
+    queries = prom.load_queries(None)
+    lines = []
+    with VictoriaMetrics() as vm:
+        vm.import_prometheus("\n".join(ln for ln in every if ln not in set(speed)) + "\n")
+        prom.sync(vm.metrics_url, tmp_path, last, days, queries, log=lines.append)
+        cached = sorted(p.name for p in tmp_path.glob(prom.CACHE_GLOB))
+        assert cached == ["daily_cpu.parquet", "daily_disk.parquet", "daily_memory.parquet"]
+        assert "network" not in json.loads((tmp_path / "manifest.json").read_text())["resources"]
+        (warning,) = [ln for ln in lines if "network left out" in ln]
+        assert warning.startswith("WARNING: ") and "node_network_speed_bytes" in warning, warning
+        assert "CAPACITY_PROMQL" in warning and "a file without network" in warning, warning
+
+        vm.import_prometheus("\n".join(speed) + "\n")
+        prom.sync(vm.metrics_url, tmp_path, last, days, queries, log=lines.append)
+        network = pd.read_parquet(tmp_path / "daily_network.parquet")
+        assert len(network) == 2 * days and network["utilization_pct"].between(1, 100).all()
+
+        renamed = prom.Queries({**queries, "network": "no_such_metric"}, source="q.yaml")
+        with pytest.raises(prom.NoSeriesError, match="network query: avg_over_time"):
+            prom.sync(vm.metrics_url, tmp_path, last, days, renamed)
+
+
 @pytest.mark.parametrize(
     "env",
     [

@@ -153,6 +153,38 @@ def test_email_column_matched_ignoring_case():
     assert len(digest.pending(df, None)) == 4
 
 
+def test_without_an_address_column_owner_values_that_are_addresses_are_used():
+    """A CMDB export puts the manager's e-mail in app_manager (and the head's in department_head):
+    without an *_email column those managers got no digest at all."""
+    cmdb = [
+        exc("web-01", "cpu", "warning", 40, ("Priya Raman <Priya@Example.com>", None)),
+        exc("db-01", "disk", "critical", 10, ("omar@example.com", None), head="x"),
+        exc("batch-09", "cpu", "warning", 60, ("Lena Fischer", None), department="Search"),
+    ]
+    risk = frame(cmdb).drop(columns=["app_manager_email", "department_head_email"])
+    risk["department_head"] = ["cfo@example.com", "cfo@example.com", "Ines Roth"]
+    due = digest.pending(risk, None)
+    assert sorted(due["recipient"]) == ["omar@example.com", "priya@example.com"]
+    assert digest.address_source(risk) == "app_manager (no app_manager_email column)"
+    (lena,) = digest.unaddressed(risk).to_dict("records")
+    assert lena["app_manager"] == "Lena Fischer"
+    assert lena["reason"] == (
+        "'Lena Fischer' is not an address, and there is no app_manager_email column"
+    )
+    assert digest.address_line(risk).endswith(": 2 of 3 app managers at risk have one")
+    omar = next(m for m in digest.compose(due, SENDER) if "omar" in m["To"])
+    assert str(omar["To"]) == "omar@example.com" and "Hello omar@example.com," in str(omar)
+    rollup = digest.rollup_rows(risk, None)
+    assert set(rollup["recipient"]) == {"cfo@example.com"} and len(rollup) == 2
+    assert digest.address_source(risk, digest.HEAD_EMAIL_COLUMN) == (
+        "department_head (no department_head_email column)"
+    )
+    # a real address column wins, even where it is empty
+    risk["app_manager_email"] = [None, "o@example.com", None]
+    assert list(digest.pending(risk, None)["recipient"]) == ["o@example.com"]
+    assert digest.address_source(risk) == "app_manager_email"
+
+
 def test_subjects_count_new_worsened_and_critical():
     before = frame(
         [exc("web-01", "cpu", "warning", 40, PRIYA), exc("db-01", "disk", "warning", 50, PRIYA)]

@@ -48,6 +48,7 @@ def test_definitions_load_in_dagster():
         "risk_calls",
         "risk_resolved",
         "batch_ledger",
+        "prometheus_textfile",
     }
     # the schedules the README names, by those names (the UI shows these)
     assert {s.name for s in defs.schedules} == {

@@ -32,7 +32,7 @@ from capacity_assets.inputs.prometheus.fetch import (
     _fetch_resource,
     _scale_of,
 )
-from capacity_assets.inputs.prometheus.queries import RESOLUTION
+from capacity_assets.inputs.prometheus.queries import DEFAULT_QUERIES, RESOLUTION
 from capacity_assets.inputs.prometheus.urls import base_url
 from capacity_assets.schema import RESOURCES
 
@@ -79,6 +79,15 @@ def _say(log_to) -> Callable[[str], None]:
     return log_to
 
 
+def _warn(log_to) -> Callable[[str], None]:
+    """Like ``_say``, at warning level: a logger's ``warning``, a plain callable's text marked so."""
+    if log_to is None:
+        return logger.warning
+    if isinstance(log_to, logging.Logger):
+        return log_to.warning
+    return lambda message: log_to(f"WARNING: {message}")
+
+
 def sync(
     url: str,
     cache_dir: str,
@@ -104,9 +113,14 @@ def sync(
     scale detected on the first fetch is kept for the later days. One Parquet file per resource,
     replaced atomically; concurrent syncs of one folder take turns on a lock file. ``credentials``
     as for ``fetch_daily``.
+
+    A resource the cache holds nothing of, whose query matches no series at all (virtual machines
+    whose NICs report no link speed), is left out with a warning that names the query, and asked
+    again on the next sync; the other resources go on. Only when every resource is left out does
+    the sync stop. A query that had data and stops matching stops it (``_refuse_silent_queries``).
     """
     _check_args(agg, server_label)
-    say = _say(log)
+    say, warn = _say(log), _warn(log)
     base = base_url(url)
     last = _day(end)
     if last > last_complete_day():
@@ -137,28 +151,52 @@ def sync(
                 say(f"{resource}: no longer queried; removed from the cache")
         client = _Client(url, timeout, retries, session, credentials)
         try:
-            newest = {
-                resource: _sync_resource(
-                    client,
-                    cache,
-                    manifest,
-                    resource,
-                    expr,
-                    scales.get(resource),
-                    agg,
-                    server_label,
-                    first,
-                    last,
-                    max_points,
-                    base,
-                    say,
-                )
-                for resource, expr in queries.items()
-            }
+            newest, left_out = {}, []
+            for resource, expr in queries.items():
+                try:
+                    newest[resource] = _sync_resource(
+                        client,
+                        cache,
+                        manifest,
+                        resource,
+                        expr,
+                        scales.get(resource),
+                        agg,
+                        server_label,
+                        first,
+                        last,
+                        max_points,
+                        base,
+                        say,
+                    )
+                except NoSeriesError as e:
+                    if (cache / f"daily_{resource}.parquet").exists():
+                        raise  # it had data: a changed query that matches nothing is a mistake
+                    left_out.append(e)
+            if len(left_out) == len(queries):
+                raise left_out[0]  # nothing to forecast: the first query's error says why
+            for e in left_out:
+                warn(_left_out(e, base, queries))
             _refuse_silent_queries(client, newest)
         finally:
             client.close()
     return str(cache / CACHE_GLOB)
+
+
+def _left_out(error: NoSeriesError, base: str, queries) -> str:
+    """What a first sync says of a resource whose query matches nothing, and the two ways out."""
+    r, query = error.resource, _one_line(error.query, 2000)
+    source = getattr(queries, "source", None) or str(DEFAULT_QUERIES)
+    add = (
+        f"point CAPACITY_PROMQL at a query file (a copy of {source}) whose {r} query exists on "
+        "this fleet"
+        if source == str(DEFAULT_QUERIES)
+        else f"give it a query in CAPACITY_PROMQL ({source}) that exists on this fleet"
+    )
+    return (
+        f"{r} left out: its query matches no series at all on {base} ({query}); the run goes on "
+        f"without {r}. To forecast {r}, {add}; to stop this warning, give a file without {r}"
+    )
 
 
 class _Newest(NamedTuple):

@@ -1,0 +1,1 @@
+"""The published forecasts in other systems' formats (Prometheus' text exposition format)."""
