@@ -106,11 +106,19 @@ def cmd_run(args, title: str = "") -> int:
     settings = _settings()
     cores = os.cpu_count() or 1
     if args.workers and args.workers > cores:
-        print(
-            f"capacity run: --workers {args.workers} capped to {cores}, the number of cores: "
-            f"more batch processes than cores only add memory (~0.5–1 GB each)"
-        )
-        args.workers = cores  # `capacity demo --weeks` runs again with these args: said once
+        from capacity_assets.pipeline.executors import run_slots
+
+        slots = run_slots(settings, cores)  # a shared Dask cluster: its worker threads
+        if args.workers > slots:
+            print(
+                f"capacity run: --workers {args.workers} capped to {slots}, the number of "
+                + (
+                    "the Dask cluster's worker threads: more runs than those only wait"
+                    if slots > cores
+                    else "cores: more batch processes than cores only add memory (~0.5–1 GB each)"
+                )
+            )
+            args.workers = slots  # `capacity demo --weeks` runs again with these args: said once
     # live on a terminal, plain lines in a log; closed (the last state left shown) before the summary
     with for_stream(sys.stdout, title) as shown:
         result = run_fleet(

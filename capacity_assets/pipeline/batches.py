@@ -21,6 +21,9 @@ import pandas as pd
 from capacity_assets.schema import empty
 
 FAILED = "capacity_failed_batches"  # DataFrame.attrs key: {batch: why it failed}
+# told (step, batch, batches done, of, output) as each batch starts (output None) and once with the
+# step's output when all are done: `capacity run`'s progress display (``runner``) listens here
+WATCHERS: list[Callable[[str, str | None, int, int, pd.DataFrame | None], object]] = []
 PROGRESS_BATCH_S, PROGRESS_EVERY_S = (
     2.0,
     15.0,
@@ -64,6 +67,8 @@ def each_batch(
     parts, started = [], time.monotonic()
     last = started
     for i, batch in enumerate(keys, 1):
+        for watch in WATCHERS:
+            watch(what, batch, i - 1, len(keys), None)
         if batch in failed:
             context.log.warning(
                 f"{batch}: {what} skipped, an earlier step failed for it ({failed[batch]})"
@@ -97,6 +102,8 @@ def each_batch(
                 f"({i}/{len(keys)} batches, {now - started:.0f}s)"
             )
     out = pd.concat(parts, ignore_index=True) if parts else empty(columns)
+    for watch in WATCHERS:
+        watch(what, None, len(keys), len(keys), out)
     if len(keys) > 1:
         context.log.info(
             f"{what}: {len(parts)}/{len(keys)} batches, {len(out):,} rows in "

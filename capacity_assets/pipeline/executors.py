@@ -42,6 +42,23 @@ def build_executor(settings: CapacitySettings) -> dg.ExecutorDefinition:
     return dask_executor().configured({"cluster": cluster})
 
 
+def run_slots(settings: CapacitySettings, cores: int) -> int:
+    """How many runs keep the executor busy. On one machine its cores: more runs than cores only
+    add memory. With a shared Dask cluster (CAPACITY_DASK_ADDRESS) a run's process mostly waits
+    for the cluster, so the cluster's worker threads, counted on its scheduler now; where it
+    cannot be asked, the cores, and the run itself then says why it cannot reach it."""
+    if settings.executor != "dask" or not settings.dask_address:
+        return cores
+    from distributed import Client
+
+    try:
+        with Client(settings.dask_address, timeout=10) as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"].values()
+            return max(cores, sum(int(w.get("nthreads", 1)) for w in workers))
+    except OSError:
+        return cores
+
+
 def dask_executor() -> dg.ExecutorDefinition:
     """dagster-dask's ``dask_executor`` (same name and config schema) building ``DaskExecutor``.
     A function, so dagster-dask stays an optional extra (pip install .[dask])."""

@@ -14,10 +14,16 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import threading
 import time
 import traceback
+import uuid
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from capacity_assets.inputs.inspected import Inspected
 
@@ -37,6 +43,22 @@ PRELOAD = [
 ]
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# in a worker process: how its runs tell the launcher what they are doing (``_tell_through``)
+_TELL: Callable[[tuple], object] | None = None
+
+
+class Watcher(Protocol):
+    """Who shows `capacity run`'s progress (``cli.progress``). A range is named by its first batch.
+    Workers' news arrives on a thread of the launcher's, so every method must be quick and safe to
+    call from another thread."""
+
+    def planned(self, ranges: list[list[str]], servers: dict[str, int]) -> None: ...
+    def started(self, first: str) -> None: ...
+    def steps(self, first: str, names: list[str]) -> None: ...
+    def step(self, first: str, name: str) -> None: ...
+    def batch(self, first: str, done: int, total: int) -> None: ...
+    def series(self, first: str, n: int) -> None: ...
+    def finished(self, results: list[BatchResult]) -> None: ...
 
 
 @dataclass
@@ -95,12 +117,17 @@ def _failure_text(result) -> str:
 
 
 def run_job(
-    job_name: str, keys: list[str] | None = None, verbose: bool = False, inspected: str = ""
+    job_name: str,
+    keys: list[str] | None = None,
+    verbose: bool = False,
+    inspected: str = "",
+    tell: Callable[[tuple], object] | None = None,
 ) -> list[BatchResult]:
     """Execute one run of ``job_name`` (over the contiguous range ``keys``, for the batch job) against
     the persistent instance with the configured executor; one result per batch (or one for the job).
     ``inspected``: what the launcher learnt of the input for these batches (``inputs.inspected``),
-    so the run reads only their rows.
+    so the run reads only their rows. ``tell`` (in a worker: the launcher's queue) hears the range's
+    steps and batches as they go, from the in-process executor (others run steps elsewhere).
 
     The default in-process executor runs here; any other (multiprocess, dask) goes through
     ``execute_job`` with a reconstructable job so its steps can run elsewhere.
@@ -126,10 +153,18 @@ def run_job(
     try:
         if settings.executor == "in_process" or not keys:
             job = definitions.build_defs(settings).resolve_job_def(job_name)
-            result = job.execute_in_process(
-                instance=instance, raise_on_error=False, run_config=run_config, tags=tags
-            )
+            run_id = str(uuid.uuid4())
+            with _telling(tell or _TELL, instance, run_id, job, keys):
+                result = job.execute_in_process(
+                    instance=instance,
+                    raise_on_error=False,
+                    run_config=run_config,
+                    tags=tags,
+                    run_id=run_id,
+                )
         else:
+            if keys:  # its steps run elsewhere: the display can only say the run is going
+                _say(tell or _TELL, "started", keys[0])
             result = dg.execute_job(
                 dg.reconstructable(definitions.capacity_forecast_job),
                 instance=instance,
@@ -162,6 +197,69 @@ def run_job(
         BatchResult(k, k in published, result.run_id, seconds, "" if k in published else error)
         for k in keys
     ]
+
+
+@contextmanager
+def _telling(tell, instance, run_id: str, job, keys: list[str] | None):
+    """While a range's run executes in this process, tell ``tell`` its steps (Dagster's step starts)
+    and batches (``batches.WATCHERS``): small tuples, a few per batch and step, never failing the run."""
+    if tell is None or not keys:
+        yield
+        return
+    import dagster as dg
+
+    from capacity_assets.pipeline import batches
+
+    first = keys[0]
+
+    def say(*news) -> None:
+        _say(tell, *news)
+
+    def on_event(event) -> None:
+        if event.dagster_event_type == dg.DagsterEventType.STEP_START and event.step_key:
+            say("step", first, event.step_key)
+
+    def on_batch(what: str, batch, done: int, total: int, out) -> None:
+        say("batch", first, done, total)
+        if out is not None and what == "processed_data":
+            say("series", first, int(out.groupby(["server_id", "resource"], observed=True).ngroups))
+
+    say("steps", first, [n.name for n in job.graph.nodes_in_topological_order])
+    instance.add_event_listener(run_id, on_event)  # the run id is new: it hears this run only
+    batches.WATCHERS.append(on_batch)
+    try:
+        yield
+    finally:
+        batches.WATCHERS.remove(on_batch)
+
+
+def _say(tell, *news) -> None:
+    if tell is not None:
+        try:
+            tell(news)
+        except Exception:  # noqa: BLE001, S110 - a display is never worth a run
+            pass
+
+
+def _tell_through(queue) -> None:
+    """A worker's initializer: its runs tell the launcher how they go through ``queue``; a worker
+    exits without waiting for news it could not send (the display can lose a line, never a run)."""
+    global _TELL
+    queue.cancel_join_thread()
+    _TELL = queue.put
+
+
+def _deliver(watch: Watcher, news: tuple) -> None:
+    try:
+        getattr(watch, news[0])(*news[1:])
+    except Exception:  # noqa: BLE001, S110 - a display is never worth a run
+        pass
+
+
+def _hear(queue, watch: Watcher) -> None:
+    """The launcher's thread that hands the workers' news to ``watch`` until told ``None``."""
+    while (news := queue.get()) is not None:
+        _deliver(watch, news)
 
 
 def run_in(env: dict[str, str], cwd: str, fn, *args):
@@ -224,9 +322,11 @@ def run_batches(
     *,
     servers_per_run: int,
     inspection: Inspected | None = None,
+    watch: Watcher | None = None,
 ) -> RunOutcome:
     """Run every batch in ``keys`` (holding ``servers`` servers) with ``workers`` processes, in ranges
-    of at most ``servers_per_run`` servers, echoing one line per finished range.
+    of at most ``servers_per_run`` servers, echoing one line per finished range; ``watch`` hears the
+    plan, each range's steps and batches as they go, and each finished range.
 
     On Ctrl-C or SIGTERM the workers are stopped: a batch not yet published keeps its previous
     results in every table (see store.staging), finished batches stay, and the next run redoes the rest.
@@ -241,22 +341,35 @@ def run_batches(
     def share(chunk: list[str]) -> str:
         return inspection.share(chunk).dumps() if inspection is not None else ""
 
+    def finished(results: list[BatchResult]) -> None:
+        nonlocal done
+        outcome.batches += results
+        done += len(results)
+        if watch is not None:
+            watch.finished(results)
+        echo(_line(results, done, len(keys), started))
+
+    if watch is not None:
+        per_batch = Counter(inspection.server_batch.values() if inspection is not None else [])
+        watch.planned(chunks, {k: per_batch[k] for k in keys})
     workers = max(1, min(workers, len(chunks)))
     done = 0
     # a fleet cut into ranges for memory runs each range in a fresh worker, even with one worker: in
     # the command's own process what one range leaves allocated would add to the next one's peak
     if workers == 1 and (len(chunks) == 1 or servers <= servers_per_run):
+        tell = (lambda news: _deliver(watch, news)) if watch is not None else None
         for chunk in chunks:
-            results = run_job("capacity_forecast", chunk, verbose, share(chunk))
-            outcome.batches += results
-            done += len(results)
-            echo(_line(results, done, len(keys), started))
+            finished(run_job("capacity_forecast", chunk, verbose, share(chunk), tell))
     else:
         ctx = worker_context()
         # more ranges than workers (a large fleet): a fresh process per range, so what a range leaves
         # allocated in a process (pandas, Arrow) never adds to the next range's peak
-        fresh = {"max_tasks_per_child": 1} if len(chunks) > workers else {}
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, **fresh)
+        options = {"max_tasks_per_child": 1} if len(chunks) > workers else {}
+        news = ctx.Queue() if watch is not None else None
+        if news is not None:  # the workers' runs tell their steps and batches through it
+            options |= {"initializer": _tell_through, "initargs": (news,)}
+            threading.Thread(target=_hear, args=(news, watch), daemon=True).start()
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, **options)
         try:
             env, cwd = dict(os.environ), os.getcwd()
             futures = {
@@ -272,14 +385,15 @@ def run_batches(
                     results = [
                         BatchResult(k, False, error=f"worker died: {e}") for k in futures[fut]
                     ]
-                outcome.batches += results
-                done += len(results)
-                echo(_line(results, done, len(keys), started))
+                finished(results)
         except BaseException:
             for proc in list(getattr(pool, "_processes", {}).values()):
                 proc.terminate()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+        finally:
+            if news is not None:
+                news.put(None)  # the listening thread ends after the news already sent
         pool.shutdown()
     outcome.batches.sort(key=lambda b: b.batch)
     outcome.seconds = time.monotonic() - started

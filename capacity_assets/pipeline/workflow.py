@@ -25,6 +25,7 @@ from capacity_assets.inputs.hierarchy import read_hierarchy
 from capacity_assets.inputs.inspected import Inspected
 from capacity_assets.inputs.sources import prepare_metrics
 from capacity_assets.notify.digest import address_line
+from capacity_assets.pipeline.executors import run_slots
 from capacity_assets.pipeline.instance import ensure_home, get_instance
 from capacity_assets.pipeline.runner import (
     SERVERS_PER_WORKER,
@@ -115,8 +116,9 @@ def run_fleet(
     result = FleetRun()
     running = set(todo)
     result.servers = sum(1 for s in digests if batch_of(s, settings.batches) in running)
-    result.workers = workers or useful_workers(result.servers, cores)  # a number given is kept
-    if todo and result.workers < cores and not workers:
+    slots = cores if workers else run_slots(settings, cores)  # a shared Dask cluster: its threads
+    result.workers = workers or useful_workers(result.servers, slots)  # a number given is kept
+    if todo and result.workers < slots and not workers:
         echo(
             f"capacity run: {result.workers} worker(s) for {result.servers} server(s) to run: a worker "
             f"costs about 3 s to start, worth it from {SERVERS_PER_WORKER} servers each"

@@ -77,3 +77,23 @@ def test_dask_workers_start_isolated_and_every_process_stops(tmp_path):
     assert all(p.poll() is not None for p in procs)
     with pytest.raises(OSError):
         Client(cluster.address, timeout=2)
+
+
+def test_capacity_run_keeps_a_shared_clusters_worker_threads_busy(tmp_path):
+    """With CAPACITY_DASK_ADDRESS a run's process mostly waits for the cluster, so `capacity run`
+    starts as many runs as the cluster has worker threads, not as the launcher has cores."""
+    from capacity_assets import config
+    from capacity_assets.pipeline.executors import run_slots
+
+    with dask_cluster({}, tmp_path, workers=3) as cluster:
+        shared = config.load(
+            {
+                "CAPACITY_EXECUTOR": "dask",
+                "CAPACITY_DASK_ADDRESS": cluster.address,
+                "CAPACITY_DB": "postgresql://u@127.0.0.1:1/x",
+            }
+        )
+        assert run_slots(shared, cores=2) == 3
+        assert run_slots(config.load({"CAPACITY_EXECUTOR": "dask"}), cores=2) == 2  # local cluster
+    # a scheduler that cannot be asked: the cores (the run then names the address it cannot reach)
+    assert run_slots(shared, cores=2) == 2
