@@ -4,15 +4,30 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test ui dashboard bench clean
+# the Prophet fast path (forecasting/engines/prophet.py) was checked against these: `make lock` keeps
+# them; move them only after re-checking it (capacity_assets_tests/forecasting, benchmarks/README.md)
+CHECKED_PINS := prophet==1.5.0 cmdstanpy==1.3.2
 
-$(BIN)/.installed: pyproject.toml setup.py
+.PHONY: install lock demo test ui dashboard bench clean
+
+# the versions in constraints.txt, so every install computes the same forecasts
+$(BIN)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dask,postgres]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dask,postgres]'
 	touch $@
 
 install: $(BIN)/.installed
+
+lock:  ## refresh constraints.txt: the newest versions pyproject.toml allows, in a fresh venv (then `make test`)
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e '.[test,dask,postgres]' $(CHECKED_PINS); \
+	{ sed -n '/^#/p' constraints.txt; "$$tmp/venv/bin/python" -m pip freeze --exclude-editable; } \
+		> "$$tmp/constraints.txt"; \
+	mv "$$tmp/constraints.txt" constraints.txt
+	@echo "constraints.txt refreshed: review git diff constraints.txt, then run make test"
 
 demo: $(BIN)/.installed  ## the built-in 200-server demo fleet, whole graph, then a summary
 	$(BIN)/capacity demo
