@@ -148,3 +148,73 @@ def test_recent_ramp_is_followed():
         "ramp",
     )
     assert fu["yhat"].iloc[:30].mean() > 68 and fu["yhat"].iloc[-30:].mean() > 80
+
+
+# ---------------------------------------------------------------- the whole batch at once (issue 25)
+
+
+def _generated() -> pd.DataFrame:
+    """Every path of the model: trends, weeks and month ends, a level shift, yearly seasons, a
+    recent ramp, fill-and-clean-up disks (one cleaned up days ago), gaps and missing values, a
+    series ending two weeks early, and the ones it refuses (constant, zeros, too short)."""
+    rng = np.random.default_rng(25)
+    end = pd.Timestamp("2026-03-31")
+
+    def series(name, resource, y, days_early=0):
+        ds = pd.date_range(end=end - pd.Timedelta(days=days_early), periods=len(y), freq="D")
+        return pd.DataFrame({"server_id": name, "resource": resource, "ds": ds, "y": y})
+
+    def noise(n, sd):
+        return rng.normal(0, sd, n)
+
+    t = np.arange(800)
+    ds = pd.date_range(end=end, periods=800, freq="D")
+    week = np.where(ds.dayofweek >= 5, -6.0, 2.0)
+    month_end = np.where(ds.days_in_month - ds.day < 2, 8.0, 0.0)
+    yearly = 5 * np.sin(2 * np.pi * ds.dayofyear / 365.25)
+    holes = series("holes", "cpu", 30 + 0.01 * t[:450] + week[-450:] + noise(450, 1))
+    holes.loc[rng.choice(400, 20, replace=False), "y"] = np.nan
+    holes = holes.drop(index=range(100, 105))
+    fill = 20 + 0.6 * (t % 90)  # cleaned up every 90 days
+    return pd.concat(
+        [
+            series("trend", "cpu", 20 + 0.05 * t[:420] + noise(420, 0.5)),
+            series("weekly", "cpu", 50 + week[-500:] + month_end[-500:] + noise(500, 1)),
+            series("late", "cpu", 40 + 0.02 * t[:450] + week[-450:] + noise(450, 2), 16),
+            holes,
+            series("ramp", "cpu", 45 + 0.2 * np.maximum(t[:600] - 500, 0) + noise(600, 0.5)),
+            series("shift", "memory", 30 + 25 * (t[:700] > 500) + 0.01 * t[:700] + noise(700, 1)),
+            series("yearly", "memory", 50 + 0.01 * t + yearly + week + noise(800, 1)),
+            series("noisy", "memory", 40 + noise(420, 5)),
+            series("fill", "disk", fill[21:521] + noise(500, 0.4)),
+            series("cleaned", "disk", fill[:549] + noise(549, 0.4)),
+            series("const", "disk", np.full(420, 12.5)),
+            series("zeros", "network", np.zeros(420)),
+            series("short", "network", 10 + noise(200, 1)),
+            series("link", "network", 5 + 0.3 * week[-420:] + noise(420, 0.3)),
+        ],
+        ignore_index=True,
+    ).sample(frac=1, random_state=0)  # rows in any order
+
+
+def _sorted(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.astype({"server_id": str, "resource": str, "split": str})
+    return rows.sort_values(["server_id", "resource", "split", "ds"], ignore_index=True)
+
+
+def test_the_batch_gives_the_per_series_forecasts():
+    """The whole-batch features and predictions against the per-series challenger they replaced:
+    the same usable series, the same reasons for the rest, the same forecasts to 1e-6."""
+    from capacity_assets.forecasting.engines import challenger
+    from capacity_assets_tests.forecasting import challenger_per_series
+
+    history = _generated()
+    rows, failed = challenger.predict(history, CFG)
+    ref, ref_failed = challenger_per_series.predict(history, CFG)
+    assert failed == ref_failed
+    assert {k[0] for k in failed} == {"const", "zeros", "short"}
+    rows, ref = _sorted(rows), _sorted(ref)
+    assert rows[["server_id", "resource", "split"]].equals(ref[["server_id", "resource", "split"]])
+    assert (rows["ds"].to_numpy() == ref["ds"].to_numpy()).all()
+    cols = ["yhat", "yhat_lower", "yhat_upper"]
+    np.testing.assert_allclose(rows[cols].to_numpy(), ref[cols].to_numpy(), rtol=0, atol=1e-6)

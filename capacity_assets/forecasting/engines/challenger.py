@@ -33,6 +33,13 @@ shared and repeats on the calendar:
 
 A series the model cannot handle is returned as not fitted with its reason (the registry gives it the
 naive fallback); a failed fit does so for that resource's series, never failing the batch.
+
+The batch is built whole: every series is a slice of one daily grid (``daily.grid``), the calendar
+features are computed once for every day the batch needs and looked up by day number, and the
+per-series descriptors, feature rows, residual quantiles and bounds are array operations over the
+whole batch. Only the baseline (shifts, robust fit, hinge) is fitted series by series, on plain
+arrays. The numbers are the ones the per-series version computed (same operations, same order of
+rows into the trees), so the forecasts are unchanged.
 """
 
 from __future__ import annotations
@@ -45,13 +52,9 @@ import pandas as pd
 import xgboost as xgb
 from numpy.lib.stride_tricks import sliding_window_view
 
-from capacity_assets.forecasting.engines.base import (
-    ForecastConfig,
-    backtest_cutoff,
-    future_dates,
-    min_history_days,
-)
-from capacity_assets.schema import RAW_RESULTS, SERIES_KEY, empty
+from capacity_assets.forecasting.engines import daily
+from capacity_assets.forecasting.engines.base import ForecastConfig, min_history_days
+from capacity_assets.schema import RAW_RESULTS, empty
 
 NAME = "challenger"
 
@@ -141,6 +144,18 @@ def _design(
     return np.column_stack(cols)
 
 
+def _median(x: np.ndarray) -> float:
+    """``np.median`` of a short 1-d array, the same number without its overhead (the baseline fits
+    call it thousands of times per batch on ~100 weekly values)."""
+    if np.isnan(x).any():
+        return np.nan
+    h = len(x) // 2
+    if len(x) % 2:
+        return np.partition(x, h)[h]
+    p = np.partition(x, (h - 1, h))
+    return (p[h - 1] + p[h]) / 2
+
+
 def _irls(X: np.ndarray, w: np.ndarray, rec: np.ndarray, ridge: int) -> tuple[np.ndarray, float]:
     """Huber IRLS with recency weights; ridge on the ``ridge`` Fourier columns. (coef, MAD of resid)."""
     pen = np.zeros(X.shape[1])
@@ -149,25 +164,43 @@ def _irls(X: np.ndarray, w: np.ndarray, rec: np.ndarray, ridge: int) -> tuple[np
     for _ in range(4):
         coef = np.linalg.solve(X.T @ (X * wt[:, None]) + np.diag(pen), X.T @ (w * wt))
         r = w - X @ coef
-        sc = 1.4826 * np.median(np.abs(r)) + 1e-9
+        sc = 1.4826 * _median(np.abs(r)) + 1e-9
         wt = rec * np.minimum(1.0, 1.345 * sc / np.maximum(np.abs(r), 1e-12))
     return coef, sc
 
 
-def _weekly(y: np.ndarray, ds: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class _Calendar:
+    """``_calendar`` and the day of year of every day from ``first`` to ``last`` (day numbers),
+    computed once per batch and looked up by day."""
+
+    def __init__(self, first: int, last: int):
+        ds = pd.date_range(pd.Timestamp(first, unit="D"), periods=last - first + 1, freq="D")
+        self.first = first
+        self.table = _calendar(ds)
+        self.doy = ds.dayofyear.to_numpy(float)
+
+    def features(self, days: np.ndarray) -> np.ndarray:
+        return self.table[days - self.first]
+
+    def dayofyear(self, days: np.ndarray) -> np.ndarray:
+        return self.doy[days - self.first]
+
+
+def _weekly(y: np.ndarray, doy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weekly means aligned on the last day: (means, centre in years before the last day, centre doy)."""
     m = len(y)
     n_w = m // 7
     off = m - n_w * 7
     w = y[off:].reshape(n_w, 7).mean(axis=1)
     t = (np.arange(n_w) * 7 + off + 3 - (m - 1)) / 365.25
-    return w, t, ds[off + 3 :: 7][:n_w].dayofyear.to_numpy(float)
+    return w, t, doy[off + 3 :: 7][:n_w]
 
 
 class _Baseline:
-    """Damped robust trend + yearly terms of one series' training window, with its scale."""
+    """Damped robust trend + yearly terms of one series' training window, with its scale.
+    ``days`` are the series' day numbers, ``doy`` their days of the year."""
 
-    def __init__(self, y: np.ndarray, ds: pd.DatetimeIndex):
+    def __init__(self, y: np.ndarray, days: np.ndarray, doy: np.ndarray):
         shifts = _shifts(y)
         start = max(shifts[-1][0] if shifts else 0, len(y) - WINDOW_DAYS)
         self.start = start
@@ -176,10 +209,10 @@ class _Baseline:
         self.cycle = float(np.median(np.diff(drops))) if len(drops) >= 2 else 0.0
         self.since = len(y) - 1 - drops[-1] if drops else 0
         self.knot = None
-        prev = (y[drops[-2] : drops[-1]], ds[drops[-2] : drops[-1]]) if len(drops) >= 2 else None
-        y, ds = y[start:], ds[start:]
+        prev = (y[drops[-2] : drops[-1]], doy[drops[-2] : drops[-1]]) if len(drops) >= 2 else None
+        y, days, doy = y[start:], days[start:], doy[start:]
         m = len(y)
-        self.last = ds[-1]
+        self.last = int(days[-1])
         self.harmonics = 2 if m >= 540 else 1 if m >= 365 else 0
         if m < MIN_REGIME_DAYS:
             self.harmonics = 0
@@ -191,22 +224,22 @@ class _Baseline:
             t = (np.arange(m) - (m - 1)) / 365.25
             self.coef = np.array([np.median(y[-28:] - slope * t[-28:]), slope])
         else:
-            w, t, doy = _weekly(y, ds)
+            w, t, wdoy = _weekly(y, doy)
             rec = 0.5 ** (-t * 365.25 / HALF_LIFE_DAYS)
-            coef, sc = _irls(_design(t, doy, self.harmonics), w, rec, 2 * self.harmonics)
+            coef, sc = _irls(_design(t, wdoy, self.harmonics), w, rec, 2 * self.harmonics)
             # a recent change of slope (a server starting to saturate) beats the long-run line
             best = (KNOT_GAIN * sc, coef, None)
             for weeks in KNOT_WEEKS:
                 knot = -7 * weeks / 365.25
                 if knot - t[0] < 8 * 7 / 365.25:
                     continue
-                c, sc_k = _irls(_design(t, doy, self.harmonics, knot), w, rec, 2 * self.harmonics)
+                c, sc_k = _irls(_design(t, wdoy, self.harmonics, knot), w, rec, 2 * self.harmonics)
                 if sc_k < best[0]:
                     best = (sc_k, c, knot)
             self.coef, self.knot = best[1], best[2]
         if not (self.cycle and shifts[-1][1] < 0 and self.coef[1] > 0 and self.harmonics == 0):
             self.cycle = 0.0
-        fit = self.at(ds)
+        fit = self.at(days, doy)
         resid = y - fit
         level = max(abs(float(np.median(y[-28:]))), 0.0)
         self.scale = max(
@@ -217,154 +250,239 @@ class _Baseline:
         )
         self.level = level
 
-    def at(self, ds: pd.DatetimeIndex) -> np.ndarray:
-        """Baseline on ``ds``; beyond the last day the slope is damped, or a fill cycle repeats."""
-        h = (ds - self.last).days.to_numpy(float)
+    def at(self, days: np.ndarray, doy: np.ndarray) -> np.ndarray:
+        """Baseline on ``days``; beyond the last day the slope is damped, or a fill cycle repeats."""
+        h = (days - self.last).astype(float)
         ahead = np.clip(h, 0, None)
         t = np.where(h > 0, PHI * (1 - PHI**ahead) / (1 - PHI), h)
         if self.cycle:
             first = max(self.cycle - self.since, 7.0)  # days to the next clean-up
             wrap = h >= first
             t[wrap] = -self.since + (h[wrap] - first) % self.cycle
-        return (
-            _design(t / 365.25, ds.dayofyear.to_numpy(float), self.harmonics, self.knot) @ self.coef
-        )
+        return _design(t / 365.25, doy, self.harmonics, self.knot) @ self.coef
 
 
-# ---------------------------------------------------------------- global model
+# ---------------------------------------------------------------- global model, whole batch
 
 
-def _series_features(z: np.ndarray, cal: np.ndarray, base: _Baseline) -> np.ndarray:
-    """Per-series descriptors: its own weekly / month-end profile of z, level, noise ratio."""
+def _group_starts(counts: np.ndarray) -> np.ndarray:
+    return np.cumsum(counts) - counts
+
+
+def _descriptors(
+    s: np.ndarray, dow: np.ndarray, dtm: np.ndarray, z: np.ndarray, level, scale
+) -> np.ndarray:
+    """Per-series descriptors (one row per series ``s``): its own weekly profile of z (medians by
+    day of week), month-end profile (means by days to month end, 0-3+, relative to 3+), level and
+    noise-to-level ratio. A profile cell without a day is 0."""
+    k = len(level)
+    # medians: sort by (series, weekday, z); the middle one, or the mean of the middle two
+    g = s * 7 + dow
+    zs = z[np.lexsort((z, g))]
+    n = np.bincount(g, minlength=7 * k)
+    lo = _group_starts(n) + np.maximum(n - 1, 0) // 2
+    hi = _group_starts(n) + n // 2
+    lo, hi = np.minimum(lo, len(z) - 1), np.minimum(hi, len(z) - 1)
+    dow_prof = np.where(n == 0, 0.0, np.where(n % 2 == 1, zs[lo], (zs[lo] + zs[hi]) / 2))
+    # means: a cell's rows in their time order, each cell's np.mean (which sums pairwise: a
+    # one-pass sum would differ in the last bit and could move a tree's split)
+    g = s * 4 + dtm
+    zs = z[np.argsort(g, kind="stable")]
+    ends = np.cumsum(np.bincount(g, minlength=4 * k))
+    me_prof = np.array(
+        [zs[a:b].mean() if b > a else 0.0 for a, b in zip(np.r_[0, ends[:-1]], ends)]
+    )
+    me_prof = me_prof.reshape(k, 4)
+    return np.column_stack(
+        [
+            dow_prof.reshape(k, 7),
+            me_prof - me_prof[:, 3:4],
+            level,
+            scale / np.maximum(level, 1.0),
+        ]
+    )
+
+
+def _rows(cal: np.ndarray, s: np.ndarray, desc: np.ndarray) -> np.ndarray:
+    """Feature rows: the day's calendar, its series' profile values for that day, its descriptors."""
     dow = cal[:, 0].astype(int)
     dtm = np.minimum(cal[:, 2], 3).astype(int)
-    dow_prof = np.array([np.median(z[dow == d]) if np.any(dow == d) else 0.0 for d in range(7)])
-    me_prof = np.array([np.mean(z[dtm == d]) if np.any(dtm == d) else 0.0 for d in range(4)])
-    me_prof = me_prof - me_prof[3]
-    return np.array([*dow_prof, *me_prof, base.level, base.scale / max(base.level, 1.0)])
+    return np.column_stack([cal, desc[s, dow], desc[s, 7 + dtm], desc[s, 11:]])
 
 
-def _rows(cal: np.ndarray, desc: np.ndarray) -> np.ndarray:
-    dow = cal[:, 0].astype(int)
-    dtm = np.minimum(cal[:, 2], 3).astype(int)
-    return np.column_stack([cal, desc[dow], desc[7 + dtm], np.tile(desc[11:], (len(cal), 1))])
+def _quantiles(values: np.ndarray, s: np.ndarray, k: int, q: float) -> np.ndarray:
+    """``np.quantile(values[s == i], q)`` (linear) for every series ``i`` < ``k`` at once."""
+    v = values[np.lexsort((values, s))]
+    n = np.bincount(s, minlength=k)
+    idx = (np.maximum(n, 1) - 1) * q  # numpy's "linear" method: (n - 1) q, then its lerp
+    below = np.floor(idx)
+    t = idx - below
+    base = _group_starts(n)
+    a = v[np.clip(base + np.clip(below, 0, n - 1).astype(int), 0, len(v) - 1)]
+    b = v[np.clip(base + np.clip(below + 1, 0, n - 1).astype(int), 0, len(v) - 1)]
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
 
-def _fit_predict(series: list[dict], end_of: str, targets: str, cfg: ForecastConfig, log) -> dict:
-    """Fit one global model per resource on every series' training part; predict its targets."""
-    out: dict = {}
-    by_resource: dict[str, list] = {}
-    for s in series:
+def _fit_predict(
+    grid: daily.Grid,
+    good: np.ndarray,
+    n_fit: np.ndarray,
+    target_first: np.ndarray,
+    target_len: np.ndarray,
+    cal: _Calendar,
+    cfg: ForecastConfig,
+) -> tuple[dict, dict]:
+    """One global model per resource, fitted on the first ``n_fit`` days of every ``good`` series;
+    each series predicted on ``target_len`` days from ``target_first``. Returns
+    ({series: reason}, arrays of the predicted rows with their grid series index)."""
+    failed: dict[int, str] = {}
+    fitted_series, bases, windows, zs = [], [], [], []
+    for i, n in zip(good, n_fit):
         try:
-            n = s[end_of]
-            y, ds = s["y"][:n], s["ds"][:n]
-            base = _Baseline(y, ds)
-            y_w, ds_w = y[base.start :], ds[base.start :]
-            z = (y_w - base.at(ds_w)) / base.scale
-            cal = _calendar(ds_w)
-            desc = _series_features(z, cal, base)
-            tds = s[targets]
-            by_resource.setdefault(s["key"][1], []).append(
-                (s, base, _rows(cal, desc), z, tds, _rows(_calendar(tds), desc))
-            )
+            y = grid.values(i)[:n]
+            days = grid.first[i] + np.arange(n)
+            base = _Baseline(y, days, cal.dayofyear(days))
+            w = days[base.start :]
+            zs.append((y[base.start :] - base.at(w, cal.dayofyear(w))) / base.scale)
         except Exception as exc:  # noqa: BLE001 - one bad series must not fail the batch
-            out[s["key"]] = f"baseline failed: {exc!r}"
-    a = (1 - cfg.interval) / 2
-    params = {**XGB_PARAMS, "seed": cfg.seed}
-    for resource, items in by_resource.items():
-        X = np.vstack([it[2] for it in items])
-        z = np.concatenate([it[3] for it in items])
-        try:
-            booster = xgb.train(params, xgb.DMatrix(X, label=z, nthread=1), ROUNDS)
-            fitted = booster.predict(xgb.DMatrix(X, nthread=1))
-            P = booster.predict(xgb.DMatrix(np.vstack([it[5] for it in items]), nthread=1))
-        except Exception as exc:  # noqa: BLE001
-            for it in items:
-                out[it[0]["key"]] = f"{resource} model failed: {exc!r}"
+            failed[int(i)] = f"baseline failed: {exc!r}"
             continue
-        i = j = 0
-        for s, base, _xs, zs, tds, xt in items:
-            resid = (zs - fitted[j : j + len(zs)])[-RESID_DAYS:]
-            q = P[i : i + len(xt)]
-            i, j = i + len(xt), j + len(zs)
-            lo, hi = np.quantile(resid, [a, 1 - a])
-            trend = base.at(tds)
-            h = np.maximum((tds - base.last).days.to_numpy(float), 1.0)
-            grow = np.sqrt(1 + h / TAU)
-            yhat = trend + base.scale * q
-            out[s["key"]] = pd.DataFrame(
-                {
-                    "ds": tds,
-                    "yhat": yhat,
-                    "yhat_lower": yhat + base.scale * min(lo, 0.0) * grow,
-                    "yhat_upper": yhat + base.scale * max(hi, 0.0) * grow,
-                }
-            )
-    return out
+        fitted_series.append(int(i))
+        bases.append(base)
+        windows.append(w)
+    k = len(bases)
+    if not k:
+        return failed, {}
+    fitted_series = np.array(fitted_series)
+    resource = np.array([grid.keys[i][1] for i in fitted_series], dtype=object)
+    level = np.array([b.level for b in bases])
+    scale = np.array([b.scale for b in bases])
+    last = np.array([b.last for b in bases])
+
+    lengths = np.array([len(w) for w in windows])
+    s = np.repeat(np.arange(k), lengths)
+    z = np.concatenate(zs)
+    cal_w = cal.features(np.concatenate(windows))
+    desc = _descriptors(
+        s, cal_w[:, 0].astype(int), np.minimum(cal_w[:, 2], 3).astype(int), z, level, scale
+    )
+    X = _rows(cal_w, s, desc)
+    at = np.searchsorted(good, fitted_series)
+    t_first, t_len = target_first[at], target_len[at]
+    st = np.repeat(np.arange(k), t_len)
+    t_days = np.repeat(t_first, t_len) + (
+        np.arange(t_len.sum()) - np.repeat(_group_starts(t_len), t_len)
+    )
+    Xt = _rows(cal.features(t_days), st, desc)
+
+    # the booster predicts float32: P stays float32, so scale * P is the float32 product it was
+    fitted, P = np.full(len(z), np.nan), np.full(len(t_days), np.nan, dtype=np.float32)
+    params = {**XGB_PARAMS, "seed": cfg.seed}
+    ok = np.ones(k, bool)
+    for r in dict.fromkeys(resource):  # in the order of the batch, one model each
+        mine = resource == r
+        rows, t_rows = mine[s], mine[st]
+        try:
+            booster = xgb.train(params, xgb.DMatrix(X[rows], label=z[rows], nthread=1), ROUNDS)
+            fitted[rows] = booster.predict(xgb.DMatrix(X[rows], nthread=1))
+            P[t_rows] = booster.predict(xgb.DMatrix(Xt[t_rows], nthread=1))
+        except Exception as exc:  # noqa: BLE001
+            for i in fitted_series[mine]:
+                failed[int(i)] = f"{r} model failed: {exc!r}"
+            ok &= ~mine
+
+    # bounds: quantiles of each series' last RESID_DAYS in-sample residuals, widened with h
+    recent = np.arange(len(z)) - np.repeat(_group_starts(lengths), lengths) >= np.repeat(
+        lengths - RESID_DAYS, lengths
+    )
+    a = (1 - cfg.interval) / 2
+    resid, s_recent = (z - fitted)[recent], s[recent]
+    lo = _quantiles(resid, s_recent, k, a)
+    hi = _quantiles(resid, s_recent, k, 1 - a)
+    trend = np.concatenate(
+        [b.at(d, cal.dayofyear(d)) for b, d in zip(bases, np.split(t_days, np.cumsum(t_len)[:-1]))]
+    )
+    grow = np.sqrt(1 + np.maximum((t_days - last[st]).astype(float), 1.0) / TAU)
+    yhat = trend + scale[st].astype(np.float32) * P
+    keep = ok[st]
+    return failed, {
+        "series": fitted_series[st][keep],
+        "day": t_days[keep],
+        "yhat": yhat[keep],
+        "yhat_lower": (yhat + scale[st] * np.minimum(lo, 0.0)[st] * grow)[keep],
+        "yhat_upper": (yhat + scale[st] * np.maximum(hi, 0.0)[st] * grow)[keep],
+    }
 
 
 # ---------------------------------------------------------------- engine
 
 
-def _unusable(g: pd.DataFrame, cfg: ForecastConfig) -> str | None:
-    y = g["y"].to_numpy(float)
-    if len(y) < min_history_days(cfg):
-        return f"too short ({len(y)} days < {min_history_days(cfg)})"
-    if g["ds"].duplicated().any():
-        return "duplicate days"
-    nan = ~np.isfinite(y)
-    if nan.mean() > 0.1 or nan[-7:].any():
-        return f"{int(nan.sum())} missing values"
-    if np.nanmax(y) - np.nanmin(y) < 1e-9:
-        return "constant" if np.nanmax(np.abs(y)) > 0 else "all zeros"
-    return None
+def _unusable(grid: daily.Grid, cfg: ForecastConfig) -> dict[int, str]:
+    """Why each series the model cannot use is unusable, checked on its raw rows."""
+    reasons = {}
+    short = min_history_days(cfg)
+    for i in range(len(grid.keys)):
+        rows, missing = int(grid.rows[i]), int(grid.missing[i])
+        if rows < short:
+            reasons[i] = f"too short ({rows} days < {short})"
+        elif grid.duplicated[i]:
+            reasons[i] = "duplicate days"
+        elif missing / rows > 0.1 or grid.missing_last_week[i]:
+            reasons[i] = f"{missing} missing values"
+        elif grid.valid_max[i] - grid.valid_min[i] < 1e-9:
+            peak = max(abs(grid.valid_max[i]), abs(grid.valid_min[i]))
+            reasons[i] = "constant" if peak > 0 else "all zeros"
+    return reasons
 
 
 def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.DataFrame, dict]:
     """Raw backtest and future rows of every usable series, and why the others are not usable."""
     log = log or logging.getLogger(__name__)
     cpu0 = time.process_time()
-    good, rows, failed = [], [], {}
-    groups = {key: g.sort_values("ds") for key, g in history.groupby(SERIES_KEY, sort=True)}
-    for key, g in groups.items():
-        reason = _unusable(g, cfg)
-        if reason is None:
-            ds = pd.DatetimeIndex(g["ds"])
-            full = pd.date_range(ds[0], ds[-1], freq="D")
-            y = (
-                pd.Series(g["y"].to_numpy(float), index=ds)
-                .reindex(full)
-                .interpolate(limit_direction="both")
-            )
-            cut = backtest_cutoff(full[-1], cfg)
-            n_train = int((full <= cut).sum())
-            good.append(
-                {
-                    "key": key,
-                    "ds": full,
-                    "y": y.to_numpy(),
-                    "train": n_train,
-                    "all": len(full),
-                    "backtest": full[n_train:],
-                    "future": future_dates(full[-1], cfg),
-                }
-            )
-        else:
-            failed[key] = reason
-    bt = _fit_predict(good, "train", "backtest", cfg, log) if good else {}
-    fu = _fit_predict(good, "all", "future", cfg, log) if good else {}
-    for s in good:
-        key = s["key"]
-        b, f = bt.get(key), fu.get(key)
-        if not isinstance(b, pd.DataFrame) or not isinstance(f, pd.DataFrame):
-            failed[key] = b if isinstance(b, str) else f if isinstance(f, str) else "no prediction"
-            continue
-        rows.append(b.assign(server_id=key[0], resource=key[1], split="backtest"))
-        rows.append(f.assign(server_id=key[0], resource=key[1], split="future"))
+    grid = daily.grid(history)
+    reasons = _unusable(grid, cfg)
+    good = np.array([i for i in range(len(grid.keys)) if i not in reasons], dtype=np.int64)
+    parts = []
+    if len(good):
+        cal = _Calendar(int(grid.first[good].min()), int(grid.last[good].max()) + cfg.horizon_days)
+        n_train, n_all = grid.train_days(cfg)[good], grid.length[good]
+        splits = {
+            "backtest": (n_train, grid.first[good] + n_train, n_all - n_train),
+            "future": (n_all, grid.last[good] + 1, np.full(len(good), cfg.horizon_days)),
+        }
+        results = {
+            split: _fit_predict(grid, good, n_fit, t_first, t_len, cal, cfg)
+            for split, (n_fit, t_first, t_len) in splits.items()
+        }
+        for i in good:  # the backtest's reason first, as a series fails at its first fit
+            reason = results["backtest"][0].get(i) or results["future"][0].get(i)
+            if reason:
+                reasons[int(i)] = reason
+        for split, (_, rows) in results.items():
+            if rows:
+                keep = ~np.isin(rows["series"], list(reasons))
+                parts.append({**{c: v[keep] for c, v in rows.items()}, "split": split})
+    failed = {grid.keys[i]: reason for i, reason in sorted(reasons.items())}
     log.info(
         "challenger: %d series, %d usable, %.0f ms CPU/series",
-        len(groups),
+        len(grid.keys),
         len(good),
-        1000 * (time.process_time() - cpu0) / max(len(groups), 1),
+        1000 * (time.process_time() - cpu0) / max(len(grid.keys), 1),
     )
-    return (pd.concat(rows, ignore_index=True) if rows else empty(RAW_RESULTS)), failed
+    if not parts or not sum(len(p["series"]) for p in parts):
+        return empty(RAW_RESULTS), failed
+    keys = np.array(grid.keys, dtype=object).reshape(-1, 2)
+    series = np.concatenate([p["series"] for p in parts])
+    return pd.DataFrame(
+        {
+            "server_id": keys[series, 0],
+            "resource": keys[series, 1],
+            "ds": daily.timestamps(np.concatenate([p["day"] for p in parts])),
+            **{
+                c: np.concatenate([p[c] for p in parts])
+                for c in ("yhat", "yhat_lower", "yhat_upper")
+            },
+            "split": np.concatenate([np.full(len(p["series"]), p["split"]) for p in parts]),
+        }
+    ), failed

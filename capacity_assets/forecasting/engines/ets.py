@@ -18,6 +18,18 @@ costs are in ``benchmarks/README.md``). Gap days are interpolated (ETS needs a r
 series ETS cannot fit (too short, constant, a failed optimiser) is reported with its reason and
 gets the registry's naive fallback. The 80 % intervals are ETS's own, rescaled on the backtest like
 every engine's (``intervals.calibrate``).
+
+The batch: every series is laid on one daily grid (``daily.grid``) and every fit of one horizon
+goes to one ``StatsForecast.forecast`` call (the backtest fits and the refits on all history are
+two calls when the batch's series end on one day). That call still fits series one by one (its loop
+runs the same ``AutoETS.forecast``, so the forecasts are the per-series ones), but the frames,
+sorts and reindexing this engine built around each series are gone; what is left is the fits
+themselves, two thirds of them in statsforecast's compiled optimiser (``benchmarks/README.md``,
+"Fit at the floor"). statsforecast computes the intervals of the seasonal models with a term that
+depends on the whole horizon, not only on the step, so a call is made per horizon rather than one
+long horizon cut short. Series known to be unfittable (too short, constant) never reach the call;
+if the call still fails, that call's fits run one by one (``_fit_forecast``) so one bad series
+costs only itself.
 """
 
 from __future__ import annotations
@@ -29,8 +41,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from capacity_assets.forecasting.engines.base import ForecastConfig, backtest_cutoff, future_dates
-from capacity_assets.schema import RAW_RESULTS, SERIES_KEY, empty
+from capacity_assets.forecasting.engines import daily
+from capacity_assets.forecasting.engines.base import ForecastConfig
+from capacity_assets.schema import RAW_RESULTS, empty
 
 NAME = "ets"
 SEASON = 7
@@ -40,79 +53,159 @@ WINDOW_DAYS = 210
 MIN_POINTS = 4 * SEASON  # fewer observations in a fit: the naive fallback
 
 
-def _fit_forecast(
-    y: np.ndarray, h: int, interval: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _model():
     from statsforecast.models import AutoETS  # heavy import (~1-2 s), only when the engine runs
 
-    y = y[-WINDOW_DAYS:]
+    return AutoETS(season_length=SEASON, model=MODEL, damped=DAMPED, alias=NAME)
+
+
+def _unfit(y: np.ndarray) -> str | None:
+    """Why a fit's window cannot be fitted, before trying."""
     if len(y) < MIN_POINTS:
-        raise ValueError(f"only {len(y)} observations")
+        return f"only {len(y)} observations"
     if np.ptp(y) < 1e-9:
-        raise ValueError("constant series")
-    level = int(round(interval * 100))
-    with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # statsforecast warns on near-singular fits; the check below decides
-        fc = AutoETS(season_length=SEASON, model=MODEL, damped=DAMPED).forecast(
-            y=y.astype(float), h=h, level=[level]
-        )
-    mean, lo, hi = (np.asarray(fc[k], float) for k in ("mean", f"lo-{level}", f"hi-{level}"))
+        return "constant series"
+    return None
+
+
+def _bounded(mean, lo, hi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean, lo, hi = (np.asarray(v, float) for v in (mean, lo, hi))
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
         raise ValueError("non-finite forecast")
     return mean, np.minimum(lo, mean), np.maximum(hi, mean)
 
 
-def _frame(key, ds, parts, split: str) -> pd.DataFrame:
-    yhat, lo, hi = parts
-    return pd.DataFrame(
+def _fit_forecast(
+    y: np.ndarray, h: int, interval: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One window alone: the fallback when a batch call fails."""
+    y = y[-WINDOW_DAYS:]
+    reason = _unfit(y)
+    if reason:
+        raise ValueError(reason)
+    level = int(round(interval * 100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # near-singular fits warn; the finiteness check decides
+        fc = _model().forecast(y=y.astype(float), h=h, level=[level])
+    return _bounded(fc["mean"], fc[f"lo-{level}"], fc[f"hi-{level}"])
+
+
+def _one_by_one(windows: list[np.ndarray], h: int, interval: float) -> list:
+    out = []
+    for y in windows:
+        try:
+            out.append(_fit_forecast(y, h, interval))
+        except Exception as exc:  # noqa: BLE001 - one bad series never fails the batch
+            out.append(str(exc) or type(exc).__name__)
+    return out
+
+
+def _batch(windows: list[np.ndarray], h: int, interval: float, log) -> list:
+    """(mean, lower, upper) or the reason it failed, for every window, in one call."""
+    from statsforecast import StatsForecast
+
+    level = int(round(interval * 100))
+    lengths = np.array([len(y) for y in windows])
+    frame = pd.DataFrame(
         {
-            "server_id": key[0],
-            "resource": key[1],
-            "ds": ds,
-            "yhat": yhat,
-            "yhat_lower": lo,
-            "yhat_upper": hi,
-            "split": split,
+            "unique_id": np.repeat(np.arange(len(windows)), lengths),
+            "ds": np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths),
+            "y": np.concatenate(windows).astype(float),
         }
     )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # near-singular fits warn; the finiteness check decides
+            fc = StatsForecast(models=[_model()], freq=1, n_jobs=1).forecast(
+                h=h, df=frame, level=[level]
+            )
+    except Exception as exc:  # noqa: BLE001 - a series that fails inside the call
+        log.info(f"ets: the batch call failed ({exc!r}); fitting its {len(windows)} series alone")
+        return _one_by_one(windows, h, interval)
+    order = np.argsort(fc["unique_id"].to_numpy(), kind="stable")
+    mean, lo, hi = (
+        fc[col].to_numpy(float)[order].reshape(len(windows), h)
+        for col in (NAME, f"{NAME}-lo-{level}", f"{NAME}-hi-{level}")
+    )
+    out = []
+    for k in range(len(windows)):
+        try:
+            out.append(_bounded(mean[k], lo[k], hi[k]))
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
 
 
 def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.DataFrame, dict]:
     """Raw backtest and future rows of every series ETS can fit, and why it could not fit the rest."""
     log = log or logging.getLogger(__name__)
     cpu0 = time.process_time()
-    rows, failed = [], {}
-    groups = history.groupby(SERIES_KEY, sort=True)
-    for key, g in groups:
-        try:
-            g = g.sort_values("ds")
-            ds = pd.DatetimeIndex(g["ds"])
-            full = pd.date_range(ds[0], ds[-1], freq="D")
-            y = (
-                pd.Series(g["y"].to_numpy(float), index=ds)
-                .reindex(full)
-                .interpolate(limit_direction="both")
+    grid = daily.grid(history)
+    failed: dict = {}
+    fits: dict[int, list] = {}  # horizon -> [(series, split, first day, window)]
+    train_days = grid.train_days(cfg)
+    for i, key in enumerate(grid.keys):
+        y, first, last = grid.values(i), int(grid.first[i]), int(grid.last[i])
+        if grid.duplicated[i]:
+            failed[key] = "duplicate days"
+            continue
+        if np.isnan(y).all():
+            failed[key] = "no observations"
+            continue
+        n_train = int(train_days[i])
+        plan = [("future", last + 1, y[-WINDOW_DAYS:], cfg.horizon_days)]
+        if n_train and len(y) - n_train:
+            plan.insert(
+                0, ("backtest", first + n_train, y[:n_train][-WINDOW_DAYS:], len(y) - n_train)
             )
-            if y.isna().all():
-                raise ValueError("no observations")
-            y = y.to_numpy()
-            train = full <= backtest_cutoff(full[-1], cfg)
-            bt_ds, fut = full[~train], future_dates(full[-1], cfg)
-            parts = (
-                [_frame(key, bt_ds, _fit_forecast(y[train], len(bt_ds), cfg.interval), "backtest")]
-                if train.sum() and len(bt_ds)
-                else []
-            )
-            parts.append(_frame(key, fut, _fit_forecast(y, len(fut), cfg.interval), "future"))
-            rows.extend(parts)
-        except Exception as exc:  # noqa: BLE001 - one bad series never fails the batch
-            failed[key] = str(exc) or type(exc).__name__
+        reason = next((r for r in (_unfit(w) for _, _, w, _ in plan) if r), None)
+        if reason:
+            failed[key] = reason
+            continue
+        for split, day0, window, h in plan:
+            fits.setdefault(h, []).append((i, split, day0, window))
+
+    done: dict[tuple[int, str], object] = {}
+    for h, items in fits.items():
+        for (i, split, _, _), result in zip(
+            items, _batch([w for *_, w in items], h, cfg.interval, log)
+        ):
+            done[(i, split)] = result
+    for (i, _split), result in sorted(done.items()):  # "backtest" sorts first: its reason wins
+        if isinstance(result, str):
+            failed.setdefault(grid.keys[i], result)
+
+    parts = {c: [] for c in ("series", "day", "yhat", "yhat_lower", "yhat_upper", "split")}
+    for h, items in fits.items():
+        for i, split, day0, _ in items:
+            if grid.keys[i] in failed:
+                continue
+            mean, lo, hi = done[(i, split)]
+            parts["series"].append(np.full(h, i))
+            parts["day"].append(day0 + np.arange(h))
+            parts["yhat"].append(mean)
+            parts["yhat_lower"].append(lo)
+            parts["yhat_upper"].append(hi)
+            parts["split"].append(np.full(h, split))
     log.info(
         "ets: %d series, %d not fitted, %.0f ms CPU/series",
-        groups.ngroups,
+        len(grid.keys),
         len(failed),
-        1000 * (time.process_time() - cpu0) / max(groups.ngroups, 1),
+        1000 * (time.process_time() - cpu0) / max(len(grid.keys), 1),
     )
-    return (pd.concat(rows, ignore_index=True) if rows else empty(RAW_RESULTS)), failed
+    if not parts["series"]:
+        return empty(RAW_RESULTS), failed
+    series = np.concatenate(parts["series"])
+    keys = np.array(grid.keys, dtype=object).reshape(-1, 2)
+    rows = pd.DataFrame(
+        {
+            "server_id": keys[series, 0],
+            "resource": keys[series, 1],
+            "ds": daily.timestamps(np.concatenate(parts["day"])),
+            "yhat": np.concatenate(parts["yhat"]),
+            "yhat_lower": np.concatenate(parts["yhat_lower"]),
+            "yhat_upper": np.concatenate(parts["yhat_upper"]),
+            "split": np.concatenate(parts["split"]),
+        }
+    )
+    return rows, failed
