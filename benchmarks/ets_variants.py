@@ -100,6 +100,14 @@ def make_fit(name: str):
     return _fit_forecast
 
 
+def install(name: str) -> None:
+    """Make ``ets`` fit the variant: its fit per series (the engine's fallback path), given each
+    series' whole history so the variant's own window applies."""
+    ets._fit_forecast = make_fit(name)
+    ets.WINDOW_DAYS = 10**9
+    ets._batch = lambda windows, h, interval, log: ets._one_by_one(windows, h, interval)
+
+
 def _hash(df: pd.DataFrame) -> str:
     return hashlib.sha1(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()[
         :16
@@ -141,7 +149,7 @@ def screen(configs, families, servers, seed):
         data = accuracy.load_family(fam, servers, seed, cfg)
         n = data["history"].groupby(accuracy.KEY).ngroups
         for c in configs:
-            ets._fit_forecast = make_fit(c)
+            install(c)
             h = logging.getLogger("screen")
             t0 = time.process_time()
             res = run("ets", data["history"], cfg, log=h)
@@ -184,7 +192,7 @@ def full(configs, families, servers, seed):
             accuracy.FITTED = ("prophet", "challenger")
         else:
             accuracy.FITTED = ("prophet", "challenger", "ets")
-            ets._fit_forecast = make_fit(c)
+            install(c)
         for fam in families:
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
