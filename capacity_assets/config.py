@@ -71,6 +71,7 @@ ENV = {
     "CAPACITY_DAGSTER_URL": "dagster_url",
     "CAPACITY_PROM_TEXTFILE": "prom_textfile",
     "CAPACITY_OWNERS": "owners",
+    "CAPACITY_SCENARIOS": "scenarios",
 }
 # what a value must look like, where a bare "not a valid float" would not say (also for validate)
 EXPECTED = {
@@ -156,6 +157,7 @@ class CapacitySettings:
     dagster_url: str = ""  # the Dagster UI's base URL, for links to a run in alerts
     prom_textfile: str = ""  # file written after each run in Prometheus' text format
     owners: str = ""  # comma-separated asset owners shown in the catalog (e-mails or team:name)
+    scenarios: str = ""  # YAML of what-if scenarios (see whatif/scenarios.py); unset: none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CapacitySettings:
@@ -227,6 +229,13 @@ class CapacitySettings:
         for ok, name, expected in checks:
             if not ok:
                 raise ConfigError(f"{name}: expected {expected}")
+        if self.scenarios.strip():  # refused before anything runs, not after the models fit
+            from capacity_assets.whatif.scenarios import ScenarioError, load
+
+            try:
+                load(self.scenarios.strip())
+            except ScenarioError as e:
+                raise ConfigError(f"CAPACITY_SCENARIOS: {e}") from None
         if self.executor == "dask" and self.dask_address.strip() and not is_postgres(self.db):
             # a worker on another host would stage into a file of its own that nobody publishes
             raise ConfigError(

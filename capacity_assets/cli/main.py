@@ -390,6 +390,42 @@ def cmd_notify(args) -> int:
     return 1 if summary["failures"] else 0
 
 
+def cmd_whatif(args) -> int:
+    """The scenarios of a file against the published results, without refitting: what changes."""
+    import json
+    from functools import partial
+
+    from capacity_assets.store.whatif import NothingToCompare, read_published
+    from capacity_assets.whatif.compare import text
+    from capacity_assets.whatif.report import involved_servers, whatif
+    from capacity_assets.whatif.scenarios import ScenarioError, load
+
+    _apply(args)
+    settings = _settings()
+    try:
+        scenarios = load(args.file)
+        if args.scenario:
+            names = [s.name for s in scenarios]
+            if args.scenario not in names:
+                return _fail(
+                    f"{args.file} has no scenario {args.scenario!r} (it has: {', '.join(names)})"
+                )
+            scenarios = tuple(s for s in scenarios if s.name == args.scenario)
+        published = read_published(settings.database, partial(involved_servers, scenarios))
+        results = whatif(scenarios, published, settings)
+    except (ScenarioError, NothingToCompare) as e:
+        return _fail(str(e))
+    if args.json:
+        objects = [r.difference for r in results]
+        print(json.dumps(objects[0] if len(objects) == 1 else objects, indent=2))
+        for r in results:
+            for note in r.notes:
+                print(f"capacity whatif: {r.name}: {note}", file=sys.stderr)
+        return 0
+    print("\n\n".join(text(r.difference, r.notes) for r in results))
+    return 0
+
+
 def cmd_dashboard(args) -> int:
     _apply(args)
     settings = _settings()
@@ -561,6 +597,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_flags(p, metrics=False)
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser(
+        "whatif",
+        help="apply the scenarios of a file to the published golden record, without refitting, "
+        "and print what changes: new and cleared exceptions, breach dates moved, capacity to add "
+        "or reclaim by department",
+    )
+    p.add_argument("file", help="the scenarios YAML file (the format of CAPACITY_SCENARIOS)")
+    p.add_argument("--scenario", help="only this scenario of the file")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per scenario (a list when there are several)",
+    )
+    _add_config_flags(p, metrics=False)
+    p.set_defaults(func=cmd_whatif)
     return parser
 
 

@@ -74,6 +74,7 @@ class SettingsResource(dg.ConfigurableResource):
     dagster_url: str
     prom_textfile: str
     owners: str
+    scenarios: str
 
     @classmethod
     def wrap(cls, settings: CapacitySettings) -> SettingsResource:

@@ -72,6 +72,9 @@ def ledger_assets(layout: Layout) -> list[dg.AssetsDefinition]:
             "forecast_accuracy",
             "risk_calls",
             "risk_resolved",
+            "scenario_forecasts",
+            "scenario_risk",
+            "scenario_plan",
         ],
         description="One row per batch: the run that published it, when, the fingerprint of the inputs, "
         "settings, code and library versions it was made from, and the hierarchy version its "
