@@ -1,5 +1,5 @@
 """What a batch's results depend on, as one hash: its input rows, the hierarchy, the settings, the
-package's code and the versions of the libraries that compute them.
+what-if scenarios, the package's code and the versions of the libraries that compute them.
 
 ``processed_data`` records it for the inputs it actually read, ``batch_ledger`` publishes it with the
 batch, and `capacity run` skips a batch whose ledger row has the fingerprint the inputs have now.
@@ -110,6 +110,15 @@ def hierarchy_digest(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+def scenarios_digest(path: str) -> str:
+    """Content of the what-if file (CAPACITY_SCENARIOS): a batch's scenario tables follow from it,
+    so an edited file re-runs the batches (`capacity whatif` answers from the published record
+    in seconds without a run)."""
+    if not path or not Path(path).is_file():
+        return ""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def batch_fingerprints(
     conn,
     sources,
@@ -127,6 +136,7 @@ def batch_fingerprints(
         (
             sorted(result_settings(settings).items()),
             hierarchy_digest(settings.hierarchy_path),
+            scenarios_digest(getattr(settings, "scenarios", "")),
             code or code_version(),
             sorted((versions or library_versions()).items()),
         )

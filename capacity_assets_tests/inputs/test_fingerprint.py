@@ -70,3 +70,16 @@ def test_input_rows_change_only_their_batch(tmp_path):
     from capacity_assets.inputs.batching import batch_of
 
     assert changed == {batch_of("b", 20)}
+
+
+def test_an_edited_scenarios_file_reruns_the_batches_and_a_moved_one_does_not(tmp_path):
+    write(tmp_path / "m" / "m.csv", [("a", "cpu", "2025-01-01", 5)])
+    plan = "onboard:\n  - add_load: {servers: [a], resources: [cpu], from: 2025-02-01, points: 10}\n"
+    (tmp_path / "s1.yaml").write_text(plan)
+    (tmp_path / "s2.yaml").write_text(plan)
+    base = CapacitySettings(metrics=str(tmp_path / "m"), batches=2)
+    one = fps(dataclasses.replace(base, scenarios=str(tmp_path / "s1.yaml")))
+    assert fps(dataclasses.replace(base, scenarios=str(tmp_path / "s2.yaml"))) == one
+    assert fps(base) != one
+    (tmp_path / "s1.yaml").write_text(plan.replace("points: 10", "points: 20"))
+    assert fps(dataclasses.replace(base, scenarios=str(tmp_path / "s1.yaml"))) != one
