@@ -35,7 +35,8 @@ from capacity_assets.schema import ENGINE_RESULTS, SERIES_KEY, empty
 NAME = "combination"
 ROW = SERIES_KEY + ["split", "ds"]
 CENTRE = "mean"
-_BISECT_STEPS = 40  # bracket width / 2**40: far below a hundredth of a point
+_TOL = 1e-9  # points: a quantile is final when Newton's step is below this
+_MAX_STEPS = 100  # safeguard; bisection alone would need about 40 steps for _TOL
 
 
 def _members(
@@ -55,9 +56,10 @@ def _members(
                 demand_upper=scaled["demand"] + (scaled["yhat_upper"] - scaled["yhat"])
             )
             r = pd.concat([scaled, r[~bt]], ignore_index=True)
-        parts.append(
-            r.assign(member=name, fallback=r["model"].astype(str).str.endswith(":fallback"))
-        )
+        # by the column's few distinct names: a string method per row cost a second a batch
+        model = r["model"]
+        fallbacks = [m for m in model.unique() if str(m).endswith(":fallback")]
+        parts.append(r.assign(member=name, fallback=model.isin(fallbacks).to_numpy()))
     if not parts:
         return pd.DataFrame()
     long = pd.concat(parts, ignore_index=True)
@@ -74,27 +76,55 @@ def pool_bounds(
     Arrays are (rows, members); NaN marks a missing member. Member j has median ``centre`` and its
     ``(1 - interval) / 2`` and ``(1 + interval) / 2`` quantiles at ``lower`` and ``upper``. The
     mixture's quantile lies between the members' (every CDF is below the level at the smallest
-    member quantile and above it at the largest), so bisection on that bracket converges.
+    member quantile and above it at the largest), so Newton's method kept inside that bracket
+    converges; to ``_TOL``, the 40 bisection steps it replaced gave the same bounds within 1e-9.
     """
     z = float(ndtri(0.5 + interval / 2))
     s_lo = np.maximum(centre - lower, 1e-9) / z
     s_hi = np.maximum(upper - centre, 1e-9) / z
     have = np.isfinite(centre)
-    n = have.sum(axis=1)
+    n = np.maximum(have.sum(axis=1), 1)
 
-    def cdf(x: np.ndarray) -> np.ndarray:
-        d = x[:, None] - centre
-        f = ndtr(d / np.where(d < 0, s_lo, s_hi))
-        return np.where(have, f, 0.0).sum(axis=1) / np.maximum(n, 1)
+    def cdf_pdf(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = x[:, None] - centre[rows]
+        s = np.where(d < 0, s_lo[rows], s_hi[rows])
+        u = d / s
+        h = have[rows]
+        f = np.where(h, ndtr(u), 0.0).sum(axis=1) / n[rows]
+        p = np.where(h, np.exp(-0.5 * u * u) / s, 0.0).sum(axis=1) / (n[rows] * np.sqrt(2 * np.pi))
+        return f, p
 
     out = []
     for q, member_q in (((1 - interval) / 2, lower), ((1 + interval) / 2, upper)):
+        # Newton's method kept inside a shrinking bracket, bisecting where a step would leave it or
+        # shrinks less than half the step before (Numerical Recipes' rtsafe: Newton alone can cycle
+        # across a member's kink): a few steps reach what 40 bisections did
         lo, hi = np.nanmin(member_q, axis=1), np.nanmax(member_q, axis=1)
-        for _ in range(_BISECT_STEPS):
-            mid = (lo + hi) / 2
-            below = cdf(mid) < q
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        out.append((lo + hi) / 2)
+        x = np.clip(np.nanmean(member_q, axis=1), lo, hi)
+        rows = np.flatnonzero(hi > lo)
+        last_step = hi - lo
+        for _ in range(_MAX_STEPS):
+            if not len(rows):
+                break
+            xr, lr, hr = x[rows], lo[rows], hi[rows]
+            f, p = cdf_pdf(xr, rows)
+            below = f < q
+            lr, hr = np.where(below, xr, lr), np.where(below, hr, xr)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                step = (f - q) / p
+            new = xr - step
+            newton = (
+                np.isfinite(new)
+                & (new >= lr)
+                & (new <= hr)
+                & (np.abs(step) <= 0.5 * last_step[rows])
+            )
+            new = np.where(newton, new, (lr + hr) / 2)
+            last_step[rows] = np.abs(new - xr)
+            done = (last_step[rows] < _TOL) | (hr - lr < _TOL)
+            x[rows], lo[rows], hi[rows] = new, lr, hr
+            rows = rows[~done]
+        out.append(x)
     return out[0], out[1]
 
 

@@ -160,3 +160,40 @@ def test_the_combination_can_be_champion_and_is_published():
     assert np.isnan(ch.loc[0, "ets_mape"])  # registered, not passed: its columns, no score
     gold = tournament.golden_record(res, ch, pd.Timestamp("2026-11-01"), "r")
     assert (gold["yhat"] == 75.0).all() and set(gold["model"]) == {"combination"}
+
+
+def _mixture_cdf(x, centre, lower, upper, interval):
+    """The linear pool's CDF at ``x`` per row, from the definition (two-piece normal members)."""
+    from scipy.special import ndtr, ndtri
+
+    z = float(ndtri(0.5 + interval / 2))
+    d = x[:, None] - centre
+    s = np.where(d < 0, np.maximum(centre - lower, 1e-9), np.maximum(upper - centre, 1e-9)) / z
+    return np.nanmean(ndtr(d / s), axis=1)
+
+
+def test_mixture_bounds_are_the_pool_quantiles_as_bisection_gave_them():
+    # members far apart, near each other, missing, identical and with a zero-width side: the cases
+    # where Newton's method alone would cycle or divide by zero
+    rng = np.random.default_rng(0)
+    n = 3000
+    centre = rng.uniform(0, 100, (n, 3))
+    lower = centre - rng.exponential(3, (n, 3))
+    upper = centre + rng.exponential(3, (n, 3))
+    centre[::7, 1] = lower[::7, 1] = upper[::7, 1] = np.nan
+    for a in (centre, lower, upper):
+        a[::11] = a[::11, :1]
+    upper[::13, 0] = centre[::13, 0]
+    for interval in (0.8, 0.5):
+        lo, hi = combination.pool_bounds(centre, lower, upper, interval)
+        for got, q, member_q in ((lo, (1 - interval) / 2, lower), (hi, (1 + interval) / 2, upper)):
+            # the 40-step bisection the pool used before: same bounds within 1e-6 points
+            a, b = np.nanmin(member_q, axis=1), np.nanmax(member_q, axis=1)
+            for _ in range(40):
+                mid = (a + b) / 2
+                below = _mixture_cdf(mid, centre, lower, upper, interval) < q
+                a, b = np.where(below, mid, a), np.where(below, b, mid)
+            np.testing.assert_allclose(got, (a + b) / 2, rtol=0, atol=1e-6)
+            # the pool's quantile (a zero-width side makes a step in its CDF: the step's position)
+            assert (_mixture_cdf(got - 1e-6, centre, lower, upper, interval) <= q + 1e-9).all()
+            assert (_mixture_cdf(got + 1e-6, centre, lower, upper, interval) >= q - 1e-9).all()

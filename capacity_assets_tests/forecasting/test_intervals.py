@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from capacity_assets.forecasting.engines import intervals
 
@@ -74,3 +75,47 @@ def test_series_without_backtest_keep_their_bounds():
     empty = fut.iloc[:0]
     out = intervals.calibrate(fut, empty, empty.assign(y=[]), 0.8)
     pd.testing.assert_frame_equal(out, fut)
+
+
+def test_factors_are_each_series_conformal_quantile():
+    """The per-series quantiles and the horizon corrections are computed for the whole call at once:
+    the same factors as ``np.quantile`` series by series and block by block (groups of 1 to 130
+    scores, zero-width bands, four resources)."""
+    rng = np.random.default_rng(4)
+    parts = []
+    for i in range(60):
+        n = int(rng.integers(1, 130))
+        yhat = rng.uniform(0, 100, n)
+        width = 0 if i % 17 == 0 else 1
+        parts.append(
+            pd.DataFrame(
+                {
+                    "server_id": f"s{i // 4}",
+                    "resource": ["cpu", "memory", "disk", "network"][i % 4],
+                    "ds": pd.date_range("2026-07-01", periods=n),
+                    "yhat": yhat,
+                    "yhat_lower": yhat - width * rng.exponential(2, n),
+                    "yhat_upper": yhat + width * rng.exponential(2, n),
+                    "y": yhat + rng.standard_t(3, n) * 2,
+                }
+            )
+        )
+    bt = pd.concat(parts, ignore_index=True)
+    actuals = bt[["server_id", "resource", "ds", "y"]]
+    k, ratios = intervals.factors(bt, actuals, 0.8)
+    pools = {}
+    for resource, g in bt.groupby("resource"):
+        err = g["y"] - g["yhat"]
+        half = np.where(err >= 0, g["yhat_upper"] - g["yhat"], g["yhat"] - g["yhat_lower"])
+        floor = np.maximum(1e-6, 0.05 * err.abs().groupby([g["server_id"]]).transform("mean"))
+        g = g.assign(score=err.abs() / np.maximum(half, floor))
+        pools[resource] = intervals._conformal_quantile(g["score"].to_numpy(), 0.8)
+        horizon = (g["ds"] - g.groupby("server_id")["ds"].transform("min")).dt.days + 1
+        for block, b in g.groupby(intervals._block(horizon.to_numpy())):
+            want = intervals._conformal_quantile(b["score"].to_numpy(), 0.8) / pools[resource]
+            assert ratios[resource][block] == pytest.approx(want, rel=1e-12)
+        for server, s in g.groupby("server_id"):
+            own = intervals._conformal_quantile(s["score"].to_numpy(), 0.8)
+            want = np.clip(np.sqrt(max(own, 1e-9) * max(pools[resource], 1e-9)), 0.2, 10.0)
+            assert k[(server, resource)] == pytest.approx(want, rel=1e-12)
+    assert len(k) == 60

@@ -152,3 +152,35 @@ def test_failed_fit_does_not_fail_the_batch(monkeypatch, caplog):
     models = out.groupby("server_id").model.unique().map(list).to_dict()
     assert models == {"srv0": ["prophet"], "srv1": ["prophet:fallback"], "srv2": ["prophet"]}
     assert "optimizer blew up" in caplog.text and "1 fallbacks" in caplog.text
+
+
+def test_warm_start_carries_the_backtest_fit_onto_the_refit():
+    """``warm_init`` (off by default, see the engine's docstring) starts the refit on the backtest
+    fit's curve, though the refit's time scale, y scale and changepoints all differ, and the refit
+    from there is still a fit of the whole history."""
+    rng = np.random.default_rng(5)
+    ds = pd.date_range(end=END, periods=800, freq="D")  # over two years: yearly terms in the refit
+    t = np.arange(len(ds))
+    y = 30 + 0.01 * t + 0.04 * np.maximum(t - 500, 0) + weekly_truth(ds) + rng.normal(0, 1, len(t))
+    days = engine._as_days(pd.Series(ds))
+    train = days <= engine._as_days(pd.Series([backtest_cutoff(ds[-1], CFG)]))[0]
+    d_bt, d_full = engine.make_design(days[train]), engine.make_design(days)
+    assert not d_bt.yearly and d_full.yearly and d_full.K > d_bt.K
+    with tempfile.TemporaryDirectory() as workdir:
+        p_bt = engine.fit_map(y[train], d_bt, workdir, "b")
+        init = engine.warm_init(p_bt, d_bt, d_full, float(np.abs(y).max()))
+        cold = engine.fit_map(y, d_full, workdir, "c")
+        warm = engine.fit_map(y, d_full, workdir, "w", init=init)
+    start = {k: np.asarray(v, float) for k, v in init.items()} | {"y_scale": float(y.max())}
+    before, _ = engine.predict_map(p_bt, d_bt, days, 0.8)
+    carried, _ = engine.predict_map(start, d_full, days, 0.8)
+    assert np.abs(carried - before)[train].max() < 0.25  # the backtest fit's curve, in points
+    np.testing.assert_allclose(carried[~train], before[~train], atol=1e-6)  # and its extrapolation
+    future = engine._as_days(pd.Series(future_dates(ds[-1], CFG)))
+    f_cold, _ = engine.predict_map(cold, d_full, future, 0.8)
+    f_warm, _ = engine.predict_map(warm, d_full, future, 0.8)
+    tf = t[-1] + 1 + np.arange(len(future))
+    fds = pd.DatetimeIndex(future_dates(ds[-1], CFG))
+    truth = 30 + 0.01 * tf + 0.04 * (tf - 500) + weekly_truth(fds)
+    assert np.abs(f_warm - f_cold).max() < 1.0
+    assert np.abs(f_warm - truth).mean() < 1.5 and np.abs(f_cold - truth).mean() < 1.5

@@ -47,6 +47,30 @@ def _conformal_quantile(score: np.ndarray, interval: float) -> float:
     return float(np.quantile(score, min(1.0, np.ceil((n + 1) * interval) / n)))
 
 
+def _conformal_quantiles(codes: np.ndarray, score: np.ndarray, interval: float) -> np.ndarray:
+    """``_conformal_quantile`` of every group of ``score`` (group ``codes`` 0..G-1) at once.
+
+    The same arithmetic as ``np.quantile``'s default (linear) method on each group, so the same
+    values, without a numpy call per series (about 0.2 ms each, 400 series a batch and engine)."""
+    counts = np.bincount(codes)
+    order = np.lexsort((score, codes))
+    s = score[order]
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    n = counts.astype(float)
+    q = np.minimum(1.0, np.ceil((n + 1) * interval) / n)
+    virtual = n * q + (1 + q * (1 - 1 - 1)) - 1  # numpy's _compute_virtual_index, alpha = beta = 1
+    prev = np.floor(virtual)
+    gamma = virtual - prev
+    last = virtual >= n - 1
+    prev = np.where(last, n - 1, np.maximum(prev, 0)).astype(np.intp)
+    nxt = np.where(last, n - 1, np.maximum(prev + 1, 0)).astype(np.intp)
+    a, b = s[start + prev], s[start + nxt]
+    diff = b - a
+    out = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+    has_nan = np.bincount(codes, weights=np.isnan(score), minlength=len(counts)) > 0
+    return np.where(has_nan, np.nan, out)
+
+
 def _block(h: np.ndarray) -> np.ndarray:
     """Horizon block (0, 1, 2, ...) of horizons ``h`` in days (1 = first day)."""
     return np.searchsorted(np.asarray(HORIZON_BLOCKS), h, side="left")
@@ -71,32 +95,36 @@ def factors(backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float) -> t
     half = np.where(
         err >= 0, bt["yhat_upper"].to_numpy(float) - yhat, yhat - bt["yhat_lower"].to_numpy(float)
     )
-    mean_abs = bt.assign(a=np.abs(err)).groupby(SERIES_KEY, sort=False)["a"].transform("mean")
-    floor = np.maximum(1e-6, 0.05 * mean_abs.to_numpy())  # degenerate zero-width bounds
-    bt = bt.assign(score=np.abs(err) / np.maximum(half, floor), block=_block(_horizon(bt)))
-    own = {
-        key: _conformal_quantile(g.to_numpy(), interval)
-        for key, g in bt.groupby(SERIES_KEY, sort=False)["score"]
-    }
-    n_series = bt.drop_duplicates(SERIES_KEY)["resource"].value_counts()
+    # the series' keys factorised once; every per-series and per-resource step works on the codes
+    codes, keys = pd.MultiIndex.from_frame(bt[SERIES_KEY]).factorize()
+    rows = np.bincount(codes)
+    mean_abs = (np.bincount(codes, weights=np.abs(err)) / rows)[codes]
+    floor = np.maximum(1e-6, 0.05 * mean_abs)  # degenerate zero-width bounds
+    score = np.abs(err) / np.maximum(half, floor)
+    days = bt["ds"].to_numpy("datetime64[D]").astype(np.int64)
+    first = np.full(len(rows), np.iinfo(np.int64).max)
+    np.minimum.at(first, codes, days)
+    block = _block(days - first[codes] + 1)  # _horizon's days since the series' first row, + 1
+    own_q = _conformal_quantiles(codes, score, interval)
+    key_resource = np.asarray(keys.get_level_values(1), dtype=object)
+    row_resource = key_resource[codes]
+    n_series = pd.Series(key_resource).value_counts()
     pools: dict = {}
     for resource in n_series.index:
-        part = bt[bt["resource"] == resource] if n_series[resource] >= POOL_MIN_SERIES else bt
-        k_pool = _conformal_quantile(part["score"].to_numpy(), interval)
+        part = row_resource == resource if n_series[resource] >= POOL_MIN_SERIES else slice(None)
+        sc, bl = score[part], block[part]
+        k_pool = _conformal_quantile(sc, interval)
         ratio = (
-            {
-                int(b): _conformal_quantile(g.to_numpy(), interval) / k_pool
-                for b, g in part.groupby("block")["score"]
-            }
+            {int(b): _conformal_quantile(sc[bl == b], interval) / k_pool for b in np.unique(bl)}
             if k_pool > 0
             else {}
         )
         pools[resource] = (k_pool, ratio)
-    k = {}
-    for (server, resource), k_own in own.items():
-        k_pool = pools[resource][0]
-        mixed = np.exp((1 - SHRINK) * np.log(max(k_own, 1e-9)) + SHRINK * np.log(max(k_pool, 1e-9)))
-        k[(server, resource)] = float(np.clip(mixed, K_MIN, K_MAX))
+    k_pool = np.array([pools[r][0] for r in keys.get_level_values(1)], dtype=float)
+    mixed = np.exp(
+        (1 - SHRINK) * np.log(np.maximum(own_q, 1e-9)) + SHRINK * np.log(np.maximum(k_pool, 1e-9))
+    )
+    k = dict(zip(keys.tolist(), np.clip(mixed, K_MIN, K_MAX).tolist()))
     return k, {r: ratio for r, (_, ratio) in pools.items()}
 
 
