@@ -66,6 +66,8 @@ DATE_COLUMNS = (
     "resolved_in",
     "first_crossed",
     "window_end",
+    "baseline_first_breach_date",
+    "forecast_breach_date",
 )
 
 
@@ -307,6 +309,50 @@ RISK_EXCEPTIONS_STORED = {**RISK_EXCEPTIONS, **RISK_LIFECYCLE}
 # business_hierarchy: one row per server; any extra hierarchy columns follow these (inputs/hierarchy.py)
 HIERARCHY = {"server_id": "string", "department": "string", "app_manager": "string"}
 
+# what if (whatif/): the golden record, the risk list and the plan under each scenario of
+# CAPACITY_SCENARIOS; `scenario` follows `batch`, then the baseline table's columns
+_AFTER_BATCH = {"batch": "string", "scenario": "string"}
+SCENARIO_FORECASTS = {**_AFTER_BATCH, **{c: t for c, t in FORECASTS.items() if c != "batch"}}
+SCENARIO_RISK = {
+    **_AFTER_BATCH,
+    **{c: t for c, t in RISK_EXCEPTIONS.items() if c != "batch"},
+    "baseline_first_breach_date": "datetime64[ns]",
+    "days_moved": "Int64",  # empty for an exception the baseline does not list
+}
+SCENARIO_PLAN = {**_AFTER_BATCH, **{c: t for c, t in CAPACITY_PLAN.items() if c != "batch"}}
+
+# pools (risk/pools.py): the hierarchy's `pool` column summed in units, per scenario ('' = the
+# published golden record); not partitioned: a pool's servers span batches
+POOL_OUTLOOK = {
+    "scenario": "string",
+    "pool": "string",
+    "resource": "string",
+    "unit": "string",
+    "servers": "int64",
+    "servers_without_size": "int64",
+    "capacity_units": "float64",
+    "threshold": "float64",
+    "threshold_units": "float64",
+    "peak_demand_units": "float64",
+    "peak_demand_upper_units": "float64",
+    "headroom_units": "float64",
+    "first_breach_date": "datetime64[ns]",
+    "days_to_breach": "Int64",
+    "forecast_breach_date": "datetime64[ns]",
+    "median_server_units": "float64",
+    "servers_that_fit": "Int64",
+}
+POOL_DEMAND = {
+    "scenario": "string",
+    "pool": "string",
+    "resource": "string",
+    "ds": "datetime64[ns]",
+    "capacity_units": "float64",
+    "threshold_units": "float64",
+    "demand_units": "float64",
+    "demand_upper_units": "float64",
+}
+
 
 def table_contracts(contenders) -> dict[str, dict[str, str]]:
     """Every table the asset graph writes -> its contract, for the fitted ``contenders`` (the
@@ -329,6 +375,11 @@ def table_contracts(contenders) -> dict[str, dict[str, str]]:
         "forecast_accuracy": FORECAST_ACCURACY,
         "risk_calls": RISK_CALL_OUTCOMES,
         "risk_resolved": RISK_RESOLVED,
+        "scenario_forecasts": SCENARIO_FORECASTS,
+        "scenario_risk": SCENARIO_RISK,
+        "scenario_plan": SCENARIO_PLAN,
+        "pool_outlook": POOL_OUTLOOK,
+        "pool_demand": POOL_DEMAND,
         "batch_ledger": BATCH_LEDGER,
     }
 
@@ -339,6 +390,7 @@ SQL_TYPES = {
     "float64": "DOUBLE",
     "float32": "FLOAT",
     "int64": "BIGINT",
+    "Int64": "BIGINT",  # a whole number that may be empty
     "bool": "BOOLEAN",
     "datetime64[ns]": "DATE",
     TIMESTAMP: "TIMESTAMP_NS",  # naive UTC, as pandas hands it over
@@ -409,11 +461,32 @@ COLUMN_DOCS = {
     "code_version": "hash of the package's code that made the results",
     "settings": "JSON of the settings that change results",
     "hierarchy_version": "content hash of the hierarchy the owners came from",
+    "scenario": "the what-if scenario (its name in CAPACITY_SCENARIOS)",
+    "baseline_first_breach_date": "first breach in risk_exceptions (empty: only this scenario)",
+    "days_moved": "scenario's first breach minus the baseline's, days (negative: sooner)",
+    "pool": "the server's pool from the hierarchy's pool column (a cluster, application, array)",
+    "servers": "the pool's servers with a forecast of the resource",
+    "servers_without_size": "of those, servers without a size in the hierarchy (not in the units)",
+    "capacity_units": "installed capacity of the pool's sized servers (first day / that day)",
+    "threshold_units": "capacity_units times the threshold: where the pool saturates",
+    "peak_demand_units": "highest forecast demand of the pool over the horizon, in units",
+    "peak_demand_upper_units": "highest upper demand of the pool over the horizon, in units",
+    "headroom_units": "smallest threshold_units minus upper demand of any day (negative: short)",
+    "forecast_breach_date": "first day the forecast demand itself reaches the threshold",
+    "median_server_units": "median of the pool's servers' own peak upper demand, in units",
+    "servers_that_fit": "more servers of median_server_units that fit in the headroom",
+    "demand_units": "forecast demand (unclipped) of the pool's sized servers that day, in units",
+    "demand_upper_units": "upper demand (unclipped) of the pool's sized servers that day, in units",
 }
 TABLE_COLUMN_DOCS = {
     ("risk_calls", "status"): "so_far until the data reaches the window's last day, then final",
     ("risk_resolved", "reason"): "forecast fell, left the fleet or threshold changed",
     ("forecast_history", "yhat"): "forecast utilisation, % (0.01-point precision)",
+    ("pool_outlook", "scenario"): "the what-if scenario; empty for the published golden record",
+    ("pool_demand", "scenario"): "the what-if scenario; empty for the published golden record",
+    ("pool_outlook", "threshold"): "the pool's threshold, % (CAPACITY_THRESHOLD[_RESOURCE])",
+    ("pool_outlook", "first_breach_date"): "first day its upper demand reaches threshold_units",
+    ("pool_outlook", "days_to_breach"): "days from the pool's first forecast day to that breach",
 }
 # per-contender columns of champions: '<contender>_<metric>'
 _CONTENDER_DOCS = {

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from capacity_assets_tests.pools_run import pooled_run  # noqa: F401 - a fixture (pools, dashboard)
+
 os.environ["CAPACITY_BATCHES"] = "3"
 os.environ.pop("CAPACITY_METRICS", None)
 os.environ.pop("CAPACITY_HIERARCHY", None)

@@ -18,13 +18,21 @@ import streamlit as st
 from capacity_assets import config
 from capacity_assets.dashboard import data, header
 from capacity_assets.dashboard.last_good import Loader, NotLoaded
-from capacity_assets.dashboard.views import deep_dive, plan, risk, tournament, track
+from capacity_assets.dashboard.views import deep_dive, plan, pools, risk, tournament, track, whatif
 from capacity_assets.dashboard.widgets import not_loaded_note
 from capacity_assets.store.db import Database, StorageError, is_postgres
 from capacity_assets.store.postgres import StorageError as ServerError
 from capacity_assets.store.postgres import redact
 
-VIEWS = ("Risk heatmap", "Capacity plan", "Track record", "Tournament summary", "Deep dive")
+VIEWS = (
+    "Risk heatmap",
+    "Capacity plan",
+    "What if",
+    "Pools",
+    "Track record",
+    "Tournament summary",
+    "Deep dive",
+)
 SHOWN_SETTINGS = ("threshold", "risk_days", "mape_warn")
 
 st.set_page_config(page_title="Capacity outlook", page_icon="📈", layout="wide")
@@ -101,7 +109,7 @@ def main() -> None:
     if linked and st.session_state.get("_linked_server") != linked:
         st.session_state["_linked_server"] = linked
         deep_dive.open_in_deep_dive(linked)
-    risk_tab, plan_tab, track_tab, tournament_tab, deep_tab = st.tabs(
+    risk_tab, plan_tab, whatif_tab, pools_tab, track_tab, tournament_tab, deep_tab = st.tabs(
         list(VIEWS), key="view", on_change="rerun"
     )
     if risk_tab.open:
@@ -110,6 +118,12 @@ def main() -> None:
     if plan_tab.open:
         with plan_tab:
             plan.render(loader, settings, present)
+    if whatif_tab.open:
+        with whatif_tab:
+            whatif.render(loader, settings, present)
+    if pools_tab.open:
+        with pools_tab:
+            pools.render(loader, settings, present)
     if track_tab.open:
         with track_tab:
             track.render(loader, settings, present, ov.vintages)

@@ -482,3 +482,62 @@ def risk_calls_by_vintage(calls: pd.DataFrame, title: str) -> go.Figure:
     _vintage_axis(fig, scored["vintage"])
     fig.update_yaxes(title="Share", tickformat=".0%", range=[-0.05, 1.05])
     return _layout(fig, title, height=300)
+
+
+def pool_chart(days: pd.DataFrame, title: str, unit: str, scenario: str = "") -> go.Figure:
+    """A pool's demand against its capacity over the horizon, in units: the installed capacity,
+    the threshold (red), the forecast demand and its upper bound (a band); under a scenario, the
+    published upper demand dotted beside the scenario's."""
+    if days.empty:
+        return empty_figure(title, "No forecast days for this pool")
+    fig = go.Figure()
+    base, shown = days[days["scenario"] == ""], days[days["scenario"] == scenario]
+    colour = "#2563eb"
+    fig.add_scatter(
+        x=shown["ds"],
+        y=shown["demand_upper_units"],
+        mode="lines",
+        line=dict(width=0),
+        showlegend=False,
+        hoverinfo="skip",
+    )
+    fig.add_scatter(
+        x=shown["ds"],
+        y=shown["demand_units"],
+        mode="lines",
+        name="demand",
+        line=dict(color=colour, width=2),
+        fill="tonexty",
+        fillcolor=_rgba(colour, 0.18),
+    )
+    fig.add_scatter(
+        x=shown["ds"],
+        y=shown["demand_upper_units"],
+        mode="lines",
+        name="upper demand",
+        line=dict(color=colour, width=1, dash="dash"),
+    )
+    if scenario and not base.empty:
+        fig.add_scatter(
+            x=base["ds"],
+            y=base["demand_upper_units"],
+            mode="lines",
+            name="upper demand, published",
+            line=dict(color=PALETTE["neutral"], dash="dot"),
+        )
+    fig.add_scatter(
+        x=shown["ds"],
+        y=shown["capacity_units"],
+        mode="lines",
+        name="capacity",
+        line=dict(color=PALETTE["actual"], width=1.6, shape="hv"),
+    )
+    fig.add_scatter(
+        x=shown["ds"],
+        y=shown["threshold_units"],
+        mode="lines",
+        name="threshold",
+        line=dict(color=PALETTE["threshold"], width=1.6, dash="dash", shape="hv"),
+    )
+    fig.update_yaxes(title=unit, rangemode="tozero")
+    return _layout(fig, title)

@@ -706,3 +706,90 @@ def changes(db: str, ver, has_status: bool, has_resolved: bool) -> Changes:
         out.get("e", pd.DataFrame(columns=["change", "server_id", "resource"])),
         out.get("r", pd.DataFrame(columns=["server_id", "resource", "reason"])),
     )
+
+
+# --- pools and what if ----------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=16)
+def pool_outlook(db: str, ver) -> pd.DataFrame:
+    """pool_outlook whole (a row per scenario, pool and resource: small), the soonest breach first."""
+    return _many(
+        db,
+        {
+            "p": (
+                "select * from pool_outlook order by scenario"
+                + _C
+                + ", first_breach_date nulls last, headroom_units nulls last, pool"
+                + _C
+                + ", resource"
+                + _C,
+                [],
+            )
+        },
+    )["p"]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def pool_demand(db: str, ver, pool: str, scenario: str) -> pd.DataFrame:
+    """One pool's days under the published record ('') and ``scenario``, every resource."""
+    return _many(
+        db,
+        {
+            "d": (
+                "select scenario, resource, ds, capacity_units, threshold_units, demand_units, "
+                "demand_upper_units from pool_demand where pool = ? and scenario in ('', ?) "
+                f"order by scenario{_C}, resource{_C}, ds",
+                [pool, scenario],
+            )
+        },
+    )["d"]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def scenario_names(db: str, ver) -> list[str]:
+    """The scenarios the published batches were computed under (scenario_plan has every series)."""
+    rows = _many(
+        db,
+        {
+            "s": (
+                f"select scenario from scenario_plan group by scenario order by scenario{_C}",
+                [],
+            )
+        },
+    )["s"]
+    return [str(s) for s in rows["scenario"]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    risk: pd.DataFrame  # scenario_risk of the scenario
+    baseline_risk: pd.DataFrame  # risk_exceptions
+    plan: pd.DataFrame  # per department, resource, unit, action: series and units, both sides
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def scenario(db: str, ver, name: str) -> Scenario:
+    """A scenario's risk list against the published one, and its plan totals against the
+    published plan's, per department in units (series without a size counted apart)."""
+    totals = (
+        "select department, resource, unit, action, count(*)::int series, "
+        "sum(change_units) filter (where change_units is not null) units, "
+        "count(*) filter (where change_units is null)::int series_in_percent_only "
+        "from {table} where action in ('add', 'reclaim') {where} "
+        "group by department, resource, unit, action"
+    )
+    keys = "server_id, resource, department, first_breach_date, days_to_breach"
+    out = _many(
+        db,
+        {
+            "risk": (f"select {keys} from scenario_risk where scenario = ?", [name]),
+            "base": (f"select {keys} from risk_exceptions", []),
+            "plan": (
+                totals.format(table="scenario_plan", where="and scenario = ?"),
+                [name],
+            ),
+            "base_plan": (totals.format(table="capacity_plan", where=""), []),
+        },
+    )
+    keys = ["department", "resource", "unit", "action"]
+    plan = out["base_plan"].merge(out["plan"], on=keys, how="outer", suffixes=("_baseline", ""))
+    return Scenario(out["risk"], out["base"], plan)

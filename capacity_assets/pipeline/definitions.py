@@ -17,9 +17,11 @@ from capacity_assets.pipeline.assets.export import prometheus_textfile
 from capacity_assets.pipeline.assets.forecasting import forecasting_assets
 from capacity_assets.pipeline.assets.ingest import business_hierarchy, processed_data_asset
 from capacity_assets.pipeline.assets.ledger import ledger_assets
+from capacity_assets.pipeline.assets.pools import pool_assets
 from capacity_assets.pipeline.assets.risk import risk_assets
 from capacity_assets.pipeline.assets.tournament import tournament_assets
 from capacity_assets.pipeline.assets.track import track_assets
+from capacity_assets.pipeline.assets.whatif import whatif_assets
 from capacity_assets.pipeline.catalog import catalog
 from capacity_assets.pipeline.executors import build_executor
 from capacity_assets.pipeline.jobs import build_jobs
@@ -69,9 +71,11 @@ def _build(settings: CapacitySettings, smtp: SmtpSettings, credentials: dict) ->
                 *forecasting_assets(lay, settings.contenders),
                 *tournament_assets(lay, settings.contenders),
                 *risk_assets(lay),
+                *whatif_assets(lay),
                 *track_assets(lay, settings.keep_vintages),
                 *ledger_assets(lay),
                 prometheus_textfile,
+                pool_assets,
             ],
         ),
         asset_checks=[checks.every_batch_fresh],

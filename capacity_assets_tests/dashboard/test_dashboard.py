@@ -159,6 +159,8 @@ def test_every_view_renders_on_pipeline_db(tiny_pipeline_db, monkeypatch):
     assert [t.label for t in at.tabs] == [
         "Risk heatmap",
         "Capacity plan",
+        "What if",
+        "Pools",
         "Track record",
         "Tournament summary",
         "Deep dive",

@@ -74,7 +74,9 @@ def test_input_rows_change_only_their_batch(tmp_path):
 
 def test_an_edited_scenarios_file_reruns_the_batches_and_a_moved_one_does_not(tmp_path):
     write(tmp_path / "m" / "m.csv", [("a", "cpu", "2025-01-01", 5)])
-    plan = "onboard:\n  - add_load: {servers: [a], resources: [cpu], from: 2025-02-01, points: 10}\n"
+    plan = (
+        "onboard:\n  - add_load: {servers: [a], resources: [cpu], from: 2025-02-01, points: 10}\n"
+    )
     (tmp_path / "s1.yaml").write_text(plan)
     (tmp_path / "s2.yaml").write_text(plan)
     base = CapacitySettings(metrics=str(tmp_path / "m"), batches=2)

@@ -47,8 +47,13 @@ def test_definitions_load_in_dagster():
         "forecast_accuracy",
         "risk_calls",
         "risk_resolved",
+        "scenario_forecasts",
+        "scenario_risk",
+        "scenario_plan",
         "batch_ledger",
         "prometheus_textfile",
+        "pool_outlook",
+        "pool_demand",
     }
     # the schedules the README names, by those names (the UI shows these)
     assert {s.name for s in defs.schedules} == {
