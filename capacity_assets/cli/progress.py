@@ -94,14 +94,14 @@ class Progress:
     def __init__(self, title: str = "", clock: Callable[[], float] = time.monotonic):
         self.title = title
         self.clock = clock
-        self.started = clock()
+        self.began = clock()  # the whole work's start (``started`` is the runner's message)
         self.ranges: dict[str, Range] = {}
         self._lock = threading.Lock()
 
     # --- what the runner tells ---------------------------------------------------------------------
     def planned(self, ranges: list[list[str]], servers: dict[str, int]) -> None:
         with self._lock:
-            self.started = self.clock()
+            self.began = self.clock()
             self.ranges = {
                 r[0]: Range(list(r), sum(servers.get(b, 0) for b in r)) for r in ranges if r
             }
@@ -173,7 +173,7 @@ class Progress:
         left = None
         if ranges and all(r.ended is not None for r in ranges):
             now, left = max(r.ended for r in ranges), 0.0  # the clock stops with the last run
-        elapsed = now - self.started
+        elapsed = now - self.began
         if left is None and fraction >= 0.01 and elapsed >= 3:
             left = elapsed * (1 - fraction) / fraction
         return {

@@ -3,10 +3,11 @@
 Built once per code location from the settings (owners: CAPACITY_OWNERS; the store: DuckDB or
 PostgreSQL) and from ``schema.py``'s contracts, so the catalog never disagrees with the tables.
 
-``code_version`` is what Dagster compares to mark an asset stale: the package version, the asset's
-own logic revision (``LOGIC``, bumped when what the asset computes changes, not for a refactor)
-and, for a model, the versions of the library that fits it. A release, a logic change or a library
-upgrade therefore shows the assets it touches, and everything downstream, as stale in the UI.
+``code_version`` is what Dagster compares to mark an asset stale: the package version, the hash of
+the package's sources that ``batch_ledger`` records as its ``code_version`` (the same rule that
+makes `capacity run` recompute a batch), and, for a model, the versions of the library that fits
+it. A code change or a library upgrade therefore shows the assets it touches, and everything
+downstream, as stale in the UI; nothing has to be bumped by hand.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from importlib.metadata import PackageNotFoundError, version
 import dagster as dg
 
 from capacity_assets import __version__
+from capacity_assets.inputs.fingerprint import code_version
 from capacity_assets.schema import SQL_TYPES, describe, table_contracts
 from capacity_assets.store.postgres import is_postgres
 
-# an asset's logic revision: bump its entry when what it computes changes (results would differ)
-LOGIC: dict[str, str] = {}
 # the libraries whose versions change an engine's results, and the kind the catalog shows for it
 ENGINE_LIBRARIES = {
     "prophet": ("prophet", "cmdstanpy"),
@@ -54,7 +54,8 @@ class Catalog:
 
     def code_version(self, asset: str) -> str:
         libraries = _library_versions(ENGINE_LIBRARIES.get(asset.removesuffix("_results"), ()))
-        return f"{__version__}-r{LOGIC.get(asset, '1')}" + (f"+{libraries}" if libraries else "")
+        source = f"{__version__}+src-{code_version()}"
+        return source + (f"+{libraries}" if libraries else "")
 
     def column_schema(self, table: str) -> dg.TableSchema:
         return dg.TableSchema(

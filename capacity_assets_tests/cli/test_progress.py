@@ -48,6 +48,19 @@ def _two_ranges(shown, clock):
     shown.batch("batch_00", 1, 2)
 
 
+def test_a_run_whose_steps_run_elsewhere_shows_as_running_from_its_start():
+    """Under the multiprocess or Dask executor a run's steps are in other processes: the runner's
+    "started" is all the display hears until the run ends, and it must show the run running."""
+    clock, out = FakeClock(), io.StringIO()
+    shown = PlainProgress(out, clock=clock, ticker=False)
+    shown.planned([["batch_00"], ["batch_01"]], {"batch_00": 3, "batch_01": 3})
+    shown.started("batch_00")
+    clock.now += 30
+    shown.tick()
+    status = out.getvalue().splitlines()[-1]
+    assert "| batch_00 running" in status and "batch_01" not in status.split("|", 1)[1]
+
+
 def test_a_log_gets_a_status_line_after_30_quiet_seconds_and_never_a_control_character():
     clock, out = FakeClock(), io.StringIO()
     shown = PlainProgress(out, title="week 2 of 3 (2026-10-05)", clock=clock, ticker=False)

@@ -5,6 +5,7 @@ import duckdb
 import pytest
 
 from capacity_assets import __version__, config
+from capacity_assets.inputs.fingerprint import code_version
 from capacity_assets.pipeline.definitions import build_defs
 
 OWNERS = "team:capacity, ann.lee@example.com"
@@ -44,7 +45,9 @@ def test_every_asset_has_owners_a_code_version_and_kinds(catalog):
     assert len(catalog) >= 17
     for name, spec in catalog.items():
         assert list(spec.owners) == ["team:capacity", "ann.lee@example.com"], name
-        assert spec.code_version and spec.code_version.startswith(f"{__version__}-r"), name
+        assert spec.code_version and spec.code_version.startswith(
+            f"{__version__}+src-{code_version()}"
+        ), name
         assert "python" in spec.kinds, (name, spec.kinds)
     # a model's code version moves with the library that fits it (a new Prophet moves forecasts)
     from importlib.metadata import version
