@@ -401,6 +401,9 @@ def cmd_whatif(args) -> int:
     from capacity_assets.whatif.scenarios import ScenarioError, load
 
     _apply(args)
+    # FILE is what is asked about: the CAPACITY_SCENARIOS of the environment (or .env), which the
+    # settings check when they load, is not its business
+    os.environ["CAPACITY_SCENARIOS"] = ""
     settings = _settings()
     try:
         scenarios = load(args.file)

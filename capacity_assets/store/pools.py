@@ -2,9 +2,10 @@
 servers that have a pool (and each scenario's), read in one snapshot; pool_outlook and pool_demand
 replaced whole in one transaction.
 
-Pools span batches, so they are computed from everything published, not from one run's batches:
-two runs finishing at once each write a whole, current pair of tables, and a reader never sees one
-table of one run with the other of another.
+Pools span batches, so they are computed from everything published, not from one run's batches.
+The asset holds ``store.db.exclusive(db, "pools")`` from reading to writing, so of two runs
+finishing at once the later reader writes last; a reader never sees one table of one run with the
+other of another.
 """
 
 from __future__ import annotations

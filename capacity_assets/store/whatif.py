@@ -58,6 +58,11 @@ def read_published(db: str, involved: Callable[[dict], set[str]]) -> dict[str, p
                 else "select cast(null as varchar) as settings where false",
             }.items()
         }
+        if frames["fleet"].empty:  # a file naming unknown servers would pass unchecked
+            raise NothingToCompare(
+                f"{db} has no published forecasts yet: run `capacity run` (or `capacity demo`) "
+                "first"
+            )
         frames["hierarchy"] = conform(frames["hierarchy"], HIERARCHY, extra=True)
         servers = sorted(involved(frames))
         marks = ", ".join("?" for _ in servers) or "null"

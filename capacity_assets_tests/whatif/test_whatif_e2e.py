@@ -193,3 +193,37 @@ def test_a_bad_file_is_refused_before_anything_runs(ran, tmp_path):
     assert proc.returncode == 2, proc.stdout
     assert "CAPACITY_SCENARIOS" in proc.stderr and "change 1 (migrate)" in proc.stderr
     assert "batch_" not in proc.stdout  # nothing ran
+
+
+def test_whatif_judges_the_file_it_is_given_not_the_environments(ran, tmp_path):
+    """A broken CAPACITY_SCENARIOS in the environment (or .env) does not stop `capacity whatif`
+    on another, good file."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("typo:\n  - migrate: {from_server: a, to_server: b, share: 2}\n")
+    env = {**ran["env"], "CAPACITY_SCENARIOS": str(broken)}
+    proc = capacity(
+        "whatif", str(ran["scenarios"]), "--scenario", "unchanged", cwd=ran["work"], env=env
+    )
+    assert "no change against the baseline" in proc.stdout
+
+
+def test_an_empty_store_is_said_so_instead_of_passing_an_unchecked_file(ran, tmp_path):
+    import shutil
+
+    from capacity_assets.store.queries import query
+
+    db = tmp_path / "empty.duckdb"
+    shutil.copy(ran["db"], db)
+    import duckdb
+
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("delete from forecasts")
+    assert query(str(db), "select count(*) as n from forecasts")["n"][0] == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"typo:\n  - add_load: {{servers: [srv-nope], resources: [cpu], from: {day(5)}, points: 5}}\n"
+    )
+    proc = capacity(
+        "whatif", str(bad), "--db", str(db), cwd=ran["work"], env=ran["env"], check=False
+    )
+    assert proc.returncode == 2 and "has no published forecasts yet" in proc.stderr

@@ -12,6 +12,7 @@ import dagster as dg
 
 from capacity_assets.pipeline.resources import SettingsResource
 from capacity_assets.risk.pools import BASELINE, every_pool, pool_column, thresholds
+from capacity_assets.store.db import exclusive
 from capacity_assets.store.pools import read_pooled, write_pools
 from capacity_assets.whatif.scenarios import ScenarioError, load
 
@@ -50,11 +51,14 @@ def _scenarios(context, cfg) -> dict:
 )
 def pool_assets(context: dg.AssetExecutionContext, settings: SettingsResource):
     cfg = settings.get()
-    published = read_pooled(cfg.database)
-    outlook, daily, notes = every_pool(published, thresholds(cfg), _scenarios(context, cfg))
+    # one run at a time from reading to writing: of two runs finishing together, the one that read
+    # the store later writes last, so the tables never go back to an older publication
+    with exclusive(cfg.database, "pools"):
+        published = read_pooled(cfg.database)
+        outlook, daily, notes = every_pool(published, thresholds(cfg), _scenarios(context, cfg))
+        write_pools(cfg.database, outlook, daily)
     for note in notes:
         context.log.warning(note)
-    write_pools(cfg.database, outlook, daily)
     if pool_column(published["hierarchy"]) is None:
         context.log.info("the hierarchy has no pool column: pool_outlook and pool_demand are empty")
     base = outlook[outlook["scenario"] == BASELINE]
