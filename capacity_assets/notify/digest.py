@@ -99,13 +99,19 @@ def address_source(risk: pd.DataFrame, column: str = EMAIL_COLUMN) -> str:
     'app_manager_email', 'app_manager (no app_manager_email column)' or 'none (...)'."""
     col = address_column(risk, column)
     if col is None:
-        return f"none (no {column} column)"
+        owner = column.removesuffix("_email")
+        return f"none (no {column} column, and no {owner} value is an address)"
     return col if col == find_column(risk, column) else f"{col} (no {column} column)"
 
 
 def address_line(risk: pd.DataFrame) -> str:
     """One line for the run summary: where digests go, and how many owners at risk it reaches."""
-    line = f"digest addresses from {address_source(risk)}"
+    source = address_source(risk)
+    line = (
+        f"digest addresses: {source}"
+        if source.startswith("none")
+        else f"digest addresses from {source}"
+    )
     if risk.empty or "app_manager" not in risk.columns:
         return line
     managers = risk["app_manager"].nunique(dropna=False)

@@ -185,6 +185,16 @@ def test_without_an_address_column_owner_values_that_are_addresses_are_used():
     assert digest.address_source(risk) == "app_manager_email"
 
 
+def test_the_summary_says_plainly_when_no_owner_can_be_mailed():
+    names = frame([exc("web-01", "cpu", "warning", 40, ("Lena Fischer", None))]).drop(
+        columns=["app_manager_email", "department_head_email"]
+    )
+    assert digest.address_line(names) == (
+        "digest addresses: none (no app_manager_email column, and no app_manager value is an "
+        "address): 0 of 1 app managers at risk have one"
+    )
+
+
 def test_subjects_count_new_worsened_and_critical():
     before = frame(
         [exc("web-01", "cpu", "warning", 40, PRIYA), exc("db-01", "disk", "warning", 50, PRIYA)]
