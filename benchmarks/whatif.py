@@ -140,7 +140,7 @@ def main() -> int:
     work = HERE / "out" / "whatif"
     work.mkdir(parents=True, exist_ok=True)
     if args.db:
-        db = Path(args.db)
+        db = Path(args.db).resolve()  # the command runs in the benchmark's folder
         with duckdb.connect(str(db), read_only=True) as conn:
             n = conn.execute("select count(distinct server_id) from forecasts").fetchone()[0]
     else:
