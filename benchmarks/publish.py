@@ -18,6 +18,28 @@ import time
 
 from capacity_assets.store import db, staging
 from capacity_assets.store.db import fetch_frame
+from capacity_assets.store.postgres import PgConnection
+
+
+class Timed:
+    """``conn`` with every statement timed (DuckDB's connection cannot take another ``execute``)."""
+
+    def __init__(self, conn, spent, counts):
+        self.conn, self.plain, self.spent, self.counts = conn, conn.execute, spent, counts
+
+    def execute(self, sql, params=None):
+        t = time.perf_counter()
+        out = self.plain(sql, params) if params is not None else self.plain(sql)
+        key = " ".join(sql.split()[:3])
+        self.spent[key] += time.perf_counter() - t
+        self.counts[key] += 1
+        return out
+
+    def executemany(self, sql, rows):
+        return self.conn.executemany(sql, rows)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
 
 
 def stage_again(conn, batch: str, run_id: str) -> dict[str, int]:
@@ -44,27 +66,18 @@ def main() -> None:
     for i in range(args.repeat):
         conn = db.connect(args.db)
         rows = stage_again(conn, args.batch, f"bench-publish-{i}")
-        plain = conn.execute
         spent.clear()
         counts.clear()
-
-        def timed(sql, params=None, plain=plain):
-            t = time.perf_counter()
-            out = plain(sql, params)
-            key = " ".join(sql.split()[:3])
-            spent[key] += time.perf_counter() - t
-            counts[key] += 1
-            return out
-
-        conn.execute = timed
+        timed = Timed(conn, spent, counts)
+        if isinstance(conn, PgConnection):  # the store tells the two stores apart by the class
+            conn.execute, timed = timed.execute, conn
         t0 = time.perf_counter()
-        conn.execute("begin transaction")
-        if hasattr(conn, "lock_batches"):
+        timed.execute("begin transaction")
+        if isinstance(conn, PgConnection):
             conn.lock_batches([args.batch])
-        staging.publish(conn, f"bench-publish-{i}", args.batch)
-        conn.execute("commit")
+        staging.publish(timed, f"bench-publish-{i}", args.batch)
+        timed.execute("commit")
         seconds.append(time.perf_counter() - t0)
-        conn.execute = plain
         conn.close()
     print(
         f"store: {db.Database(args.db)}; {args.batch}: {sum(rows.values()):,} rows in {len(rows)} tables"
