@@ -84,11 +84,15 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self, name: str | None = None) -> str:
-        """A new, empty database; returns its URL."""
+        """A new, empty database; returns its URL. The server is shared by every test file a
+        pytest worker runs, so a name another file took already gets a suffix."""
         import psycopg
 
         name = name or f"t_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
+            taken = conn.execute("select 1 from pg_database where datname = %s", [name]).fetchone()
+            if taken:
+                name = f"{name}_{uuid.uuid4().hex[:8]}"
             conn.execute(f'create database "{name}"')
         return self.url(name)
 
