@@ -17,8 +17,8 @@ from capacity_assets.schema import (
     empty,
 )
 from capacity_assets.store.whatif import read_forecasts
-from capacity_assets.whatif.apply import apply, plan_of, resized_hierarchy, risk_list
-from capacity_assets.whatif.compare import with_baseline
+from capacity_assets.whatif import tables
+from capacity_assets.whatif.apply import apply
 from capacity_assets.whatif.scenarios import Fleet, Scenario, ScenarioError, check, load, selected
 
 
@@ -55,11 +55,6 @@ def _counterparts(context, cfg, scenarios, forecasts, hierarchy) -> pd.DataFrame
         else "no golden record is published for " + ", ".join(sorted(elsewhere))
     )
     return pd.concat([here, published], ignore_index=True) if len(published) else here
-
-
-def _by_scenario(frame: pd.DataFrame):
-    for name, rows in frame.groupby("scenario", sort=False, observed=True):
-        yield str(name), rows.drop(columns="scenario").reset_index(drop=True)
 
 
 def whatif_assets(layout: Layout) -> list[dg.AssetsDefinition]:
@@ -137,17 +132,8 @@ def whatif_assets(layout: Layout) -> list[dg.AssetsDefinition]:
         cfg = settings.get()
 
         def at_risk(batch, scenario_forecasts, business_hierarchy, processed_data, risk_exceptions):
-            parts = [
-                with_baseline(
-                    risk_list(golden, business_hierarchy, processed_data, cfg), risk_exceptions
-                ).assign(scenario=name)
-                for name, golden in _by_scenario(scenario_forecasts)
-            ]
-            parts = [p for p in parts if len(p)]
-            return (
-                conform(pd.concat(parts, ignore_index=True), SCENARIO_RISK)
-                if parts
-                else (empty(SCENARIO_RISK))
+            return tables.scenario_risk(
+                scenario_forecasts, business_hierarchy, processed_data, risk_exceptions, cfg
             )
 
         table = each_batch(
@@ -204,18 +190,7 @@ def whatif_assets(layout: Layout) -> list[dg.AssetsDefinition]:
         scenarios = {s.name: s for s in _scenarios(cfg)}
 
         def planned(batch, scenario_forecasts, business_hierarchy):
-            parts = []
-            for name, golden in _by_scenario(scenario_forecasts):
-                hierarchy = business_hierarchy
-                if name in scenarios:
-                    hierarchy = resized_hierarchy(scenarios[name], golden, business_hierarchy)
-                parts.append(plan_of(golden, hierarchy, cfg).assign(scenario=name))
-            parts = [p for p in parts if len(p)]
-            return (
-                conform(pd.concat(parts, ignore_index=True), SCENARIO_PLAN)
-                if parts
-                else (empty(SCENARIO_PLAN))
-            )
+            return tables.scenario_plan(scenario_forecasts, business_hierarchy, scenarios, cfg)
 
         table = each_batch(
             context,
