@@ -389,3 +389,54 @@ def stray_files(worker_dir: Path) -> list[str]:
         ):
             out.append(str(rel))
     return sorted(out)
+
+
+def graphql(port: int, query: str) -> dict:
+    """``query``'s data from the Dagster UI's GraphQL endpoint on ``port``."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)["data"]
+
+
+@contextlib.contextmanager
+def capacity_ui(work: Path, env: dict[str, str], log_path: Path) -> Iterator[dict]:
+    """`capacity ui` (dg dev: webserver and daemon) in ``work`` with exactly ``env``, once its
+    GraphQL answers: {port, proc}. Its output goes to ``log_path`` (a file: a full pipe would block
+    the servers' logging); the whole process group is stopped at the end, whatever happened."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "capacity"), "ui", "--port", str(port)],
+            cwd=work,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.time() + 120
+            while True:
+                try:
+                    graphql(port, "{ version }")
+                    break
+                except OSError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise AssertionError(
+                            "capacity ui did not start:\n" + log_path.read_text(errors="replace")
+                        ) from None
+                    time.sleep(1)
+            yield {"port": port, "proc": proc}
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # dg dev shuts its daemon down slowly
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=20)

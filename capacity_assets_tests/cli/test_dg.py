@@ -2,15 +2,11 @@
 serves `dg dev` (webserver and daemon) on the instance `capacity run` recorded to, and a `.env` in
 the working folder gives `capacity` and Dagster the same settings."""
 
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -18,6 +14,7 @@ import psutil
 import pytest
 
 from capacity_assets_tests.conftest import TINY_SATURATING
+from capacity_assets_tests.servers import capacity_ui, graphql
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -30,22 +27,6 @@ def environment(**settings) -> dict:
     """This process's environment without the variables the tests move into .env."""
     env = {k: v for k, v in os.environ.items() if k not in MOVED}
     return {**env, **settings}
-
-
-def graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)["data"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_dg_check_defs_passes_from_the_repo_root_with_no_settings():
@@ -75,38 +56,9 @@ def ui(tiny_run, tmp_path):
         "DAGSTER_HOME": str(work / ".dagster"),
     }
     (work / ".env").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-    port = free_port()
     log_path = tmp_path / "ui.log"
-    log = open(log_path, "wb")  # a file, not a pipe: a full pipe would block the servers' logging
-    proc = subprocess.Popen(
-        [str(BIN / "capacity"), "ui", "--port", str(port)],
-        cwd=work,
-        env=environment(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                graphql(port, "{ version }")
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(
-                        "capacity ui did not start:\n" + log_path.read_text(errors="replace")
-                    ) from None
-                time.sleep(1)
-        yield {"port": port, "db": settings["CAPACITY_DB"], "proc": proc, "log": log_path}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # dg dev shuts its daemon down slowly
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-        log.close()
+    with capacity_ui(work, environment(), log_path) as ui:
+        yield {**ui, "db": settings["CAPACITY_DB"], "log": log_path}
 
 
 def test_capacity_ui_serves_dg_dev_with_its_daemon_on_the_instance_capacity_run_used(ui):

@@ -1,16 +1,10 @@
 """`capacity ui` on the instance `capacity run` wrote to: partitions visible, and a backfill of
 every batch launched through the UI's GraphQL API finishes with exactly one set of rows per batch."""
 
-import json
 import math
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -18,6 +12,7 @@ import pytest
 
 from capacity_assets.config import load
 from capacity_assets.pipeline.partitions import layout
+from capacity_assets_tests.servers import capacity_ui, graphql
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = (
@@ -46,16 +41,6 @@ ASSETS = (
     "risk_resolved",
     "batch_ledger",
 )
-
-
-def graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)["data"]
 
 
 def rows_per_batch(db: str) -> dict:
@@ -97,41 +82,8 @@ def ui(tiny_run, tmp_path):
         "CAPACITY_DB": str(work / "cap.duckdb"),
         "DAGSTER_HOME": str(work / ".dagster"),
     }
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(
-        tmp_path / "ui.log", "wb"
-    )  # a file, not a pipe: a full pipe would block the runs' logging
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "capacity"), "ui", "--port", str(port)],
-        cwd=work,
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                graphql(port, "{ version }")
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(
-                        "capacity ui did not start:\n"
-                        + (tmp_path / "ui.log").read_text(errors="replace")
-                    ) from None
-                time.sleep(1)
-        yield {"port": port, "db": env["CAPACITY_DB"]}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:  # dagster dev shuts its daemons down slowly
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
+    with capacity_ui(work, {**os.environ, **env}, tmp_path / "ui.log") as ui:
+        yield {"port": ui["port"], "db": env["CAPACITY_DB"]}
 
 
 def ledger_run_ids(db: str) -> dict:
