@@ -372,13 +372,281 @@ def run_family(
     return {"scores": scores, "checks": checks, "wins": wins, "cpu": cpu, "n_series": n_series}
 
 
+# --- pooled over several fleets per family (issue 26) -------------------------------------------
+
+FLEETS = ((40, 0), (40, 1), (40, 2), (60, 0), (60, 1))  # (servers, seed): five fleets per family
+SHIPPED = "golden record (shipped: pooled pick, best 2, consensus)"
+CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "accuracy_cache")
+
+
+def _cache_path(tag: str, key: str) -> str:
+    return os.path.join(CACHE, f"{tag}_{key}.pkl")
+
+
+def cached(tag: str, key: str, fn):
+    """``fn()`` pickled under ``CACHE`` the first time, read back after."""
+    import pickle
+
+    path = _cache_path(tag, key)
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    out = fn()
+    os.makedirs(CACHE, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(out, f)
+    return out
+
+
+def _hash(df: pd.DataFrame) -> str:
+    import hashlib
+
+    return hashlib.sha1(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()[
+        :16
+    ]
+
+
+def install_raw_cache(prophet_mode: str = "warm") -> None:
+    """Each engine's ``predict`` (raw rows with every origin, and its CPU seconds) cached per fleet,
+    so variants of the tournament re-run in seconds. ``prophet_mode``: ``warm`` (each window's fit
+    starts from the previous origin's, as shipped) or ``cold`` (Prophet's own start)."""
+    from capacity_assets.forecasting.engines import prophet, registry
+
+    prophet.WINDOW_WARM_START = prophet_mode == "warm"
+    for name in ("prophet", "challenger", "ets", "naive"):
+        mod = registry.engine(name)
+        real = getattr(mod, "_uncached_predict", mod.predict)
+        mod._uncached_predict = real
+
+        def predict(history, cfg, log=None, _real=real, _name=name):
+            tag = f"{_name}{'_' + prophet_mode if _name == 'prophet' else ''}"
+            key = f"{_hash(history)}_{cfg.seed}_w{'-'.join(map(str, cfg.windows))}"
+
+            def fit():
+                c = _cpu()
+                rows, failed = _real(history, cfg, log=log)
+                return rows, failed, _cpu() - c
+
+            rows, failed, seconds = cached(tag, key, fit)
+            RAW_CPU[_name] = RAW_CPU.get(_name, 0.0) + seconds
+            return rows, failed
+
+        mod.predict = predict
+
+
+RAW_CPU: dict[str, float] = {}  # engine -> CPU seconds of its (cached) fits in this process
+
+
+def tallies(fc: pd.DataFrame, hidden: pd.DataFrame, end, threshold: float, risk_days: int) -> dict:
+    """Sums that pool across fleets: absolute errors and actuals, days inside the bounds (per
+    resource), risk TP/FP/FN."""
+    m = held_out(fc, hidden)
+    err = (m["y"] - m["yhat"]).abs()
+    inside = (m["y"] >= m["yhat_lower"]) & (m["y"] <= m["yhat_upper"])
+    out = {
+        "abs_err": float(err.sum()),
+        "abs_y": float(m["y"].abs().sum()),
+        "days": len(m),
+        "inside": int(inside.sum()),
+        "above": int((m["y"] > m["yhat_upper"]).sum()),
+    }
+    for r in RESOURCES:
+        mine = m["resource"] == r
+        out[f"days_{r}"], out[f"inside_{r}"] = int(mine.sum()), int(inside[mine].sum())
+    risk = risk_calls(fc, hidden, end, threshold, risk_days)
+    out.update(tp=risk["tp"], fp=risk["fp"], fn=risk["fn"])
+    return out
+
+
+def _pooled(t: dict) -> dict:
+    tp, fp, fn = t["tp"], t["fp"], t["fn"]
+    p = tp / (tp + fp) if tp + fp else float("nan")
+    r = tp / (tp + fn) if tp + fn else float("nan")
+    return {
+        "wape": t["abs_err"] / t["abs_y"] * 100,
+        "coverage": t["inside"] / t["days"],
+        "above": t["above"] / t["days"],
+        **{f"cov_{x}": t[f"inside_{x}"] / max(t[f"days_{x}"], 1) for x in RESOURCES},
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": p,
+        "recall": r,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+    }
+
+
+def fleet_tables(family: str, servers: int, seed: int, threshold: float, risk_days: int) -> dict:
+    """Every forecast the report compares on one fleet: the contenders, the combinations, the golden
+    records before and after issue 26, stock Prophet; and the tallies of each."""
+    from capacity_assets.forecasting.engines.registry import run as run_engine
+
+    cfg = ForecastConfig(seed=seed)
+    data = load_family(family, servers, seed, cfg)
+    history, hidden, end, act = data["history"], data["hidden"], data["end"], data["actuals"]
+    RAW_CPU.clear()
+    res = {n: run_engine(n, history, cfg) for n in FITTED}
+    before = {n: r[r["split"] != "window"] for n, r in res.items()}  # the backtest alone
+    k_saved = combination.BEST_K
+    combos = {}
+    for k in (1, 2, None):
+        combination.BEST_K = k
+        combos[k] = combination.combine(res, act, cfg)
+    combination.BEST_K = k_saved
+    stock = cached(
+        f"stock_{family}{servers}s{seed}",
+        _hash(data["history_obs"]),
+        lambda: stock_prophet(data["history_obs"], cfg),
+    )
+    actb = act.assign(batch="b")
+
+    def golden(results: dict, combo: pd.DataFrame, upper: str) -> pd.DataFrame:
+        if results is before:
+            combo = combo[combo["split"] != "window"]
+        by = {n: r.assign(batch="b") for n, r in {**results, "combination": combo}.items()}
+        champs = tournament.champions(by, actb, threshold=threshold, risk_days=risk_days)
+        out = tournament.golden_record(
+            by, champs, pd.Timestamp.now(), "bench", upper=upper.split("+")[0], actuals=actb
+        )
+        if upper.endswith("+consensus"):  # calibrated, then capped as before
+            out = tournament._consensus_upper(out, by)
+        return out.assign(split="future")
+
+    k_ship = combination.BEST_K
+    tables = {
+        **{n: res[n] for n in FITTED},
+        "combination of all": combos[None],
+        **{f"combination best {k}": combos[k] for k in (1, 2) if k != k_ship},
+        f"combination best {k_ship} (shipped)": combos[k_ship],
+        "golden before (backtest pick, mean of all, consensus)": golden(
+            before, combos[None], "consensus"
+        ),
+        "golden: pooled pick, mean of all, consensus": golden(res, combos[None], "consensus"),
+        f"golden: pooled pick, best {k_ship}, champion bounds": golden(
+            res, combos[k_ship], "champion"
+        ),
+        **{
+            f"golden: pooled pick, best {k}, calibrated": golden(res, combos[k], "calibrated")
+            for k in (1, None)
+        },
+        f"golden: pooled pick, best {k_ship}, calibrated, then consensus cap": golden(
+            res, combos[k_ship], "calibrated+consensus"
+        ),
+        f"golden: pooled pick, best {k_ship}, calibrated": golden(
+            res, combos[k_ship], "calibrated"
+        ),
+        SHIPPED: golden(res, combos[k_ship], "consensus"),
+        "stock prophet": stock,
+    }
+    n_series = history.groupby(KEY).ngroups
+    return {
+        "tallies": {n: tallies(fc, hidden, end, threshold, risk_days) for n, fc in tables.items()},
+        "cpu": dict(RAW_CPU),
+        "n_series": n_series,
+    }
+
+
+def run_pooled(family: str, fleets, threshold: float, risk_days: int) -> dict:
+    """Every table of ``fleet_tables`` pooled over ``fleets``; prints the family's report."""
+    total: dict[str, dict] = {}
+    cpu: dict[str, float] = {}
+    n_series = 0
+    for servers, seed in fleets:
+        out = fleet_tables(family, servers, seed, threshold, risk_days)
+        n_series += out["n_series"]
+        for name, t in out["tallies"].items():
+            acc = total.setdefault(name, dict.fromkeys(t, 0))
+            for k, v in t.items():
+                acc[k] += v
+        for name, sec in out["cpu"].items():
+            cpu[name] = cpu.get(name, 0.0) + sec
+        g = _pooled(out["tallies"][SHIPPED])
+        st = _pooled(out["tallies"]["stock prophet"])
+        print(
+            f"{family}{servers}s{seed}: golden WAPE/stock {g['wape'] / st['wape']:.3f}, coverage "
+            f"{g['coverage']:.3f}, risk {g['tp']}/{g['fp']}/{g['fn']} (stock "
+            f"{st['tp']}/{st['fp']}/{st['fn']})",
+            flush=True,
+        )
+    scores = {n: _pooled(t) for n, t in total.items()}
+    anchor = scores["stock prophet"]
+    best_single = min(scores[n]["wape"] for n in FITTED)
+    print(
+        f"\n## {family}: {FAMILIES[family]}\n\n{len(fleets)} fleets "
+        f"({', '.join(f'{s} servers seed {d}' for s, d in fleets)}), {n_series} series; pooled: "
+        "WAPE = all absolute errors / all actuals, coverage and risk counts summed\n"
+    )
+    rows = [
+        [
+            n,
+            s["wape"],
+            s["wape"] / anchor["wape"],
+            s["wape"] / best_single,
+            s["coverage"],
+            *[s[f"cov_{r}"] for r in RESOURCES],
+            f"{s['tp']}/{s['fp']}/{s['fn']}",
+            s["precision"],
+            s["recall"],
+            s["f1"],
+        ]
+        for n, s in scores.items()
+    ]
+    print(
+        _md(
+            rows,
+            [
+                "forecast",
+                "WAPE",
+                "/ stock",
+                "/ best single",
+                "coverage",
+                *[f"cov {r}" for r in RESOURCES],
+                "risk TP/FP/FN",
+                "precision",
+                "recall",
+                "F1",
+            ],
+        )
+    )
+    print("\nCPU of the fits (when they were computed; CmdStan included), ms per series:\n")
+    print(
+        _md(
+            [[n, 1000 * sec / n_series] for n, sec in cpu.items()]
+            + [["all engines", 1000 * sum(cpu.values()) / n_series]],
+            ["engine", "ms CPU/series"],
+        )
+    )
+    s = scores[SHIPPED]
+    checks = {
+        "WAPE <= best single contender": s["wape"] <= best_single,
+        "WAPE <= 0.9 x stock": s["wape"] <= 0.9 * anchor["wape"],
+        "coverage in [0.75, 0.85]": 0.75 <= s["coverage"] <= 0.85,
+        "risk F1 >= stock": s["f1"] >= anchor["f1"],
+        "risk recall >= stock": s["recall"] >= anchor["recall"],
+    }
+    print(
+        "\nTargets (pooled): "
+        + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in checks.items())
+    )
+    return {"scores": scores, "checks": checks, "cpu": cpu, "n_series": n_series}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", default="demo,wild", help="comma-separated: demo, wild")
+    ap.add_argument(
+        "--fleets",
+        default=",".join(f"{n}x{s}" for n, s in FLEETS),
+        help="SERVERSxSEED,...: the fleets pooled per family (fits cached under benchmarks/out/)",
+    )
+    ap.add_argument("--one", action="store_true", help="one fleet (--servers, --seed), uncached")
     ap.add_argument("--servers", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threshold", type=float, default=95.0)
     ap.add_argument("--risk-days", type=int, default=90)
+    ap.add_argument(
+        "--prophet-start", default="warm", help="warm or cold: how Prophet's window fits start"
+    )
     ap.add_argument(
         "--engines",
         default=CapacitySettings().engines,
@@ -388,10 +656,19 @@ def main(argv=None) -> int:
     global FITTED
     FITTED = CapacitySettings(engines=args.engines).contenders
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    cfg = ForecastConfig(seed=args.seed)
+    families = [f.strip() for f in args.family.split(",") if f.strip()]
     ok = True
-    for family in [f.strip() for f in args.family.split(",") if f.strip()]:
-        out = run_family(family, args.servers, args.seed, cfg, args.threshold, args.risk_days)
+    if args.one:
+        cfg = ForecastConfig(seed=args.seed)
+        for family in families:
+            out = run_family(family, args.servers, args.seed, cfg, args.threshold, args.risk_days)
+            ok &= all(out["checks"].values())
+        return 0 if ok else 1
+    install_raw_cache(args.prophet_start)
+    logging.disable(logging.WARNING)
+    fleets = [tuple(int(v) for v in f.split("x")) for f in args.fleets.split(",")]
+    for family in families:  # the held-out family last
+        out = run_pooled(family, fleets, args.threshold, args.risk_days)
         ok &= all(out["checks"].values())
     return 0 if ok else 1
 

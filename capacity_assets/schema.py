@@ -49,12 +49,20 @@ RAW_RESULTS = {
 }
 # a contender's finished rows (assets prepend `batch`): bounds calibrated, yhat* clipped to 0–100,
 # demand* the same forecast before clipping (what the workload would use if it could)
-ENGINE_RESULTS = {**RAW_RESULTS, "model": "string", "demand": "float64", "demand_upper": "float64"}
+# `origin` last (added for issue 26): the last day the fit that made the row saw
+ENGINE_RESULTS = {
+    **RAW_RESULTS,
+    "model": "string",
+    "demand": "float64",
+    "demand_upper": "float64",
+    "origin": "datetime64[ns]",
+}
 MODEL_RESULTS = {"batch": "string", **ENGINE_RESULTS}
 
 # table name -> columns that are DATEs (stored as DATE, not TIMESTAMP)
 DATE_COLUMNS = (
     "ds",
+    "origin",
     "first_ds",
     "last_ds",
     "first_breach_date",
@@ -152,6 +160,9 @@ def champions_columns(contenders) -> dict[str, str]:
                 ("model", "string"),
             )
         },
+        # how the pick was made (issue 26): origins pooled, each contender's pooled error
+        "windows": "int64",
+        **{f"{n}_pooled_mape": "float64" for n in names},
     }
 
 
@@ -413,11 +424,13 @@ COLUMN_DOCS = {
     "yhat": "forecast utilisation, % (clipped to 0-100)",
     "yhat_lower": "lower bound of the CAPACITY_INTERVAL prediction interval, %",
     "yhat_upper": "upper bound of the CAPACITY_INTERVAL prediction interval, %",
-    "split": "backtest (fit on all but the last CAPACITY_BACKTEST_MONTHS) or future",
+    "split": "backtest (fit on all but the last CAPACITY_BACKTEST_MONTHS), window (a fit from a "
+    "later origin, also forecasting to the end of history) or future",
+    "origin": "last day of the data the fit that made the row saw (future: the last history day)",
     "model": "the model that made the forecast (':fallback': seasonal naive where it could not fit)",
     "demand": "forecast before clipping to 100 %: what the workload would use if it could",
     "demand_upper": "upper bound before clipping: what capacity is sized on",
-    "champion": "the contender with the lowest backtest MAPE",
+    "champion": "the contender with the lowest MAPE pooled over the backtest and the windows",
     "champion_mape": "the champion's backtest MAPE, %",
     "trust": "high, medium or low: could the backtest error move the call across the threshold",
     "run_id": "the Dagster run that made it",
@@ -487,6 +500,7 @@ TABLE_COLUMN_DOCS = {
     ("pool_outlook", "threshold"): "the pool's threshold, % (CAPACITY_THRESHOLD[_RESOURCE])",
     ("pool_outlook", "first_breach_date"): "first day its upper demand reaches threshold_units",
     ("pool_outlook", "days_to_breach"): "days from the pool's first forecast day to that breach",
+    ("champions", "windows"): "origins whose errors the pick pooled (1: the backtest alone)",
 }
 # per-contender columns of champions: '<contender>_<metric>'
 _CONTENDER_DOCS = {
@@ -504,6 +518,11 @@ def describe(table: str, column: str) -> str:
         return TABLE_COLUMN_DOCS[(table, column)]
     if column in COLUMN_DOCS:
         return COLUMN_DOCS[column]
+    if table == "champions" and column.endswith("_pooled_mape"):
+        return (
+            f"{column.removesuffix('_pooled_mape')}'s MAPE over the days of every origin pooled "
+            "(the backtest's and the windows'): what the pick compares, %"
+        )
     contender, _, metric = column.rpartition("_")
     if table == "champions" and metric in _CONTENDER_DOCS:
         return _CONTENDER_DOCS[metric].format(contender)

@@ -1,12 +1,19 @@
-"""The combination contender: the per-day mean of the fitted contenders' forecasts.
+"""The combination contender: per series, the per-day mean of its best fitted contenders' forecasts.
 
 Why: one 4-month backtest is a noisy judge. On a fleet unlike the one the engines were tuned on, the
 plain mean of the engines' forecasts beat every engine and the tournament's pick, because the
 engines' errors are far from perfectly correlated and averaging cancels part of them (the oldest
 result in forecast combination). It costs no fit: it reuses the contenders' rows.
 
-Rule, per series, split and day, over the members (every fitted contender with rows for the series;
-``:fallback`` rows only when no member has a real fit, since they are the naive baseline):
+Members, per series: the ``BEST_K`` (2) fitted contenders with the lowest MAPE over the days of
+every origin pooled (the backtest's and the windows', ``windows``), ties in registry order. The mean
+of all three was hostage to the weakest: on a fleet where ETS was far off, it lost to the plain mean
+of the two others (issue 26; k was chosen on the demo family, ``benchmarks/README.md``). The members
+are chosen on the same windows the tournament then scores the combination on, so its pooled error
+flatters it a little.
+
+Rule, per series, split, origin and day, over the members (``:fallback`` rows only when no
+contender has a real fit, since they are the naive baseline):
 
 * ``yhat`` is the mean of the members' unclipped forecasts (``demand``).
 * The bounds are the ``interval`` quantiles of the equal-weight mixture of the members' predictive
@@ -27,14 +34,16 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
+from capacity_assets.forecasting import windows
 from capacity_assets.forecasting.engines import intervals
-from capacity_assets.forecasting.engines.base import ForecastConfig
+from capacity_assets.forecasting.engines.base import ForecastConfig, with_origin
 from capacity_assets.forecasting.engines.registry import CONTENDERS, finish
 from capacity_assets.schema import ENGINE_RESULTS, SERIES_KEY, empty
 
 NAME = "combination"
-ROW = SERIES_KEY + ["split", "ds"]
+ROW = SERIES_KEY + ["split", "origin", "ds"]
 CENTRE = "mean"
+BEST_K = 2  # members per series: the best by error pooled over every origin (None: all)
 _TOL = 1e-9  # points: a quantile is final when Newton's step is below this
 _MAX_STEPS = 100  # safeguard; bisection alone would need about 40 steps for _TOL
 
@@ -48,7 +57,8 @@ def _members(
     for name, res in results_by_model.items():
         if name not in CONTENDERS or res is None or res.empty:
             continue
-        r = res[ROW + ["yhat", "yhat_lower", "yhat_upper", "model", "demand", "demand_upper"]]
+        r = with_origin(res)
+        r = r[ROW + ["yhat", "yhat_lower", "yhat_upper", "model", "demand", "demand_upper"]]
         if actuals is not None:
             bt = r["split"] == "backtest"
             scaled = intervals.calibrate(r[bt], r[bt], actuals, interval)
@@ -66,6 +76,30 @@ def _members(
     real = long.loc[~long["fallback"], SERIES_KEY].drop_duplicates().assign(_real=True)
     long = long.merge(real, on=SERIES_KEY, how="left")
     return long[~(long["fallback"] & long["_real"].eq(True))].drop(columns="_real")
+
+
+def _best(long: pd.DataFrame, actuals: pd.DataFrame | None, names: list[str]) -> pd.DataFrame:
+    """Per series (index) and member (columns, ``names``): is it among the ``BEST_K`` members with
+    the lowest MAPE pooled over every origin (``windows``)? Ties and unscored members go by
+    registry order; without actuals, or with ``BEST_K`` None, every member is in."""
+    series = pd.MultiIndex.from_frame(long[SERIES_KEY].drop_duplicates())
+    present = pd.DataFrame(False, index=series, columns=names)
+    for member, rows in long[SERIES_KEY + ["member"]].drop_duplicates().groupby("member"):
+        present[member] = series.isin(pd.MultiIndex.from_frame(rows[SERIES_KEY]))
+    if actuals is None or BEST_K is None or BEST_K >= len(names):
+        return present
+    by_member = {
+        m: g.rename(columns={"c": "demand_"}).assign(yhat=g["c"].clip(0.0, 100.0))
+        for m, g in long[long["split"].isin(windows.OUT_OF_SAMPLE)].groupby("member")
+    }
+    error, _ = windows.pooled(by_member, actuals, SERIES_KEY)
+    error = error.reindex(index=series, columns=names).where(present)
+    order = [n for n in CONTENDERS if n in names] + [n for n in names if n not in CONTENDERS]
+    e = error[order].fillna(np.finfo(float).max).where(present[order], np.inf).to_numpy()
+    rank = np.argsort(np.argsort(e, axis=1, kind="stable"), axis=1, kind="stable")
+    chosen = pd.DataFrame(rank < BEST_K, index=series, columns=order)[names]
+    # a series with fewer members than BEST_K keeps them all
+    return chosen & present
 
 
 def pool_bounds(
@@ -153,10 +187,13 @@ def combine(
     wide = long.pivot_table(index=ROW, columns="member", values=["c", "lo", "hi"], aggfunc="first")
     count = long.groupby(SERIES_KEY)["member"].nunique()
     c, lo, hi = (wide[v].reindex(columns=names).to_numpy(float) for v in ("c", "lo", "hi"))
-    # a day some member lacks (it forecasts fewer days) is left out, never combined from fewer members
     idx = wide.index.to_frame(index=False)
-    need = count.reindex(pd.MultiIndex.from_frame(idx[SERIES_KEY])).to_numpy()
-    full = np.isfinite(c).sum(axis=1) == need
+    series = pd.MultiIndex.from_frame(idx[SERIES_KEY])
+    # a day some member lacks (it forecasts fewer days) is left out, never combined from fewer
+    # members; a window some member has no fit for is left out alike
+    full = np.isfinite(c).sum(axis=1) == count.reindex(series).to_numpy()
+    keep = _best(long, actuals, names).reindex(series).to_numpy(bool)
+    c, lo, hi = (np.where(keep, v, np.nan) for v in (c, lo, hi))
     c, lo, hi, idx = c[full], lo[full], hi[full], idx[full].reset_index(drop=True)
     yhat = np.nanmedian(c, axis=1) if CENTRE == "median" else np.nanmean(c, axis=1)
     pl, pu = pool_bounds(c, lo, hi, cfg.interval)

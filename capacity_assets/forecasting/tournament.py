@@ -37,12 +37,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from capacity_assets.forecasting.engines.base import on_days_of
+from capacity_assets.forecasting import golden_bands, windows
+from capacity_assets.forecasting.engines.base import on_days_of, with_origin
 from capacity_assets.forecasting.engines.registry import CONTENDERS, TOURNAMENT
+from capacity_assets.forecasting.windows import MAPE_FLOOR  # see module docstring
 from capacity_assets.schema import BATCH_SERIES_KEY as KEY
 from capacity_assets.schema import FORECASTS, champions_columns, conform, escape_markdown
 
-MAPE_FLOOR = 5.0  # percentage points of utilisation; see module docstring
+UPPER_RULES = ("champion", "consensus", "calibrated")  # golden_record's bounds
 TRUST_HIGH = 10.0  # champion MAPE <= this: 'high'
 TRUST_MEDIUM = 20.0  # <= this: 'medium' (CAPACITY_MAPE_WARN default); above or unscored: 'low'
 RISK_DAYS = 90  # risk window of the capacity trust rule (CAPACITY_RISK_DAYS)
@@ -119,9 +121,7 @@ def _model_label(results: pd.DataFrame) -> pd.DataFrame:
 
 def _score_one(name: str, results: pd.DataFrame, actuals: pd.DataFrame) -> pd.DataFrame:
     bt = results[results["split"] == "backtest"]
-    act = actuals
-    if "filled" in act.columns:
-        act = act[~act["filled"].fillna(False).astype(bool)]
+    act = windows.measured(actuals)
     joined = bt.merge(on_days_of(act, bt)[KEY + ["ds", "y"]], on=KEY + ["ds"], how="inner")
     joined = joined.dropna(subset=["y", "yhat"])
     metrics = _grouped_metrics(joined)
@@ -214,7 +214,9 @@ def champions(
 ) -> pd.DataFrame:
     """One row per series: every contender's scores side by side and the winner.
 
-    Lower MAPE wins; a tie goes to the earlier contender in registry order (prophet); an unscored
+    Lower MAPE over the days of every origin pooled wins (``windows``: the backtest's and the
+    windows'; the backtest's alone when there are no window rows), ``champion_mape`` staying the
+    champion's backtest MAPE; a tie goes to the earlier contender in registry order (prophet); an unscored
     contender (NaN) loses to a scored one; a contender without future rows can't win (it has
     nothing to publish) unless no one has any. Every fitted contender of the registry (``CONTENDERS``)
     has its columns, results passed or not (a stable table); a combiner's only when passed.
@@ -246,13 +248,20 @@ def champions(
         },
         index=out.index,
     )
+    # the pick compares MAPE pooled over every origin (the backtest's days alone without windows);
     # unscored -> just below +inf (loses to any score), no future rows -> +inf (loses to everyone);
-    # idxmin keeps the first column on ties, i.e. registry order
+    # argmin keeps the first column on ties, i.e. registry order
     mape = pd.DataFrame({n: out[f"{n}_mape"].astype(float) for n in names}, index=out.index)
-    rank = mape.fillna(np.finfo(float).max).where(has_future, np.inf)
+    pooled_mape, origins = windows.pooled(results_by_model, actuals, KEY)
+    pooled_mape = pooled_mape.reindex(index=out.index, columns=names).astype(float)
+    rank = pooled_mape.fillna(np.finfo(float).max).where(has_future, np.inf)
     best = rank.to_numpy().argmin(axis=1)  # first minimum on ties
     out["champion"] = np.asarray(names, dtype=object)[best]
     out["champion_mape"] = mape.to_numpy()[np.arange(len(out)), best]
+    counts = origins.reindex(index=out.index, columns=names).fillna(0).to_numpy()
+    out["windows"] = counts[np.arange(len(out)), best].astype("int64")
+    for n in names:
+        out[f"{n}_pooled_mape"] = pooled_mape[n]
     if threshold is None:
         out["trust"] = trust_level(out["champion_mape"], trust_high, trust_medium)
     else:
@@ -282,27 +291,37 @@ def golden_record(
     generated_at: pd.Timestamp,
     run_id: str,
     upper: str = "champion",
+    actuals: pd.DataFrame | None = None,
+    interval: float = 0.80,
 ) -> pd.DataFrame:
     """The champion's future rows: what every report and dashboard reads (FORECASTS).
 
-    ``upper="champion"`` publishes them untouched. ``upper="consensus"`` caps the upper bound (the
+    ``upper="champion"`` publishes them untouched. ``upper="calibrated"`` rescales both bounds on
+    the champions' own out-of-sample errors from every origin, per horizon (``golden_bands``; needs
+    ``actuals`` and the central ``interval``): measured for issue 26, it covered less than the
+    consensus on the held-out family and raised more false alarms on the tuning one, so the
+    pipeline publishes the consensus. ``upper="consensus"`` caps the upper bound (the
     one that decides risk, ``yhat_upper >= threshold``) at the median of every contender's upper
     bound that day, never below ``yhat``: the champion keeps its forecast and its lower bound, but
     one contender's blown-up band (a lucky backtest, a wild calibration factor) cannot raise an
     alarm that most contenders do not see. It removed false alarms at the same recall on the
     tuning fleet (``benchmarks/README.md``). ``demand_upper`` is capped alike.
     """
-    if upper not in ("champion", "consensus"):
-        raise ValueError(f"upper must be 'champion' or 'consensus', not {upper!r}")
+    if upper not in UPPER_RULES:
+        raise ValueError(f"upper must be one of {', '.join(UPPER_RULES)}, not {upper!r}")
+    if upper == "calibrated" and actuals is None:
+        raise ValueError("upper='calibrated' needs the actuals its errors are measured on")
     meta = champions[KEY + ["champion", "champion_mape", "trust"]]
     parts = []
     for name in contender_order(results_by_model):
         fut = results_by_model[name]
-        fut = fut[fut["split"] == "future"]
+        fut = with_origin(fut[fut["split"] == "future"])
         parts.append(fut.merge(meta[meta["champion"] == name], on=KEY, how="inner"))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(FORECASTS))
     if upper == "consensus" and len(out):
         out = _consensus_upper(out, results_by_model)
+    if upper == "calibrated" and len(out):
+        out = golden_bands.calibrate(out, results_by_model, actuals, interval)
     ts = pd.Timestamp(generated_at)
     ts = ts.tz_convert("UTC").tz_localize(None) if ts.tz is not None else ts  # stored naive, in UTC
     out = conform(
@@ -343,7 +362,11 @@ def _consensus_upper(
 def wins(champions: pd.DataFrame) -> dict[str, int]:
     counts = champions["champion"].value_counts()
     names = contender_order(
-        [c[:-5] for c in champions.columns if c.endswith("_mape") and c != "champion_mape"]
+        [
+            c[:-5]
+            for c in champions.columns
+            if c.endswith("_mape") and c != "champion_mape" and not c.endswith("_pooled_mape")
+        ]
     )
     return {n: int(counts.get(n, 0)) for n in names}
 

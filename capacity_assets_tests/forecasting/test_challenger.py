@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capacity_assets.forecasting.engines.base import ForecastConfig, backtest_cutoff
+from capacity_assets.forecasting.engines.base import (
+    ForecastConfig,
+    backtest_cutoff,
+    window_configs,
+    with_origin,
+)
 from capacity_assets.forecasting.engines.registry import run as run_engine
 from capacity_assets.schema import ENGINE_RESULTS
 
@@ -202,6 +207,18 @@ def _sorted(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values(["server_id", "resource", "split", "ds"], ignore_index=True)
 
 
+def assert_windows_are_shorter_backtests(rows, history, reference):
+    """Each window's rows are ``reference``'s backtest rows with that window's months (issue 26)."""
+    windows = rows[rows["split"] == "window"]
+    assert windows["origin"].nunique() >= 2
+    for _, c in window_configs(CFG)[1:]:
+        ref, _ = reference(history, c)
+        ref = with_origin(ref[ref["split"] == "backtest"])
+        both = ref.merge(windows, on=["server_id", "resource", "origin", "ds"], how="left")
+        assert both["yhat_y"].notna().all()
+        np.testing.assert_allclose(both["yhat_y"], both["yhat_x"], rtol=0, atol=1e-6)
+
+
 def test_the_batch_gives_the_per_series_forecasts():
     """The whole-batch features and predictions against the per-series challenger they replaced:
     the same usable series, the same reasons for the rest, the same forecasts to 1e-6."""
@@ -213,6 +230,9 @@ def test_the_batch_gives_the_per_series_forecasts():
     ref, ref_failed = challenger_per_series.predict(history, CFG)
     assert failed == ref_failed
     assert {k[0] for k in failed} == {"const", "zeros", "short"}
+    # each window is the backtest of a shorter backtest period (issue 26)
+    assert_windows_are_shorter_backtests(rows, history, challenger_per_series.predict)
+    rows = rows[rows["split"] != "window"].drop(columns="origin")
     rows, ref = _sorted(rows), _sorted(ref)
     assert rows[["server_id", "resource", "split"]].equals(ref[["server_id", "resource", "split"]])
     assert (rows["ds"].to_numpy() == ref["ds"].to_numpy()).all()

@@ -9,7 +9,7 @@ import pytest
 
 from capacity_assets import schema
 from capacity_assets.forecasting import combination, tournament
-from capacity_assets.forecasting.engines.base import ForecastConfig
+from capacity_assets.forecasting.engines.base import ForecastConfig, with_origin
 from capacity_assets.forecasting.engines.registry import (
     COMBINERS,
     CONTENDERS,
@@ -43,7 +43,7 @@ def rows(server, yhat_bt, yhat_fut, model, lo=2.0, hi=3.0, resource="cpu"):
         demand=df["yhat"],
         demand_upper=df["yhat"] + hi,
     )
-    return schema.conform(df, schema.ENGINE_RESULTS)
+    return schema.conform(with_origin(df), schema.ENGINE_RESULTS)
 
 
 def test_registry_marks_the_combination_as_a_combiner():

@@ -13,6 +13,7 @@ from capacity_assets.forecasting.engines import ets
 from capacity_assets.forecasting.engines.base import ForecastConfig, backtest_cutoff
 from capacity_assets.forecasting.engines.registry import CONTENDERS, ENGINES, run
 from capacity_assets.schema import ENGINE_RESULTS
+from capacity_assets_tests.forecasting.test_challenger import assert_windows_are_shorter_backtests
 
 pytest.importorskip("statsforecast")
 CFG = ForecastConfig()
@@ -179,6 +180,8 @@ def test_one_batch_call_gives_the_per_series_forecasts():
             ("flat", "disk"): "constant series",
         }
     )
+    assert_windows_are_shorter_backtests(rows, history, _per_series)
+    rows = rows[rows["split"] != "window"].drop(columns="origin")
     rows, ref = _sorted(rows), _sorted(ref)
     assert rows[["server_id", "resource", "split"]].equals(ref[["server_id", "resource", "split"]])
     assert (rows["ds"].to_numpy() == ref["ds"].to_numpy()).all()

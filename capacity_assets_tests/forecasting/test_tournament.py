@@ -4,6 +4,7 @@ import pytest
 
 from capacity_assets import schema
 from capacity_assets.forecasting import tournament as t
+from capacity_assets.forecasting.engines.base import with_origin
 from capacity_assets.forecasting.engines.registry import CONTENDERS
 
 BATCH = "b1"
@@ -45,7 +46,7 @@ def results(server, resource, backtest_yhat, future_yhat, model, width=1.0, futu
         demand=rows["yhat"],
         demand_upper=rows["yhat_upper"],
     )
-    return schema.conform(rows, schema.MODEL_RESULTS)
+    return schema.conform(with_origin(rows), schema.MODEL_RESULTS)
 
 
 def cat(*frames):

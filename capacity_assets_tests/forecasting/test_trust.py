@@ -7,6 +7,7 @@ import pandas as pd
 
 from capacity_assets import schema
 from capacity_assets.forecasting import tournament as t
+from capacity_assets.forecasting.engines.base import with_origin
 
 END = pd.Timestamp("2026-10-31")
 
@@ -56,7 +57,7 @@ def _results(server, level, err, model="prophet"):
             "filled": False,
         }
     )
-    return schema.conform(rows, schema.MODEL_RESULTS), act
+    return schema.conform(with_origin(rows), schema.MODEL_RESULTS), act
 
 
 def test_champions_with_a_threshold():

@@ -4,7 +4,7 @@ interface ``registry.run`` calls (``EngineModule``)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
@@ -17,11 +17,24 @@ class ForecastConfig:
     interval: float = 0.80  # central prediction interval width for every model
     min_train_months: int = 6
     seed: int = 0
+    # extra origins (months before the end) whose fits forecast to the end of history, besides the
+    # backtest's: the tournament selects on the errors pooled over every origin (one origin is a
+    # noisy judge); () = the backtest alone
+    windows: tuple[int, ...] = (3, 2)
 
 
 def backtest_cutoff(last_ds: pd.Timestamp, cfg: ForecastConfig) -> pd.Timestamp:
     """Last training day of the backtest fit: ``backtest_months`` calendar months before the end."""
     return pd.Timestamp(last_ds) - pd.DateOffset(months=cfg.backtest_months)
+
+
+def window_configs(cfg: ForecastConfig) -> list[tuple[str, ForecastConfig]]:
+    """(split, config) of every out-of-sample fit, earliest origin first: the backtest, then each
+    window as a backtest of its own months (every one forecasts to the end of history)."""
+    months = [m for m in cfg.windows if 0 < m < cfg.backtest_months]
+    return [("backtest", cfg)] + [
+        ("window", replace(cfg, backtest_months=m)) for m in sorted(set(months), reverse=True)
+    ]
 
 
 def split_series(series: pd.DataFrame, cfg: ForecastConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -39,6 +52,21 @@ def future_dates(last_ds: pd.Timestamp, cfg: ForecastConfig) -> pd.DatetimeIndex
 def min_history_days(cfg: ForecastConfig) -> int:
     """Shortest history that can be backtested: approx. months in days (30.44 days a month)."""
     return int(round((cfg.backtest_months + cfg.min_train_months) * 30.44))
+
+
+def with_origin(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with an ``origin`` everywhere: where it is missing (an engine or a caller that
+    predates windows), the day before the first row of its series and split, which is the fit's
+    last day for a backtest or a future."""
+    have = rows["origin"] if "origin" in rows.columns else pd.Series(pd.NaT, index=rows.index)
+    if len(rows) == 0 or have.notna().all():
+        return rows if "origin" in rows.columns else rows.assign(origin=have)
+    first = (
+        pd.to_datetime(rows["ds"])
+        .groupby([rows["server_id"], rows["resource"], rows["split"]], sort=False)
+        .transform("min")
+    )
+    return rows.assign(origin=pd.to_datetime(have).fillna(first - pd.Timedelta(days=1)))
 
 
 def on_days_of(actuals: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:

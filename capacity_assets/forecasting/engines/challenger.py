@@ -53,7 +53,11 @@ import xgboost as xgb
 from numpy.lib.stride_tricks import sliding_window_view
 
 from capacity_assets.forecasting.engines import daily
-from capacity_assets.forecasting.engines.base import ForecastConfig, min_history_days
+from capacity_assets.forecasting.engines.base import (
+    ForecastConfig,
+    min_history_days,
+    window_configs,
+)
 from capacity_assets.schema import RAW_RESULTS, empty
 
 NAME = "challenger"
@@ -409,6 +413,7 @@ def _fit_predict(
     return failed, {
         "series": fitted_series[st][keep],
         "day": t_days[keep],
+        "h": (t_days - np.repeat(t_first, t_len) + 1)[keep],  # days after the fit's last day
         "yhat": yhat[keep],
         "yhat_lower": (yhat + scale[st] * np.minimum(lo, 0.0)[st] * grow)[keep],
         "yhat_upper": (yhat + scale[st] * np.maximum(hi, 0.0)[st] * grow)[keep],
@@ -446,22 +451,24 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
     parts = []
     if len(good):
         cal = _Calendar(int(grid.first[good].min()), int(grid.last[good].max()) + cfg.horizon_days)
-        n_train, n_all = grid.train_days(cfg)[good], grid.length[good]
-        splits = {
-            "backtest": (n_train, grid.first[good] + n_train, n_all - n_train),
-            "future": (n_all, grid.last[good] + 1, np.full(len(good), cfg.horizon_days)),
-        }
-        results = {
-            split: _fit_predict(grid, good, n_fit, t_first, t_len, cal, cfg)
-            for split, (n_fit, t_first, t_len) in splits.items()
-        }
+        n_all = grid.length[good]
+        splits = []  # (split, days fitted, first target day, target days), earliest origin first
+        for split, c in window_configs(cfg):
+            n_train = grid.train_days(c)[good]
+            splits.append((split, n_train, grid.first[good] + n_train, n_all - n_train))
+        splits.append(("future", n_all, grid.last[good] + 1, np.full(len(good), cfg.horizon_days)))
+        results = [
+            (split, _fit_predict(grid, good, n_fit, t_first, t_len, cal, cfg))
+            for split, n_fit, t_first, t_len in splits
+        ]
         for i in good:  # the backtest's reason first, as a series fails at its first fit
-            reason = results["backtest"][0].get(i) or results["future"][0].get(i)
+            reason = next((r[0][i] for s, r in results if s != "window" and i in r[0]), None)
             if reason:
                 reasons[int(i)] = reason
-        for split, (_, rows) in results.items():
-            if rows:
-                keep = ~np.isin(rows["series"], list(reasons))
+        for split, (bad, rows) in results:
+            if rows:  # a window's failure leaves out that window only
+                out = list(reasons) + (list(bad) if split == "window" else [])
+                keep = ~np.isin(rows["series"], out)
                 parts.append({**{c: v[keep] for c, v in rows.items()}, "split": split})
     failed = {grid.keys[i]: reason for i, reason in sorted(reasons.items())}
     log.info(
@@ -484,5 +491,6 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
                 for c in ("yhat", "yhat_lower", "yhat_upper")
             },
             "split": np.concatenate([np.full(len(p["series"]), p["split"]) for p in parts]),
+            "origin": daily.timestamps(np.concatenate([p["day"] - p["h"] for p in parts])),
         }
     ), failed

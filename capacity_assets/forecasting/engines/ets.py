@@ -20,11 +20,12 @@ gets the registry's naive fallback. The 80 % intervals are ETS's own, rescaled o
 every engine's (``intervals.calibrate``).
 
 The batch: every series is laid on one daily grid (``daily.grid``) and every fit of one horizon
-goes to one ``StatsForecast.forecast`` call (the backtest fits and the refits on all history are
-two calls when the batch's series end on one day). That call still fits series one by one (its loop
-runs the same ``AutoETS.forecast``, so the forecasts are the per-series ones), but the frames,
-sorts and reindexing this engine built around each series are gone; what is left is the fits
-themselves, two thirds of them in statsforecast's compiled optimiser (``benchmarks/README.md``,
+goes to one ``StatsForecast.forecast`` call (the backtest fits, each window's fits
+(``ForecastConfig.windows``) and the refits on all history: one call each when the batch's series
+end on one day). A window's fit that fails is left out; the series keeps its backtest and future.
+That call still fits series one by one (its loop runs the same ``AutoETS.forecast``, so the
+forecasts are the per-series ones), but the frames, sorts and reindexing this engine built
+around each series are gone; what is left is the fits themselves, two thirds of them in statsforecast's compiled optimiser (``benchmarks/README.md``,
 "Fit at the floor"). statsforecast computes the intervals of the seasonal models with a term that
 depends on the whole horizon, not only on the step, so a call is made per horizon rather than one
 long horizon cut short. Series known to be unfittable (too short, constant) never reach the call;
@@ -42,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from capacity_assets.forecasting.engines import daily
-from capacity_assets.forecasting.engines.base import ForecastConfig
+from capacity_assets.forecasting.engines.base import ForecastConfig, window_configs
 from capacity_assets.schema import RAW_RESULTS, empty
 
 NAME = "ets"
@@ -143,7 +144,8 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
     grid = daily.grid(history)
     failed: dict = {}
     fits: dict[int, list] = {}  # horizon -> [(series, split, first day, window)]
-    train_days = grid.train_days(cfg)
+    fit_day: dict[int, set] = {}  # series -> first days of the fits whose failure fails it
+    origins = [(split, grid.train_days(c)) for split, c in window_configs(cfg)]
     for i, key in enumerate(grid.keys):
         y, first, last = grid.values(i), int(grid.first[i]), int(grid.last[i])
         if grid.duplicated[i]:
@@ -152,41 +154,44 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
         if np.isnan(y).all():
             failed[key] = "no observations"
             continue
-        n_train = int(train_days[i])
         plan = [("future", last + 1, y[-WINDOW_DAYS:], cfg.horizon_days)]
-        if n_train and len(y) - n_train:
-            plan.insert(
-                0, ("backtest", first + n_train, y[:n_train][-WINDOW_DAYS:], len(y) - n_train)
-            )
+        for split, train_days in origins[::-1]:  # the backtest ends up first
+            n_train = int(train_days[i])
+            if n_train and len(y) - n_train and (split == "backtest" or not _unfit(y[:n_train])):
+                plan.insert(
+                    0, (split, first + n_train, y[:n_train][-WINDOW_DAYS:], len(y) - n_train)
+                )
         reason = next((r for r in (_unfit(w) for _, _, w, _ in plan) if r), None)
         if reason:
             failed[key] = reason
             continue
         for split, day0, window, h in plan:
             fits.setdefault(h, []).append((i, split, day0, window))
+        fit_day[i] = {day0 for split, day0, _, _ in plan if split != "window"}
 
-    done: dict[tuple[int, str], object] = {}
+    done: dict[tuple[int, int], object] = {}
     for h, items in fits.items():
-        for (i, split, _, _), result in zip(
+        for (i, _split, day0, _), result in zip(
             items, _batch([w for *_, w in items], h, cfg.interval, log)
         ):
-            done[(i, split)] = result
-    for (i, _split), result in sorted(done.items()):  # "backtest" sorts first: its reason wins
-        if isinstance(result, str):
+            done[(i, day0)] = result
+    for (i, day0), result in sorted(done.items()):  # the earliest origin first: its reason wins
+        if isinstance(result, str) and day0 in fit_day[i]:
             failed.setdefault(grid.keys[i], result)
 
-    parts = {c: [] for c in ("series", "day", "yhat", "yhat_lower", "yhat_upper", "split")}
+    parts = {c: [] for c in ("series", "day", "yhat", "yhat_lower", "yhat_upper", "split", "h")}
     for h, items in fits.items():
         for i, split, day0, _ in items:
-            if grid.keys[i] in failed:
-                continue
-            mean, lo, hi = done[(i, split)]
+            if grid.keys[i] in failed or isinstance(done[(i, day0)], str):
+                continue  # a window that failed is left out; the series keeps its other fits
+            mean, lo, hi = done[(i, day0)]
             parts["series"].append(np.full(h, i))
             parts["day"].append(day0 + np.arange(h))
             parts["yhat"].append(mean)
             parts["yhat_lower"].append(lo)
             parts["yhat_upper"].append(hi)
             parts["split"].append(np.full(h, split))
+            parts["h"].append(np.arange(1, h + 1))
     log.info(
         "ets: %d series, %d not fitted, %.0f ms CPU/series",
         len(grid.keys),
@@ -206,6 +211,7 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
             "yhat_lower": np.concatenate(parts["yhat_lower"]),
             "yhat_upper": np.concatenate(parts["yhat_upper"]),
             "split": np.concatenate(parts["split"]),
+            "origin": daily.timestamps(np.concatenate(parts["day"]) - np.concatenate(parts["h"])),
         }
     )
     return rows, failed

@@ -77,7 +77,10 @@ def _block(h: np.ndarray) -> np.ndarray:
 
 
 def _horizon(frame: pd.DataFrame) -> np.ndarray:
-    """Days since the series' first row in ``frame``, + 1."""
+    """Days after the fit's last day (``origin``); without one, since the series' first row in
+    ``frame``, + 1 (the same for a backtest or a future, whose first day follows the origin)."""
+    if "origin" in frame.columns and frame["origin"].notna().all():
+        return (pd.to_datetime(frame["ds"]) - pd.to_datetime(frame["origin"])).dt.days.to_numpy()
     first = frame.groupby(SERIES_KEY, sort=False)["ds"].transform("min")
     return ((frame["ds"] - first).dt.days + 1).to_numpy()
 
@@ -101,10 +104,13 @@ def factors(backtest: pd.DataFrame, actuals: pd.DataFrame, interval: float) -> t
     mean_abs = (np.bincount(codes, weights=np.abs(err)) / rows)[codes]
     floor = np.maximum(1e-6, 0.05 * mean_abs)  # degenerate zero-width bounds
     score = np.abs(err) / np.maximum(half, floor)
-    days = bt["ds"].to_numpy("datetime64[D]").astype(np.int64)
-    first = np.full(len(rows), np.iinfo(np.int64).max)
-    np.minimum.at(first, codes, days)
-    block = _block(days - first[codes] + 1)  # _horizon's days since the series' first row, + 1
+    if "origin" in bt.columns and bt["origin"].notna().all():  # several origins per series
+        block = _block(_horizon(bt))
+    else:
+        days = bt["ds"].to_numpy("datetime64[D]").astype(np.int64)
+        first = np.full(len(rows), np.iinfo(np.int64).max)
+        np.minimum.at(first, codes, days)
+        block = _block(days - first[codes] + 1)  # _horizon's days since the series' first row, + 1
     own_q = _conformal_quantiles(codes, score, interval)
     key_resource = np.asarray(keys.get_level_values(1), dtype=object)
     row_resource = key_resource[codes]
@@ -148,7 +154,14 @@ def calibrate(
     """
     if future.empty:
         return future
-    k, ratios = factors(backtest, actuals, interval)
+    return rescale(future, *factors(backtest, actuals, interval))
+
+
+def rescale(future: pd.DataFrame, k: dict, ratios: dict) -> pd.DataFrame:
+    """``future``'s bounds scaled by ``factors``' per-series ``k`` and per-resource horizon
+    corrections ``ratios``; series without a factor keep their bounds."""
+    if future.empty:
+        return future
     rows = pd.MultiIndex.from_arrays(
         [future["server_id"].astype(object), future["resource"].astype(object)]
     )

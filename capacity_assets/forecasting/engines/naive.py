@@ -11,7 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from capacity_assets.forecasting.engines.base import ForecastConfig, future_dates, split_series
+from capacity_assets.forecasting.engines.base import (
+    ForecastConfig,
+    backtest_cutoff,
+    future_dates,
+    split_series,
+    window_configs,
+)
 from capacity_assets.schema import RAW_RESULTS, empty
 
 SEASON = 7
@@ -43,7 +49,8 @@ def predict_one(train: pd.DataFrame, ds: pd.DatetimeIndex, interval: float) -> p
 
 
 def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.DataFrame, dict]:
-    """Raw backtest and future rows of every series; it never fails a series that has a value."""
+    """Raw backtest, window and future rows of every series; it never fails a series that has a
+    value."""
     parts, failed = [], {}
     for key, series in history.groupby(["server_id", "resource"], sort=True):
         series = series.sort_values("ds")
@@ -51,16 +58,21 @@ def predict(history: pd.DataFrame, cfg: ForecastConfig, log=None) -> tuple[pd.Da
         if series["y"].isna().all():
             failed[key] = "no observations"
             continue
-        train, backtest = split_series(series, cfg)
-        if len(train) and len(backtest):
-            parts.append(
-                predict_one(train, pd.DatetimeIndex(backtest["ds"]), cfg.interval).assign(
-                    server_id=key[0], resource=key[1], split="backtest"
+        for split, c in window_configs(cfg):  # the backtest, then each window
+            train, test = split_series(series, c)
+            if len(train) and len(test):
+                parts.append(
+                    predict_one(train, pd.DatetimeIndex(test["ds"]), cfg.interval).assign(
+                        server_id=key[0],
+                        resource=key[1],
+                        split=split,
+                        origin=backtest_cutoff(series["ds"].max(), c),
+                    )
                 )
-            )
+        last = series["ds"].max()
         parts.append(
-            predict_one(series, future_dates(series["ds"].max(), cfg), cfg.interval).assign(
-                server_id=key[0], resource=key[1], split="future"
+            predict_one(series, future_dates(last, cfg), cfg.interval).assign(
+                server_id=key[0], resource=key[1], split="future", origin=last
             )
         )
     return (pd.concat(parts, ignore_index=True) if parts else empty(RAW_RESULTS)), failed

@@ -70,7 +70,12 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from capacity_assets.forecasting.engines.base import ForecastConfig, backtest_cutoff, future_dates
+from capacity_assets.forecasting.engines.base import (
+    ForecastConfig,
+    backtest_cutoff,
+    future_dates,
+    window_configs,
+)
 from capacity_assets.schema import RAW_RESULTS, empty
 
 NAME = "prophet"
@@ -88,6 +93,7 @@ SETTINGS = {
 LBFGS_TOL_REL_GRAD = 1e8  # CmdStan's default 1e7; Prophet passes fit(df, tol_rel_grad=...) through
 MIN_POINTS = 60  # fewer observations in a fit: the naive fallback
 WARM_START = False  # refit from the backtest fit's curve: cheaper, less accurate (see above)
+WINDOW_WARM_START = True  # each window's fit starts from the previous origin's (see above)
 WORKERS = 2  # concurrent CmdStan processes per batch
 PROGRESS_EVERY = (50, 10.0)  # log progress every 50 series or 10 s, whichever comes first
 
@@ -388,10 +394,11 @@ def _as_days(ds: pd.Series) -> np.ndarray:
 
 
 def _frame(
-    key: tuple, days: np.ndarray, yhat: np.ndarray, half: np.ndarray, split: str
+    key: tuple, days: np.ndarray, yhat: np.ndarray, half: np.ndarray, split: str, origin: float
 ) -> pd.DataFrame:
     return pd.DataFrame(
         {
+            "origin": (_EPOCH_DAY + np.int64(origin)).astype("datetime64[ns]"),
             "server_id": key[0],
             "resource": key[1],
             "ds": (_EPOCH_DAY + days.astype(np.int64)).astype("datetime64[ns]"),
@@ -405,8 +412,9 @@ def _frame(
 
 def forecast_series(
     series: pd.DataFrame, cfg: ForecastConfig, cache: DesignCache, workdir: str, tag: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(backtest rows, future rows) of one series, uncalibrated; raises on any fit problem."""
+) -> pd.DataFrame:
+    """Backtest, window and future rows of one series, uncalibrated; raises on any problem of the
+    backtest fit or the refit (a window that fails is left out)."""
     series = series.sort_values("ds")
     series = series[series["y"].notna()]
     if series.empty:
@@ -423,15 +431,39 @@ def forecast_series(
             raise FitError(f"{part}: {reason}")
     d_bt, d_full = cache.get(days[train]), cache.get(days)
     p_bt = fit_map(y[train], d_bt, workdir, f"{tag}b", cfg.seed)
-    init = warm_init(p_bt, d_bt, d_full, float(np.abs(y).max()) or 1.0) if WARM_START else None
-    p_full = fit_map(y, d_full, workdir, f"{tag}f", cfg.seed, init=init)
     bt_days = days[~train]
-    fut_days = _as_days(pd.Series(future_dates(last, cfg)))
     yb, hb = predict_map(p_bt, d_bt, bt_days, cfg.interval)
+    frames = [_frame(key, bt_days, yb, hb, "backtest", cut_day)]
+    prev, prev_design = p_bt, d_bt
+    for n, (_, c) in enumerate(window_configs(cfg)[1:]):
+        cut = _as_days(pd.Series([backtest_cutoff(last, c)]))[0]
+        part = days <= cut
+        if _degenerate(y[part]) or part.all():
+            continue  # a window that cannot be fitted is left out; the series keeps the rest
+        d_w = cache.get(days[part])
+        init = (
+            warm_init(prev, prev_design, d_w, float(np.abs(y[part]).max()) or 1.0)
+            if WINDOW_WARM_START
+            else None
+        )
+        try:
+            p_w = fit_map(y[part], d_w, workdir, f"{tag}w{n}", cfg.seed, init=init)
+        except FitError:
+            continue
+        yw, hw = predict_map(p_w, d_w, days[~part], cfg.interval)
+        if np.all(np.isfinite(yw)):
+            frames.append(_frame(key, days[~part], yw, hw, "window", cut))
+            prev, prev_design = p_w, d_w
+    init = (
+        warm_init(prev, prev_design, d_full, float(np.abs(y).max()) or 1.0) if WARM_START else None
+    )
+    p_full = fit_map(y, d_full, workdir, f"{tag}f", cfg.seed, init=init)
+    fut_days = _as_days(pd.Series(future_dates(last, cfg)))
     yf, hf = predict_map(p_full, d_full, fut_days, cfg.interval)
     if not (np.all(np.isfinite(yb)) and np.all(np.isfinite(yf))):
         raise FitError("non-finite forecast")
-    return _frame(key, bt_days, yb, hb, "backtest"), _frame(key, fut_days, yf, hf, "future")
+    frames.append(_frame(key, fut_days, yf, hf, "future", days[-1]))
+    return pd.concat(frames, ignore_index=True)
 
 
 def predict(
@@ -477,5 +509,5 @@ def predict(
                 if isinstance(result, str):
                     failed[key] = result
                 else:
-                    rows.extend(result)
+                    rows.append(result)
     return (pd.concat(rows, ignore_index=True) if rows else empty(RAW_RESULTS)), failed

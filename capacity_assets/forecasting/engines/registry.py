@@ -1,8 +1,9 @@
 """The engines, and the ending every contender shares.
 
 An engine module only fits and predicts: ``predict(history, cfg, log) -> (rows, failed)`` with
-RAW_RESULTS rows (backtest rows from a fit on all but the last ``backtest_months``, future rows
-from a refit on all history) and ``{(server_id, resource): reason}`` for the series it could not
+RAW_RESULTS rows (backtest rows from a fit on all but the last ``backtest_months``, window rows
+from fits at the later origins of ``cfg.windows``, future rows from a refit on all history; an
+``origin`` column gives each row's fit's last day) and ``{(server_id, resource): reason}`` for the series it could not
 fit. ``run`` owns everything after that, so no engine repeats it and none can get it wrong: the
 seasonal-naive fallback for failed or non-finite series, split-conformal calibration of the future
 bounds on the backtest, the unclipped ``demand`` columns, clipping to 0–100 and the contract.
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from capacity_assets.forecasting.engines import intervals
-from capacity_assets.forecasting.engines.base import ForecastConfig
+from capacity_assets.forecasting.engines.base import ForecastConfig, with_origin
 from capacity_assets.schema import ENGINE_RESULTS, RAW_RESULTS, SERIES_KEY, conform, empty
 
 
@@ -59,7 +60,8 @@ ENGINES: dict[str, Engine] = {
     ),
     "combination": Engine(
         "capacity_assets.forecasting.combination",
-        "Combination: the per-day mean of the fitted contenders, bounds from their mixture.",
+        "Combination: per series, the per-day mean of the best two fitted contenders (error over "
+        "every origin), bounds from their mixture.",
         "#8b5cf6",
         combiner=True,
     ),
@@ -79,6 +81,7 @@ COMBINERS: tuple[str, ...] = tuple(
 )  # ``combine`` them
 TOURNAMENT: tuple[str, ...] = CONTENDERS + COMBINERS  # every contender the tournament scores
 FALLBACK = "naive"
+_RAW = {**RAW_RESULTS, "origin": "datetime64[ns]"}  # an engine's rows, with the fit's last day
 
 
 def engine(name: str) -> ModuleType:
@@ -128,10 +131,12 @@ def finish(
     """Calibrated, clipped ENGINE_RESULTS rows from an engine's raw rows."""
     if rows.empty:
         return empty(ENGINE_RESULTS)
+    rows = with_origin(rows)
     backtest, future = rows[rows["split"] == "backtest"], rows[rows["split"] == "future"]
     if calibrate:
         future = intervals.calibrate(future, backtest, actuals, cfg.interval)
-    out = pd.concat([backtest, future], ignore_index=True)
+    # window rows keep their own bounds: they serve the pick and the golden record's calibration
+    out = pd.concat([backtest, rows[rows["split"] == "window"], future], ignore_index=True)
     out = out.assign(
         model=model,
         demand=out["yhat"].clip(lower=0.0),
@@ -152,7 +157,7 @@ def run(name: str, history: pd.DataFrame, cfg: ForecastConfig, log=None) -> pd.D
         return empty(ENGINE_RESULTS)
     started = time.monotonic()
     rows, failed = engine(name).predict(history, cfg, log=log)
-    rows, failed = _split_bad(conform(rows, RAW_RESULTS), failed, history)
+    rows, failed = _split_bad(conform(with_origin(rows), _RAW), failed, history)
     parts = [finish(rows, history[SERIES_KEY + ["ds", "y"]], cfg, name)]
     if failed:
         for (server, resource), reason in sorted(failed.items()):
@@ -162,7 +167,11 @@ def run(name: str, history: pd.DataFrame, cfg: ForecastConfig, log=None) -> pd.D
         # the naive bounds are its own error quantiles, honest as they are: not rescaled
         parts.append(
             finish(
-                conform(naive_rows, RAW_RESULTS), history, cfg, f"{name}:fallback", calibrate=False
+                conform(with_origin(naive_rows), _RAW),
+                history,
+                cfg,
+                f"{name}:fallback",
+                calibrate=False,
             )
         )
     out = (
@@ -176,5 +185,5 @@ def run(name: str, history: pd.DataFrame, cfg: ForecastConfig, log=None) -> pd.D
         f"{len(failed)} fallbacks"
     )
     return conform(out, ENGINE_RESULTS).sort_values(
-        SERIES_KEY + ["split", "ds"], kind="stable", ignore_index=True
+        SERIES_KEY + ["split", "origin", "ds"], kind="stable", ignore_index=True
     )

@@ -23,8 +23,9 @@ def tournament_assets(layout: Layout, contenders: tuple[str, ...]) -> list[dg.As
         ins={**results_in, "processed_data": dg.AssetIn(), "business_hierarchy": dg.AssetIn()},
         check_specs=checks.CHAMPIONS_CHECKS,
         description="Per series: every contender's backtest MAPE, WAPE, MAE and interval coverage; the "
-        "champion is the lower MAPE (ties in registry order), with a trust level that weighs "
-        "the backtest error against the headroom to the threshold.",
+        "champion is the lowest MAPE pooled over the backtest and the later origins' windows (ties "
+        "in registry order), with a trust level that weighs the backtest error against the "
+        "headroom to the threshold.",
     )
     def champions(
         context: dg.AssetExecutionContext,

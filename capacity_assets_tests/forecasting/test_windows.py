@@ -1,0 +1,187 @@
+"""Judging from several origins (issue 26): the pick on pooled windows, the best-k combination, and
+the golden record's bands calibrated on the champion's own out-of-sample errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from capacity_assets import schema
+from capacity_assets.forecasting import combination, tournament
+from capacity_assets.forecasting.engines.base import ForecastConfig
+from capacity_assets.forecasting.engines.registry import run
+
+END = pd.Timestamp("2026-10-31")  # last history day
+ORIGINS = {
+    "backtest": [END - pd.Timedelta(days=120)],
+    "window": [END - pd.Timedelta(days=d) for d in (90, 60)],
+}
+
+
+def actuals(server, ys, resource="cpu"):
+    ds = pd.date_range(end=END, periods=len(ys))
+    return pd.DataFrame(
+        {
+            "batch": "b",
+            "server_id": server,
+            "resource": resource,
+            "ds": ds,
+            "y": ys,
+            "filled": False,
+        }
+    )
+
+
+def contender(server, model, backtest, windows, future, half=1.0, resource="cpu", days=30):
+    """MODEL_RESULTS rows of one series: each origin forecasts to END (``backtest``/``windows`` give
+    the forecast per origin: a number or an array of the days after it), then ``days`` future days."""
+    parts = []
+    for split, values in (("backtest", [backtest]), ("window", windows)):
+        for origin, v in zip(ORIGINS[split], values):
+            ds = pd.date_range(origin + pd.Timedelta(days=1), END)
+            parts.append(
+                pd.DataFrame(
+                    {"ds": ds, "yhat": np.resize(v, len(ds)), "split": split, "origin": origin}
+                )
+            )
+    fut = pd.date_range(END + pd.Timedelta(days=1), periods=days)
+    parts.append(
+        pd.DataFrame({"ds": fut, "yhat": np.resize(future, days), "split": "future", "origin": END})
+    )
+    rows = pd.concat(parts, ignore_index=True)
+    rows = rows.assign(
+        batch="b",
+        server_id=server,
+        resource=resource,
+        model=model,
+        yhat_lower=rows["yhat"] - half,
+        yhat_upper=rows["yhat"] + half,
+        demand=rows["yhat"],
+        demand_upper=rows["yhat"] + half,
+    )
+    return schema.conform(rows, schema.MODEL_RESULTS)
+
+
+def test_the_pick_is_made_on_every_origin_not_on_the_backtest_alone():
+    act = actuals("s1", np.full(130, 50.0))
+    # the challenger's backtest went better (0.5 points off against 1), but from the two later
+    # origins it was 5 points off where Prophet stayed at 1
+    by = {
+        "prophet": contender("s1", "prophet", 51.0, [51.0, 51.0], 51.0),
+        "challenger": contender("s1", "challenger", 50.5, [55.0, 55.0], 50.0),
+    }
+    champs = tournament.champions(by, act)
+    row = champs.iloc[0]
+    assert row["champion"] == "prophet"
+    assert row["champion_mape"] == pytest.approx(2.0)  # still the champion's backtest MAPE
+    assert row["challenger_mape"] == pytest.approx(1.0)
+    assert row["windows"] == 3
+    assert row["prophet_pooled_mape"] == pytest.approx(2.0)
+    assert row["challenger_pooled_mape"] == pytest.approx((120 * 1 + 150 * 10) / 270)
+    # judged on the backtest alone (no window rows), the challenger would have won
+    alone = {n: r[r["split"] != "window"] for n, r in by.items()}
+    assert tournament.champions(alone, act).iloc[0]["champion"] == "challenger"
+    assert tournament.champions(alone, act).iloc[0]["windows"] == 1
+
+
+def test_a_tie_on_the_pooled_error_goes_to_registry_order():
+    act = actuals("s1", np.full(130, 50.0))
+    by = {
+        "challenger": contender("s1", "challenger", 52.0, [48.0, 52.0], 50.0),
+        "prophet": contender("s1", "prophet", 48.0, [52.0, 48.0], 50.0),
+    }
+    row = tournament.champions(by, act).iloc[0]
+    assert row["prophet_pooled_mape"] == pytest.approx(row["challenger_pooled_mape"])
+    assert row["champion"] == "prophet"
+
+
+def test_a_weak_contender_no_longer_drags_the_combination(monkeypatch):
+    act = actuals("s1", np.full(130, 50.0))
+    by = {
+        "prophet": contender("s1", "prophet", 51.0, [51.0, 51.0], 52.0),
+        "challenger": contender("s1", "challenger", 49.0, [49.0, 49.0], 48.0),
+        "ets": contender("s1", "ets", 80.0, [80.0, 80.0], 90.0),  # 30 points off everywhere
+    }
+    cfg = ForecastConfig()
+    best = combination.combine(by, act, cfg)
+    fut = best[best["split"] == "future"]
+    assert fut["yhat"].to_numpy() == pytest.approx(np.full(30, 50.0))  # (52 + 48) / 2
+    # every origin is combined from the same two members
+    win = best[best["split"] == "window"]
+    assert sorted(win["origin"].unique()) == sorted(ORIGINS["window"])
+    assert win["yhat"].to_numpy() == pytest.approx(np.full(len(win), 50.0))
+    monkeypatch.setattr(combination, "BEST_K", None)  # the mean of every contender, as before
+    every = combination.combine(by, act, cfg)
+    assert every.loc[every["split"] == "future", "yhat"].to_numpy() == pytest.approx(
+        np.full(30, (52 + 48 + 90) / 3)
+    )
+
+
+def test_the_golden_record_covers_80_percent_of_what_its_champion_misses_by():
+    rng = np.random.default_rng(0)
+    sigma, days = 3.0, 180
+    by, act, fresh = [], [], []
+    for s in range(20):
+        server = f"s{s:02d}"
+        act.append(actuals(server, 50 + rng.normal(0, sigma, 130)))
+        # forecasts of 50 from every origin: the errors are the noise; the published band is far
+        # too narrow (half-width 0.5 where 80 % of errors reach 1.28 x 3 = 3.8)
+        by.append(contender(server, "prophet", 50.0, [50.0, 50.0], 50.0, half=0.5, days=days))
+        fresh.append(50 + rng.normal(0, sigma, days))
+    by, act, fresh = (
+        {"prophet": pd.concat(by, ignore_index=True)},
+        pd.concat(act),
+        np.concatenate(fresh),
+    )
+    champs = tournament.champions(by, act)
+
+    def coverage(upper):
+        g = tournament.golden_record(by, champs, pd.Timestamp.now(), "r", upper=upper, actuals=act)
+        g = g.sort_values(["server_id", "ds"])
+        return float(
+            np.mean((fresh >= g["yhat_lower"].to_numpy()) & (fresh <= g["yhat_upper"].to_numpy()))
+        )
+
+    assert coverage("champion") < 0.2
+    assert 0.75 <= coverage("calibrated") <= 0.85
+
+
+def test_calibrated_needs_the_actuals():
+    act = actuals("s1", np.full(130, 50.0))
+    by = {"prophet": contender("s1", "prophet", 51.0, [51.0, 51.0], 51.0)}
+    with pytest.raises(ValueError, match="actuals"):
+        tournament.golden_record(by, tournament.champions(by, act), END, "r", upper="calibrated")
+
+
+@pytest.mark.parametrize("name", ["naive", "challenger"])
+def test_engines_forecast_from_every_origin_to_the_end_of_history(name):
+    ds = pd.date_range(end=END, periods=500)
+    t = np.arange(500)
+    history = pd.DataFrame(
+        {
+            "server_id": "s1",
+            "resource": "cpu",
+            "ds": ds,
+            "y": 40 + 0.02 * t + 5 * np.sin(t * 2 * np.pi / 7),
+        }
+    )
+    cfg = ForecastConfig(horizon_days=30)
+    out = run(name, history, cfg)
+    assert list(out.columns) == list(schema.ENGINE_RESULTS)
+    origins = out.groupby(["split", "origin"])["ds"].agg(["min", "max", "size"])
+    expected = {
+        ("backtest", pd.Timestamp("2026-06-30")),
+        ("window", pd.Timestamp("2026-07-31")),
+        ("window", pd.Timestamp("2026-08-31")),
+        ("future", END),
+    }
+    assert set(origins.index) == expected
+    for (split, origin), row in origins.iterrows():
+        assert row["min"] == origin + pd.Timedelta(days=1)
+        assert row["max"] == (END + pd.Timedelta(days=30) if split == "future" else END)
+    # without windows, only the backtest and the future, as before
+    alone = run(name, history, ForecastConfig(horizon_days=30, windows=()))
+    assert set(alone["split"]) == {"backtest", "future"}
+    same = out[out["split"] != "window"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(same, alone.reset_index(drop=True))
