@@ -374,8 +374,11 @@ def run_family(
 
 # --- pooled over several fleets per family (issue 26) -------------------------------------------
 
-FLEETS = ((40, 0), (40, 1), (40, 2), (60, 0), (60, 1))  # (servers, seed): five fleets per family
-SHIPPED = "golden record (shipped: pooled pick, best 2, consensus)"
+# (servers, seed): five distinct fleets per family. Fleets of one seed share their first servers
+# (40 servers of seed 0 are the first 40 of 60), so each seed is counted once.
+FLEETS = ((60, 0), (60, 1), (60, 2), (60, 3), (60, 4))
+WINDOWS = ForecastConfig().windows  # set from --windows
+SHIPPED = "golden record (shipped: pooled pick, weighted, margin, cap of fitted)"
 CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "accuracy_cache")
 
 
@@ -481,61 +484,71 @@ def fleet_tables(family: str, servers: int, seed: int, threshold: float, risk_da
     records before and after issue 26, stock Prophet; and the tallies of each."""
     from capacity_assets.forecasting.engines.registry import run as run_engine
 
-    cfg = ForecastConfig(seed=seed)
+    cfg = ForecastConfig(seed=seed, windows=WINDOWS)
     data = load_family(family, servers, seed, cfg)
     history, hidden, end, act = data["history"], data["hidden"], data["end"], data["actuals"]
     RAW_CPU.clear()
     res = {n: run_engine(n, history, cfg) for n in FITTED}
     before = {n: r[r["split"] != "window"] for n, r in res.items()}  # the backtest alone
-    k_saved = combination.BEST_K
+    power = combination.WEIGHT_POWER
     combos = {}
-    for k in (1, 2, None):
-        combination.BEST_K = k
-        combos[k] = combination.combine(res, act, cfg)
-    combination.BEST_K = k_saved
+    for p in (None, 2.0, power):  # None: the plain mean of every contender (before issue 26)
+        combination.WEIGHT_POWER = p
+        combos[p] = combination.combine(res, act, cfg)
+    combination.WEIGHT_POWER = power
     stock = cached(
         f"stock_{family}{servers}s{seed}",
         _hash(data["history_obs"]),
         lambda: stock_prophet(data["history_obs"], cfg),
     )
     actb = act.assign(batch="b")
+    margin = tournament.COMBINATION_MARGIN
 
-    def golden(results: dict, combo: pd.DataFrame, upper: str) -> pd.DataFrame:
+    def golden(results: dict, combo: pd.DataFrame, upper: str, pick_margin=margin) -> pd.DataFrame:
         if results is before:
             combo = combo[combo["split"] != "window"]
         by = {n: r.assign(batch="b") for n, r in {**results, "combination": combo}.items()}
-        champs = tournament.champions(by, actb, threshold=threshold, risk_days=risk_days)
+        tournament.COMBINATION_MARGIN = pick_margin
+        try:
+            champs = tournament.champions(by, actb, threshold=threshold, risk_days=risk_days)
+        finally:
+            tournament.COMBINATION_MARGIN = margin
+        rule = upper.split("+")[0]
         out = tournament.golden_record(
-            by, champs, pd.Timestamp.now(), "bench", upper=upper.split("+")[0], actuals=actb
+            by,
+            champs,
+            pd.Timestamp.now(),
+            "bench",
+            upper=rule if rule != "all" else "champion",
+            actuals=actb,
         )
-        if upper.endswith("+consensus"):  # calibrated, then capped as before
+        if upper.endswith("+consensus"):  # calibrated, then capped as shipped
             out = tournament._consensus_upper(out, by)
+        if (
+            upper == "all"
+        ):  # the cap before issue 26: the median of every contender, combination too
+            out = _consensus_of_all(out, by)
         return out.assign(split="future")
 
-    k_ship = combination.BEST_K
     tables = {
         **{n: res[n] for n in FITTED},
-        "combination of all": combos[None],
-        **{f"combination best {k}": combos[k] for k in (1, 2) if k != k_ship},
-        f"combination best {k_ship} (shipped)": combos[k_ship],
-        "golden before (backtest pick, mean of all, consensus)": golden(
-            before, combos[None], "consensus"
+        "combination: plain mean (before)": combos[None],
+        "combination: weights MAPE^-2": combos[2.0],
+        f"combination: weights MAPE^-{power:g} (shipped)": combos[power],
+        "golden before (backtest pick, plain mean, cap of all)": golden(
+            before, combos[None], "all", 0.0
         ),
-        "golden: pooled pick, mean of all, consensus": golden(res, combos[None], "consensus"),
-        f"golden: pooled pick, best {k_ship}, champion bounds": golden(
-            res, combos[k_ship], "champion"
+        "golden: pooled pick, plain mean, cap of all": golden(res, combos[None], "all", 0.0),
+        "golden: pooled pick, weighted, cap of fitted": golden(
+            res, combos[power], "consensus", 0.0
         ),
-        **{
-            f"golden: pooled pick, best {k}, calibrated": golden(res, combos[k], "calibrated")
-            for k in (1, None)
-        },
-        f"golden: pooled pick, best {k_ship}, calibrated, then consensus cap": golden(
-            res, combos[k_ship], "calibrated+consensus"
+        "golden: + margin, champion's own bounds": golden(res, combos[power], "champion"),
+        "golden: + margin, cap of all": golden(res, combos[power], "all"),
+        "golden: + margin, calibrated": golden(res, combos[power], "calibrated"),
+        "golden: + margin, calibrated, then cap of fitted": golden(
+            res, combos[power], "calibrated+consensus"
         ),
-        f"golden: pooled pick, best {k_ship}, calibrated": golden(
-            res, combos[k_ship], "calibrated"
-        ),
-        SHIPPED: golden(res, combos[k_ship], "consensus"),
+        SHIPPED: golden(res, combos[power], "consensus"),
         "stock prophet": stock,
     }
     n_series = history.groupby(KEY).ngroups
@@ -544,6 +557,20 @@ def fleet_tables(family: str, servers: int, seed: int, threshold: float, risk_da
         "cpu": dict(RAW_CPU),
         "n_series": n_series,
     }
+
+
+def _consensus_of_all(golden: pd.DataFrame, by: dict) -> pd.DataFrame:
+    """The upper-bound cap as it was before issue 26: the median of every contender's upper bound,
+    the combination's included."""
+    cols = ["yhat_upper", "demand_upper"]
+    fut = pd.concat(
+        [r.loc[r["split"] == "future", ["batch", *KEY, "ds", *cols]] for r in by.values()]
+    )
+    median = fut.groupby(["batch", *KEY, "ds"])[cols].median().add_prefix("m_").reset_index()
+    out = golden.merge(median, on=["batch", *KEY, "ds"], how="left")
+    for c, base in (("yhat_upper", "yhat"), ("demand_upper", "demand")):
+        out[c] = np.maximum(np.minimum(out[c], out[f"m_{c}"].fillna(out[c])), out[base])
+    return out.drop(columns=["m_yhat_upper", "m_demand_upper"])
 
 
 def run_pooled(family: str, fleets, threshold: float, risk_days: int) -> dict:
@@ -632,6 +659,7 @@ def run_pooled(family: str, fleets, threshold: float, risk_days: int) -> dict:
 
 
 def main(argv=None) -> int:
+    global FITTED, WINDOWS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", default="demo,wild", help="comma-separated: demo, wild")
     ap.add_argument(
@@ -652,8 +680,13 @@ def main(argv=None) -> int:
         default=CapacitySettings().engines,
         help="fitted contenders, as CAPACITY_ENGINES (default: the pipeline's default)",
     )
+    ap.add_argument(
+        "--windows",
+        default=",".join(map(str, WINDOWS)),
+        help="window origins in months before the end, as CAPACITY_WINDOWS ('' = backtest alone)",
+    )
     args = ap.parse_args(argv)
-    global FITTED
+    WINDOWS = tuple(int(v) for v in args.windows.split(",") if v.strip())
     FITTED = CapacitySettings(engines=args.engines).contenders
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     families = [f.strip() for f in args.family.split(",") if f.strip()]

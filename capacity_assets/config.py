@@ -41,6 +41,7 @@ ENV = {
     "CAPACITY_INTERVAL": "interval",
     "CAPACITY_BACKTEST_MONTHS": "backtest_months",
     "CAPACITY_HORIZON_DAYS": "horizon_days",
+    "CAPACITY_WINDOWS": "windows",
     "CAPACITY_THRESHOLD": "threshold",
     "CAPACITY_RISK_DAYS": "risk_days",
     "CAPACITY_MAPE_WARN": "mape_warn",
@@ -117,6 +118,8 @@ class CapacitySettings:
     interval: float = 0.80
     backtest_months: int = 4
     horizon_days: int = 180
+    # origins (months before the end) the tournament also scores from; "none": the backtest alone
+    windows: str = ",".join(map(str, ForecastConfig.windows))
     threshold: float = 95.0
     risk_days: int = 90
     mape_warn: float = 20.0
@@ -183,6 +186,13 @@ class CapacitySettings:
                 "at least CAPACITY_RISK_DAYS",
             ),
             (self.backtest_months >= 1, "CAPACITY_BACKTEST_MONTHS", "at least 1"),
+            (
+                self.window_months is not None,
+                "CAPACITY_WINDOWS",
+                "comma-separated whole months before the end of history, each less than "
+                f"CAPACITY_BACKTEST_MONTHS ({self.backtest_months}), e.g. 3,2; or none for the "
+                f"backtest alone (got {self.windows!r})",
+            ),
             (
                 bool(self.contenders) and set(self.contenders) <= set(FITTED),
                 "CAPACITY_ENGINES",
@@ -254,6 +264,18 @@ class CapacitySettings:
         return tuple(n for n in FITTED if n in asked) + tuple(sorted(asked - set(FITTED)))
 
     @property
+    def window_months(self) -> tuple[int, ...] | None:
+        """CAPACITY_WINDOWS as months, latest origin last; None when it is not valid."""
+        raw = self.windows.strip().lower()
+        if raw in ("none", ""):
+            return ()
+        try:
+            months = sorted({int(m) for m in raw.split(",") if m.strip()}, reverse=True)
+        except ValueError:
+            return None
+        return tuple(months) if all(0 < m < self.backtest_months for m in months) else None
+
+    @property
     def alert_recipients(self) -> tuple[str, ...]:
         return tuple(a.strip() for a in self.alert_email.split(",") if a.strip())
 
@@ -302,6 +324,7 @@ class CapacitySettings:
             horizon_days=self.horizon_days,
             interval=self.interval,
             seed=self.seed,
+            windows=self.window_months or (),
         )
 
 

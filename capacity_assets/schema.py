@@ -430,7 +430,8 @@ COLUMN_DOCS = {
     "model": "the model that made the forecast (':fallback': seasonal naive where it could not fit)",
     "demand": "forecast before clipping to 100 %: what the workload would use if it could",
     "demand_upper": "upper bound before clipping: what capacity is sized on",
-    "champion": "the contender with the lowest MAPE pooled over the backtest and the windows",
+    "champion": "the contender with the lowest MAPE pooled over the backtest and the windows (a "
+    "fitted contender must beat the combination's by 10 %)",
     "champion_mape": "the champion's backtest MAPE, %",
     "trust": "high, medium or low: could the backtest error move the call across the threshold",
     "run_id": "the Dagster run that made it",

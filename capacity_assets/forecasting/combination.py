@@ -1,26 +1,28 @@
-"""The combination contender: per series, the per-day mean of its best fitted contenders' forecasts.
+"""The combination contender: per series, a weighted mean of the fitted contenders' forecasts.
 
 Why: one 4-month backtest is a noisy judge. On a fleet unlike the one the engines were tuned on, the
 plain mean of the engines' forecasts beat every engine and the tournament's pick, because the
 engines' errors are far from perfectly correlated and averaging cancels part of them (the oldest
 result in forecast combination). It costs no fit: it reuses the contenders' rows.
 
-Members, per series: the ``BEST_K`` (2) fitted contenders with the lowest MAPE over the days of
-every origin pooled (the backtest's and the windows', ``windows``), ties in registry order. The mean
-of all three was hostage to the weakest: on a fleet where ETS was far off, it lost to the plain mean
-of the two others (issue 26; k was chosen on the demo family, ``benchmarks/README.md``). The members
-are chosen on the same windows the tournament then scores the combination on, so its pooled error
-flatters it a little.
+Weights, per series: each fitted contender's MAPE over the days of every origin pooled (the
+backtest's and the windows', ``windows``) to the power ``-WEIGHT_POWER`` (4), normalised. The plain
+mean of all three was hostage to the weakest (on a fleet where ETS was far off it lost to the mean
+of the two others), and keeping only the best two threw away what the third knew where it was
+nearly as good. The power was chosen on the demo family only (issue 26, ``benchmarks/README.md``):
+2 weighs too evenly, 8 is nearly a pick. A contender without a scored day gets the weight of the
+worst scored one; a series with none scored, equal weights. The weights are learnt on the same
+windows the tournament then scores the combination on, so its pooled error flatters it a little.
 
 Rule, per series, split, origin and day, over the members (``:fallback`` rows only when no
 contender has a real fit, since they are the naive baseline):
 
-* ``yhat`` is the mean of the members' unclipped forecasts (``demand``).
-* The bounds are the ``interval`` quantiles of the equal-weight mixture of the members' predictive
-  distributions (the *linear pool*), each member a two-piece normal with median ``yhat`` whose
+* ``yhat`` is the weighted mean of the members' unclipped forecasts (``demand``).
+* The bounds are the ``interval`` quantiles of the mixture, with the same weights, of the members'
+  predictive distributions (the *linear pool*), each member a two-piece normal with median ``yhat`` whose
   quantiles are its own bounds. Where members disagree, the pool widens to cover both; where they
-  agree, it is about as wide as they are. Never narrower than averaging the bounds (the rule a test
-  checks): averaging quantiles is over-confident exactly when the members disagree.
+  agree, it is about as wide as they are. Never narrower than the weighted mean of the bounds (the
+  rule a test checks): averaging quantiles is over-confident exactly when the members disagree.
 * Calibrated like every contender, consistently: the members' future bounds are already
   calibrated, so their backtest bounds are first scaled by the same factors (``intervals``), the
   pool of those is the combination's backtest band, and the combination's future band is then
@@ -42,8 +44,8 @@ from capacity_assets.schema import ENGINE_RESULTS, SERIES_KEY, empty
 
 NAME = "combination"
 ROW = SERIES_KEY + ["split", "origin", "ds"]
-CENTRE = "mean"
-BEST_K = 2  # members per series: the best by error pooled over every origin (None: all)
+WEIGHT_POWER = 4.0  # weight = pooled MAPE ** -WEIGHT_POWER (None or 0: equal weights)
+_ERROR_FLOOR = 0.1  # percent: a perfect backtest does not get an infinite weight
 _TOL = 1e-9  # points: a quantile is final when Newton's step is below this
 _MAX_STEPS = 100  # safeguard; bisection alone would need about 40 steps for _TOL
 
@@ -78,36 +80,41 @@ def _members(
     return long[~(long["fallback"] & long["_real"].eq(True))].drop(columns="_real")
 
 
-def _best(long: pd.DataFrame, actuals: pd.DataFrame | None, names: list[str]) -> pd.DataFrame:
-    """Per series (index) and member (columns, ``names``): is it among the ``BEST_K`` members with
-    the lowest MAPE pooled over every origin (``windows``)? Ties and unscored members go by
-    registry order; without actuals, or with ``BEST_K`` None, every member is in."""
+def _weights(long: pd.DataFrame, actuals: pd.DataFrame | None, names: list[str]) -> pd.DataFrame:
+    """Per series (index) and member (columns, ``names``): its weight, summing to 1 over the
+    members the series has (0 for the others); see the module docstring."""
     series = pd.MultiIndex.from_frame(long[SERIES_KEY].drop_duplicates())
     present = pd.DataFrame(False, index=series, columns=names)
     for member, rows in long[SERIES_KEY + ["member"]].drop_duplicates().groupby("member"):
         present[member] = series.isin(pd.MultiIndex.from_frame(rows[SERIES_KEY]))
-    if actuals is None or BEST_K is None or BEST_K >= len(names):
-        return present
-    by_member = {
-        m: g.rename(columns={"c": "demand_"}).assign(yhat=g["c"].clip(0.0, 100.0))
-        for m, g in long[long["split"].isin(windows.OUT_OF_SAMPLE)].groupby("member")
-    }
-    error, _ = windows.pooled(by_member, actuals, SERIES_KEY)
-    error = error.reindex(index=series, columns=names).where(present)
-    order = [n for n in CONTENDERS if n in names] + [n for n in names if n not in CONTENDERS]
-    e = error[order].fillna(np.finfo(float).max).where(present[order], np.inf).to_numpy()
-    rank = np.argsort(np.argsort(e, axis=1, kind="stable"), axis=1, kind="stable")
-    chosen = pd.DataFrame(rank < BEST_K, index=series, columns=order)[names]
-    # a series with fewer members than BEST_K keeps them all
-    return chosen & present
+    weight = present.astype(float)
+    if actuals is not None and WEIGHT_POWER:
+        by_member = {
+            m: g.rename(columns={"c": "demand_"}).assign(yhat=g["c"].clip(0.0, 100.0))
+            for m, g in long[long["split"].isin(windows.OUT_OF_SAMPLE)].groupby("member")
+        }
+        error, _ = windows.pooled(by_member, actuals, SERIES_KEY)
+        error = error.reindex(index=series, columns=names).where(present)
+        worst = error.max(axis=1)
+        error = error.apply(lambda col: col.fillna(worst)).where(present)  # unscored: the worst
+        w = np.maximum(error.to_numpy(float), _ERROR_FLOOR) ** -float(WEIGHT_POWER)
+        scored = np.isfinite(w).any(axis=1, keepdims=True)  # else equal weights
+        w = np.where(scored, np.nan_to_num(w, nan=0.0), weight.to_numpy(float))
+        weight = pd.DataFrame(w, index=series, columns=names)
+    return weight.div(weight.sum(axis=1).replace(0.0, 1.0), axis=0)
 
 
 def pool_bounds(
-    centre: np.ndarray, lower: np.ndarray, upper: np.ndarray, interval: float
+    centre: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    interval: float,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Central ``interval`` of the equal-weight mixture of two-piece normals, one per column.
+    """Central ``interval`` of the mixture of two-piece normals, one per column, weighted by
+    ``weights`` (same shape; equal weights when None).
 
-    Arrays are (rows, members); NaN marks a missing member. Member j has median ``centre`` and its
+    Arrays are (rows, members); NaN (or a zero weight) marks a missing member. Member j has median ``centre`` and its
     ``(1 - interval) / 2`` and ``(1 + interval) / 2`` quantiles at ``lower`` and ``upper``. The
     mixture's quantile lies between the members' (every CDF is below the level at the smallest
     member quantile and above it at the largest), so Newton's method kept inside that bracket
@@ -117,15 +124,20 @@ def pool_bounds(
     s_lo = np.maximum(centre - lower, 1e-9) / z
     s_hi = np.maximum(upper - centre, 1e-9) / z
     have = np.isfinite(centre)
-    n = np.maximum(have.sum(axis=1), 1)
+    w = np.where(have, 1.0 if weights is None else np.nan_to_num(weights, nan=0.0), 0.0)
+    have &= w > 0
+    n = w.sum(axis=1)
+    n = np.where(n > 0, n, 1.0)
 
     def cdf_pdf(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d = x[:, None] - centre[rows]
         s = np.where(d < 0, s_lo[rows], s_hi[rows])
         u = d / s
-        h = have[rows]
-        f = np.where(h, ndtr(u), 0.0).sum(axis=1) / n[rows]
-        p = np.where(h, np.exp(-0.5 * u * u) / s, 0.0).sum(axis=1) / (n[rows] * np.sqrt(2 * np.pi))
+        h, wr = have[rows], w[rows]
+        f = np.where(h, wr * ndtr(u), 0.0).sum(axis=1) / n[rows]
+        p = np.where(h, wr * np.exp(-0.5 * u * u) / s, 0.0).sum(axis=1) / (
+            n[rows] * np.sqrt(2 * np.pi)
+        )
         return f, p
 
     out = []
@@ -133,8 +145,9 @@ def pool_bounds(
         # Newton's method kept inside a shrinking bracket, bisecting where a step would leave it or
         # shrinks less than half the step before (Numerical Recipes' rtsafe: Newton alone can cycle
         # across a member's kink): a few steps reach what 40 bisections did
-        lo, hi = np.nanmin(member_q, axis=1), np.nanmax(member_q, axis=1)
-        x = np.clip(np.nanmean(member_q, axis=1), lo, hi)
+        mq = np.where(have, member_q, np.nan)
+        lo, hi = np.nanmin(mq, axis=1), np.nanmax(mq, axis=1)
+        x = np.clip(_wmean(mq, w), lo, hi)
         rows = np.flatnonzero(hi > lo)
         last_step = hi - lo
         for _ in range(_MAX_STEPS):
@@ -160,6 +173,12 @@ def pool_bounds(
             rows = rows[~done]
         out.append(x)
     return out[0], out[1]
+
+
+def _wmean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Row-wise weighted mean over the finite values."""
+    w = np.where(np.isfinite(values), weights, 0.0)
+    return np.nansum(values * w, axis=1) / np.where(w.sum(axis=1) > 0, w.sum(axis=1), np.nan)
 
 
 def combine(
@@ -192,13 +211,14 @@ def combine(
     # a day some member lacks (it forecasts fewer days) is left out, never combined from fewer
     # members; a window some member has no fit for is left out alike
     full = np.isfinite(c).sum(axis=1) == count.reindex(series).to_numpy()
-    keep = _best(long, actuals, names).reindex(series).to_numpy(bool)
-    c, lo, hi = (np.where(keep, v, np.nan) for v in (c, lo, hi))
-    c, lo, hi, idx = c[full], lo[full], hi[full], idx[full].reset_index(drop=True)
-    yhat = np.nanmedian(c, axis=1) if CENTRE == "median" else np.nanmean(c, axis=1)
-    pl, pu = pool_bounds(c, lo, hi, cfg.interval)
-    lower = np.minimum(np.minimum(pl, np.nanmean(lo, axis=1)), yhat)
-    upper = np.maximum(np.maximum(pu, np.nanmean(hi, axis=1)), yhat)
+    w = _weights(long, actuals, names).reindex(series).to_numpy(float)
+    c, lo, hi, w = (np.where(w > 0, v, np.nan) for v in (c, lo, hi, w))
+    c, lo, hi, w = c[full], lo[full], hi[full], w[full]
+    idx = idx[full].reset_index(drop=True)
+    yhat = _wmean(c, w)
+    pl, pu = pool_bounds(c, lo, hi, cfg.interval, w)
+    lower = np.minimum(np.minimum(pl, _wmean(lo, w)), yhat)
+    upper = np.maximum(np.maximum(pu, _wmean(hi, w)), yhat)
     all_fallback = long.groupby(SERIES_KEY)["fallback"].all()
     fb = all_fallback.reindex(pd.MultiIndex.from_frame(idx[SERIES_KEY])).to_numpy(bool)
     raw = idx.assign(yhat=yhat, yhat_lower=lower, yhat_upper=upper)

@@ -49,6 +49,10 @@ TRUST_HIGH = 10.0  # champion MAPE <= this: 'high'
 TRUST_MEDIUM = 20.0  # <= this: 'medium' (CAPACITY_MAPE_WARN default); above or unscored: 'low'
 RISK_DAYS = 90  # risk window of the capacity trust rule (CAPACITY_RISK_DAYS)
 ERROR_QUANTILE = 0.9  # err_p90: the backtest error the capacity trust rule weighs against headroom
+# a fitted contender beats the combination only with a pooled MAPE this share lower: picking one
+# contender on a few months' errors is noisier than averaging them (chosen on the demo family,
+# issue 26, benchmarks/README.md)
+COMBINATION_MARGIN = 0.10
 
 SCORE_COLUMNS = KEY + ["contender", "model", "mape", "wape", "mae", "coverage", "n_days", "err_p90"]
 
@@ -216,7 +220,8 @@ def champions(
 
     Lower MAPE over the days of every origin pooled wins (``windows``: the backtest's and the
     windows'; the backtest's alone when there are no window rows), ``champion_mape`` staying the
-    champion's backtest MAPE; a tie goes to the earlier contender in registry order (prophet); an unscored
+    champion's backtest MAPE, except that a fitted contender beats the combination only when its
+    pooled MAPE is ``COMBINATION_MARGIN`` (10 %) lower than the combination's; a tie goes to the earlier contender in registry order (prophet); an unscored
     contender (NaN) loses to a scored one; a contender without future rows can't win (it has
     nothing to publish) unless no one has any. Every fitted contender of the registry (``CONTENDERS``)
     has its columns, results passed or not (a stable table); a combiner's only when passed.
@@ -255,6 +260,10 @@ def champions(
     pooled_mape, origins = windows.pooled(results_by_model, actuals, KEY)
     pooled_mape = pooled_mape.reindex(index=out.index, columns=names).astype(float)
     rank = pooled_mape.fillna(np.finfo(float).max).where(has_future, np.inf)
+    for n in names:
+        if n not in CONTENDERS:  # a combiner: the fitted contenders must beat it by the margin
+            scored = pooled_mape[n].notna() & has_future[n]
+            rank[n] = rank[n].where(~scored, rank[n] * (1 - COMBINATION_MARGIN))
     best = rank.to_numpy().argmin(axis=1)  # first minimum on ties
     out["champion"] = np.asarray(names, dtype=object)[best]
     out["champion_mape"] = mape.to_numpy()[np.arange(len(out)), best]
@@ -301,8 +310,8 @@ def golden_record(
     ``actuals`` and the central ``interval``): measured for issue 26, it covered less than the
     consensus on the held-out family and raised more false alarms on the tuning one, so the
     pipeline publishes the consensus. ``upper="consensus"`` caps the upper bound (the
-    one that decides risk, ``yhat_upper >= threshold``) at the median of every contender's upper
-    bound that day, never below ``yhat``: the champion keeps its forecast and its lower bound, but
+    one that decides risk, ``yhat_upper >= threshold``) at the median of every fitted contender's
+    upper bound that day, never below ``yhat``: the champion keeps its forecast and its lower bound, but
     one contender's blown-up band (a lucky backtest, a wild calibration factor) cannot raise an
     alarm that most contenders do not see. It removed false alarms at the same recall on the
     tuning fleet (``benchmarks/README.md``). ``demand_upper`` is capped alike.
@@ -337,11 +346,14 @@ def _consensus_upper(
     golden: pd.DataFrame, results_by_model: dict[str, pd.DataFrame]
 ) -> pd.DataFrame:
     cols = ["yhat_upper", "demand_upper"]
+    # the fitted contenders' bounds: a combination is made of them, counting it would count its
+    # members twice (issue 26: one fewer false alarm on the demo family)
+    voters = [n for n in results_by_model if n in CONTENDERS] or list(results_by_model)
     fut = pd.concat(
         [
             r.loc[r["split"] == "future", KEY + ["ds"] + cols]
-            for r in results_by_model.values()
-            if r is not None and len(r)
+            for n, r in results_by_model.items()
+            if n in voters and r is not None and len(r)
         ],
         ignore_index=True,
     )

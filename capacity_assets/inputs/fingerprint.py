@@ -27,6 +27,7 @@ RESULT_SETTINGS = (
     "interval",
     "backtest_months",
     "horizon_days",
+    "windows",
     "threshold",
     "risk_days",
     "mape_warn",

@@ -38,6 +38,7 @@ class SettingsResource(dg.ConfigurableResource):
     interval: float
     backtest_months: int
     horizon_days: int
+    windows: str
     threshold: float
     risk_days: int
     mape_warn: float

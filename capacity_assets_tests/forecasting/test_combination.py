@@ -128,7 +128,8 @@ def test_calibrated_like_the_members_and_clipped():
     }
     out = combine("combination", res, act, CFG)
     fut = out[out["split"] == "future"]
-    assert (fut["yhat_upper"] <= 100).all() and np.allclose(fut["demand"], 98.5)
+    # weighted by each member's backtest error: between the members' 98 and 99
+    assert (fut["yhat_upper"] <= 100).all() and fut["demand"].between(98.0, 99.0).all()
     assert (fut["demand_upper"] > 100).all()  # unclipped, as for the engines
     # +-1 bands around errors of sd 3: the published band is about +-1.28 * 3, not +-1
     half = fut["yhat"] - fut["yhat_lower"]
@@ -197,3 +198,27 @@ def test_mixture_bounds_are_the_pool_quantiles_as_bisection_gave_them():
             # the pool's quantile (a zero-width side makes a step in its CDF: the step's position)
             assert (_mixture_cdf(got - 1e-6, centre, lower, upper, interval) <= q + 1e-9).all()
             assert (_mixture_cdf(got + 1e-6, centre, lower, upper, interval) >= q - 1e-9).all()
+
+
+def test_weighted_mixture_bounds_are_the_weighted_pool_quantiles():
+    from scipy.special import ndtr, ndtri
+
+    centre = np.array([[40.0, 60.0], [40.0, 60.0], [40.0, 60.0]])
+    lower, upper = centre - 4.0, centre + 6.0
+    weights = np.array([[1.0, 0.0], [0.5, 0.5], [0.9, 0.1]])
+    lo, hi = combination.pool_bounds(centre, lower, upper, 0.8, weights)
+    # a member of weight 0 is left out: the other's own band
+    assert (lo[0], hi[0]) == (pytest.approx(36.0, abs=1e-6), pytest.approx(46.0, abs=1e-6))
+    # equal weights: the unweighted pool
+    plain = combination.pool_bounds(centre[1:2], lower[1:2], upper[1:2], 0.8)
+    assert (lo[1], hi[1]) == (pytest.approx(plain[0][0]), pytest.approx(plain[1][0]))
+    # 9 : 1 - the weighted CDF is at 0.1 and 0.9 at the bounds
+    z = float(ndtri(0.9))
+
+    def cdf(x):
+        d = x - centre[2]
+        s = np.where(d < 0, 4.0, 6.0) / z
+        return float(np.dot(weights[2], ndtr(d / s)))
+
+    assert cdf(lo[2]) == pytest.approx(0.1, abs=1e-7) and cdf(hi[2]) == pytest.approx(0.9, abs=1e-7)
+    assert 36.0 < lo[2] < hi[2] < 66.0 and hi[2] > 46.0  # the minor member still widens the top

@@ -96,25 +96,60 @@ def test_a_tie_on_the_pooled_error_goes_to_registry_order():
     assert row["champion"] == "prophet"
 
 
+@pytest.mark.parametrize(("prophet_off", "champion"), [(0.95, "combination"), (0.8, "prophet")])
+def test_a_contender_beats_the_combination_only_by_ten_percent(prophet_off, champion):
+    act = actuals("s1", np.full(130, 50.0))
+    by = {
+        "prophet": contender("s1", "prophet", 50 + prophet_off, [50 + prophet_off] * 2, 51.0),
+        "combination": contender("s1", "combination", 51.0, [51.0, 51.0], 51.0),  # 2 % off
+    }
+    row = tournament.champions(by, act).iloc[0]
+    assert row["prophet_pooled_mape"] < row["combination_pooled_mape"]
+    assert row["champion"] == champion
+
+
+def test_the_consensus_cap_counts_the_fitted_contenders_not_their_combination():
+    act = actuals("s1", np.full(130, 50.0))
+    # the challenger wins with a wide band; the combination is made of it and shares its top
+    by = {
+        "prophet": contender("s1", "prophet", 53.0, [53.0, 53.0], 80.0, half=10.0),
+        "challenger": contender("s1", "challenger", 50.0, [50.0, 50.0], 80.0, half=19.0),
+        "ets": contender("s1", "ets", 54.0, [54.0, 54.0], 80.0, half=12.0),
+        "combination": contender("s1", "combination", 52.0, [52.0, 52.0], 80.0, half=18.0),
+    }
+    champs = tournament.champions(by, act)
+    assert champs.iloc[0]["champion"] == "challenger"
+    gold = tournament.golden_record(by, champs, END, "r", upper="consensus")
+    # the median of 90, 99 and 92, not of those and the combination's 98 (95: an alarm at 95)
+    assert gold["yhat_upper"].to_numpy() == pytest.approx(np.full(30, 92.0))
+    assert gold["yhat"].to_numpy() == pytest.approx(np.full(30, 80.0))
+
+
 def test_a_weak_contender_no_longer_drags_the_combination(monkeypatch):
     act = actuals("s1", np.full(130, 50.0))
     by = {
-        "prophet": contender("s1", "prophet", 51.0, [51.0, 51.0], 52.0),
-        "challenger": contender("s1", "challenger", 49.0, [49.0, 49.0], 48.0),
-        "ets": contender("s1", "ets", 80.0, [80.0, 80.0], 90.0),  # 30 points off everywhere
+        "prophet": contender("s1", "prophet", 51.0, [51.0, 51.0], 52.0),  # 2 % off
+        "challenger": contender("s1", "challenger", 48.0, [48.0, 48.0], 46.0),  # 4 % off
+        "ets": contender("s1", "ets", 80.0, [80.0, 80.0], 90.0),  # 60 % off everywhere
     }
     cfg = ForecastConfig()
-    best = combination.combine(by, act, cfg)
-    fut = best[best["split"] == "future"]
-    assert fut["yhat"].to_numpy() == pytest.approx(np.full(30, 50.0))  # (52 + 48) / 2
-    # every origin is combined from the same two members
-    win = best[best["split"] == "window"]
+    weighted = combination.combine(by, act, cfg)
+    # weights: pooled MAPE to the power -4, so 16 : 1 : (1/30)**4 * 16
+    w = np.array([2.0, 4.0, 60.0]) ** -4.0
+    expected = float(np.dot(w, [52.0, 46.0, 90.0]) / w.sum())
+    fut = weighted[weighted["split"] == "future"]
+    assert fut["yhat"].to_numpy() == pytest.approx(np.full(30, expected))
+    assert expected == pytest.approx(51.65, abs=0.01)  # ETS's 90 barely counts
+    # every origin is combined with the same weights
+    win = weighted[weighted["split"] == "window"]
     assert sorted(win["origin"].unique()) == sorted(ORIGINS["window"])
-    assert win["yhat"].to_numpy() == pytest.approx(np.full(len(win), 50.0))
-    monkeypatch.setattr(combination, "BEST_K", None)  # the mean of every contender, as before
+    assert win["yhat"].to_numpy() == pytest.approx(
+        np.full(len(win), float(np.dot(w, [51.0, 48.0, 80.0]) / w.sum()))
+    )
+    monkeypatch.setattr(combination, "WEIGHT_POWER", None)  # the plain mean, as before
     every = combination.combine(by, act, cfg)
     assert every.loc[every["split"] == "future", "yhat"].to_numpy() == pytest.approx(
-        np.full(30, (52 + 48 + 90) / 3)
+        np.full(30, (52 + 46 + 90) / 3)
     )
 
 
@@ -166,7 +201,7 @@ def test_engines_forecast_from_every_origin_to_the_end_of_history(name):
             "y": 40 + 0.02 * t + 5 * np.sin(t * 2 * np.pi / 7),
         }
     )
-    cfg = ForecastConfig(horizon_days=30)
+    cfg = ForecastConfig(horizon_days=30, windows=(3, 2))
     out = run(name, history, cfg)
     assert list(out.columns) == list(schema.ENGINE_RESULTS)
     origins = out.groupby(["split", "origin"])["ds"].agg(["min", "max", "size"])
@@ -185,3 +220,44 @@ def test_engines_forecast_from_every_origin_to_the_end_of_history(name):
     assert set(alone["split"]) == {"backtest", "future"}
     same = out[out["split"] != "window"].reset_index(drop=True)
     pd.testing.assert_frame_equal(same, alone.reset_index(drop=True))
+
+
+def test_capacity_windows_sets_the_origins_and_a_bad_value_names_the_setting():
+    from capacity_assets.config import ConfigError, load
+
+    assert load({}).forecast_config.windows == (2,)
+    assert load({"CAPACITY_WINDOWS": "2,3"}).forecast_config.windows == (3, 2)
+    assert load({"CAPACITY_WINDOWS": "2"}).forecast_config.windows == (2,)
+    assert load({"CAPACITY_WINDOWS": "none"}).forecast_config.windows == ()
+    for bad in ("4", "two", "3,0"):
+        with pytest.raises(ConfigError, match="CAPACITY_WINDOWS") as e:
+            load({"CAPACITY_WINDOWS": bad})
+        assert "CAPACITY_BACKTEST_MONTHS (4)" in str(e.value)
+
+
+def test_a_real_run_picks_each_champion_on_every_origin_pooled(tiny_pipeline_db):
+    import duckdb
+
+    with duckdb.connect(tiny_pipeline_db, read_only=True) as con:
+        results = con.sql(
+            "select server_id, resource, split, origin, min(ds) as first, max(ds) as last "
+            "from prophet_results group by all"
+        ).df()
+        champs = con.sql("select * from champions").df()
+        history_end = con.execute("select max(ds) from processed_data").fetchone()[0]
+    windows = results[results["split"] == "window"]
+    # every series fitted at a later origin (CAPACITY_WINDOWS=2), each forecasting to the last history day
+    assert (
+        len(windows) and (windows.groupby(["server_id", "resource"])["origin"].nunique() == 1).all()
+    )
+    assert (pd.to_datetime(windows["last"]) == pd.Timestamp(history_end)).all()
+    assert (
+        pd.to_datetime(windows["first"]) == pd.to_datetime(windows["origin"]) + pd.Timedelta(days=1)
+    ).all()
+    scored = champs[champs["champion_mape"].notna()]
+    assert len(scored) and (scored["windows"] == 2).all()
+    pooled = scored[[c for c in scored.columns if c.endswith("_pooled_mape")]].copy()
+    # a fitted contender must beat the combination by 10 %
+    pooled["combination_pooled_mape"] *= 0.9
+    best = pooled.idxmin(axis=1).str.removesuffix("_pooled_mape")
+    assert (best == scored["champion"]).mean() == 1.0

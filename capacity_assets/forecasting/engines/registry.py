@@ -60,8 +60,8 @@ ENGINES: dict[str, Engine] = {
     ),
     "combination": Engine(
         "capacity_assets.forecasting.combination",
-        "Combination: per series, the per-day mean of the best two fitted contenders (error over "
-        "every origin), bounds from their mixture.",
+        "Combination: per series, the fitted contenders' forecasts weighted by their error over "
+        "every origin (MAPE to the power -4), bounds from their mixture.",
         "#8b5cf6",
         combiner=True,
     ),

@@ -44,8 +44,8 @@ def engine_asset(name: str, layout: Layout) -> dg.AssetsDefinition:
         group_name="forecasting",
         **layout.per_batch(),
         description=f"{ENGINES[name].description} Backtest rows (fit on all but the last "
-        "CAPACITY_BACKTEST_MONTHS), window rows (fits 3 and 2 months before the end, forecasting to "
-        "it) and a refit's CAPACITY_HORIZON_DAYS future rows, with bounds.",
+        "CAPACITY_BACKTEST_MONTHS), window rows (fits CAPACITY_WINDOWS months before the end, "
+        "forecasting to it) and a refit's CAPACITY_HORIZON_DAYS future rows, with bounds.",
         ins={"processed_data": dg.AssetIn(), "skipped_series": dg.AssetIn()},
     )
     def _results(

@@ -24,7 +24,7 @@ def tournament_assets(layout: Layout, contenders: tuple[str, ...]) -> list[dg.As
         check_specs=checks.CHAMPIONS_CHECKS,
         description="Per series: every contender's backtest MAPE, WAPE, MAE and interval coverage; the "
         "champion is the lowest MAPE pooled over the backtest and the later origins' windows (ties "
-        "in registry order), with a trust level that weighs the backtest error against the "
+        "in registry order; a fitted contender must beat the combination by 10 %), with a trust level that weighs the backtest error against the "
         "headroom to the threshold.",
     )
     def champions(
