@@ -20,7 +20,7 @@ class ForecastConfig:
     # extra origins (months before the end) whose fits forecast to the end of history, besides the
     # backtest's: the tournament selects on the errors pooled over every origin (one origin is a
     # noisy judge); () = the backtest alone. One window: as accurate as (3, 2) on the demo family
-    # for half the extra fitting (issue 26, benchmarks/README.md)
+    # for less than half the extra fitting (issue 26, benchmarks/README.md)
     windows: tuple[int, ...] = (2,)
 
 
