@@ -496,6 +496,9 @@ def fleet_tables(family: str, servers: int, seed: int, threshold: float, risk_da
         combination.WEIGHT_POWER = p
         combos[p] = combination.combine(res, act, cfg)
     combination.WEIGHT_POWER = power
+    # CAPACITY_WINDOWS=none: the same fits without their window rows (the backtest and the refit
+    # do not depend on the windows), weighted on the backtest alone
+    combo_alone = combination.combine(before, act, cfg)
     stock = cached(
         f"stock_{family}{servers}s{seed}",
         _hash(data["history_obs"]),
@@ -547,6 +550,9 @@ def fleet_tables(family: str, servers: int, seed: int, threshold: float, risk_da
         "golden: + margin, calibrated": golden(res, combos[power], "calibrated"),
         "golden: + margin, calibrated, then cap of fitted": golden(
             res, combos[power], "calibrated+consensus"
+        ),
+        "golden, CAPACITY_WINDOWS=none (same rules, backtest alone)": golden(
+            before, combo_alone, "consensus"
         ),
         SHIPPED: golden(res, combos[power], "consensus"),
         "stock prophet": stock,

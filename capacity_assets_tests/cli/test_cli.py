@@ -202,6 +202,7 @@ def test_both_engines_land_in_duckdb_with_the_contract_columns_and_split(tiny_ru
         "model",
         "demand",
         "demand_upper",
+        "origin",
     ]
     for table, model in (("prophet_results", "prophet"), ("challenger_results", "challenger")):
         cols = [r[0] for r in conn.execute(f"describe {table}").fetchall()]

@@ -16,7 +16,7 @@ import pytest
 from capacity_assets_tests.conftest import capacity
 
 BATCHES = 2
-THRESHOLD = 75.0  # CAPACITY_THRESHOLD: low enough that the tiny fleet has series to add capacity to
+THRESHOLD = 70.0  # CAPACITY_THRESHOLD: low enough that the tiny fleet has series to add capacity to
 THRESHOLD_DISK = 90.0  # CAPACITY_THRESHOLD_DISK
 DEFAULT_TARGET = 80.0  # CAPACITY_TARGET unset
 LEAD_DAYS = 21  # CAPACITY_LEAD_DAYS (default 30: a different value shows the setting is used)
