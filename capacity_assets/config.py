@@ -269,10 +269,12 @@ class CapacitySettings:
         raw = self.windows.strip().lower()
         if raw in ("none", ""):
             return ()
-        try:
-            months = sorted({int(m) for m in raw.split(",") if m.strip()}, reverse=True)
-        except ValueError:
+        items = [m.strip() for m in raw.split(",")]
+        if not all(m.isascii() and m.isdigit() for m in items):
             return None
+        months = sorted({int(m) for m in items}, reverse=True)
+        if raw == DEFAULTS["windows"]:  # not chosen: a short backtest simply has fewer windows
+            return tuple(m for m in months if 0 < m < self.backtest_months)
         return tuple(months) if all(0 < m < self.backtest_months for m in months) else None
 
     @property

@@ -501,7 +501,8 @@ TABLE_COLUMN_DOCS = {
     ("pool_outlook", "threshold"): "the pool's threshold, % (CAPACITY_THRESHOLD[_RESOURCE])",
     ("pool_outlook", "first_breach_date"): "first day its upper demand reaches threshold_units",
     ("pool_outlook", "days_to_breach"): "days from the pool's first forecast day to that breach",
-    ("champions", "windows"): "origins whose errors the pick pooled (1: the backtest alone)",
+    ("champions", "windows"): "origins whose errors the pick pooled (1: the backtest alone; 0: "
+    "the champion was not scored)",
 }
 # per-contender columns of champions: '<contender>_<metric>'
 _CONTENDER_DOCS = {

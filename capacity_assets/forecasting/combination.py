@@ -190,8 +190,8 @@ def combine(
     ``results_by_model``: ``{name: <name>_results}`` as the engines' assets store them (a ``batch``
     column is ignored; names that are not fitted contenders, such as the combination itself, are
     skipped). ``actuals`` (server_id, resource, ds, y; a ``filled`` flag or ``batch`` column are
-    ignored) calibrates the bounds, as the registry does for the engines. Backtest and future rows
-    cover the days every member of the series forecasts.
+    ignored) calibrates the bounds and weighs the members, as the registry does for the engines.
+    Backtest, window and future rows cover the days every member of the series forecasts.
     """
     long = _members(results_by_model, actuals, cfg.interval)
     if long.empty:

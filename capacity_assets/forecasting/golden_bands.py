@@ -2,8 +2,10 @@
 
 Why: each contender's future band is calibrated on its own backtest (``intervals``), but the
 champion is by selection the contender whose backtest went best, so its band is the most
-optimistic of all; capping its upper bound at the contenders' median (the ``consensus`` rule it
-replaces) made the published band cover less than any contender's own. Here the band the golden
+optimistic of all; capping its upper bound at the contenders' median (the ``consensus`` rule the
+pipeline publishes) can make the published band cover less than any contender's own. Measured
+against that cap for issue 26 and not adopted: the champion is picked on the very windows whose
+errors calibrate it, so they flatter it (``benchmarks/README.md``). Here the band the golden
 record publishes is checked against what the champion actually missed by, from the backtest's
 origin and every window's (``windows``), at the same horizon: each out-of-sample error is scored in
 units of the published future half-width at that many days ahead, on its side (upper for

@@ -51,7 +51,9 @@ RISK_DAYS = 90  # risk window of the capacity trust rule (CAPACITY_RISK_DAYS)
 ERROR_QUANTILE = 0.9  # err_p90: the backtest error the capacity trust rule weighs against headroom
 # a fitted contender beats the combination only with a pooled MAPE this share lower: picking one
 # contender on a few months' errors is noisier than averaging them (chosen on the demo family,
-# issue 26, benchmarks/README.md)
+# issue 26, benchmarks/README.md). The combination's weights are learnt on the days it is scored
+# on, so it is nearly always within this of its best member: in effect it wins almost everywhere
+# (99 % of series at 2,000 servers), which is what the held-out months favoured
 COMBINATION_MARGIN = 0.10
 
 SCORE_COLUMNS = KEY + ["contender", "model", "mape", "wape", "mae", "coverage", "n_days", "err_p90"]

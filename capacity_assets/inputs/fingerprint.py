@@ -65,7 +65,11 @@ def library_versions() -> dict[str, str]:
 
 
 def result_settings(settings) -> dict:
-    return {k: getattr(settings, k) for k in RESULT_SETTINGS}
+    out = {k: getattr(settings, k) for k in RESULT_SETTINGS}
+    months = getattr(settings, "window_months", None)
+    if months is not None:  # "3,2", "2, 3" and "3,2,2" are one setting
+        out["windows"] = ",".join(map(str, months)) or "none"
+    return out
 
 
 @functools.lru_cache(maxsize=1)

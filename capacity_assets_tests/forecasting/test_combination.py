@@ -1,5 +1,5 @@
-"""The combination contender: the mean of the fitted contenders, bounds from their mixture, scored
-and crowned like any contender."""
+"""The combination contender: the fitted contenders weighted by their errors, bounds from their
+mixture, scored and crowned like any contender."""
 
 from __future__ import annotations
 

@@ -261,3 +261,27 @@ def test_a_real_run_picks_each_champion_on_every_origin_pooled(tiny_pipeline_db)
     pooled["combination_pooled_mape"] *= 0.9
     best = pooled.idxmin(axis=1).str.removesuffix("_pooled_mape")
     assert (best == scored["champion"]).mean() == 1.0
+
+
+def test_a_short_backtest_keeps_working_without_the_default_window():
+    from capacity_assets.config import ConfigError, load
+
+    # the default window (2 months) does not fit a 2-month backtest: dropped, not refused
+    assert load({"CAPACITY_BACKTEST_MONTHS": "2"}).forecast_config.windows == ()
+    assert load({"CAPACITY_BACKTEST_MONTHS": "1"}).forecast_config.windows == ()
+    # a window the user asked for is checked
+    with pytest.raises(ConfigError, match="CAPACITY_WINDOWS"):
+        load({"CAPACITY_BACKTEST_MONTHS": "2", "CAPACITY_WINDOWS": "3"})
+    for bad in ("2,", ",", "２"):
+        with pytest.raises(ConfigError, match="CAPACITY_WINDOWS"):
+            load({"CAPACITY_WINDOWS": bad})
+    assert load({"CAPACITY_WINDOWS": " 3, 2 "}).forecast_config.windows == (3, 2)
+
+
+def test_the_same_windows_written_differently_do_not_re_run_a_batch():
+    from capacity_assets.config import load
+    from capacity_assets.inputs.fingerprint import result_settings
+
+    same = [result_settings(load({"CAPACITY_WINDOWS": v})) for v in ("3,2", "2, 3", "3,2,2")]
+    assert same[0] == same[1] == same[2]
+    assert result_settings(load({"CAPACITY_WINDOWS": "2"})) != same[0]

@@ -14,8 +14,9 @@ def render(loader: Loader, settings: CapacitySettings, present: set[str]) -> Non
     """How far to trust the forecasts: the worst series are listed, so planners check those first."""
     st.subheader("Tournament summary")
     st.caption(
-        "Each series is forecast by every contender; the one with the lowest MAPE on the "
-        f"backtest months becomes its champion. Series above {settings.mape_warn:g} % MAPE "
+        "Each series is forecast by every contender; the one with the lowest MAPE over the "
+        "backtest and the later windows becomes its champion (a single model must beat the "
+        "error-weighted combination by 10 %, so the combination nearly always wins). Series above {settings.mape_warn:g} % MAPE "
         "are flagged: plan on them with care."
     )
     bin_width = 2.0
