@@ -360,8 +360,9 @@ def dask_cluster(
             except TimeoutError:
                 tails = "\n".join(f"{n}: {_tail(logs / f'{n}.log')}" for n in by_name)
                 raise RuntimeError(f"dask workers did not connect:\n{tails}") from None
-            names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
-            pids = {names[a]: pid for a, pid in client.run(os.getpid).items()}
+            # each worker names itself: the client's cached scheduler_info() can lag behind the
+            # workers wait_for_workers saw (a KeyError on a worker's address, seen once in CI)
+            pids = dict(client.run(lambda dask_worker: (dask_worker.name, os.getpid())).values())
         yield DaskCluster(address, pids, dirs, by_name)
     finally:
         # workers first, so they do not retry a scheduler that is gone; the client is closed
