@@ -26,25 +26,18 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
+sys.path[:0] = [str(REPO)]  # capacity_assets_tests.servers: the tests' GraphQL helper
 
 
 def graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=60) as r:
-        body = json.load(r)
-    if body.get("errors"):
-        raise RuntimeError(body["errors"])
-    return body["data"]
+    from capacity_assets_tests.servers import graphql as query_ui
+
+    return query_ui(port, query, timeout=60)
 
 
 def batch_span(home: Path, since: float = 0.0) -> tuple[float, float, int]:

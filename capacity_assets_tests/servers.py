@@ -392,8 +392,8 @@ def stray_files(worker_dir: Path) -> list[str]:
     return sorted(out)
 
 
-def graphql(port: int, query: str) -> dict:
-    """``query``'s data from the Dagster UI's GraphQL endpoint on ``port``."""
+def graphql(port: int, query: str, timeout: float = 30) -> dict:
+    """``query``'s data from the Dagster UI's GraphQL endpoint on ``port``; its errors raise."""
     import json
     import urllib.request
 
@@ -402,8 +402,11 @@ def graphql(port: int, query: str) -> dict:
         data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)["data"]
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        body = json.load(r)
+    if body.get("errors"):
+        raise RuntimeError(body["errors"])
+    return body["data"]
 
 
 @contextlib.contextmanager
