@@ -215,6 +215,27 @@ def risk_calls(
     }
 
 
+def targets(s: dict, anchor: dict, label: str, best_single: float | None = None) -> dict:
+    """The issue's targets for the golden record's scores ``s`` against stock Prophet's
+    (``anchor``) and, when given, the best single contender's WAPE; printed, and returned."""
+    checks = (
+        {} if best_single is None else {"WAPE <= best single contender": s["wape"] <= best_single}
+    )
+    checks.update(
+        {
+            "WAPE <= 0.9 x stock": s["wape"] <= 0.9 * anchor["wape"],
+            "coverage in [0.75, 0.85]": 0.75 <= s["coverage"] <= 0.85,
+            "risk F1 >= stock": s["f1"] >= anchor["f1"],
+            "risk recall >= stock": s["recall"] >= anchor["recall"],
+        }
+    )
+    print(
+        f"\nTargets ({label}): "
+        + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in checks.items())
+    )
+    return checks
+
+
 # --- one family ------------------------------------------------------------------------------------
 
 
@@ -358,17 +379,7 @@ def run_family(
             ["rule", "low share", "low and near the threshold", "low and far from it"],
         )
     )
-    s = scores["golden record"]
-    checks = {
-        "WAPE <= 0.9 x stock": s["wape"] <= 0.9 * anchor["wape"],
-        "coverage in [0.75, 0.85]": 0.75 <= s["coverage"] <= 0.85,
-        "risk F1 >= stock": s["f1"] >= anchor["f1"],
-        "risk recall >= stock": s["recall"] >= anchor["recall"],
-    }
-    print(
-        "\nTargets (golden record against stock Prophet): "
-        + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in checks.items())
-    )
+    checks = targets(scores["golden record"], anchor, "golden record against stock Prophet")
     return {"scores": scores, "checks": checks, "wins": wins, "cpu": cpu, "n_series": n_series}
 
 
@@ -649,18 +660,7 @@ def run_pooled(family: str, fleets, threshold: float, risk_days: int) -> dict:
             ["engine", "ms CPU/series"],
         )
     )
-    s = scores[SHIPPED]
-    checks = {
-        "WAPE <= best single contender": s["wape"] <= best_single,
-        "WAPE <= 0.9 x stock": s["wape"] <= 0.9 * anchor["wape"],
-        "coverage in [0.75, 0.85]": 0.75 <= s["coverage"] <= 0.85,
-        "risk F1 >= stock": s["f1"] >= anchor["f1"],
-        "risk recall >= stock": s["recall"] >= anchor["recall"],
-    }
-    print(
-        "\nTargets (pooled): "
-        + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in checks.items())
-    )
+    checks = targets(scores[SHIPPED], anchor, "pooled", best_single)
     return {"scores": scores, "checks": checks, "cpu": cpu, "n_series": n_series}
 
 
